@@ -1,0 +1,100 @@
+//! The image pipeline: untrusted upload bytes → normalized master ladder, and
+//! a ladder rung → an encoded variant of exactly N×N pixels.
+//!
+//! Pure and synchronous: no I/O, no async, no hyper, no store. Every limit is a
+//! typed value checked before the allocation it guards.
+//!
+//! (Skeleton: the real implementation replaces the `todo!()`s.)
+
+use crate::model::ContentHash;
+
+/// Bump when any change to decoding, resizing or encoding alters output bytes:
+/// it is part of every variant's ETag and cache key.
+pub const PIPELINE_VERSION: u32 = 1;
+
+/// Output formats a variant can be encoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    Png,
+    Jpeg,
+    Webp,
+}
+
+impl OutputFormat {
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            OutputFormat::Png => "image/png",
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Webp => "image/webp",
+        }
+    }
+    pub fn extension(&self) -> &'static str {
+        match self {
+            OutputFormat::Png => "png",
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Webp => "webp",
+        }
+    }
+}
+
+/// Formats accepted for upload (sniffed from bytes, never from Content-Type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceFormat {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+}
+
+/// Pixel layout of a [`Pixels`] buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Rgb8,
+    Rgba8,
+}
+
+/// A decoded image in memory, sRGB, 8 bits per channel, tightly packed rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub layout: Layout,
+    pub data: Vec<u8>,
+}
+
+/// Limits for untrusted input; each is checked before the allocation it guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_upload_bytes: usize,
+    pub max_side: u32,
+    pub max_pixels: u64,
+    pub max_decoder_alloc: u64,
+    /// Side of the largest stored master (default 1024).
+    pub master_side: u32,
+}
+
+/// An upload crop rectangle, in the upright (EXIF-oriented) image's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub side: u32,
+}
+
+/// One stored rung of a master's resolution ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rung {
+    pub side: u32,
+    /// Encoded rung bytes (the stored blob).
+    pub bytes: Vec<u8>,
+    pub hash: ContentHash,
+}
+
+/// The result of normalizing an upload.
+#[derive(Debug, Clone)]
+pub struct Normalized {
+    pub source_format: SourceFormat,
+    pub has_alpha: bool,
+    /// Largest first; `ladder[0]` is the master whose hash names the avatar.
+    pub ladder: Vec<Rung>,
+}
