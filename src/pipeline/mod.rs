@@ -98,3 +98,56 @@ pub struct Normalized {
     /// Largest first; `ladder[0]` is the master whose hash names the avatar.
     pub ladder: Vec<Rung>,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_upload_bytes: 10 << 20,
+            max_side: 8192,
+            max_pixels: 40_000_000,
+            max_decoder_alloc: 512 << 20,
+            master_side: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("empty body")]
+    Empty,
+    #[error("upload of {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("unsupported format ({detected}); supported: JPEG, PNG, GIF, WebP")]
+    UnsupportedFormat { detected: &'static str },
+    #[error("image is {width}x{height}; limits are {max_side} px per side and {max_pixels} pixels")]
+    DimensionsTooLarge { width: u32, height: u32, max_side: u32, max_pixels: u64 },
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("decoder limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("bad crop: {0}")]
+    BadCrop(String),
+    #[error("size {0} out of range 1..=2048")]
+    BadSize(u32),
+    #[error("internal pipeline error: {0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, PipelineError::Internal(_))
+    }
+}
+
+pub fn normalize(_bytes: &[u8], _crop: Option<Crop>, _limits: &Limits) -> Result<Normalized, PipelineError> {
+    todo!()
+}
+pub fn pick_rung(_sides: &[u32], _size: u32) -> usize {
+    todo!()
+}
+pub fn render(_rung: &[u8], _size: u32, _format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
+    todo!()
+}
+pub fn encode(_px: &Pixels, _format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
+    todo!()
+}

@@ -1,0 +1,491 @@
+//! Client input → typed requests. Every value a client sends (path segments,
+//! query parameters, `Accept`) is parsed here, once, into a typed value.
+//!
+//! Pure: no I/O, no hyper. Two flavours of strictness, on purpose:
+//! - content URLs (`/c/…`) and the API are strict: junk is a 400 naming the problem;
+//! - identity URLs (`/avatar/…`) are forgiving like Gravatar: out-of-range sizes
+//!   clamp, junk parameters are ignored, a malformed hash still gets an avatar
+//!   (the server default, flagged `invalid-key`) — a broken template must never
+//!   show a broken image.
+
+use crate::identicon::Style;
+use crate::model::{ContentHash, IdentityHash, Rating};
+use crate::pipeline::{Crop, OutputFormat};
+
+/// Smallest and largest output side.
+pub const MIN_SIZE: u32 = 1;
+pub const MAX_SIZE: u32 = 2048;
+/// Size when the URL names none (Gravatar's default).
+pub const DEFAULT_SIZE: u32 = 80;
+/// Longest query string we look at; longer ones are refused (strict) or cut (forgiving).
+pub const MAX_QUERY_LEN: usize = 2048;
+/// Longest `name=`/`initials=` value kept.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Why a strict request was refused. Each maps to a 400 with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("malformed content hash: expected 64 hex digits")]
+    BadHash,
+    #[error("unknown extension: use .png, .jpg, .jpeg or .webp")]
+    BadExtension,
+    #[error("size must be an integer from 1 to 2048")]
+    BadSize,
+    #[error("query string too long")]
+    QueryTooLong,
+    #[error("malformed query string")]
+    BadQuery,
+    #[error("crop must be x,y,side with side > 0")]
+    BadCrop,
+    #[error("rating must be one of g, pg, r, x")]
+    BadRating,
+}
+
+/// Decoded `key=value` pairs of a query string (percent- and `+`-decoded).
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, SpecError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(SpecError::QueryTooLong);
+    }
+    let mut out = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((pct_decode(k)?, pct_decode(v)?));
+    }
+    Ok(out)
+}
+
+/// Percent-decode one component (`+` means space, as in forms). Invalid UTF-8 is an error.
+pub fn pct_decode(s: &str) -> Result<String, SpecError> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| SpecError::BadQuery)
+}
+
+fn parse_extension(ext: &str) -> Result<OutputFormat, SpecError> {
+    match ext.to_ascii_lowercase().as_str() {
+        "png" => Ok(OutputFormat::Png),
+        "jpg" | "jpeg" => Ok(OutputFormat::Jpeg),
+        "webp" => Ok(OutputFormat::Webp),
+        _ => Err(SpecError::BadExtension),
+    }
+}
+
+/// Split `name.ext` into the name and the parsed extension, if any.
+fn split_extension(segment: &str) -> (&str, Option<&str>) {
+    match segment.rsplit_once('.') {
+        Some((name, ext)) => (name, Some(ext)),
+        None => (segment, None),
+    }
+}
+
+/// A request for immutable content: `/c/{hash}[.ext]?s=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRequest {
+    pub hash: ContentHash,
+    pub size: u32,
+    /// The format named by the extension; `None` means negotiate from `Accept`.
+    pub format: Option<OutputFormat>,
+}
+
+/// Parse the part of a content URL after `/c/` plus its raw query string.
+pub fn parse_content(segment: &str, query: Option<&str>) -> Result<ContentRequest, SpecError> {
+    let (name, ext) = split_extension(segment);
+    let hash: ContentHash = name.parse().map_err(|_| SpecError::BadHash)?;
+    let format = ext.map(parse_extension).transpose()?;
+    let mut size = DEFAULT_SIZE;
+    for (k, v) in query_pairs(query.unwrap_or(""))? {
+        if k == "s" || k == "size" {
+            size = parse_strict_size(&v)?;
+        }
+    }
+    Ok(ContentRequest { hash, size, format })
+}
+
+fn parse_strict_size(v: &str) -> Result<u32, SpecError> {
+    if v.is_empty() || v.len() > 4 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SpecError::BadSize);
+    }
+    let n: u32 = v.parse().map_err(|_| SpecError::BadSize)?;
+    if (MIN_SIZE..=MAX_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(SpecError::BadSize)
+    }
+}
+
+/// Forgiving size parse for identity URLs: clamp out-of-range numbers, ignore junk.
+fn parse_lenient_size(v: &str) -> Option<u32> {
+    let digits = v.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Very long digit strings overflow: they are "huge", so clamp to the max.
+    let n = digits.parse::<u64>().unwrap_or(u64::MAX);
+    Some(n.clamp(MIN_SIZE as u64, MAX_SIZE as u64) as u32)
+}
+
+/// Pick the output format from the `Accept` header when the URL named none:
+/// WebP when accepted, else PNG for images with alpha and JPEG otherwise.
+pub fn negotiate(accept: Option<&str>, has_alpha: bool) -> OutputFormat {
+    if accept.is_some_and(accepts_webp) {
+        OutputFormat::Webp
+    } else if has_alpha {
+        OutputFormat::Png
+    } else {
+        OutputFormat::Jpeg
+    }
+}
+
+fn accepts_webp(accept: &str) -> bool {
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("image/webp") {
+            return false;
+        }
+        // q=0 means "not acceptable".
+        !parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        })
+    })
+}
+
+/// What an identity URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityRef {
+    /// A well-formed hash of a real email.
+    Hash(IdentityHash),
+    /// `/avatar/`, or the hash of the empty email: no identity, never bound.
+    NoIdentity,
+    /// Not a 32/64-hex hash: served the server default, flagged `invalid-key`.
+    Invalid,
+}
+
+/// What to serve when an identity has no (eligible) avatar: Gravatar's `d=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultChoice {
+    /// `d` absent or unrecognised: the server's configured default style.
+    ServerDefault,
+    /// `d=404`: a 404 with a tiny body.
+    NotFound,
+    /// A generated style.
+    Style(Style),
+    /// `d=<http(s) URL>`: redirect only if the host is allowed by the operator.
+    Url(String),
+}
+
+/// A parsed identity URL: `/avatar/{hash}[.ext]?s=&d=&f=&r=&name=&initials=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRequest {
+    pub identity: IdentityRef,
+    pub size: u32,
+    pub format: Option<OutputFormat>,
+    pub default: DefaultChoice,
+    pub force_default: bool,
+    /// Highest rating the page accepts (`r=`), default `g`.
+    pub max_rating: Rating,
+    /// `name=`, used by `initials` and to seed defaults for users without email.
+    pub name: Option<String>,
+    /// `initials=`, taking precedence over letters derived from `name`.
+    pub initials: Option<String>,
+}
+
+/// Parse an identity URL. Never fails: this path must always answer an image.
+pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
+    let (name_part, ext) = split_extension(segment);
+    // An unknown extension is treated like a malformed key's tail: ignore it.
+    let format = ext.and_then(|e| parse_extension(e).ok());
+    let (name_part, format) = match (ext, format) {
+        (Some(_), None) => (segment, None),
+        _ => (name_part, format),
+    };
+    let identity = if name_part.is_empty() {
+        IdentityRef::NoIdentity
+    } else {
+        match name_part.parse::<IdentityHash>() {
+            Ok(h) if h.is_empty_email() => IdentityRef::NoIdentity,
+            Ok(h) => IdentityRef::Hash(h),
+            Err(_) => IdentityRef::Invalid,
+        }
+    };
+    let mut req = IdentityRequest {
+        identity,
+        size: DEFAULT_SIZE,
+        format,
+        default: DefaultChoice::ServerDefault,
+        force_default: false,
+        max_rating: Rating::G,
+        name: None,
+        initials: None,
+    };
+    let q = query.unwrap_or("");
+    let q = &q[..floor_char_boundary(q, MAX_QUERY_LEN)];
+    for part in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let Ok(v) = pct_decode(v) else { continue };
+        match k {
+            "s" | "size" => {
+                if let Some(n) = parse_lenient_size(&v) {
+                    req.size = n;
+                }
+            }
+            "d" | "default" => req.default = parse_default(&v),
+            "f" | "forcedefault" => {
+                req.force_default = matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "1")
+            }
+            "r" | "rating" => {
+                if let Ok(r) = v.parse() {
+                    req.max_rating = r;
+                }
+            }
+            "name" => req.name = clean_text(&v),
+            "initials" => req.initials = clean_text(&v),
+            _ => {}
+        }
+    }
+    req
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn clean_text(v: &str) -> Option<String> {
+    let t: String = v
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_LEN)
+        .collect();
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn parse_default(v: &str) -> DefaultChoice {
+    let lower = v.trim().to_ascii_lowercase();
+    if lower == "404" {
+        return DefaultChoice::NotFound;
+    }
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return DefaultChoice::Url(v.trim().to_string());
+    }
+    match Style::parse(&lower) {
+        Some(s) => DefaultChoice::Style(s),
+        None => DefaultChoice::ServerDefault,
+    }
+}
+
+/// The host of an `http(s)` URL, lower-cased, without port or userinfo;
+/// `None` for anything that is not a plain absolute http(s) URL.
+pub fn url_host(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.contains('@') || authority.contains('\\') || authority.is_empty() {
+        return None;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    ok.then(|| host.to_string())
+}
+
+/// Parameters of an upload: `PUT /v1/avatars/{key}?crop=x,y,side&rating=g`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadParams {
+    pub crop: Option<Crop>,
+    pub rating: Option<Rating>,
+}
+
+/// Strictly parse upload query parameters.
+pub fn parse_upload(query: Option<&str>) -> Result<UploadParams, SpecError> {
+    let mut p = UploadParams::default();
+    for (k, v) in query_pairs(query.unwrap_or(""))? {
+        match k.as_str() {
+            "crop" => p.crop = Some(parse_crop(&v)?),
+            "rating" | "r" => p.rating = Some(v.parse().map_err(|_| SpecError::BadRating)?),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn parse_crop(v: &str) -> Result<Crop, SpecError> {
+    let nums: Vec<u32> = v
+        .split(',')
+        .map(|n| {
+            let n = n.trim();
+            if n.is_empty() || n.len() > 6 {
+                return Err(SpecError::BadCrop);
+            }
+            n.parse::<u32>().map_err(|_| SpecError::BadCrop)
+        })
+        .collect::<Result<_, _>>()?;
+    match nums[..] {
+        [x, y, side] if side > 0 => Ok(Crop { x, y, side }),
+        _ => Err(SpecError::BadCrop),
+    }
+}
+
+/// Percent-decode an upload key from the path (`/v1/avatars/{key}`).
+pub fn decode_key_segment(segment: &str) -> Result<String, SpecError> {
+    if segment.len() > 3 * crate::model::MAX_EMAIL_LEN {
+        return Err(SpecError::BadQuery);
+    }
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| SpecError::BadQuery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const H: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn content_url_table() {
+        let cases: &[(&str, Option<&str>, Result<(u32, Option<OutputFormat>), SpecError>)] = &[
+            (H, None, Ok((80, None))),
+            (&format!("{H}.png"), Some("s=128"), Ok((128, Some(OutputFormat::Png)))),
+            (&format!("{H}.JPG"), Some("size=512"), Ok((512, Some(OutputFormat::Jpeg)))),
+            (&format!("{H}.jpeg"), Some("s=1"), Ok((1, Some(OutputFormat::Jpeg)))),
+            (&format!("{H}.webp"), Some("s=2048"), Ok((2048, Some(OutputFormat::Webp)))),
+            (&format!("{H}.gif"), None, Err(SpecError::BadExtension)),
+            (H, Some("s=0"), Err(SpecError::BadSize)),
+            (H, Some("s=2049"), Err(SpecError::BadSize)),
+            (H, Some("s=abc"), Err(SpecError::BadSize)),
+            (H, Some("s=-5"), Err(SpecError::BadSize)),
+            (H, Some("s="), Err(SpecError::BadSize)),
+            (H, Some("s=99999999999"), Err(SpecError::BadSize)),
+            ("abc", None, Err(SpecError::BadHash)),
+            ("../../etc/passwd", None, Err(SpecError::BadHash)),
+            (&H[..63], None, Err(SpecError::BadHash)),
+        ];
+        for (seg, q, want) in cases {
+            let got = parse_content(seg, *q).map(|r| (r.size, r.format));
+            assert_eq!(&got, want, "segment {seg:?} query {q:?}");
+        }
+    }
+
+    #[test]
+    fn negotiation_table() {
+        let cases = [
+            (None, false, OutputFormat::Jpeg),
+            (None, true, OutputFormat::Png),
+            (Some("image/avif,image/webp,*/*"), false, OutputFormat::Webp),
+            (Some("image/webp;q=0"), true, OutputFormat::Png),
+            (Some("image/webp; q=0.5"), true, OutputFormat::Webp),
+            (Some("IMAGE/WEBP"), false, OutputFormat::Webp),
+            (Some("image/png,image/*"), false, OutputFormat::Jpeg),
+        ];
+        for (accept, alpha, want) in cases {
+            assert_eq!(negotiate(accept, alpha), want, "{accept:?} alpha={alpha}");
+        }
+    }
+
+    #[test]
+    fn identity_url_table() {
+        let md5 = "0bc83cb571cd1c50ba6f3e8a78ef1346";
+        let r = parse_identity(&format!("{}.PNG", md5.to_uppercase()), Some("size=200&d=retro"));
+        assert!(matches!(r.identity, IdentityRef::Hash(IdentityHash::Md5(_))));
+        assert_eq!((r.size, r.format), (200, Some(OutputFormat::Png)));
+        assert_eq!(r.default, DefaultChoice::Style(Style::Retro));
+
+        let r = parse_identity(md5, Some("s=99999&d=404&f=y&r=pg"));
+        assert_eq!((r.size, r.default.clone(), r.force_default), (2048, DefaultChoice::NotFound, true));
+        assert_eq!(r.max_rating, Rating::Pg);
+
+        let r = parse_identity(md5, Some("s=0&d=https%3A%2F%2Fexample.com%2Fa.png&r=zz"));
+        assert_eq!(r.size, 1);
+        assert_eq!(r.default, DefaultChoice::Url("https://example.com/a.png".into()));
+        assert_eq!(r.max_rating, Rating::G);
+
+        let r = parse_identity(md5, Some("s=abc&d=mm&name=Ada+Lovelace"));
+        assert_eq!(r.size, 80);
+        assert_eq!(r.default, DefaultChoice::Style(Style::Mp));
+        assert_eq!(r.name.as_deref(), Some("Ada Lovelace"));
+
+        assert_eq!(parse_identity("", None).identity, IdentityRef::NoIdentity);
+        assert_eq!(parse_identity(crate::model::MD5_OF_EMPTY, None).identity, IdentityRef::NoIdentity);
+        assert_eq!(
+            parse_identity(&format!("{}.jpg", crate::model::SHA256_OF_EMPTY), None).identity,
+            IdentityRef::NoIdentity
+        );
+        assert_eq!(parse_identity("not-a-hash", None).identity, IdentityRef::Invalid);
+        assert_eq!(parse_identity(&format!("{md5}.gif"), None).identity, IdentityRef::Invalid);
+        assert_eq!(parse_identity(md5, Some("d=whatever")).default, DefaultChoice::ServerDefault);
+    }
+
+    #[test]
+    fn url_host_table() {
+        let cases = [
+            ("https://example.com/a.png", Some("example.com")),
+            ("http://Example.COM:8080/x", Some("example.com")),
+            ("https://evil.com@example.com/", None),
+            ("https://example.com\\@evil.com/", None),
+            ("javascript:alert(1)", None),
+            ("//example.com/x", None),
+            ("https:///x", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(url_host(url).as_deref(), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn upload_params_table() {
+        assert_eq!(parse_upload(None).unwrap(), UploadParams::default());
+        let p = parse_upload(Some("crop=10,20,300&rating=pg")).unwrap();
+        assert_eq!(p.crop, Some(Crop { x: 10, y: 20, side: 300 }));
+        assert_eq!(p.rating, Some(Rating::Pg));
+        for bad in ["crop=1,2", "crop=1,2,0", "crop=a,b,c", "crop=1,2,3,4", "rating=nc17", "crop=-1,0,5"] {
+            assert!(parse_upload(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn content_parser_never_panics(seg in ".{0,100}", q in ".{0,100}") {
+            let _ = parse_content(&seg, Some(&q));
+        }
+
+        #[test]
+        fn identity_parser_never_panics_and_size_in_range(seg in ".{0,100}", q in ".{0,300}") {
+            let r = parse_identity(&seg, Some(&q));
+            prop_assert!((MIN_SIZE..=MAX_SIZE).contains(&r.size));
+        }
+
+        #[test]
+        fn lenient_size_clamps(n in 0u64..10_000_000) {
+            let s = parse_lenient_size(&n.to_string()).unwrap();
+            prop_assert_eq!(s as u64, n.clamp(1, 2048));
+        }
+
+        #[test]
+        fn strict_size_accepts_exactly_the_range(n in 0u32..5000) {
+            let ok = parse_strict_size(&n.to_string()).is_ok();
+            prop_assert_eq!(ok, (1..=2048).contains(&n));
+        }
+    }
+}
