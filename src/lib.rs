@@ -3,6 +3,15 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 #![forbid(unsafe_code)]
 
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod http;
 pub mod identicon;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod workers;

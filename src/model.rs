@@ -282,7 +282,9 @@ mod tests {
             ("0bc83cb571cd1c50ba6f3e8a78ef134", Err(())), // 31 hex, no @
         ];
         for (input, want) in cases {
-            let got = IdentityKeys::parse(input).map(|k| k.aliases.len()).map_err(|_| ());
+            let got = IdentityKeys::parse(input)
+                .map(|k| k.aliases.len())
+                .map_err(|_| ());
             assert_eq!(&got, want, "input {input:?}");
         }
         let long = format!("{}@example.com", "a".repeat(300));
@@ -295,7 +297,10 @@ mod tests {
         assert_eq!(h.to_hex(), "ab".repeat(32));
         assert!("zz".repeat(32).parse::<ContentHash>().is_err());
         assert!("ab".parse::<ContentHash>().is_err());
-        assert!(MD5_OF_EMPTY.parse::<IdentityHash>().unwrap().is_empty_email());
+        assert!(MD5_OF_EMPTY
+            .parse::<IdentityHash>()
+            .unwrap()
+            .is_empty_email());
     }
 
     #[test]

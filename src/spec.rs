@@ -236,7 +236,8 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
             }
             "d" | "default" => req.default = parse_default(&v),
             "f" | "forcedefault" => {
-                req.force_default = matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "1")
+                req.force_default =
+                    matches!(v.to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "1")
             }
             "r" | "rating" => {
                 if let Ok(r) = v.parse() {
@@ -244,7 +245,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
                 }
             }
             "name" => req.name = clean_text(&v),
-            "initials" => req.initials = clean_text(&v),
+            "initials" => req.initials = clean_initials(&v),
             _ => {}
         }
     }
@@ -270,6 +271,17 @@ fn clean_text(v: &str) -> Option<String> {
         .collect();
     let t = t.trim();
     (!t.is_empty()).then(|| t.to_string())
+}
+
+/// `initials=`: at most two letters or digits, upper-cased.
+fn clean_initials(v: &str) -> Option<String> {
+    let t: String = v
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect();
+    (!t.is_empty()).then_some(t)
 }
 
 fn parse_default(v: &str) -> DefaultChoice {
@@ -363,14 +375,36 @@ mod tests {
 
     const H: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
+    type ContentCase<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Result<(u32, Option<OutputFormat>), SpecError>,
+    );
+
     #[test]
     fn content_url_table() {
-        let cases: &[(&str, Option<&str>, Result<(u32, Option<OutputFormat>), SpecError>)] = &[
+        let cases: &[ContentCase] = &[
             (H, None, Ok((80, None))),
-            (&format!("{H}.png"), Some("s=128"), Ok((128, Some(OutputFormat::Png)))),
-            (&format!("{H}.JPG"), Some("size=512"), Ok((512, Some(OutputFormat::Jpeg)))),
-            (&format!("{H}.jpeg"), Some("s=1"), Ok((1, Some(OutputFormat::Jpeg)))),
-            (&format!("{H}.webp"), Some("s=2048"), Ok((2048, Some(OutputFormat::Webp)))),
+            (
+                &format!("{H}.png"),
+                Some("s=128"),
+                Ok((128, Some(OutputFormat::Png))),
+            ),
+            (
+                &format!("{H}.JPG"),
+                Some("size=512"),
+                Ok((512, Some(OutputFormat::Jpeg))),
+            ),
+            (
+                &format!("{H}.jpeg"),
+                Some("s=1"),
+                Ok((1, Some(OutputFormat::Jpeg))),
+            ),
+            (
+                &format!("{H}.webp"),
+                Some("s=2048"),
+                Ok((2048, Some(OutputFormat::Webp))),
+            ),
             (&format!("{H}.gif"), None, Err(SpecError::BadExtension)),
             (H, Some("s=0"), Err(SpecError::BadSize)),
             (H, Some("s=2049"), Err(SpecError::BadSize)),
@@ -407,18 +441,30 @@ mod tests {
     #[test]
     fn identity_url_table() {
         let md5 = "0bc83cb571cd1c50ba6f3e8a78ef1346";
-        let r = parse_identity(&format!("{}.PNG", md5.to_uppercase()), Some("size=200&d=retro"));
-        assert!(matches!(r.identity, IdentityRef::Hash(IdentityHash::Md5(_))));
+        let r = parse_identity(
+            &format!("{}.PNG", md5.to_uppercase()),
+            Some("size=200&d=retro"),
+        );
+        assert!(matches!(
+            r.identity,
+            IdentityRef::Hash(IdentityHash::Md5(_))
+        ));
         assert_eq!((r.size, r.format), (200, Some(OutputFormat::Png)));
         assert_eq!(r.default, DefaultChoice::Style(Style::Retro));
 
         let r = parse_identity(md5, Some("s=99999&d=404&f=y&r=pg"));
-        assert_eq!((r.size, r.default.clone(), r.force_default), (2048, DefaultChoice::NotFound, true));
+        assert_eq!(
+            (r.size, r.default.clone(), r.force_default),
+            (2048, DefaultChoice::NotFound, true)
+        );
         assert_eq!(r.max_rating, Rating::Pg);
 
         let r = parse_identity(md5, Some("s=0&d=https%3A%2F%2Fexample.com%2Fa.png&r=zz"));
         assert_eq!(r.size, 1);
-        assert_eq!(r.default, DefaultChoice::Url("https://example.com/a.png".into()));
+        assert_eq!(
+            r.default,
+            DefaultChoice::Url("https://example.com/a.png".into())
+        );
         assert_eq!(r.max_rating, Rating::G);
 
         let r = parse_identity(md5, Some("s=abc&d=mm&name=Ada+Lovelace"));
@@ -427,14 +473,26 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("Ada Lovelace"));
 
         assert_eq!(parse_identity("", None).identity, IdentityRef::NoIdentity);
-        assert_eq!(parse_identity(crate::model::MD5_OF_EMPTY, None).identity, IdentityRef::NoIdentity);
+        assert_eq!(
+            parse_identity(crate::model::MD5_OF_EMPTY, None).identity,
+            IdentityRef::NoIdentity
+        );
         assert_eq!(
             parse_identity(&format!("{}.jpg", crate::model::SHA256_OF_EMPTY), None).identity,
             IdentityRef::NoIdentity
         );
-        assert_eq!(parse_identity("not-a-hash", None).identity, IdentityRef::Invalid);
-        assert_eq!(parse_identity(&format!("{md5}.gif"), None).identity, IdentityRef::Invalid);
-        assert_eq!(parse_identity(md5, Some("d=whatever")).default, DefaultChoice::ServerDefault);
+        assert_eq!(
+            parse_identity("not-a-hash", None).identity,
+            IdentityRef::Invalid
+        );
+        assert_eq!(
+            parse_identity(&format!("{md5}.gif"), None).identity,
+            IdentityRef::Invalid
+        );
+        assert_eq!(
+            parse_identity(md5, Some("d=whatever")).default,
+            DefaultChoice::ServerDefault
+        );
     }
 
     #[test]
@@ -457,9 +515,23 @@ mod tests {
     fn upload_params_table() {
         assert_eq!(parse_upload(None).unwrap(), UploadParams::default());
         let p = parse_upload(Some("crop=10,20,300&rating=pg")).unwrap();
-        assert_eq!(p.crop, Some(Crop { x: 10, y: 20, side: 300 }));
+        assert_eq!(
+            p.crop,
+            Some(Crop {
+                x: 10,
+                y: 20,
+                side: 300
+            })
+        );
         assert_eq!(p.rating, Some(Rating::Pg));
-        for bad in ["crop=1,2", "crop=1,2,0", "crop=a,b,c", "crop=1,2,3,4", "rating=nc17", "crop=-1,0,5"] {
+        for bad in [
+            "crop=1,2",
+            "crop=1,2,0",
+            "crop=a,b,c",
+            "crop=1,2,3,4",
+            "rating=nc17",
+            "crop=-1,0,5",
+        ] {
             assert!(parse_upload(Some(bad)).is_err(), "{bad}");
         }
     }

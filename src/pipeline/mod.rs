@@ -119,8 +119,15 @@ pub enum PipelineError {
     TooLarge { bytes: usize, limit: usize },
     #[error("unsupported format ({detected}); supported: JPEG, PNG, GIF, WebP")]
     UnsupportedFormat { detected: &'static str },
-    #[error("image is {width}x{height}; limits are {max_side} px per side and {max_pixels} pixels")]
-    DimensionsTooLarge { width: u32, height: u32, max_side: u32, max_pixels: u64 },
+    #[error(
+        "image is {width}x{height}; limits are {max_side} px per side and {max_pixels} pixels"
+    )]
+    DimensionsTooLarge {
+        width: u32,
+        height: u32,
+        max_side: u32,
+        max_pixels: u64,
+    },
     #[error("cannot decode image: {0}")]
     Decode(String),
     #[error("decoder limit exceeded: {0}")]
@@ -139,7 +146,11 @@ impl PipelineError {
     }
 }
 
-pub fn normalize(_bytes: &[u8], _crop: Option<Crop>, _limits: &Limits) -> Result<Normalized, PipelineError> {
+pub fn normalize(
+    _bytes: &[u8],
+    _crop: Option<Crop>,
+    _limits: &Limits,
+) -> Result<Normalized, PipelineError> {
     todo!()
 }
 pub fn pick_rung(_sides: &[u32], _size: u32) -> usize {

@@ -1,0 +1,284 @@
+//! Settings → one validated [`Config`] value, passed explicitly everywhere.
+//!
+//! Precedence: command line > environment (`AVATAR_EDGE_*`) > TOML file
+//! (`--config`) > embedded defaults. [`Settings`] is both the clap argument
+//! group and the TOML schema, so a setting has one name everywhere
+//! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identicon::Style;
+use crate::pipeline::Limits;
+
+/// Everything `avatar-edge serve` can be told. Every field is optional so the
+/// layers can be merged; [`Config::resolve`] fills in the defaults.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "AVATAR_EDGE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (blobs, index, admin token) [default: ./avatar-data]
+    #[arg(long, env = "AVATAR_EDGE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Byte budget of the in-process cache of rendered variants, MiB [default: 256]
+    #[arg(long, env = "AVATAR_EDGE_CACHE_MB")]
+    pub cache_mb: Option<u64>,
+    /// Side of the largest stored master, px [default: 1024]
+    #[arg(long, env = "AVATAR_EDGE_MASTER_SIDE")]
+    pub master_side: Option<u32>,
+    /// Largest accepted upload body, MiB [default: 10]
+    #[arg(long, env = "AVATAR_EDGE_MAX_UPLOAD_MB")]
+    pub max_upload_mb: Option<u64>,
+    /// Largest accepted image side, px, read from the header before decoding [default: 8192]
+    #[arg(long, env = "AVATAR_EDGE_MAX_SIDE")]
+    pub max_side: Option<u32>,
+    /// Largest accepted image area, megapixels [default: 40]
+    #[arg(long, env = "AVATAR_EDGE_MAX_MEGAPIXELS")]
+    pub max_megapixels: Option<u64>,
+    /// Threads rendering images (decode/resize/encode) [default: number of cores]
+    #[arg(long, env = "AVATAR_EDGE_RENDER_THREADS")]
+    pub render_threads: Option<usize>,
+    /// Renders allowed to wait for a thread; beyond that answer 503 + Retry-After [default: 64]
+    #[arg(long, env = "AVATAR_EDGE_RENDER_QUEUE")]
+    pub render_queue: Option<usize>,
+    /// Browser lifetime of identity URLs (/avatar/...), seconds [default: 60]
+    #[arg(long, env = "AVATAR_EDGE_IDENTITY_MAX_AGE")]
+    pub identity_max_age: Option<u32>,
+    /// Style served when an identity has no avatar and the URL names no d= [default: identicon]
+    #[arg(long, env = "AVATAR_EDGE_DEFAULT_STYLE")]
+    pub default_style: Option<String>,
+    /// Answer identity URLs with 302 to the immutable content URL instead of the bytes
+    #[arg(long, env = "AVATAR_EDGE_IDENTITY_REDIRECT", num_args = 0..=1, default_missing_value = "true")]
+    pub identity_redirect: Option<bool>,
+    /// Host allowed as a d=<URL> redirect target (repeatable; comma-separated in env) [default: none]
+    #[arg(
+        long = "default-url-allow",
+        env = "AVATAR_EDGE_DEFAULT_URL_ALLOW",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "default_url_allow")]
+    pub default_url_allow: Vec<String>,
+    /// Time allowed to receive a request's headers, seconds [default: 10]
+    #[arg(long, env = "AVATAR_EDGE_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Time allowed for a whole request, body included, seconds [default: 30]
+    #[arg(long, env = "AVATAR_EDGE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Maximum simultaneously open connections [default: 10000]
+    #[arg(long, env = "AVATAR_EDGE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+/// Problems with the settings, reported at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {name}: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+/// The validated configuration of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Admin bearer token from `AVATAR_EDGE_TOKEN`; `None` = use/generate `<data>/admin.token`.
+    pub token: Option<String>,
+    pub cache_bytes: u64,
+    pub limits: Limits,
+    pub render_threads: usize,
+    pub render_queue: usize,
+    pub identity_max_age: u32,
+    pub default_style: Style,
+    pub identity_redirect: bool,
+    pub default_url_allow: Vec<String>,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Settings {
+    /// Read a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// `self` (higher precedence) filled in from `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: self.$f.or(lower.$f),)* default_url_allow:
+                if self.default_url_allow.is_empty() { lower.default_url_allow } else { self.default_url_allow } } };
+        }
+        pick!(
+            listen,
+            data,
+            cache_mb,
+            master_side,
+            max_upload_mb,
+            max_side,
+            max_megapixels,
+            render_threads,
+            render_queue,
+            identity_max_age,
+            default_style,
+            identity_redirect,
+            header_timeout,
+            request_timeout,
+            max_connections
+        )
+    }
+}
+
+fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        why: why.into(),
+    }
+}
+
+impl Config {
+    /// Apply defaults and validate. `token` comes from the environment only
+    /// (a token on the command line would show in `ps`).
+    pub fn resolve(s: Settings, token: Option<String>) -> Result<Config, ConfigError> {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let defaults = Limits::default();
+        let master_side = s.master_side.unwrap_or(defaults.master_side);
+        if !(64..=4096).contains(&master_side) {
+            return Err(invalid("master_side", "must be 64..=4096"));
+        }
+        let max_upload_mb = s.max_upload_mb.unwrap_or(10);
+        if !(1..=1024).contains(&max_upload_mb) {
+            return Err(invalid("max_upload_mb", "must be 1..=1024"));
+        }
+        let max_side = s.max_side.unwrap_or(defaults.max_side);
+        if !(16..=65535).contains(&max_side) {
+            return Err(invalid("max_side", "must be 16..=65535"));
+        }
+        let max_mp = s.max_megapixels.unwrap_or(40);
+        if !(1..=1000).contains(&max_mp) {
+            return Err(invalid("max_megapixels", "must be 1..=1000"));
+        }
+        let default_style = match s.default_style.as_deref() {
+            None => Style::Identicon,
+            Some(name) => Style::parse(name)
+                .ok_or_else(|| invalid("default_style", format!("unknown style {name:?}")))?,
+        };
+        let cache_mb = s.cache_mb.unwrap_or(256);
+        let token = token.filter(|t| !t.trim().is_empty());
+        if let Some(t) = &token {
+            if t.len() < 16 {
+                return Err(invalid(
+                    "AVATAR_EDGE_TOKEN",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        Ok(Config {
+            listen: s
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: s.data.unwrap_or_else(|| PathBuf::from("avatar-data")),
+            token,
+            cache_bytes: cache_mb.saturating_mul(1 << 20),
+            limits: Limits {
+                max_upload_bytes: (max_upload_mb as usize) << 20,
+                max_side,
+                max_pixels: max_mp * 1_000_000,
+                master_side,
+                ..defaults
+            },
+            render_threads: s.render_threads.unwrap_or(cores).clamp(1, 256),
+            render_queue: s.render_queue.unwrap_or(64).clamp(1, 100_000),
+            identity_max_age: s.identity_max_age.unwrap_or(60),
+            default_style,
+            identity_redirect: s.identity_redirect.unwrap_or(false),
+            default_url_allow: s
+                .default_url_allow
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            header_timeout: Duration::from_secs(s.header_timeout.unwrap_or(10).max(1)),
+            request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(30).max(1)),
+            max_connections: s.max_connections.unwrap_or(10_000).max(1),
+        })
+    }
+
+    /// A configuration for tests: defaults, data in `dir`, a fixed token.
+    pub fn for_tests(dir: &Path) -> Config {
+        let mut c = Config::resolve(Settings::default(), Some("test-token-0123456789".into()))
+            .expect("defaults are valid");
+        c.data_dir = dir.to_path_buf();
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::resolve(Settings::default(), None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("avatar-data"));
+        assert_eq!(c.cache_bytes, 256 << 20);
+        assert_eq!(c.limits.master_side, 1024);
+        assert_eq!(c.limits.max_upload_bytes, 10 << 20);
+        assert_eq!(c.identity_max_age, 60);
+        assert_eq!(c.default_style, Style::Identicon);
+        assert!(!c.identity_redirect);
+    }
+
+    #[test]
+    fn higher_layer_wins_and_lists_fall_through() {
+        let cli = Settings {
+            cache_mb: Some(64),
+            ..Default::default()
+        };
+        let file: Settings = toml::from_str(
+            "cache_mb = 512\nlisten = \"127.0.0.1:9000\"\ndefault_url_allow = [\"Example.org\"]",
+        )
+        .unwrap();
+        let c = Config::resolve(cli.or(file), None).unwrap();
+        assert_eq!(c.cache_bytes, 64 << 20);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.default_url_allow, vec!["example.org".to_string()]);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let s = Settings {
+            default_style: Some("sparkles".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(s, None).unwrap_err().to_string();
+        assert!(e.contains("default_style"), "{e}");
+        assert!(toml::from_str::<Settings>("no_such_option = 1").is_err());
+        assert!(Config::resolve(Settings::default(), Some("short".into())).is_err());
+    }
+}

@@ -1,0 +1,469 @@
+//! The HTTP face: routing, headers, conditional requests, and the mapping of
+//! service results to responses. The only module that knows hyper.
+//!
+//! [`handle`] is a plain async function from a request to a response, so
+//! service tests call it without a socket; [`server`] wraps it in the accept
+//! loop with timeouts, connection limits and graceful shutdown.
+//!
+//! Every response carries `X-Content-Type-Options: nosniff`; non-image
+//! responses also carry a restrictive `Content-Security-Policy`.
+
+pub mod auth;
+pub mod error;
+pub mod server;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Either, Full, Limited};
+
+use crate::metrics::Route;
+use crate::service::{IdentityAnswer, Service, ServiceError, Variant};
+use crate::spec;
+use auth::Tokens;
+use error::ApiError;
+
+/// Response body: a full buffer (every normal response) or a stream (events).
+pub type Body = Either<Full<Bytes>, BoxBody<Bytes, Infallible>>;
+
+/// Shared state of the HTTP layer.
+pub struct App {
+    pub service: Service,
+    pub tokens: Tokens,
+    content_cache_control: HeaderValue,
+    identity_cache_control: HeaderValue,
+}
+
+/// Shared handle.
+pub type SharedApp = Arc<App>;
+
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'");
+const STAR: HeaderValue = HeaderValue::from_static("*");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const VARY_ACCEPT: HeaderValue = HeaderValue::from_static("Accept");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const X_AVATAR_DEFAULT: HeaderName = HeaderName::from_static("x-avatar-default");
+
+impl App {
+    pub fn new(service: Service, tokens: Tokens) -> App {
+        let identity_cache_control = HeaderValue::from_str(&format!(
+            "public, max-age={}",
+            service.config.identity_max_age
+        ))
+        .expect("numeric header");
+        App {
+            service,
+            tokens,
+            content_cache_control: HeaderValue::from_static("public, max-age=31536000, immutable"),
+            identity_cache_control,
+        }
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A JSON error response.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = Response::new(full(e.json()));
+    *r.status_mut() = e.status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, JSON);
+    h.insert(header::CACHE_CONTROL, NO_STORE);
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let mut r = Response::new(full(
+        serde_json::to_vec(value).expect("responses serialize"),
+    ));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, JSON);
+    r.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+    r
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Does `If-None-Match` match `etag` (weak comparison, as RFC 9110 asks for GET)?
+fn not_modified(req_headers: &http::HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(inm) = req_headers.get(header::IF_NONE_MATCH) else {
+        return false;
+    };
+    let Ok(inm) = inm.to_str() else { return false };
+    let ours = etag.to_str().unwrap_or("");
+    inm.split(',').any(|t| {
+        let t = t.trim();
+        t == "*" || t.strip_prefix("W/").unwrap_or(t) == ours
+    })
+}
+
+/// A variant as a response: 200 with the bytes (empty for HEAD) or 304.
+fn variant_response(
+    req_headers: &http::HeaderMap,
+    head: bool,
+    v: &Variant,
+    cache_control: HeaderValue,
+    vary: bool,
+) -> Response<Body> {
+    let is_304 = not_modified(req_headers, &v.etag);
+    let body = if is_304 || head {
+        empty()
+    } else {
+        Either::Left(Full::new(v.body.clone()))
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::ETAG, v.etag.clone());
+    h.insert(header::CACHE_CONTROL, cache_control);
+    if vary {
+        h.insert(header::VARY, VARY_ACCEPT);
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+    if is_304 {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+    } else {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(v.format.content_type()),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(v.body.len()));
+    }
+    r
+}
+
+fn http_date(ms: u64) -> HeaderValue {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("dates are valid headers")
+}
+
+/// Handle one request. Never fails: errors become JSON responses.
+pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (route, mut resp) = route(app, req).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    let is_image = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"image/"));
+    if !is_image {
+        h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+    }
+    app.service.metrics.request(route, resp.status().as_u16());
+    resp
+}
+
+async fn route<B>(app: &App, req: Request<B>) -> (Route, Response<Body>)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let read = method == Method::GET || method == Method::HEAD;
+    if let Some(rest) = path.strip_prefix("/c/") {
+        if !read {
+            return (Route::Content, method_not_allowed("GET, HEAD"));
+        }
+        return (Route::Content, content(app, &req, rest).await);
+    }
+    if path == "/avatar" || path.starts_with("/avatar/") {
+        if !read {
+            return (Route::Identity, method_not_allowed("GET, HEAD"));
+        }
+        let rest = path.strip_prefix("/avatar").unwrap_or("");
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
+        return (Route::Identity, identity(app, &req, rest).await);
+    }
+    if let Some(key) = path.strip_prefix("/v1/avatars/") {
+        return (Route::ApiAvatars, avatars_api(app, req, key).await);
+    }
+    match (path.as_str(), &method) {
+        ("/healthz", m) if *m == Method::GET || *m == Method::HEAD => (
+            Route::Health,
+            text_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        ),
+        ("/metrics", &Method::GET) => {
+            let text = app.service.metrics.render(&app.service.snapshot());
+            (
+                Route::Metrics,
+                text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
+            )
+        }
+        ("/healthz", _) | ("/metrics", _) => (Route::Other, method_not_allowed("GET")),
+        _ => (Route::Other, error_response(&ApiError::not_found("route"))),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = error_response(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("allowed: {allow}"),
+    ));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn service_error(e: &ServiceError) -> Response<Body> {
+    error_response(&ApiError::from(e))
+}
+
+async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> {
+    let parsed = match spec::parse_content(rest, req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return service_error(&e.into()),
+    };
+    let svc = &app.service;
+    let manifest = match svc.manifest(&parsed.hash).await {
+        Ok(m) => m,
+        Err(e) => return service_error(&e),
+    };
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let key = svc.content_key(&parsed, &manifest, accept);
+    // A matching ETag needs no render at all.
+    let etag = key.etag();
+    if not_modified(req.headers(), &etag) {
+        let mut r = Response::new(empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        let h = r.headers_mut();
+        h.insert(header::ETAG, etag);
+        h.insert(header::CACHE_CONTROL, app.content_cache_control.clone());
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+        if parsed.format.is_none() {
+            h.insert(header::VARY, VARY_ACCEPT);
+        }
+        return r;
+    }
+    match svc.content_variant(&manifest, key).await {
+        Ok((v, _)) => variant_response(
+            req.headers(),
+            req.method() == Method::HEAD,
+            &v,
+            app.content_cache_control.clone(),
+            parsed.format.is_none(),
+        ),
+        Err(e) => service_error(&e),
+    }
+}
+
+async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> {
+    let parsed = spec::parse_identity(rest, req.uri().query());
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let head = req.method() == Method::HEAD;
+    let negotiated = parsed.format.is_none();
+    let answer = match app.service.identity(&parsed, accept).await {
+        Ok(a) => a,
+        Err(e) => return service_error(&e),
+    };
+    match answer {
+        IdentityAnswer::Avatar {
+            variant,
+            content_url,
+            record,
+        } => {
+            let location = HeaderValue::from_str(&content_url).expect("content URLs are ASCII");
+            if app.service.config.identity_redirect {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::FOUND;
+                let h = r.headers_mut();
+                h.insert(header::LOCATION, location);
+                h.insert(header::CACHE_CONTROL, app.identity_cache_control.clone());
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+                if negotiated {
+                    h.insert(header::VARY, VARY_ACCEPT);
+                }
+                return r;
+            }
+            let mut r = variant_response(
+                req.headers(),
+                head,
+                &variant,
+                app.identity_cache_control.clone(),
+                negotiated,
+            );
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_LOCATION, location);
+            h.insert(header::LAST_MODIFIED, http_date(record.updated_ms));
+            r
+        }
+        IdentityAnswer::Default {
+            variant,
+            reason,
+            fault,
+            record,
+        } => {
+            let cc = if fault {
+                NO_STORE
+            } else {
+                app.identity_cache_control.clone()
+            };
+            let mut r = variant_response(req.headers(), head, &variant, cc, negotiated);
+            let h = r.headers_mut();
+            h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static(reason));
+            if let Some(rec) = record {
+                h.insert(header::LAST_MODIFIED, http_date(rec.updated_ms));
+            }
+            r
+        }
+        IdentityAnswer::NotFound => {
+            let mut r = text_response(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "404 Not Found\n",
+            );
+            let h = r.headers_mut();
+            h.insert(header::CACHE_CONTROL, app.identity_cache_control.clone());
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+            h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static("404"));
+            r
+        }
+        IdentityAnswer::Redirect(url) => match HeaderValue::from_str(&url) {
+            Ok(loc) => {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::FOUND;
+                let h = r.headers_mut();
+                h.insert(header::LOCATION, loc);
+                h.insert(header::CACHE_CONTROL, app.identity_cache_control.clone());
+                h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static("url"));
+                r
+            }
+            Err(_) => error_response(&ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_default",
+                "default URL is not a valid header value",
+            )),
+        },
+    }
+}
+
+async fn avatars_api<B>(app: &App, req: Request<B>, raw_key: &str) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let key = match spec::decode_key_segment(raw_key) {
+        Ok(k) => k,
+        Err(e) => return service_error(&e.into()),
+    };
+    let svc = &app.service;
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if app.tokens.check(auth).is_none() {
+            svc.metrics
+                .auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return error_response(&ApiError::unauthorized());
+        }
+    }
+    match method {
+        Method::GET | Method::HEAD => match svc.describe(&key).await {
+            Ok(info) => json_response(StatusCode::OK, &info),
+            Err(e) => service_error(&e),
+        },
+        Method::PUT => {
+            let params = match spec::parse_upload(req.uri().query()) {
+                Ok(p) => p,
+                Err(e) => return service_error(&e.into()),
+            };
+            let body = match read_body(req, svc.config.limits.max_upload_bytes).await {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            };
+            match svc.upload(&key, params, body).await {
+                Ok(info) => json_response(StatusCode::OK, &info),
+                Err(e) => {
+                    let api = ApiError::from(&e);
+                    if api.status.is_server_error() {
+                        tracing::error!(key = %key, error = %e, "upload failed");
+                    }
+                    error_response(&api)
+                }
+            }
+        }
+        Method::DELETE => match svc.delete(&key).await {
+            Ok(()) => {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            Err(e) => service_error(&e),
+        },
+        _ => method_not_allowed("GET, HEAD, PUT, DELETE"),
+    }
+}
+
+/// Read a request body, refusing more than `limit` bytes (413) before buffering it.
+async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("upload exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}

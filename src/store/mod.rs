@@ -1,0 +1,218 @@
+//! Durable state: content-addressed blobs, master manifests, the identity
+//! index with versions, and the outbox of change events.
+//!
+//! [`Store`] is the boundary the service talks to; [`embedded::EmbeddedStore`]
+//! (files + redb) is the single-node default, and a NATS JetStream version can
+//! sit beside it (KV for the index with compare-and-set, an object store for
+//! blobs, a stream for events) without the service noticing.
+//!
+//! Invariants every implementation keeps:
+//! - a blob is named by the BLAKE3 of its bytes and verified on every read: a
+//!   mismatch is counted and reported as missing, never served;
+//! - blobs are durable before an index entry can point to them;
+//! - an identity's `version` only grows (deletes leave a tombstone), and every
+//!   change writes its [`ChangeEvent`] in the same transaction as the index;
+//! - only this module touches the disk.
+
+pub mod blobs;
+pub mod embedded;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ContentHash, IdentityHash, Rating};
+
+/// Store failures. `Unavailable`/`Full` are the server's fault or the disk's,
+/// never the client's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such identity")]
+    NotFound,
+    #[error("storage is full")]
+    Full,
+    #[error("storage is read-only or unavailable: {0}")]
+    Unavailable(String),
+    #[error("index error: {0}")]
+    Index(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::StorageFull | K::QuotaExceeded => StoreError::Full,
+            K::ReadOnlyFilesystem | K::PermissionDenied => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Io(e.to_string()),
+        }
+    }
+}
+
+/// One stored rung of a master's resolution ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RungRef {
+    pub side: u32,
+    pub blob: ContentHash,
+    pub len: u64,
+}
+
+/// What the store knows about a normalized master (named by rung 0's hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub hash: ContentHash,
+    pub has_alpha: bool,
+    /// Format the upload was sniffed as ("jpeg", "png", "gif", "webp").
+    pub source_format: String,
+    /// Largest first; `rungs[0].blob == hash`.
+    pub rungs: Vec<RungRef>,
+}
+
+impl Manifest {
+    pub fn side(&self) -> u32 {
+        self.rungs.first().map_or(0, |r| r.side)
+    }
+}
+
+/// An identity's current avatar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvatarRef {
+    pub hash: ContentHash,
+    pub rating: Rating,
+}
+
+/// An identity: all its hash aliases, its avatar (or none), its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    /// Every hash this identity answers to; `aliases[0]` is its primary key.
+    pub aliases: Vec<IdentityHash>,
+    pub avatar: Option<AvatarRef>,
+    /// Grows by one on every change, deletes included; never reused.
+    pub version: u64,
+    /// Unix milliseconds of the last change (monotonic per identity).
+    pub updated_ms: u64,
+}
+
+impl IdentityRecord {
+    pub fn primary(&self) -> IdentityHash {
+        self.aliases[0]
+    }
+}
+
+/// One change of one identity, as written to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Monotonic across the store.
+    pub id: u64,
+    /// The identity's primary hash.
+    pub key: IdentityHash,
+    pub aliases: Vec<IdentityHash>,
+    /// The new avatar, or `null` when unbound.
+    pub hash: Option<ContentHash>,
+    pub version: u64,
+    /// Unix milliseconds.
+    pub at: u64,
+}
+
+/// A change to the identity index.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Bind these aliases (merged with any existing record that shares one) to an avatar.
+    Bind {
+        aliases: Vec<IdentityHash>,
+        avatar: AvatarRef,
+    },
+    /// Remove the avatar of the identity that `alias` names (tombstone kept).
+    Unbind { alias: IdentityHash },
+}
+
+/// The outcome of a [`Store::commit`].
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub record: IdentityRecord,
+    /// `None` when nothing changed (an identical re-upload).
+    pub event: Option<ChangeEvent>,
+}
+
+/// A master to store: its manifest plus the bytes of every rung.
+#[derive(Debug, Clone)]
+pub struct NewMaster {
+    pub manifest: Manifest,
+    pub rungs: Vec<Bytes>,
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreStats {
+    pub corrupt_blobs: u64,
+    pub blobs_written: u64,
+    pub blobs_deleted: u64,
+}
+
+/// The durable state behind the service.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Make `master` durable (idempotent), then apply `change` and write its
+    /// event in one transaction. Blobs no identity references any more are
+    /// removed afterwards.
+    async fn commit(
+        &self,
+        master: Option<NewMaster>,
+        change: Change,
+    ) -> Result<Committed, StoreError>;
+    /// The identity that `alias` names, tombstones included.
+    async fn identity(&self, alias: &IdentityHash) -> Result<Option<IdentityRecord>, StoreError>;
+    /// The manifest of a master, if stored.
+    async fn manifest(&self, hash: &ContentHash) -> Result<Option<Manifest>, StoreError>;
+    /// A blob's bytes, verified against its hash; `None` if missing or corrupt.
+    async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError>;
+    /// Events with `id > after`, oldest first, at most `limit`.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError>;
+    /// Counters for `/metrics`.
+    fn stats(&self) -> StoreStats;
+}
+
+/// Shared handle to a store.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The admin token stored in `<data>/admin.token`, created (mode 0600) with
+/// 32 random bytes on first use. Returns the token, its path and whether it
+/// was created now.
+pub fn admin_token(
+    data_dir: &std::path::Path,
+) -> Result<(String, std::path::PathBuf, bool), StoreError> {
+    use std::io::Write;
+    let path = data_dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), path, false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| StoreError::Io(format!("no randomness: {e}")))?;
+    let token = hex::encode(raw);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path)?;
+    f.write_all(token.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok((token, path, true))
+}

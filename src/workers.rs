@@ -1,0 +1,120 @@
+//! The bounded pool that runs CPU work (decode, resize, encode, identicons)
+//! off the async reactor.
+//!
+//! At most `threads` jobs run at once (a semaphore in front of tokio's blocking
+//! pool); at most `queue` more may wait. Beyond that a job is refused at once
+//! ([`PoolError::Busy`] → 503 + `Retry-After`) instead of piling up memory and
+//! latency. A panicking job becomes [`PoolError::Panicked`] for that request
+//! only; the thread and the process carry on.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("render queue is full")]
+    Busy,
+    #[error("render panicked: {0}")]
+    Panicked(String),
+}
+
+/// A bounded pool; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    permits: Arc<Semaphore>,
+    depth: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+struct DepthGuard(Arc<AtomicUsize>);
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Pool {
+    /// `threads` concurrent jobs, `queue` more waiting.
+    pub fn new(threads: usize, queue: usize) -> Pool {
+        let threads = threads.max(1);
+        Pool {
+            permits: Arc::new(Semaphore::new(threads)),
+            depth: Arc::new(AtomicUsize::new(0)),
+            capacity: threads + queue,
+        }
+    }
+
+    /// Jobs running or waiting now.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Acquire)
+    }
+
+    /// Run `job` on a blocking thread once a slot is free.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let prev = self.depth.fetch_add(1, Ordering::AcqRel);
+        let _guard = DepthGuard(self.depth.clone());
+        if prev >= self.capacity {
+            return Err(PoolError::Busy);
+        }
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolError::Busy)?;
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into())
+            })
+        });
+        match handle.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(msg)) => Err(PoolError::Panicked(msg)),
+            Err(e) => Err(PoolError::Panicked(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_jobs_and_contains_panics() {
+        let p = Pool::new(2, 2);
+        assert_eq!(p.run(|| 21 * 2).await, Ok(42));
+        let r: Result<(), _> = p.run(|| panic!("decoder exploded")).await;
+        assert_eq!(r, Err(PoolError::Panicked("decoder exploded".into())));
+        assert_eq!(p.run(|| "still alive").await, Ok("still alive"));
+        assert_eq!(p.depth(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_when_full() {
+        let p = Pool::new(1, 1);
+        let slow = |p: Pool| async move {
+            p.run(|| std::thread::sleep(Duration::from_millis(300)))
+                .await
+        };
+        let a = tokio::spawn(slow(p.clone()));
+        let b = tokio::spawn(slow(p.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(p.depth(), 2);
+        assert_eq!(p.run(|| ()).await, Err(PoolError::Busy));
+        assert!(a.await.unwrap().is_ok());
+        assert!(b.await.unwrap().is_ok());
+        assert_eq!(p.depth(), 0);
+    }
+}
