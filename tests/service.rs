@@ -1,0 +1,910 @@
+//! Service tests: the whole application (routing, service, store, pipeline,
+//! caches) called through `http::handle`, without a socket.
+
+use std::sync::Arc;
+
+use avatar_edge::config::Config;
+use avatar_edge::http::{handle, App};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Env {
+    app: Arc<App>,
+    _dir: tempfile::TempDir,
+}
+
+fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path());
+    tweak(&mut config);
+    let (app, token) = avatar_edge::cli::build_app(config).unwrap();
+    assert_eq!(token, TOKEN);
+    Env { app, _dir: dir }
+}
+
+fn env() -> Env {
+    env_with(|_| {})
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("missing header {name}"))
+            .to_str()
+            .unwrap()
+    }
+    fn image(&self) -> image::DynamicImage {
+        image::load_from_memory(&self.body).expect("body decodes as an image")
+    }
+}
+
+async fn collect(r: Response<avatar_edge::http::Body>) -> Resp {
+    let (parts, body) = r.into_parts();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+impl Env {
+    async fn send(&self, req: Request<Full<Bytes>>) -> Resp {
+        collect(handle(&self.app, req).await).await
+    }
+
+    async fn get(&self, uri: &str) -> Resp {
+        self.send(Request::get(uri).body(Full::default()).unwrap())
+            .await
+    }
+
+    async fn get_with(&self, uri: &str, header: (&str, &str)) -> Resp {
+        self.send(
+            Request::get(uri)
+                .header(header.0, header.1)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn put(&self, key: &str, query: &str, body: Vec<u8>) -> Resp {
+        self.send(
+            Request::put(format!("/v1/avatars/{key}{query}"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Resp {
+        self.send(
+            Request::delete(format!("/v1/avatars/{key}"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn upload_ok(&self, key: &str, file: &str) -> Value {
+        let r = self.put(key, "", fixture(file)).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{file}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let snap = self.app.service.snapshot();
+        let text = self.app.service.metrics.render(&snap);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(s.as_bytes()))
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[tokio::test]
+async fn upload_answers_the_documented_json_and_is_idempotent() {
+    let e = env();
+    let v = e
+        .upload_ok("Alice%40Example.org", "photo_large_4032x3024.jpg")
+        .await;
+    assert_eq!(v["key"], "alice@example.org");
+    assert_eq!(
+        v["aliases"],
+        serde_json::json!([
+            md5_hex("alice@example.org"),
+            sha256_hex("alice@example.org")
+        ])
+    );
+    let hash = v["hash"].as_str().unwrap();
+    assert_eq!(hash.len(), 64);
+    assert_eq!(v["url"], format!("/c/{hash}"));
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1024), Some(1024))
+    );
+    assert_eq!(v["format"], "jpeg");
+    assert_eq!(v["version"], 1);
+
+    // Same bytes again: same hash, same version, no new blob.
+    let written = e.metric("avatar_edge_blobs_written_total");
+    let again = e
+        .upload_ok("alice@example.org", "photo_large_4032x3024.jpg")
+        .await;
+    assert_eq!(again["hash"], v["hash"]);
+    assert_eq!(again["version"], 1);
+    assert_eq!(e.metric("avatar_edge_blobs_written_total"), written);
+
+    // A different image: version 2.
+    let v2 = e
+        .upload_ok("alice@example.org", "logo_alpha_disc_512.png")
+        .await;
+    assert_eq!(v2["version"], 2);
+    assert_ne!(v2["hash"], v["hash"]);
+
+    // GET describes it, by email or by either hash.
+    for key in [
+        "alice@example.org".to_string(),
+        md5_hex("alice@example.org"),
+        sha256_hex("alice@example.org"),
+    ] {
+        let d = e.get(&format!("/v1/avatars/{key}")).await;
+        assert_eq!(d.status, 200);
+        assert_eq!(d.json()["hash"], v2["hash"]);
+    }
+}
+
+#[tokio::test]
+async fn content_urls_render_exact_sizes_and_formats() {
+    let e = env();
+    let v = e
+        .upload_ok("bob@example.org", "photo_large_4032x3024.jpg")
+        .await;
+    let hash = v["hash"].as_str().unwrap();
+    let cases = [
+        (format!("/c/{hash}.png?s=128"), "image/png", 128),
+        (format!("/c/{hash}.webp?s=32"), "image/webp", 32),
+        (format!("/c/{hash}.jpg?s=512"), "image/jpeg", 512),
+        (format!("/c/{hash}.jpeg?size=80"), "image/jpeg", 80),
+        (format!("/c/{hash}.png?s=1"), "image/png", 1),
+        (format!("/c/{hash}.png?s=2048"), "image/png", 2048),
+        (format!("/c/{hash}.webp"), "image/webp", 80),
+    ];
+    for (uri, ct, size) in cases {
+        let r = e.get(&uri).await;
+        assert_eq!(r.status, 200, "{uri}");
+        assert_eq!(r.header("content-type"), ct, "{uri}");
+        assert_eq!(
+            r.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(r.header("x-content-type-options"), "nosniff");
+        assert_eq!(r.header("access-control-allow-origin"), "*");
+        assert_eq!(r.header("content-length"), r.body.len().to_string());
+        assert!(r.headers.get("vary").is_none(), "explicit format: no Vary");
+        let img = r.image();
+        assert_eq!((img.width(), img.height()), (size, size), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn format_is_negotiated_from_accept_with_vary() {
+    let e = env();
+    let photo = e
+        .upload_ok("p@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let logo = e
+        .upload_ok("l@example.org", "logo_alpha_disc_512.png")
+        .await;
+    let cases = [
+        (&photo, "image/avif,image/webp,*/*", "image/webp"),
+        (&photo, "*/*", "image/jpeg"),
+        (&logo, "*/*", "image/png"),
+        (&logo, "image/webp", "image/webp"),
+    ];
+    for (v, accept, want) in cases {
+        let uri = format!("/c/{}?s=64", v["hash"].as_str().unwrap());
+        let r = e.get_with(&uri, ("accept", accept)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), want, "accept {accept}");
+        assert_eq!(r.header("vary"), "Accept");
+    }
+}
+
+#[tokio::test]
+async fn etags_answer_304_and_head_has_no_body() {
+    let e = env();
+    let v = e
+        .upload_ok("c@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let uri = format!("/c/{}.png?s=64", v["hash"].as_str().unwrap());
+    let first = e.get(&uri).await;
+    let etag = first.header("etag").to_string();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong etag: {etag}"
+    );
+    let again = e.get_with(&uri, ("if-none-match", &etag)).await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), etag);
+    let other = e.get_with(&uri, ("if-none-match", "\"nope\"")).await;
+    assert_eq!(other.status, 200);
+    let head = e
+        .send(Request::head(&uri).body(Full::default()).unwrap())
+        .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), first.body.len().to_string());
+    // The same variant from a fresh server has the same ETag (derived, not random).
+    let e2 = env();
+    e2.upload_ok("c@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    assert_eq!(e2.get(&uri).await.header("etag"), etag);
+}
+
+#[tokio::test]
+async fn bad_content_requests_get_json_errors() {
+    let e = env();
+    let v = e
+        .upload_ok("d@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let hash = v["hash"].as_str().unwrap();
+    let unknown = "0".repeat(64);
+    let cases = [
+        (format!("/c/{unknown}.png"), 404),
+        (format!("/c/{}.png", &hash[..60]), 400),
+        (format!("/c/{hash}.gif"), 400),
+        (format!("/c/{hash}.png?s=0"), 400),
+        (format!("/c/{hash}.png?s=4096"), 400),
+        (format!("/c/{hash}.png?s=big"), 400),
+        ("/c/../../etc/passwd".to_string(), 400),
+        ("/nope".to_string(), 404),
+    ];
+    for (uri, status) in cases {
+        let r = e.get(&uri).await;
+        assert_eq!(r.status, status, "{uri}");
+        let j = r.json();
+        assert!(
+            j["error"].is_string() && j["message"].is_string(),
+            "{uri}: {j}"
+        );
+        assert_eq!(r.header("content-type"), "application/json");
+        assert!(r.headers.contains_key("content-security-policy"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_cold_requests_render_once() {
+    let e = Arc::new(env());
+    let v = e
+        .upload_ok("e@example.org", "photo_large_4032x3024.jpg")
+        .await;
+    let uri = format!("/c/{}.png?s=300", v["hash"].as_str().unwrap());
+    let before = e.metric("avatar_edge_renders_total");
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (e, uri) = (e.clone(), uri.clone());
+        tasks.push(tokio::spawn(async move { e.get(&uri).await }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.push(r.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        e.metric("avatar_edge_renders_total") - before,
+        1,
+        "one render for 50 requests"
+    );
+    assert!(
+        e.metric("avatar_edge_coalesced_waits_total") + e.metric("avatar_edge_cache_hits_total")
+            >= 49
+    );
+}
+
+#[tokio::test]
+async fn mutations_need_the_token() {
+    let e = env();
+    let body = fixture("photo_grace_hopper_512x600.jpg");
+    for auth in [
+        None,
+        Some("Bearer wrong-token-0123456789"),
+        Some("Basic abc"),
+    ] {
+        let mut b = Request::put("/v1/avatars/f@example.org");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let r = e
+            .send(b.body(Full::new(Bytes::from(body.clone()))).unwrap())
+            .await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["error"], "unauthorized");
+    }
+    let r = e
+        .send(
+            Request::delete("/v1/avatars/f@example.org")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(e.metric("avatar_edge_auth_failures_total"), 4);
+}
+
+#[tokio::test]
+async fn bad_uploads_get_clear_client_errors() {
+    let e = env_with(|c| c.limits.max_upload_bytes = 1 << 20);
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("g@example.org", "", Vec::new(), 400, "empty_body"),
+        (
+            "g@example.org",
+            "",
+            b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec(),
+            415,
+            "unsupported_format",
+        ),
+        (
+            "g@example.org",
+            "",
+            b"<html><body>hi</body></html>".to_vec(),
+            415,
+            "unsupported_format",
+        ),
+        (
+            "g@example.org",
+            "",
+            vec![0u8; (1 << 20) + 1],
+            413,
+            "body_too_large",
+        ),
+        (
+            "not-an-email",
+            "",
+            fixture("photo_grace_hopper_512x600.jpg"),
+            400,
+            "bad_key",
+        ),
+        (
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "",
+            fixture("photo_grace_hopper_512x600.jpg"),
+            400,
+            "bad_key",
+        ),
+        (
+            "g@example.org",
+            "?crop=1,2",
+            fixture("photo_grace_hopper_512x600.jpg"),
+            400,
+            "bad_request",
+        ),
+        (
+            "g@example.org",
+            "?crop=500,0,400",
+            fixture("photo_grace_hopper_512x600.jpg"),
+            422,
+            "bad_crop",
+        ),
+    ];
+    for (key, query, body, status, code) in cases {
+        let r = e.put(key, query, body).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{key}{query}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error"], code, "{key}{query}");
+    }
+    let r = e.put("g@example.org", "", b"GIF89a".to_vec()).await;
+    assert!(r.status.is_client_error(), "truncated GIF: {}", r.status);
+    assert!(r.json()["message"].as_str().unwrap().len() > 3);
+    let r = e.put("g@example.org", "", b"BM\x00\x00".to_vec()).await;
+    assert_eq!(r.status, 415);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("JPEG, PNG, GIF, WebP"));
+}
+
+#[tokio::test]
+async fn crop_picks_the_requested_square() {
+    let e = env();
+    let full = e
+        .upload_ok("h@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let r = e
+        .put(
+            "h@example.org",
+            "?crop=0,0,256",
+            fixture("photo_grace_hopper_512x600.jpg"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let cropped = r.json();
+    assert_ne!(cropped["hash"], full["hash"]);
+    assert_eq!(cropped["width"], 256);
+    assert_eq!(cropped["version"], 2);
+}
+
+#[tokio::test]
+async fn delete_unbinds_and_collects_unreferenced_blobs() {
+    let e = env();
+    let v = e
+        .upload_ok("i@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let hash = v["hash"].as_str().unwrap();
+    assert_eq!(e.get(&format!("/c/{hash}.png?s=32")).await.status, 200);
+    let r = e.delete("i%40example.org").await;
+    assert_eq!(r.status, 204);
+    let r = e.get("/v1/avatars/i@example.org").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+    assert_eq!(e.delete("i@example.org").await.status, 404);
+    // Nobody references the master any more: it is gone.
+    assert_eq!(e.get(&format!("/c/{hash}.png?s=33")).await.status, 404);
+    // Re-upload: version continues.
+    let again = e
+        .upload_ok("i@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    assert_eq!(again["version"], 3);
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let e = env();
+    let h = e.get("/healthz").await;
+    assert_eq!((h.status, &h.body[..]), (StatusCode::OK, &b"ok\n"[..]));
+    e.get("/c/zz").await;
+    let m = e.get("/metrics").await;
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    for needle in [
+        "avatar_edge_requests_total{route=\"content\",status=\"400\"} 1",
+        "avatar_edge_requests_total{route=\"healthz\",status=\"200\"} 1",
+        "avatar_edge_cache_hits_total",
+        "avatar_edge_cache_evictions_total",
+        "avatar_edge_cache_bytes",
+        "avatar_edge_render_seconds_bucket",
+        "avatar_edge_coalesced_waits_total",
+        "avatar_edge_render_queue_depth",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Identity URLs (/avatar/...) and defaults.
+
+#[tokio::test]
+async fn identity_urls_serve_the_avatar_under_both_hashes() {
+    let e = env();
+    let v = e
+        .upload_ok("jane@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let hash = v["hash"].as_str().unwrap();
+    let mut etags = Vec::new();
+    for id in [md5_hex("jane@example.org"), sha256_hex("jane@example.org")] {
+        let r = e.get(&format!("/avatar/{id}.png?s=64")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), "image/png");
+        assert_eq!(r.header("cache-control"), "public, max-age=60");
+        assert_eq!(r.header("content-location"), format!("/c/{hash}.png?s=64"));
+        assert!(r.headers.get("x-avatar-default").is_none());
+        assert!(httpdate::parse_http_date(r.header("last-modified")).is_ok());
+        let img = r.image();
+        assert_eq!((img.width(), img.height()), (64, 64));
+        // Same bytes as the content URL, same ETag.
+        let c = e.get(&format!("/c/{hash}.png?s=64")).await;
+        assert_eq!(c.body, r.body);
+        assert_eq!(c.header("etag"), r.header("etag"));
+        etags.push(r.header("etag").to_string());
+        let again = e
+            .get_with(
+                &format!("/avatar/{id}.png?s=64"),
+                ("if-none-match", &etags[0]),
+            )
+            .await;
+        assert_eq!(again.status, 304);
+    }
+    // Delete → default again (identicon, the server default), same cache policy.
+    e.delete("jane@example.org").await;
+    let r = e
+        .get(&format!("/avatar/{}?s=64", md5_hex("jane@example.org")))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-avatar-default"), "identicon");
+    assert_eq!(r.header("cache-control"), "public, max-age=60");
+    assert_ne!(r.header("etag"), etags[0]);
+}
+
+#[tokio::test]
+async fn platform_url_forms_all_answer_images_of_the_right_size() {
+    let e = env();
+    let email = "dev@forge.example";
+    e.upload_ok(email, "photo_grace_hopper_512x600.jpg").await;
+    let md5 = md5_hex(email);
+    let sha = sha256_hex(email);
+    let unknown = md5_hex("nobody@example.org");
+    // (url, expected status, expected size, expected content type (None = any image), default header)
+    let cases: Vec<(String, u16, u32, Option<&str>, Option<&str>)> = vec![
+        // GitLab: %{hash} (md5 or sha256) and %{size}
+        (
+            format!("/avatar/{md5}?s=48&d=identicon"),
+            200,
+            48,
+            None,
+            None,
+        ),
+        (
+            format!("/avatar/{sha}?s=96&d=identicon"),
+            200,
+            96,
+            None,
+            None,
+        ),
+        // Gitea / Forgejo
+        (
+            format!("/avatar/{md5}?d=identicon&size=290"),
+            200,
+            290,
+            None,
+            None,
+        ),
+        // Discourse: .png extension and d=404
+        (
+            format!("/avatar/{md5}.png?s=120&d=404"),
+            200,
+            120,
+            Some("image/png"),
+            None,
+        ),
+        (
+            format!("/avatar/{unknown}.png?s=120&d=404"),
+            404,
+            0,
+            None,
+            Some("404"),
+        ),
+        // WordPress
+        (format!("/avatar/{md5}?s=96&d=mm&r=g"), 200, 96, None, None),
+        (
+            format!("/avatar/{unknown}?s=96&d=mm&r=g"),
+            200,
+            96,
+            None,
+            Some("mp"),
+        ),
+        // Upper-case hash, .jpg, clamped and junk sizes
+        (
+            format!("/avatar/{}.jpg?s=5000", md5.to_uppercase()),
+            200,
+            2048,
+            Some("image/jpeg"),
+            None,
+        ),
+        (
+            format!("/avatar/{md5}.webp?s=0"),
+            200,
+            1,
+            Some("image/webp"),
+            None,
+        ),
+        (format!("/avatar/{md5}?s=abc"), 200, 80, None, None),
+        (format!("/avatar/{md5}"), 200, 80, None, None),
+        // URL-encoded d= pointing to a host that is not allowed: server default
+        (
+            format!("/avatar/{unknown}?d=https%3A%2F%2Fevil.example%2Fx.png&s=40"),
+            200,
+            40,
+            None,
+            Some("identicon"),
+        ),
+        // Every generated style
+        (
+            format!("/avatar/{unknown}?d=retro&s=16"),
+            200,
+            16,
+            None,
+            Some("retro"),
+        ),
+        (
+            format!("/avatar/{unknown}?d=monsterid&s=32"),
+            200,
+            32,
+            None,
+            Some("monsterid"),
+        ),
+        (
+            format!("/avatar/{unknown}?d=wavatar&s=33"),
+            200,
+            33,
+            None,
+            Some("wavatar"),
+        ),
+        (
+            format!("/avatar/{unknown}?d=robohash&s=100"),
+            200,
+            100,
+            None,
+            Some("robohash"),
+        ),
+        (
+            format!("/avatar/{unknown}?d=blank&s=20"),
+            200,
+            20,
+            Some("image/png"),
+            Some("blank"),
+        ),
+        (
+            format!("/avatar/{unknown}?d=color&s=20"),
+            200,
+            20,
+            None,
+            Some("color"),
+        ),
+        (
+            format!("/avatar/{unknown}?d=initials&name=Ada+Lovelace&s=64"),
+            200,
+            64,
+            None,
+            Some("initials"),
+        ),
+        (
+            format!("/avatar/{unknown}?default=identicon&size=2048"),
+            200,
+            2048,
+            None,
+            Some("identicon"),
+        ),
+        // Forced default, and rating filter
+        (
+            format!("/avatar/{md5}?f=y&d=retro"),
+            200,
+            80,
+            None,
+            Some("retro"),
+        ),
+        (
+            format!("/avatar/{md5}?forcedefault=y&d=404"),
+            404,
+            0,
+            None,
+            Some("404"),
+        ),
+        // Malformed hashes still get an avatar, flagged
+        (
+            "/avatar/not-a-hash?s=50".to_string(),
+            200,
+            50,
+            None,
+            Some("invalid-key"),
+        ),
+        (
+            format!("/avatar/{}?s=50", &md5[..31]),
+            200,
+            50,
+            None,
+            Some("invalid-key"),
+        ),
+    ];
+    for (uri, status, size, ct, default) in cases {
+        let r = e.get(&uri).await;
+        assert_eq!(r.status, status, "{uri}");
+        if let Some(d) = default {
+            assert_eq!(r.header("x-avatar-default"), d, "{uri}");
+        } else {
+            assert!(
+                r.headers.get("x-avatar-default").is_none(),
+                "{uri} served a default"
+            );
+        }
+        if status == 200 {
+            assert!(r.header("content-type").starts_with("image/"), "{uri}");
+            if let Some(ct) = ct {
+                assert_eq!(r.header("content-type"), ct, "{uri}");
+            }
+            let img = r.image();
+            assert_eq!((img.width(), img.height()), (size, size), "{uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_identity_forms_never_serve_an_upload_and_never_5xx() {
+    let e = env();
+    // Even if someone tries to upload for the empty email, it is refused.
+    assert_eq!(
+        e.put(
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "",
+            fixture("photo_grace_hopper_512x600.jpg")
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        e.put("%20", "", fixture("photo_grace_hopper_512x600.jpg"))
+            .await
+            .status,
+        400
+    );
+    let forms = [
+        "/avatar/".to_string(),
+        "/avatar".to_string(),
+        "/avatar/d41d8cd98f00b204e9800998ecf8427e".to_string(),
+        "/avatar/D41D8CD98F00B204E9800998ECF8427E.png".to_string(),
+        "/avatar/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_string(),
+    ];
+    let mut silhouettes = Vec::new();
+    for f in &forms {
+        let r = e.get(&format!("{f}?s=40")).await;
+        assert_eq!(r.status, 200, "{f}");
+        assert_eq!(r.header("x-avatar-default"), "mp", "{f}");
+        silhouettes.push(r.body.clone());
+        // With a name: seeded from the name, so two users differ.
+        let a = e.get(&format!("{f}?s=40&name=Ada+Lovelace")).await;
+        let b = e.get(&format!("{f}?s=40&name=Grace+Hopper")).await;
+        assert_eq!(a.header("x-avatar-default"), "identicon");
+        assert_ne!(
+            a.body, b.body,
+            "{f}: users without email must not share one picture"
+        );
+        let i = e
+            .get(&format!("{f}?s=40&name=Ada+Lovelace&d=initials"))
+            .await;
+        assert_eq!(i.header("x-avatar-default"), "initials");
+    }
+    assert!(silhouettes.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test]
+async fn ratings_filter_and_default_urls_redirect_only_when_allowed() {
+    let e = env_with(|c| c.default_url_allow = vec!["cdn.example.org".into()]);
+    let email = "rated@example.org";
+    let r = e
+        .put(
+            email,
+            "?rating=r",
+            fixture("photo_grace_hopper_512x600.jpg"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["rating"], "r");
+    let md5 = md5_hex(email);
+    assert_eq!(
+        e.get(&format!("/avatar/{md5}?d=retro"))
+            .await
+            .header("x-avatar-default"),
+        "retro"
+    );
+    assert!(e
+        .get(&format!("/avatar/{md5}?r=r"))
+        .await
+        .headers
+        .get("x-avatar-default")
+        .is_none());
+    assert!(e
+        .get(&format!("/avatar/{md5}?r=x"))
+        .await
+        .headers
+        .get("x-avatar-default")
+        .is_none());
+
+    let unknown = md5_hex("nobody@example.org");
+    let ok = e
+        .get(&format!(
+            "/avatar/{unknown}?d=https%3A%2F%2Fcdn.example.org%2Fdefault.png"
+        ))
+        .await;
+    assert_eq!(ok.status, 302);
+    assert_eq!(ok.header("location"), "https://cdn.example.org/default.png");
+    for evil in [
+        "https%3A%2F%2Fevil.example%2Fx.png",
+        "https%3A%2F%2Fcdn.example.org%40evil.example%2F",
+        "javascript%3Aalert(1)",
+        "%2F%2Fevil.example%2Fx",
+    ] {
+        let r = e.get(&format!("/avatar/{unknown}?d={evil}")).await;
+        assert_eq!(r.status, 200, "{evil}");
+        assert!(r.headers.get("location").is_none());
+    }
+}
+
+#[tokio::test]
+async fn identity_redirect_mode_points_at_the_content_url() {
+    let e = env_with(|c| c.identity_redirect = true);
+    let v = e
+        .upload_ok("redir@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let r = e
+        .get(&format!(
+            "/avatar/{}.webp?s=32",
+            md5_hex("redir@example.org")
+        ))
+        .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        format!("/c/{}.webp?s=32", v["hash"].as_str().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_serves_a_no_store_default_not_an_error() {
+    let e = env();
+    let v = e
+        .upload_ok("corrupt@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    // Corrupt every stored blob on disk.
+    let blobs = e._dir.path().join("blobs");
+    for entry in walk(&blobs) {
+        std::fs::write(&entry, b"garbage").unwrap();
+    }
+    let r = e
+        .get(&format!("/avatar/{}?s=48", md5_hex("corrupt@example.org")))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), "no-store");
+    assert_eq!(r.header("x-avatar-default"), "identicon");
+    assert!(e.metric("avatar_edge_fault_defaults_total") >= 1);
+    assert!(e.metric("avatar_edge_blobs_corrupt_total") >= 1);
+    let c = e
+        .get(&format!("/c/{}.png?s=48", v["hash"].as_str().unwrap()))
+        .await;
+    assert_eq!(c.status, 404, "corrupt content is never served");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
