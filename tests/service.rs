@@ -567,7 +567,8 @@ async fn platform_url_forms_all_answer_images_of_the_right_size() {
     let sha = sha256_hex(email);
     let unknown = md5_hex("nobody@example.org");
     // (url, expected status, expected size, expected content type (None = any image), default header)
-    let cases: Vec<(String, u16, u32, Option<&str>, Option<&str>)> = vec![
+    type Case = (String, u16, u32, Option<&'static str>, Option<&'static str>);
+    let cases: Vec<Case> = vec![
         // GitLab: %{hash} (md5 or sha256) and %{size}
         (
             format!("/avatar/{md5}?s=48&d=identicon"),
