@@ -34,6 +34,43 @@ pub enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Bulk-import a directory of files named <email-or-hash>.<ext> into the
+    /// data directory (run it while the server is stopped: the index is
+    /// single-process). Idempotent; safe to re-run after an interruption.
+    Import {
+        /// Directory holding the avatars
+        dir: PathBuf,
+        /// TOML file with the server settings (limits, data directory)
+        #[arg(long, env = "AVATAR_EDGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Render one generated default to a file (format from the extension:
+    /// .png, .jpg, .webp).
+    Render {
+        /// identicon, retro, monsterid, wavatar, robohash, mp, blank, initials, color
+        #[arg(long)]
+        style: String,
+        /// Identity hash (32 or 64 hex) or any text used as the seed
+        #[arg(long)]
+        key: String,
+        /// Side in pixels (1-2048)
+        #[arg(short = 's', long = "size", default_value_t = 80)]
+        size: u32,
+        /// Letters for the initials style
+        #[arg(long)]
+        initials: Option<String>,
+        /// Output file
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Write the contact sheet of every generated style (docs/styles.png).
+    ContactSheet {
+        /// Output PNG file
+        #[arg(short = 'o', long = "output", default_value = "docs/styles.png")]
+        output: PathBuf,
+    },
 }
 
 /// Parse arguments and run.
@@ -59,7 +96,128 @@ pub fn main() -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(serve(config))
         }
+        Command::Import {
+            dir,
+            config,
+            settings,
+        } => {
+            let file = match &config {
+                Some(p) => Settings::from_file(p)?,
+                None => Settings::default(),
+            };
+            let config = Config::resolve(settings.or(file), None)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(import(config, dir))
+        }
+        Command::Render {
+            style,
+            key,
+            size,
+            initials,
+            output,
+        } => render(&style, &key, size, initials.as_deref(), &output),
+        Command::ContactSheet { output } => contact_sheet(&output),
     }
+}
+
+fn format_of(path: &std::path::Path) -> anyhow::Result<crate::pipeline::OutputFormat> {
+    use crate::pipeline::OutputFormat;
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+    {
+        Some(e) if e == "png" => Ok(OutputFormat::Png),
+        Some(e) if e == "jpg" || e == "jpeg" => Ok(OutputFormat::Jpeg),
+        Some(e) if e == "webp" => Ok(OutputFormat::Webp),
+        _ => anyhow::bail!("output must end in .png, .jpg, .jpeg or .webp"),
+    }
+}
+
+/// The seed bytes for a key: the hash bytes for a 32/64-hex hash, else the text.
+fn seed_of(key: &str) -> Vec<u8> {
+    match key.parse::<crate::model::IdentityHash>() {
+        Ok(h) => h.as_bytes().to_vec(),
+        Err(_) => key.as_bytes().to_vec(),
+    }
+}
+
+fn render(
+    style: &str,
+    key: &str,
+    size: u32,
+    initials: Option<&str>,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    let style = crate::identicon::Style::parse(style)
+        .with_context(|| format!("unknown style {style:?}"))?;
+    anyhow::ensure!((1..=2048).contains(&size), "size must be 1..=2048");
+    let format = format_of(output)?;
+    let px = crate::identicon::render(style, &seed_of(key), size, initials);
+    let bytes = crate::pipeline::encode(&px, format)?;
+    std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "wrote {} ({size}x{size} {})",
+        output.display(),
+        style.as_str()
+    );
+    Ok(())
+}
+
+/// The example identities shown on the contact sheet.
+pub const CONTACT_SHEET_EMAILS: [&str; 4] = [
+    "alice@example.org",
+    "bob@example.org",
+    "carol@example.org",
+    "dave@example.org",
+];
+
+fn contact_sheet(output: &std::path::Path) -> anyhow::Result<()> {
+    let seeds: Vec<Vec<u8>> = CONTACT_SHEET_EMAILS
+        .iter()
+        .map(|e| {
+            crate::model::IdentityKeys::parse(e)
+                .expect("valid example")
+                .aliases[0]
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    let refs: Vec<&[u8]> = seeds.iter().map(|s| s.as_slice()).collect();
+    let px = crate::identicon::contact_sheet(&refs, &[16, 32, 64, 128]);
+    let bytes = crate::pipeline::encode(&px, crate::pipeline::OutputFormat::Png)?;
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))?;
+    println!("wrote {} ({}x{})", output.display(), px.width, px.height);
+    Ok(())
+}
+
+async fn import(config: Config, dir: PathBuf) -> anyhow::Result<()> {
+    let (app, _) = build_app(config)?;
+    let files =
+        crate::import::list_files(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed_precise} {msg}")
+            .expect("valid template"),
+    );
+    let report = crate::import::import_dir(&app.service, &dir, |path, _| {
+        bar.set_message(
+            path.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
+        bar.inc(1);
+    })
+    .await?;
+    bar.finish_and_clear();
+    print!("{}", report.summary());
+    Ok(())
 }
 
 /// Build the application from a config (also used by tests).

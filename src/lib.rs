@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod identicon;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

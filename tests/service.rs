@@ -909,3 +909,62 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn import_is_idempotent_and_reports_rejections() {
+    let e = env();
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path();
+    std::fs::write(
+        d.join("imp1@example.org.jpg"),
+        fixture("photo_grace_hopper_512x600.jpg"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join(format!("{}.png", md5_hex("imp2@example.org"))),
+        fixture("logo_alpha_disc_512.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("broken@example.org.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("not-an-identity.jpg"),
+        fixture("photo_grace_hopper_512x600.jpg"),
+    )
+    .unwrap();
+    std::fs::write(d.join("noextension"), b"x").unwrap();
+
+    let svc = &e.app.service;
+    let first = avatar_edge::import::import_dir(svc, d, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.imported, first.unchanged, first.rejected.len()),
+        (2, 0, 3),
+        "{}",
+        first.summary()
+    );
+    let summary = first.summary();
+    assert!(summary.contains("broken@example.org.png"), "{summary}");
+    assert!(summary.contains("not-an-identity.jpg"), "{summary}");
+
+    // Re-run after "an interruption": nothing new, nothing lost.
+    let second = avatar_edge::import::import_dir(svc, d, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.imported, second.unchanged, second.rejected.len()),
+        (0, 2, 3)
+    );
+    let r = e
+        .get(&format!("/avatar/{}?s=32", md5_hex("imp2@example.org")))
+        .await;
+    assert!(r.headers.get("x-avatar-default").is_none());
+    assert_eq!(
+        e.get("/v1/avatars/imp1@example.org").await.json()["version"],
+        1
+    );
+}
