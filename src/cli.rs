@@ -198,7 +198,7 @@ fn contact_sheet(output: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn import(config: Config, dir: PathBuf) -> anyhow::Result<()> {
-    let (app, _) = build_app(config)?;
+    let app = build_app(config, false)?.app;
     let files =
         crate::import::list_files(&dir).with_context(|| format!("reading {}", dir.display()))?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -220,8 +220,18 @@ async fn import(config: Config, dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Build the application from a config (also used by tests).
-pub fn build_app(config: Config) -> anyhow::Result<(Arc<App>, String)> {
+/// A built application and the handles that control it.
+pub struct Built {
+    pub app: Arc<App>,
+    /// The admin token in force.
+    pub token: String,
+    /// Send `true` to end event streams and delivery workers.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Build the application from a config (also used by tests). With
+/// `deliver`, start the outbox delivery workers (needs a Tokio runtime).
+pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let store = EmbeddedStore::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let mut tokens = Tokens::default();
@@ -239,18 +249,43 @@ pub fn build_app(config: Config) -> anyhow::Result<(Arc<App>, String)> {
         }
     };
     tokens.add("admin", &token);
-    let service = Service::new(Arc::new(config), Arc::new(store), Arc::new(Metrics::new()));
-    Ok((Arc::new(App::new(service, tokens)), token))
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let targets = config.targets.clone();
+    let store: crate::store::SharedStore = Arc::new(store);
+    let service = Service::new(Arc::new(config), store.clone(), Arc::new(Metrics::new()));
+    let deliveries = if deliver && !targets.is_empty() {
+        let transport = Arc::new(
+            crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,
+        );
+        for t in &targets {
+            tracing::info!(target = %t.name(), "delivering changes");
+        }
+        crate::events::deliver::spawn(targets, store, service.bus.clone(), transport, rx.clone())
+    } else {
+        Default::default()
+    };
+    let app = Arc::new(App::new(service, tokens, rx, deliveries));
+    Ok(Built {
+        app,
+        token,
+        shutdown: tx,
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let (app, _) = build_app(config)?;
+    let built = build_app(config, true)?;
+    let app = built.app.clone();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "avatar-edge listening");
-    crate::http::server::serve(app, listener, shutdown_signal()).await?;
+    let stop = built.shutdown;
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    crate::http::server::serve(app, listener, signal).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::events::deliver::{PurgeStyle, Target};
 use crate::identicon::Style;
 use crate::pipeline::Limits;
 
@@ -72,6 +73,32 @@ pub struct Settings {
     /// Maximum simultaneously open connections [default: 10000]
     #[arg(long, env = "AVATAR_EDGE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// CDN lifetime of identity URLs (CDN-Cache-Control, Surrogate-Control), seconds [default: 86400]
+    #[arg(long, env = "AVATAR_EDGE_CDN_MAX_AGE")]
+    pub cdn_max_age: Option<u32>,
+    /// Header(s) carrying surrogate keys (repeatable; Cache-Tag is comma-separated) [default: Surrogate-Key,xkey]
+    #[arg(
+        long = "surrogate-key-header",
+        env = "AVATAR_EDGE_SURROGATE_KEY_HEADERS",
+        value_delimiter = ','
+    )]
+    pub surrogate_key_header: Vec<String>,
+    /// Purge endpoint notified on every change (repeatable; comma-separated in env) [default: none]
+    #[arg(
+        long = "purge-endpoint",
+        env = "AVATAR_EDGE_PURGE_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub purge_endpoint: Vec<String>,
+    /// Shape of purge requests: xkey (Varnish), fastly, cloudflare; the API token comes from AVATAR_EDGE_PURGE_TOKEN [default: xkey]
+    #[arg(long, env = "AVATAR_EDGE_PURGE_STYLE")]
+    pub purge_style: Option<String>,
+    /// Webhook URL receiving every change as signed JSON (repeatable; comma-separated in env) [default: none]
+    #[arg(long = "webhook", env = "AVATAR_EDGE_WEBHOOKS", value_delimiter = ',')]
+    pub webhook: Vec<String>,
+    /// Secret for X-Avatar-Edge-Signature (HMAC-SHA256 of the body) [default: unsigned]
+    #[arg(long, env = "AVATAR_EDGE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// Problems with the settings, reported at start-up.
@@ -109,6 +136,10 @@ pub struct Config {
     pub header_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    pub cdn_max_age: u32,
+    pub surrogate_key_headers: Vec<String>,
+    /// Where changes are announced (CDN purges, webhooks).
+    pub targets: Vec<Target>,
 }
 
 impl Settings {
@@ -126,9 +157,21 @@ impl Settings {
 
     /// `self` (higher precedence) filled in from `lower`.
     pub fn or(self, lower: Settings) -> Settings {
+        fn list(high: Vec<String>, low: Vec<String>) -> Vec<String> {
+            if high.is_empty() {
+                low
+            } else {
+                high
+            }
+        }
         macro_rules! pick {
-            ($($f:ident),*) => { Settings { $($f: self.$f.or(lower.$f),)* default_url_allow:
-                if self.default_url_allow.is_empty() { lower.default_url_allow } else { self.default_url_allow } } };
+            ($($f:ident),*) => { Settings {
+                $($f: self.$f.or(lower.$f),)*
+                default_url_allow: list(self.default_url_allow, lower.default_url_allow),
+                surrogate_key_header: list(self.surrogate_key_header, lower.surrogate_key_header),
+                purge_endpoint: list(self.purge_endpoint, lower.purge_endpoint),
+                webhook: list(self.webhook, lower.webhook),
+            } };
         }
         pick!(
             listen,
@@ -145,7 +188,10 @@ impl Settings {
             identity_redirect,
             header_timeout,
             request_timeout,
-            max_connections
+            max_connections,
+            cdn_max_age,
+            purge_style,
+            webhook_secret
         )
     }
 }
@@ -158,9 +204,18 @@ fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Apply defaults and validate. `token` comes from the environment only
-    /// (a token on the command line would show in `ps`).
+    /// Apply defaults and validate. Secrets (`token`, the purge API token)
+    /// come from the environment only: on the command line they would show in `ps`.
     pub fn resolve(s: Settings, token: Option<String>) -> Result<Config, ConfigError> {
+        Self::resolve_with(s, token, std::env::var("AVATAR_EDGE_PURGE_TOKEN").ok())
+    }
+
+    /// [`Config::resolve`] with the purge token given explicitly.
+    pub fn resolve_with(
+        s: Settings,
+        token: Option<String>,
+        purge_token: Option<String>,
+    ) -> Result<Config, ConfigError> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -196,7 +251,55 @@ impl Config {
                 ));
             }
         }
+        let style: PurgeStyle = match s.purge_style.as_deref() {
+            None => PurgeStyle::Xkey,
+            Some(p) => p.parse().map_err(|e: String| invalid("purge_style", e))?,
+        };
+        let check_url = |name: &'static str, u: &str| -> Result<String, ConfigError> {
+            let u = u.trim();
+            if (u.starts_with("http://") || u.starts_with("https://"))
+                && u.parse::<http::Uri>().is_ok()
+            {
+                Ok(u.to_string())
+            } else {
+                Err(invalid(name, format!("{u:?} is not an http(s) URL")))
+            }
+        };
+        let mut targets = Vec::new();
+        for u in s.purge_endpoint.iter().filter(|u| !u.trim().is_empty()) {
+            targets.push(Target::Purge {
+                url: check_url("purge_endpoint", u)?,
+                style,
+                token: purge_token.clone().filter(|t| !t.is_empty()),
+            });
+        }
+        for u in s.webhook.iter().filter(|u| !u.trim().is_empty()) {
+            targets.push(Target::Webhook {
+                url: check_url("webhook", u)?,
+                secret: s.webhook_secret.clone().filter(|t| !t.is_empty()),
+            });
+        }
+        let mut surrogate_key_headers: Vec<String> = s
+            .surrogate_key_header
+            .iter()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if surrogate_key_headers.is_empty() {
+            surrogate_key_headers = vec!["Surrogate-Key".into(), "xkey".into()];
+        }
+        for h in &surrogate_key_headers {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(invalid(
+                    "surrogate_key_header",
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+        }
         Ok(Config {
+            cdn_max_age: s.cdn_max_age.unwrap_or(86_400),
+            surrogate_key_headers,
+            targets,
             listen: s
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),

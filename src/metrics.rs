@@ -85,7 +85,8 @@ impl Histogram {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    fn write(&self, out: &mut String, name: &str, help: &str) {
+    /// Append this histogram's Prometheus text to `out`.
+    pub fn write(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::cache::{Cache, Outcome, Weighted};
 use crate::config::Config;
+use crate::events::Bus;
 use crate::identicon::{self, Style};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{ContentHash, IdentityKeys, ParseError};
@@ -154,6 +155,7 @@ pub enum IdentityAnswer {
         variant: Variant,
         /// `/c/<hash>.<ext>?s=<size>`: the immutable URL of the same bytes.
         content_url: String,
+        hash: ContentHash,
         record: IdentityRecord,
     },
     /// A generated default.
@@ -172,6 +174,13 @@ pub enum IdentityAnswer {
     Redirect(String),
 }
 
+/// An identity answer and the surrogate keys that purge it.
+#[derive(Debug, Clone)]
+pub struct IdentityReply {
+    pub answer: IdentityAnswer,
+    pub keys: Vec<String>,
+}
+
 type VariantCache = Cache<VariantKey, Variant, ServiceError>;
 
 /// The application: configuration, store, caches, render pool, metrics.
@@ -179,6 +188,8 @@ pub struct Service {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub metrics: Arc<Metrics>,
+    /// Committed changes, for delivery workers and live pages.
+    pub bus: Bus,
     cache: VariantCache,
     pool: Pool,
 }
@@ -186,6 +197,7 @@ pub struct Service {
 impl Service {
     pub fn new(config: Arc<Config>, store: SharedStore, metrics: Arc<Metrics>) -> Service {
         Service {
+            bus: Bus::new(),
             cache: Cache::new(config.cache_bytes),
             pool: Pool::new(config.render_threads, config.render_queue),
             config,
@@ -294,6 +306,9 @@ impl Service {
             },
         };
         let committed = self.store.commit(Some(master), change).await?;
+        if let Some(e) = committed.event {
+            self.bus.publish(e);
+        }
         Ok(info(&keys.key, &committed.record, &manifest))
     }
 
@@ -318,7 +333,8 @@ impl Service {
     /// Unbind `key`'s identity from its avatar.
     pub async fn delete(&self, key: &str) -> Result<(), ServiceError> {
         let keys = IdentityKeys::parse(key)?;
-        self.store
+        let committed = self
+            .store
             .commit(
                 None,
                 Change::Unbind {
@@ -326,6 +342,9 @@ impl Service {
                 },
             )
             .await?;
+        if let Some(e) = committed.event {
+            self.bus.publish(e);
+        }
         Ok(())
     }
 
@@ -436,9 +455,38 @@ impl Service {
         Ok(v)
     }
 
-    /// Answer an identity URL. Errors only for overload (`Busy`) and render
-    /// panics; every other problem becomes a default.
+    /// Answer an identity URL, with the surrogate keys the answer depends on
+    /// (every alias of the identity, and the blob hash of an avatar). Errors
+    /// only for overload (`Busy`) and render panics; every other problem
+    /// becomes a default.
     pub async fn identity(
+        &self,
+        req: &IdentityRequest,
+        accept: Option<&str>,
+    ) -> Result<IdentityReply, ServiceError> {
+        let answer = self.identity_answer(req, accept).await?;
+        let mut keys: Vec<String> = Vec::new();
+        if let IdentityRef::Hash(h) = req.identity {
+            keys.push(h.to_hex());
+        }
+        let record = match &answer {
+            IdentityAnswer::Avatar { record, hash, .. } => {
+                keys.push(hash.to_hex());
+                Some(record)
+            }
+            IdentityAnswer::Default { record, .. } => record.as_ref(),
+            _ => None,
+        };
+        for a in record.map(|r| r.aliases.as_slice()).unwrap_or_default() {
+            let hex = a.to_hex();
+            if !keys.contains(&hex) {
+                keys.push(hex);
+            }
+        }
+        Ok(IdentityReply { answer, keys })
+    }
+
+    async fn identity_answer(
         &self,
         req: &IdentityRequest,
         accept: Option<&str>,
@@ -503,6 +551,7 @@ impl Service {
                 Ok(IdentityAnswer::Avatar {
                     variant,
                     content_url,
+                    hash: manifest.hash,
                     record,
                 })
             }

@@ -21,8 +21,9 @@ fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_tests(dir.path());
     tweak(&mut config);
-    let (app, token) = avatar_edge::cli::build_app(config).unwrap();
-    assert_eq!(token, TOKEN);
+    let built = avatar_edge::cli::build_app(config, false).unwrap();
+    assert_eq!(built.token, TOKEN);
+    let app = built.app;
     Env { app, _dir: dir }
 }
 

@@ -9,6 +9,7 @@
 //! responses also carry a restrictive `Content-Security-Policy`.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod server;
 
@@ -22,6 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Either, Full, Limited};
 
+use crate::events::deliver::Deliveries;
 use crate::metrics::Route;
 use crate::service::{IdentityAnswer, Service, ServiceError, Variant};
 use crate::spec;
@@ -37,6 +39,14 @@ pub struct App {
     pub tokens: Tokens,
     content_cache_control: HeaderValue,
     identity_cache_control: HeaderValue,
+    cdn_cache_control: HeaderValue,
+    surrogate_control: HeaderValue,
+    /// Header names carrying surrogate keys, with their separators.
+    surrogate_headers: Vec<(HeaderName, &'static str)>,
+    /// Turns true when the server shuts down (ends event streams).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Outbox delivery state (for `/metrics`).
+    pub deliveries: Arc<Deliveries>,
 }
 
 /// Shared handle.
@@ -49,19 +59,53 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const VARY_ACCEPT: HeaderValue = HeaderValue::from_static("Accept");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const X_AVATAR_DEFAULT: HeaderName = HeaderName::from_static("x-avatar-default");
+const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 
 impl App {
-    pub fn new(service: Service, tokens: Tokens) -> App {
-        let identity_cache_control = HeaderValue::from_str(&format!(
-            "public, max-age={}",
-            service.config.identity_max_age
-        ))
-        .expect("numeric header");
+    pub fn new(
+        service: Service,
+        tokens: Tokens,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        deliveries: Arc<Deliveries>,
+    ) -> App {
+        let c = &service.config;
+        let num = |s: String| HeaderValue::from_str(&s).expect("numeric header");
+        let identity_cache_control = num(format!("public, max-age={}", c.identity_max_age));
+        let cdn_cache_control = num(format!("public, max-age={}", c.cdn_max_age));
+        let surrogate_control = num(format!("max-age={}", c.cdn_max_age));
+        let surrogate_headers = c
+            .surrogate_key_headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .map(|h| {
+                // Cloudflare's Cache-Tag is comma-separated; the others use spaces.
+                let sep = if h.as_str() == "cache-tag" { "," } else { " " };
+                (h, sep)
+            })
+            .collect();
         App {
-            service,
             tokens,
             content_cache_control: HeaderValue::from_static("public, max-age=31536000, immutable"),
             identity_cache_control,
+            cdn_cache_control,
+            surrogate_control,
+            surrogate_headers,
+            shutdown,
+            deliveries,
+            service,
+        }
+    }
+
+    /// Tag a response with surrogate keys under every configured header name.
+    fn insert_surrogate_keys(&self, h: &mut http::HeaderMap, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        for (name, sep) in &self.surrogate_headers {
+            if let Ok(v) = HeaderValue::from_str(&keys.join(sep)) {
+                h.insert(name.clone(), v);
+            }
         }
     }
 }
@@ -202,6 +246,12 @@ where
         let rest = rest.strip_prefix('/').unwrap_or(rest);
         return (Route::Identity, identity(app, &req, rest).await);
     }
+    if path == "/v1/events" {
+        if method != Method::GET {
+            return (Route::ApiOther, method_not_allowed("GET"));
+        }
+        return (Route::ApiOther, events(app, &req));
+    }
     if let Some(key) = path.strip_prefix("/v1/avatars/") {
         return (Route::ApiAvatars, avatars_api(app, req, key).await);
     }
@@ -211,7 +261,8 @@ where
             text_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         ),
         ("/metrics", &Method::GET) => {
-            let text = app.service.metrics.render(&app.service.snapshot());
+            let mut text = app.service.metrics.render(&app.service.snapshot());
+            app.deliveries.render_metrics(&mut text);
             (
                 Route::Metrics,
                 text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
@@ -267,13 +318,18 @@ async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> {
         return r;
     }
     match svc.content_variant(&manifest, key).await {
-        Ok((v, _)) => variant_response(
-            req.headers(),
-            req.method() == Method::HEAD,
-            &v,
-            app.content_cache_control.clone(),
-            parsed.format.is_none(),
-        ),
+        Ok((v, _)) => {
+            let mut r = variant_response(
+                req.headers(),
+                req.method() == Method::HEAD,
+                &v,
+                app.content_cache_control.clone(),
+                parsed.format.is_none(),
+            );
+            // Lets a deletion purge the content URLs of the removed avatar.
+            app.insert_surrogate_keys(r.headers_mut(), &[manifest.hash.to_hex()]);
+            r
+        }
         Err(e) => service_error(&e),
     }
 }
@@ -286,18 +342,19 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
         .and_then(|v| v.to_str().ok());
     let head = req.method() == Method::HEAD;
     let negotiated = parsed.format.is_none();
-    let answer = match app.service.identity(&parsed, accept).await {
+    let reply = match app.service.identity(&parsed, accept).await {
         Ok(a) => a,
         Err(e) => return service_error(&e),
     };
-    match answer {
+    let (mut r, cacheable) = match reply.answer {
         IdentityAnswer::Avatar {
             variant,
             content_url,
             record,
+            ..
         } => {
             let location = HeaderValue::from_str(&content_url).expect("content URLs are ASCII");
-            if app.service.config.identity_redirect {
+            let mut r = if app.service.config.identity_redirect {
                 let mut r = Response::new(empty());
                 *r.status_mut() = StatusCode::FOUND;
                 let h = r.headers_mut();
@@ -307,19 +364,21 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
                 if negotiated {
                     h.insert(header::VARY, VARY_ACCEPT);
                 }
-                return r;
-            }
-            let mut r = variant_response(
-                req.headers(),
-                head,
-                &variant,
-                app.identity_cache_control.clone(),
-                negotiated,
-            );
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_LOCATION, location);
-            h.insert(header::LAST_MODIFIED, http_date(record.updated_ms));
-            r
+                r
+            } else {
+                let mut r = variant_response(
+                    req.headers(),
+                    head,
+                    &variant,
+                    app.identity_cache_control.clone(),
+                    negotiated,
+                );
+                r.headers_mut().insert(header::CONTENT_LOCATION, location);
+                r
+            };
+            r.headers_mut()
+                .insert(header::LAST_MODIFIED, http_date(record.updated_ms));
+            (r, true)
         }
         IdentityAnswer::Default {
             variant,
@@ -338,7 +397,7 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
             if let Some(rec) = record {
                 h.insert(header::LAST_MODIFIED, http_date(rec.updated_ms));
             }
-            r
+            (r, !fault)
         }
         IdentityAnswer::NotFound => {
             let mut r = text_response(
@@ -350,7 +409,7 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
             h.insert(header::CACHE_CONTROL, app.identity_cache_control.clone());
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
             h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static("404"));
-            r
+            (r, true)
         }
         IdentityAnswer::Redirect(url) => match HeaderValue::from_str(&url) {
             Ok(loc) => {
@@ -360,15 +419,28 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
                 h.insert(header::LOCATION, loc);
                 h.insert(header::CACHE_CONTROL, app.identity_cache_control.clone());
                 h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static("url"));
-                r
+                (r, true)
             }
-            Err(_) => error_response(&ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_default",
-                "default URL is not a valid header value",
-            )),
+            Err(_) => {
+                return error_response(&ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_default",
+                    "default URL is not a valid header value",
+                ))
+            }
         },
+    };
+    let h = r.headers_mut();
+    if cacheable {
+        // Long at the CDN (purged on change), short in browsers.
+        h.insert(CDN_CACHE_CONTROL, app.cdn_cache_control.clone());
+        h.insert(SURROGATE_CONTROL, app.surrogate_control.clone());
+        app.insert_surrogate_keys(h, &reply.keys);
+    } else {
+        h.insert(CDN_CACHE_CONTROL, NO_STORE);
+        h.insert(SURROGATE_CONTROL, NO_STORE);
     }
+    r
 }
 
 async fn avatars_api<B>(app: &App, req: Request<B>, raw_key: &str) -> Response<Body>
@@ -428,6 +500,174 @@ where
             Err(e) => service_error(&e),
         },
         _ => method_not_allowed("GET, HEAD, PUT, DELETE"),
+    }
+}
+
+/// Largest number of identity keys one event stream may filter on.
+pub const MAX_EVENT_KEYS: usize = 1000;
+/// Interval of the comment lines that keep idle event streams open.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// A response body fed by a channel (server-sent events).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// `GET /v1/events[?keys=h1,h2][&last_event_id=N]`: server-sent events of
+/// avatar changes. `Last-Event-ID` (or `last_event_id`) replays what was
+/// missed from the outbox before going live; a comment line every 15 s keeps
+/// proxies from closing an idle stream.
+fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
+    let mut keys: Vec<crate::model::IdentityHash> = Vec::new();
+    let mut last_id: Option<u64> = None;
+    let pairs = match spec::query_pairs(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return service_error(&e.into()),
+    };
+    let bad = |m: &str| {
+        error_response(&ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            m.to_string(),
+        ))
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "keys" => {
+                for part in v.split(',').filter(|p| !p.is_empty()) {
+                    match part.trim().parse() {
+                        Ok(h) => keys.push(h),
+                        Err(_) => {
+                            return bad("keys must be comma-separated 32/64-hex identity hashes")
+                        }
+                    }
+                }
+                if keys.len() > MAX_EVENT_KEYS {
+                    return bad("too many keys (at most 1000)");
+                }
+            }
+            "last_event_id" => match v.parse() {
+                Ok(n) => last_id = Some(n),
+                Err(_) => return bad("last_event_id must be an integer"),
+            },
+            _ => {}
+        }
+    }
+    if let Some(h) = req.headers().get("last-event-id") {
+        match h.to_str().ok().and_then(|v| v.trim().parse().ok()) {
+            Some(n) => last_id = Some(n),
+            None => return bad("Last-Event-ID must be an integer"),
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // Subscribe before replaying, so nothing falls between the two.
+    let live = app.service.bus.subscribe();
+    let store = app.service.store.clone();
+    let shutdown = app.shutdown.clone();
+    tokio::spawn(stream_events(store, live, shutdown, tx, keys, last_id));
+    let mut r = Response::new(Either::Right(BoxBody::new(ChannelBody(rx))));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, NO_STORE);
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    r
+}
+
+async fn stream_events(
+    store: crate::store::SharedStore,
+    mut live: tokio::sync::broadcast::Receiver<Arc<crate::store::ChangeEvent>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    keys: Vec<crate::model::IdentityHash>,
+    last_id: Option<u64>,
+) {
+    use crate::events::{matches, sse_frame};
+    if tx
+        .send(Bytes::from_static(b": connected\nretry: 1000\n\n"))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Replay everything after `after` from the outbox; returns the new position.
+    async fn replay(
+        store: &crate::store::SharedStore,
+        tx: &tokio::sync::mpsc::Sender<Bytes>,
+        keys: &[crate::model::IdentityHash],
+        mut after: u64,
+    ) -> Option<u64> {
+        loop {
+            let batch = store.events_after(after, 500).await.ok()?;
+            for e in &batch {
+                if matches(e, keys) {
+                    tx.send(sse_frame(e)).await.ok()?;
+                }
+                after = e.id;
+            }
+            if batch.len() < 500 {
+                return Some(after);
+            }
+        }
+    }
+    let mut last = match last_id {
+        Some(id) => match replay(&store, &tx, &keys, id).await {
+            Some(p) => p,
+            None => return,
+        },
+        None => store.head().await.unwrap_or(0),
+    };
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            r = live.recv() => match r {
+                Ok(e) if e.id == last + 1 => {
+                    last = e.id;
+                    if matches(&e, &keys) && tx.send(sse_frame(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                // Publishes of concurrent commits can arrive out of order: the
+                // outbox has them all, in order, so read from there.
+                Ok(e) if e.id > last => match replay(&store, &tx, &keys, last).await {
+                    Some(p) => last = p,
+                    None => return,
+                },
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    match replay(&store, &tx, &keys, last).await {
+                        Some(p) => last = p,
+                        None => return,
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = beat.tick() => {
+                if tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        }
     }
 }
 

@@ -34,6 +34,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// How many outbox events are kept for SSE resume (older ones are pruned).
 pub const EVENT_RETENTION: u64 = 100_000;
+/// Prefix of delivery cursors in the `meta` table.
+const CURSOR_PREFIX: &str = "cursor:";
 
 fn idx<E: std::fmt::Display>(e: E) -> StoreError {
     let text = e.to_string();
@@ -326,12 +328,21 @@ impl EmbeddedStore {
                 key: record.primary(),
                 aliases: record.aliases.clone(),
                 hash: new_hash,
+                previous: old_hash.filter(|h| Some(*h) != new_hash),
                 version: record.version,
                 at: record.updated_ms,
             };
             events.insert(id, json(&event).as_slice()).map_err(idx)?;
             if id > EVENT_RETENTION {
-                let cutoff = id - EVENT_RETENTION;
+                // Never prune what a delivery target has not acknowledged yet.
+                let mut cutoff = id - EVENT_RETENTION;
+                for row in meta.range(CURSOR_PREFIX..).map_err(idx)? {
+                    let (k, v) = row.map_err(idx)?;
+                    if !k.value().starts_with(CURSOR_PREFIX) {
+                        break;
+                    }
+                    cutoff = cutoff.min(v.value() + 1);
+                }
                 // Remove at most a few per commit: pruning stays incremental.
                 let old: Vec<u64> = events
                     .range(..cutoff)
@@ -417,6 +428,42 @@ impl Store for EmbeddedStore {
             out.push(unjson(v.value())?);
         }
         Ok(out)
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        let rtx = self.inner.db.begin_read().map_err(idx)?;
+        let t = rtx.open_table(META).map_err(idx)?;
+        Ok(t.get("next_event").map_err(idx)?.map_or(1, |v| v.value()) - 1)
+    }
+
+    async fn cursor(&self, target: &str) -> Result<Option<u64>, StoreError> {
+        let rtx = self.inner.db.begin_read().map_err(idx)?;
+        let t = rtx.open_table(META).map_err(idx)?;
+        let key = format!("{CURSOR_PREFIX}{target}");
+        Ok(t.get(key.as_str()).map_err(idx)?.map(|v| v.value()))
+    }
+
+    async fn set_cursor(&self, target: &str, id: u64) -> Result<(), StoreError> {
+        let this = self.clone();
+        let key = format!("{CURSOR_PREFIX}{target}");
+        tokio::task::spawn_blocking(move || {
+            let _guard = this
+                .inner
+                .write_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let tx = this.inner.db.begin_write().map_err(idx)?;
+            {
+                let mut t = tx.open_table(META).map_err(idx)?;
+                let current = t.get(key.as_str()).map_err(idx)?.map(|v| v.value());
+                if current.is_none_or(|c| c < id) {
+                    t.insert(key.as_str(), id).map_err(idx)?;
+                }
+            }
+            tx.commit().map_err(idx)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
     }
 
     fn stats(&self) -> StoreStats {

@@ -111,6 +111,9 @@ pub struct ChangeEvent {
     pub aliases: Vec<IdentityHash>,
     /// The new avatar, or `null` when unbound.
     pub hash: Option<ContentHash>,
+    /// The avatar it replaced, if any (its content URLs are purged too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ContentHash>,
     pub version: u64,
     /// Unix milliseconds.
     pub at: u64,
@@ -170,6 +173,14 @@ pub trait Store: Send + Sync + 'static {
     async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError>;
     /// Events with `id > after`, oldest first, at most `limit`.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError>;
+    /// The id of the newest event (0 when none).
+    async fn head(&self) -> Result<u64, StoreError>;
+    /// How far delivery target `target` has acknowledged the outbox (`None`:
+    /// a target never seen before).
+    async fn cursor(&self, target: &str) -> Result<Option<u64>, StoreError>;
+    /// Record that `target` acknowledged every event up to `id`. Events are
+    /// never pruned before every known target has passed them.
+    async fn set_cursor(&self, target: &str, id: u64) -> Result<(), StoreError>;
     /// Counters for `/metrics`.
     fn stats(&self) -> StoreStats;
 }
