@@ -4,9 +4,31 @@
 //! Pure and synchronous: no I/O, no async, no hyper, no store. Every limit is a
 //! typed value checked before the allocation it guards.
 //!
-//! (Skeleton: the real implementation replaces the `todo!()`s.)
+//! Submodules: `sniff` (magic bytes), `decode` (limits, first frame, EXIF/ICC
+//! metadata), `geometry` (crop math), `resize` (fast_image_resize), `color`
+//! (ICC → sRGB with moxcms), `encode` (PNG/JPEG/WebP variants, QOI rungs),
+//! `ladder` (`normalize`, `render`, `pick_rung`), `error`.
 
 use crate::model::ContentHash;
+
+mod color;
+mod decode;
+mod encode;
+mod error;
+mod geometry;
+mod ladder;
+mod resize;
+mod sniff;
+
+#[cfg(test)]
+mod golden_tests;
+
+pub use decode::probe;
+pub use encode::{decode_rung, encode, JPEG_QUALITY};
+pub use error::PipelineError;
+pub use ladder::{normalize, pick_rung, render, MIN_RUNG_SIDE};
+pub use resize::{resize_square, MAX_RENDER_SIDE};
+pub use sniff::sniff;
 
 /// Bump when any change to decoding, resizing or encoding alters output bytes:
 /// it is part of every variant's ETag and cache key.
@@ -109,56 +131,4 @@ impl Default for Limits {
             master_side: 1024,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error("empty body")]
-    Empty,
-    #[error("upload of {bytes} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { bytes: usize, limit: usize },
-    #[error("unsupported format ({detected}); supported: JPEG, PNG, GIF, WebP")]
-    UnsupportedFormat { detected: &'static str },
-    #[error(
-        "image is {width}x{height}; limits are {max_side} px per side and {max_pixels} pixels"
-    )]
-    DimensionsTooLarge {
-        width: u32,
-        height: u32,
-        max_side: u32,
-        max_pixels: u64,
-    },
-    #[error("cannot decode image: {0}")]
-    Decode(String),
-    #[error("decoder limit exceeded: {0}")]
-    LimitExceeded(String),
-    #[error("bad crop: {0}")]
-    BadCrop(String),
-    #[error("size {0} out of range 1..=2048")]
-    BadSize(u32),
-    #[error("internal pipeline error: {0}")]
-    Internal(String),
-}
-
-impl PipelineError {
-    pub fn is_client_error(&self) -> bool {
-        !matches!(self, PipelineError::Internal(_))
-    }
-}
-
-pub fn normalize(
-    _bytes: &[u8],
-    _crop: Option<Crop>,
-    _limits: &Limits,
-) -> Result<Normalized, PipelineError> {
-    todo!()
-}
-pub fn pick_rung(_sides: &[u32], _size: u32) -> usize {
-    todo!()
-}
-pub fn render(_rung: &[u8], _size: u32, _format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
-    todo!()
-}
-pub fn encode(_px: &Pixels, _format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
-    todo!()
 }

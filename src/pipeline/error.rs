@@ -1,0 +1,112 @@
+//! The pipeline's error type and its mapping from the `image` crate's errors.
+//!
+//! Invariant: every variant except [`PipelineError::Internal`] is caused by the
+//! upload's bytes or the request's parameters (a 4xx); `Internal` means our own
+//! encoder failed or a stored rung is corrupt (a 5xx). Messages are short and
+//! human: no `Debug` dumps of decoder state.
+
+/// Everything that can go wrong between upload bytes and an encoded variant.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("empty body")]
+    Empty,
+    #[error("upload of {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("unsupported format ({detected}); supported: JPEG, PNG, GIF, WebP")]
+    UnsupportedFormat { detected: &'static str },
+    #[error(
+        "image is {width}x{height}; limits are {max_side} px per side and {max_pixels} pixels"
+    )]
+    DimensionsTooLarge {
+        width: u32,
+        height: u32,
+        max_side: u32,
+        max_pixels: u64,
+    },
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("decoder limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("bad crop: {0}")]
+    BadCrop(String),
+    #[error("size {0} out of range 1..=2048")]
+    BadSize(u32),
+    #[error("internal pipeline error: {0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    /// True for anything caused by the upload's bytes or the request (a 4xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, PipelineError::Internal(_))
+    }
+
+    /// Maps an error from decoding *untrusted upload bytes*.
+    pub(crate) fn from_decode(e: image::ImageError) -> Self {
+        use image::ImageError as E;
+        match e {
+            E::Limits(l) => PipelineError::LimitExceeded(l.to_string()),
+            E::Decoding(d) => PipelineError::Decode(d.to_string()),
+            E::Unsupported(u) => PipelineError::Decode(u.to_string()),
+            E::Parameter(p) => PipelineError::Decode(p.to_string()),
+            E::IoError(io) => PipelineError::Decode(io.to_string()),
+            E::Encoding(en) => PipelineError::Internal(en.to_string()),
+        }
+    }
+
+    /// Maps an error from encoding pixels we produced ourselves.
+    pub(crate) fn from_encode(e: impl std::fmt::Display) -> Self {
+        PipelineError::Internal(format!("encode: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_internal_is_a_server_error() {
+        let cases: Vec<(PipelineError, bool)> = vec![
+            (PipelineError::Empty, true),
+            (PipelineError::TooLarge { bytes: 2, limit: 1 }, true),
+            (PipelineError::UnsupportedFormat { detected: "BMP" }, true),
+            (
+                PipelineError::DimensionsTooLarge {
+                    width: 1,
+                    height: 1,
+                    max_side: 1,
+                    max_pixels: 1,
+                },
+                true,
+            ),
+            (PipelineError::Decode("x".into()), true),
+            (PipelineError::LimitExceeded("x".into()), true),
+            (PipelineError::BadCrop("x".into()), true),
+            (PipelineError::BadSize(0), true),
+            (PipelineError::Internal("x".into()), false),
+        ];
+        for (e, client) in cases {
+            assert_eq!(e.is_client_error(), client, "{e}");
+        }
+    }
+
+    #[test]
+    fn messages_name_limits_and_formats() {
+        let e = PipelineError::UnsupportedFormat { detected: "BMP" };
+        assert_eq!(
+            e.to_string(),
+            "unsupported format (BMP); supported: JPEG, PNG, GIF, WebP"
+        );
+        let e = PipelineError::DimensionsTooLarge {
+            width: 100000,
+            height: 3,
+            max_side: 8192,
+            max_pixels: 40_000_000,
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("100000x3") && s.contains("8192") && s.contains("40000000"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The two entry points that compose the pipeline: `normalize` (upload →
+//! resolution ladder of QOI rungs) and `render` (rung → N×N variant), plus
+//! `pick_rung`.
+//!
+//! Normalize order: limits → decode first frame (stored orientation) → pick
+//! the square in *upright* coordinates (crop or centre) → map it back to the
+//! stored image → crop + Lanczos3 downscale to at most `master_side` → apply
+//! the EXIF orientation to the (small) master → ICC → sRGB → drop an all-opaque
+//! alpha → halve down to 64 px, each rung from the previous one → QOI + BLAKE3.
+//! Rotating and colour-converting the master instead of the full upload is
+//! what keeps a 12 MP photo fast; both commute with cropping and (up to
+//! rounding) with the symmetric resampling filter.
+//!
+//! Invariants: deterministic (same bytes in → same rung bytes out on a given
+//! build and CPU), never upscales the master, rung 0 is the master and rungs
+//! are strictly decreasing, each `>= 64` except a master that is itself smaller.
+
+use image::metadata::Orientation;
+use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
+
+use super::color::to_srgb;
+use super::decode::decode;
+use super::encode::{decode_rung, encode, encode_rung};
+use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
+use super::resize::{crop_resize, resize_square, MAX_RENDER_SIDE};
+use super::{Crop, Layout, Limits, Normalized, OutputFormat, PipelineError, Pixels, Rung};
+use crate::model::ContentHash;
+
+/// Smallest rung side produced by halving (a master below it is kept alone).
+pub const MIN_RUNG_SIDE: u32 = 64;
+
+fn into_pixels(img: DynamicImage) -> Pixels {
+    let (width, height) = img.dimensions();
+    if img.color().has_alpha() {
+        Pixels {
+            width,
+            height,
+            layout: Layout::Rgba8,
+            data: img.into_rgba8().into_raw(),
+        }
+    } else {
+        Pixels {
+            width,
+            height,
+            layout: Layout::Rgb8,
+            data: img.into_rgb8().into_raw(),
+        }
+    }
+}
+
+fn orient(px: Pixels, o: Orientation) -> Result<Pixels, PipelineError> {
+    if o == Orientation::NoTransforms {
+        return Ok(px);
+    }
+    let bad = || PipelineError::Internal("pixel buffer size mismatch".into());
+    let mut img = match px.layout {
+        Layout::Rgb8 => DynamicImage::ImageRgb8(
+            RgbImage::from_raw(px.width, px.height, px.data).ok_or_else(bad)?,
+        ),
+        Layout::Rgba8 => DynamicImage::ImageRgba8(
+            RgbaImage::from_raw(px.width, px.height, px.data).ok_or_else(bad)?,
+        ),
+    };
+    img.apply_orientation(o);
+    Ok(into_pixels(img))
+}
+
+fn drop_alpha(px: Pixels) -> Pixels {
+    let data = px
+        .data
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    Pixels {
+        layout: Layout::Rgb8,
+        data,
+        ..px
+    }
+}
+
+/// Sides of the ladder for a master of side `master`: halvings while >= 64.
+pub(crate) fn ladder_sides(master: u32) -> Vec<u32> {
+    let mut sides = vec![master];
+    let mut s = master / 2;
+    while s >= MIN_RUNG_SIDE {
+        sides.push(s);
+        s /= 2;
+    }
+    sides
+}
+
+/// Decodes, orients, crops, colour-converts and downscales an upload, and
+/// builds its resolution ladder.
+pub fn normalize(
+    bytes: &[u8],
+    crop: Option<Crop>,
+    limits: &Limits,
+) -> Result<Normalized, PipelineError> {
+    if bytes.is_empty() {
+        return Err(PipelineError::Empty);
+    }
+    if bytes.len() > limits.max_upload_bytes {
+        return Err(PipelineError::TooLarge {
+            bytes: bytes.len(),
+            limit: limits.max_upload_bytes,
+        });
+    }
+    if limits.master_side == 0 {
+        return Err(PipelineError::Internal("master_side must be >= 1".into()));
+    }
+    let decoded = decode(bytes, limits)?;
+    let (sw, sh) = decoded.image.dimensions();
+    let (uw, uh) = if swaps_axes(decoded.orientation) {
+        (sh, sw)
+    } else {
+        (sw, sh)
+    };
+    let upright = choose_square(uw, uh, crop)?;
+    let stored: Square = upright_to_stored(decoded.orientation, sw, sh, upright);
+    let source = into_pixels(decoded.image);
+    let master_side = upright.side.min(limits.master_side);
+    let master = crop_resize(&source, stored, master_side)?;
+    drop(source);
+    let mut master = orient(master, decoded.orientation)?;
+    if let Some(icc) = decoded.icc.as_deref() {
+        to_srgb(&mut master, icc);
+    }
+    let has_alpha =
+        master.layout == Layout::Rgba8 && master.data.chunks_exact(4).any(|p| p[3] != 255);
+    if master.layout == Layout::Rgba8 && !has_alpha {
+        master = drop_alpha(master);
+    }
+
+    let sides = ladder_sides(master_side);
+    let mut ladder = Vec::with_capacity(sides.len());
+    let mut current = master;
+    for (i, &side) in sides.iter().enumerate() {
+        if i > 0 {
+            let whole = Square {
+                x: 0,
+                y: 0,
+                side: current.width,
+            };
+            current = crop_resize(&current, whole, side)?;
+        }
+        let bytes = encode_rung(&current)?;
+        let hash = ContentHash::of(&bytes);
+        ladder.push(Rung { side, bytes, hash });
+    }
+    Ok(Normalized {
+        source_format: decoded.format,
+        has_alpha,
+        ladder,
+    })
+}
+
+/// Index of the smallest rung whose side is >= `size`; if none is large
+/// enough (or `sides` is empty), the largest rung's index (0 when sorted).
+pub fn pick_rung(sides: &[u32], size: u32) -> usize {
+    let adequate = sides
+        .iter()
+        .enumerate()
+        .filter(|(_, &s)| s >= size)
+        .min_by_key(|(i, &s)| (s, *i))
+        .map(|(i, _)| i);
+    adequate.unwrap_or_else(|| {
+        sides
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, &s)| (s, std::cmp::Reverse(*i)))
+            .map_or(0, |(i, _)| i)
+    })
+}
+
+/// Renders a stored rung as a `size`×`size` variant in `format`.
+pub fn render(rung: &[u8], size: u32, format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
+    if size == 0 || size > MAX_RENDER_SIDE {
+        return Err(PipelineError::BadSize(size));
+    }
+    let px = decode_rung(rung)?;
+    let out = resize_square(&px, size)?;
+    encode(&out, format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ladder_sides_table() {
+        let cases: &[(u32, &[u32])] = &[
+            (1024, &[1024, 512, 256, 128, 64]),
+            (1000, &[1000, 500, 250, 125]),
+            (100, &[100]),
+            (128, &[128, 64]),
+            (127, &[127]),
+            (64, &[64]),
+            (1, &[1]),
+        ];
+        for (m, want) in cases {
+            assert_eq!(ladder_sides(*m), want.to_vec(), "{m}");
+        }
+    }
+
+    #[test]
+    fn pick_rung_table() {
+        let ladder = [1024, 512, 256, 128, 64];
+        let cases: &[(u32, usize)] = &[
+            (1, 4),
+            (64, 4),
+            (65, 3),
+            (80, 3),
+            (128, 3),
+            (129, 2),
+            (512, 1),
+            (1024, 0),
+            (2048, 0),
+        ];
+        for &(size, want) in cases {
+            assert_eq!(pick_rung(&ladder, size), want, "{size}");
+        }
+        assert_eq!(pick_rung(&[], 10), 0);
+        assert_eq!(pick_rung(&[100], 2048), 0);
+    }
+
+    #[test]
+    fn normalize_refuses_empty_and_oversized_bodies() {
+        let l = Limits::default();
+        assert!(matches!(
+            normalize(&[], None, &l),
+            Err(PipelineError::Empty)
+        ));
+        let small = Limits {
+            max_upload_bytes: 3,
+            ..l
+        };
+        assert!(matches!(
+            normalize(b"GIF89a", None, &small),
+            Err(PipelineError::TooLarge { bytes: 6, limit: 3 })
+        ));
+        assert!(matches!(
+            normalize(b"<svg/>", None, &l),
+            Err(PipelineError::UnsupportedFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn render_validates_size_before_decoding() {
+        assert!(matches!(
+            render(b"junk", 0, OutputFormat::Png),
+            Err(PipelineError::BadSize(0))
+        ));
+        assert!(matches!(
+            render(b"junk", 2049, OutputFormat::Png),
+            Err(PipelineError::BadSize(2049))
+        ));
+        assert!(matches!(
+            render(b"junk", 16, OutputFormat::Png),
+            Err(PipelineError::Internal(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn pick_rung_is_smallest_adequate(master in 1u32..=4096, size in 1u32..=4096) {
+            let sides = ladder_sides(master);
+            let i = pick_rung(&sides, size);
+            prop_assert!(i < sides.len());
+            if sides[0] >= size {
+                prop_assert!(sides[i] >= size);
+                prop_assert!(sides.iter().all(|&s| s < size || s >= sides[i]));
+            } else {
+                prop_assert_eq!(i, 0);
+            }
+        }
+    }
+}
