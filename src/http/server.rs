@@ -85,8 +85,11 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             // Slowloris guard: nothing sent within the header timeout → close.
-            match tokio::time::timeout(first_byte, stream.readable()).await {
-                Ok(Ok(())) => {}
+            // (`readable()` may report readiness spuriously; `peek` waits for
+            // a real byte without consuming it.)
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
             let svc = service_fn(move |req| {
