@@ -40,6 +40,20 @@ fn open(bytes: &[u8], format: SourceFormat) -> Result<BoxedDecoder<'_>, Pipeline
     Ok(dec)
 }
 
+/// Refuses an empty body or one over `max_upload_bytes`.
+pub(crate) fn check_body(bytes: &[u8], limits: &Limits) -> Result<(), PipelineError> {
+    if bytes.is_empty() {
+        return Err(PipelineError::Empty);
+    }
+    if bytes.len() > limits.max_upload_bytes {
+        return Err(PipelineError::TooLarge {
+            bytes: bytes.len(),
+            limit: limits.max_upload_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses declared dimensions over the limits (or zero), before allocation.
 pub(crate) fn check_dimensions(
     width: u32,
@@ -81,6 +95,7 @@ pub(crate) fn orientation_from_exif(exif: &[u8]) -> Orientation {
 
 /// Sniffs, opens the header and checks the limits; decodes no pixels.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(SourceFormat, u32, u32), PipelineError> {
+    check_body(bytes, limits)?;
     let format = sniff(bytes)?;
     let dec = open(bytes, format)?;
     let (w, h) = dec.dimensions();
@@ -90,6 +105,7 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(SourceFormat, u32, u32), 
 
 /// Decodes the first frame of an upload under `limits`.
 pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, PipelineError> {
+    check_body(bytes, limits)?;
     let format = sniff(bytes)?;
     let mut dec = open(bytes, format)?;
     let (w, h) = dec.dimensions();
@@ -204,6 +220,20 @@ mod tests {
             decode(&png_header(60_000, 60_000), &l),
             Err(PipelineError::DimensionsTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn probe_checks_the_body_size() {
+        let l = Limits {
+            max_upload_bytes: 10,
+            ..Limits::default()
+        };
+        let b = png_header(1, 1);
+        assert!(matches!(
+            probe(&b, &l),
+            Err(PipelineError::TooLarge { limit: 10, .. })
+        ));
+        assert!(matches!(probe(&[], &l), Err(PipelineError::Empty)));
     }
 
     #[test]

@@ -5,6 +5,19 @@
 //! encoder failed or a stored rung is corrupt (a 5xx). Messages are short and
 //! human: no `Debug` dumps of decoder state.
 
+/// Longest detail text carried from a decoder's message.
+pub(crate) const MAX_DETAIL: usize = 120;
+
+/// A decoder message, trimmed and cut to `MAX_DETAIL` characters.
+fn short(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    let s = s.trim();
+    match s.char_indices().nth(MAX_DETAIL) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Everything that can go wrong between upload bytes and an encoded variant.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -41,16 +54,17 @@ impl PipelineError {
         !matches!(self, PipelineError::Internal(_))
     }
 
-    /// Maps an error from decoding *untrusted upload bytes*.
+    /// Maps an error from decoding *untrusted upload bytes*. Decoder messages
+    /// are cut to [`MAX_DETAIL`] characters (some embed `Debug` output).
     pub(crate) fn from_decode(e: image::ImageError) -> Self {
         use image::ImageError as E;
         match e {
-            E::Limits(l) => PipelineError::LimitExceeded(l.to_string()),
-            E::Decoding(d) => PipelineError::Decode(d.to_string()),
-            E::Unsupported(u) => PipelineError::Decode(u.to_string()),
-            E::Parameter(p) => PipelineError::Decode(p.to_string()),
-            E::IoError(io) => PipelineError::Decode(io.to_string()),
-            E::Encoding(en) => PipelineError::Internal(en.to_string()),
+            E::Limits(l) => PipelineError::LimitExceeded(short(&l)),
+            E::Decoding(d) => PipelineError::Decode(short(&d)),
+            E::Unsupported(u) => PipelineError::Decode(short(&u)),
+            E::Parameter(p) => PipelineError::Decode(short(&p)),
+            E::IoError(io) => PipelineError::Decode(short(&io)),
+            E::Encoding(en) => PipelineError::Internal(short(&en)),
         }
     }
 
@@ -88,6 +102,13 @@ mod tests {
         for (e, client) in cases {
             assert_eq!(e.is_client_error(), client, "{e}");
         }
+    }
+
+    #[test]
+    fn decoder_messages_are_cut_short() {
+        let long = "x".repeat(500);
+        assert_eq!(short(&long).chars().count(), MAX_DETAIL + 1);
+        assert_eq!(short(&" eof\n"), "eof");
     }
 
     #[test]

@@ -470,6 +470,12 @@ fn accepted_formats_and_first_frames() {
             false,
             1024,
         ),
+        (
+            "photo_adobergb_2000x1072.jpg",
+            SourceFormat::Jpeg,
+            false,
+            1024,
+        ),
     ];
     for &(name, fmt, _maybe_alpha, side) in cases {
         let bytes = fixture(name);

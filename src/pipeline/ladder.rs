@@ -19,7 +19,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
 
 use super::color::to_srgb;
-use super::decode::decode;
+use super::decode::{check_body, decode};
 use super::encode::{decode_rung, encode, encode_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
 use super::resize::{crop_resize, resize_square, MAX_RENDER_SIDE};
@@ -96,15 +96,7 @@ pub fn normalize(
     crop: Option<Crop>,
     limits: &Limits,
 ) -> Result<Normalized, PipelineError> {
-    if bytes.is_empty() {
-        return Err(PipelineError::Empty);
-    }
-    if bytes.len() > limits.max_upload_bytes {
-        return Err(PipelineError::TooLarge {
-            bytes: bytes.len(),
-            limit: limits.max_upload_bytes,
-        });
-    }
+    check_body(bytes, limits)?;
     if limits.master_side == 0 {
         return Err(PipelineError::Internal("master_side must be >= 1".into()));
     }

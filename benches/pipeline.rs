@@ -1,0 +1,127 @@
+//! Pipeline benchmarks (criterion 0.5).
+//!
+//! Run (briefly, filtered — the machine is shared):
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-pipeline cargo bench --bench pipeline -- \
+//!     --warm-up-time 1 --measurement-time 2 <filter>
+//! ```
+//! Groups: `decode` (full `normalize` of a 512, 1024 and 4032 px JPEG: decode,
+//! crop, downscale, ICC, ladder, QOI, BLAKE3), `render` (stored ladder rung →
+//! N px variant, `render` = decode_rung + resize_square + encode), `resize`
+//! (128 px from its rung only) and `encode` (128 px pixels only). File reading
+//! and normalizing happen outside the timed loops.
+//!
+//! Results (release, 2 shared cores, x86-64 with AVX2; median of criterion's
+//! estimate, `--warm-up-time 1 --measurement-time 2`):
+//!
+//! | group / bench                  | time (median) |
+//! |--------------------------------|---------------|
+//! | decode/normalize/512 (512×600) | 14.6 ms       |
+//! | decode/normalize/1024          | 51.5 ms       |
+//! | decode/normalize/4032 (12 MP)  | 283 ms        |
+//! | render/{png,jpg,webp}/16       | 107 / 101 / 140 µs |
+//! | render/{png,jpg,webp}/32       | 143 / 141 / 190 µs |
+//! | render/{png,jpg,webp}/80       | 408 / 484 / 647 µs |
+//! | render/{png,jpg,webp}/128      | 421 / 561 / 534 µs |
+//! | render/{png,jpg,webp}/256      | 1.92 / 1.87 / 1.95 ms |
+//! | render/{png,jpg,webp}/512      | 7.82 / 7.36 / 8.87 ms |
+//! | resize/decode_rung_128 (QOI)   | 99 µs         |
+//! | resize/128_from_256            | 305 µs        |
+//! | resize/128_from_128_copy       | 2.1 µs        |
+//! | resize/80_from_128             | 185 µs        |
+//! | encode/{png,jpg,webp}/128      | 350 / 405 / 433 µs |
+//!
+//! Measured while other developers were compiling on the same 2 cores, so
+//! absolute numbers are pessimistic (an unloaded `normalize` of the 12 MP
+//! photo took ~215 ms and of the 1024 px JPEG ~31 ms in the corpus probe).
+
+use std::hint::black_box;
+
+use avatar_edge::pipeline::{
+    decode_rung, encode, normalize, pick_rung, render, resize_square, Limits, OutputFormat,
+};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+const FORMATS: [OutputFormat; 3] = [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp];
+
+fn bench_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(10);
+    for (label, name) in [
+        ("512", "photo_grace_hopper_512x600.jpg"),
+        ("1024", "photo_retina_baseline_1024.jpg"),
+        ("4032", "photo_large_4032x3024.jpg"),
+    ] {
+        let bytes = fixture(name);
+        let limits = Limits::default();
+        g.bench_function(BenchmarkId::new("normalize", label), |b| {
+            b.iter(|| normalize(black_box(&bytes), None, &limits).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn bench_render(c: &mut Criterion) {
+    let n = normalize(
+        &fixture("photo_grace_hopper_512x600.jpg"),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+    let mut g = c.benchmark_group("render");
+    for size in [16u32, 32, 80, 128, 256, 512] {
+        let rung = &n.ladder[pick_rung(&sides, size)].bytes;
+        for f in FORMATS {
+            g.bench_function(BenchmarkId::new(f.extension(), size), |b| {
+                b.iter(|| render(black_box(rung), size, f).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_resize_encode(c: &mut Criterion) {
+    let n = normalize(
+        &fixture("photo_grace_hopper_512x600.jpg"),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+    let rung = &n.ladder[pick_rung(&sides, 128)].bytes;
+    let src = decode_rung(rung).unwrap();
+
+    let mut g = c.benchmark_group("resize");
+    g.bench_function("decode_rung_128", |b| {
+        b.iter(|| decode_rung(black_box(rung)).unwrap())
+    });
+    let big = decode_rung(&n.ladder[pick_rung(&sides, 129)].bytes).unwrap();
+    g.bench_function("128_from_256", |b| {
+        b.iter(|| resize_square(black_box(&big), 128).unwrap())
+    });
+    g.bench_function("128_from_128_copy", |b| {
+        b.iter(|| resize_square(black_box(&src), 128).unwrap())
+    });
+    g.bench_function("80_from_128", |b| {
+        b.iter(|| resize_square(black_box(&src), 80).unwrap())
+    });
+    g.finish();
+
+    let px = resize_square(&src, 128).unwrap();
+    let mut g = c.benchmark_group("encode");
+    for f in FORMATS {
+        g.bench_function(BenchmarkId::new(f.extension(), 128), |b| {
+            b.iter(|| encode(black_box(&px), f).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_render, bench_resize_encode);
+criterion_main!(benches);
