@@ -250,6 +250,20 @@ pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
         }
     };
     tokens.add("admin", &token);
+    if let Some(path) = &config.token_file {
+        let named = store::read_token_file(path).map_err(anyhow::Error::msg)?;
+        tracing::info!(path = %path.display(), count = named.len(), "loaded named API tokens");
+        for (name, t) in named {
+            tokens.add(name, &t);
+        }
+    }
+    let signing_key = match &config.signing_key {
+        Some(k) => k.clone(),
+        None => {
+            store::signing_key(&config.data_dir).context("reading or creating the signing key")?
+        }
+    };
+    let signer = crate::http::auth::UrlSigner::new(signing_key.as_bytes());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let targets = config.targets.clone();
     let store: crate::store::SharedStore = Arc::new(store);
@@ -265,7 +279,7 @@ pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
     } else {
         Default::default()
     };
-    let app = Arc::new(App::new(service, tokens, rx, deliveries));
+    let app = Arc::new(App::new(service, tokens, signer, rx, deliveries));
     Ok(Built {
         app,
         token,

@@ -99,6 +99,22 @@ pub struct Settings {
     /// Secret for X-Avatar-Edge-Signature (HMAC-SHA256 of the body) [default: unsigned]
     #[arg(long, env = "AVATAR_EDGE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// File of API tokens, one `name:token` per line; several may be active at once (rotation) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Origin allowed to call the API and event stream from a browser (repeatable; comma-separated in env) [default: *]
+    #[arg(
+        long = "cors-origin",
+        env = "AVATAR_EDGE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origin: Vec<String>,
+    /// Longest lifetime of a signed upload URL, seconds [default: 86400]
+    #[arg(long, env = "AVATAR_EDGE_MAX_UPLOAD_URL_TTL")]
+    pub max_upload_url_ttl: Option<u64>,
+    /// Serve the demo platform page at /demo
+    #[arg(long, env = "AVATAR_EDGE_DEMO", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
 }
 
 /// Problems with the settings, reported at start-up.
@@ -140,6 +156,13 @@ pub struct Config {
     pub surrogate_key_headers: Vec<String>,
     /// Where changes are announced (CDN purges, webhooks).
     pub targets: Vec<Target>,
+    pub token_file: Option<PathBuf>,
+    /// Browser origins allowed to use the API (`*` = any).
+    pub cors_origins: Vec<String>,
+    pub max_upload_url_ttl: u64,
+    /// HMAC key for signed upload URLs (`AVATAR_EDGE_SIGNING_KEY`; else `<data>/signing.key`).
+    pub signing_key: Option<String>,
+    pub demo: bool,
 }
 
 impl Settings {
@@ -171,6 +194,7 @@ impl Settings {
                 surrogate_key_header: list(self.surrogate_key_header, lower.surrogate_key_header),
                 purge_endpoint: list(self.purge_endpoint, lower.purge_endpoint),
                 webhook: list(self.webhook, lower.webhook),
+                cors_origin: list(self.cors_origin, lower.cors_origin),
             } };
         }
         pick!(
@@ -191,7 +215,10 @@ impl Settings {
             max_connections,
             cdn_max_age,
             purge_style,
-            webhook_secret
+            webhook_secret,
+            token_file,
+            max_upload_url_ttl,
+            demo
         )
     }
 }
@@ -296,7 +323,23 @@ impl Config {
                 ));
             }
         }
+        let mut cors_origins: Vec<String> = s
+            .cors_origin
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if cors_origins.is_empty() {
+            cors_origins.push("*".into());
+        }
         Ok(Config {
+            token_file: s.token_file,
+            cors_origins,
+            max_upload_url_ttl: s.max_upload_url_ttl.unwrap_or(86_400).clamp(1, 7 * 86_400),
+            signing_key: std::env::var("AVATAR_EDGE_SIGNING_KEY")
+                .ok()
+                .filter(|k| k.len() >= 16),
+            demo: s.demo.unwrap_or(false),
             cdn_max_age: s.cdn_max_age.unwrap_or(86_400),
             surrogate_key_headers,
             targets,

@@ -969,3 +969,219 @@ async fn import_is_idempotent_and_reports_rejections() {
         1
     );
 }
+
+// ---------------------------------------------------------------------------
+// Access control: named tokens, signed upload URLs, CORS.
+
+async fn post_json(e: &Env, uri: &str, auth: Option<&str>, body: &str) -> Resp {
+    let mut b = Request::post(uri).header("content-type", "application/json");
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    e.send(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+}
+
+async fn put_to(e: &Env, uri: &str, body: Vec<u8>) -> Resp {
+    e.send(
+        Request::put(uri)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn signed_upload_urls_work_for_exactly_one_key_until_expiry() {
+    let e = env();
+    let bearer = format!("Bearer {TOKEN}");
+    // Minting needs the token.
+    let r = post_json(
+        &e,
+        "/v1/upload-urls",
+        None,
+        r#"{"key":"signed@example.org"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = post_json(
+        &e,
+        "/v1/upload-urls",
+        Some(&bearer),
+        r#"{"key":"Signed@Example.org","expires_in":60}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let minted = r.json();
+    let url = minted["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("/v1/avatars/signed%40example%2Eorg?expires="),
+        "{url}"
+    );
+    assert_eq!(minted["method"], "PUT");
+
+    // The URL uploads without a token.
+    let r = put_to(&e, &url, fixture("photo_grace_hopper_512x600.jpg")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["key"], "signed@example.org");
+    // ... with a crop, but not with a rating (only platforms set ratings).
+    assert_eq!(
+        put_to(
+            &e,
+            &format!("{url}&crop=0,0,200"),
+            fixture("photo_grace_hopper_512x600.jpg")
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        put_to(
+            &e,
+            &format!("{url}&rating=x"),
+            fixture("photo_grace_hopper_512x600.jpg")
+        )
+        .await
+        .status,
+        401
+    );
+
+    // Not for another key, not with a tampered signature or expiry, not for DELETE.
+    let other = url.replace("signed%40", "other%40");
+    assert_eq!(
+        put_to(&e, &other, fixture("photo_grace_hopper_512x600.jpg"))
+            .await
+            .status,
+        401
+    );
+    let sig_at = url.find("signature=").unwrap() + "signature=".len();
+    let mut tampered = url.clone();
+    let flip = if &url[sig_at..sig_at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    tampered.replace_range(sig_at..sig_at + 1, flip);
+    assert_eq!(
+        put_to(&e, &tampered, fixture("photo_grace_hopper_512x600.jpg"))
+            .await
+            .status,
+        401
+    );
+    let expires = minted["expires"].as_u64().unwrap();
+    let later = url.replace(
+        &format!("expires={expires}"),
+        &format!("expires={}", expires + 1000),
+    );
+    assert_eq!(
+        put_to(&e, &later, fixture("photo_grace_hopper_512x600.jpg"))
+            .await
+            .status,
+        401
+    );
+    let del = e
+        .send(Request::delete(&url).body(Full::default()).unwrap())
+        .await;
+    assert_eq!(del.status, 401);
+
+    // Expired: sign one that ended a second ago with the server's own key.
+    let past = avatar_edge::store::now_ms() / 1000 - 1;
+    let sig = e.app.signer.sign("PUT", "signed@example.org", past);
+    let expired = format!("/v1/avatars/signed%40example.org?expires={past}&signature={sig}");
+    assert_eq!(
+        put_to(&e, &expired, fixture("photo_grace_hopper_512x600.jpg"))
+            .await
+            .status,
+        401
+    );
+
+    // Bad requests for minting.
+    for body in [
+        r#"{"key":"nope"}"#,
+        r#"{"key":"a@b","expires_in":0}"#,
+        r#"{"key":"a@b","expires_in":99999999}"#,
+        "not json",
+    ] {
+        assert_eq!(
+            post_json(&e, "/v1/upload-urls", Some(&bearer), body)
+                .await
+                .status,
+            400,
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn named_tokens_from_a_file_are_all_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(
+        &file,
+        "# rotation\nold:old-token-0123456789\nnew:new-token-0123456789\n",
+    )
+    .unwrap();
+    let e = env_with(|c| c.token_file = Some(file.clone()));
+    for t in ["old-token-0123456789", "new-token-0123456789", TOKEN] {
+        let r = e
+            .send(
+                Request::put("/v1/avatars/rot@example.org")
+                    .header("authorization", format!("Bearer {t}"))
+                    .body(Full::new(Bytes::from(fixture(
+                        "photo_grace_hopper_512x600.jpg",
+                    ))))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{t}");
+    }
+    let r = e.put("rot@example.org", "", Vec::new()).await;
+    assert_eq!(r.status, 400, "token ok, empty body");
+}
+
+#[tokio::test]
+async fn cors_defaults_to_any_origin_and_can_be_restricted() {
+    let e = env();
+    let r = e
+        .send(
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/v1/avatars/x@example.org")
+                .header("origin", "https://forge.example.org")
+                .header("access-control-request-method", "PUT")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), "*");
+    assert!(r.header("access-control-allow-methods").contains("PUT"));
+    assert!(r
+        .header("access-control-allow-headers")
+        .contains("Content-Type"));
+
+    let e = env_with(|c| c.cors_origins = vec!["https://forge.example.org".into()]);
+    let ok = e
+        .get_with(
+            "/v1/avatars/x@example.org",
+            ("origin", "https://forge.example.org"),
+        )
+        .await;
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        "https://forge.example.org"
+    );
+    assert!(ok.header("vary").contains("Origin"));
+    let no = e
+        .get_with(
+            "/v1/avatars/x@example.org",
+            ("origin", "https://evil.example"),
+        )
+        .await;
+    assert!(no.headers.get("access-control-allow-origin").is_none());
+    // Images stay public for every origin.
+    let img = e
+        .get_with("/avatar/?s=16", ("origin", "https://evil.example"))
+        .await;
+    assert_eq!(img.header("access-control-allow-origin"), "*");
+}

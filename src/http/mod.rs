@@ -37,6 +37,7 @@ pub type Body = Either<Full<Bytes>, BoxBody<Bytes, Infallible>>;
 pub struct App {
     pub service: Service,
     pub tokens: Tokens,
+    pub signer: auth::UrlSigner,
     content_cache_control: HeaderValue,
     identity_cache_control: HeaderValue,
     cdn_cache_control: HeaderValue,
@@ -66,6 +67,7 @@ impl App {
     pub fn new(
         service: Service,
         tokens: Tokens,
+        signer: auth::UrlSigner,
         shutdown: tokio::sync::watch::Receiver<bool>,
         deliveries: Arc<Deliveries>,
     ) -> App {
@@ -86,6 +88,7 @@ impl App {
             .collect();
         App {
             tokens,
+            signer,
             content_cache_control: HeaderValue::from_static("public, max-age=31536000, immutable"),
             identity_cache_control,
             cdn_cache_control,
@@ -94,6 +97,25 @@ impl App {
             shutdown,
             deliveries,
             service,
+        }
+    }
+
+    /// CORS for the API and the event stream: `*` by default, else the
+    /// request's origin when it is one of the configured ones.
+    fn apply_cors(&self, h: &mut http::HeaderMap, origin: Option<&HeaderValue>) {
+        let origins = &self.service.config.cors_origins;
+        if origins.iter().any(|o| o == "*") {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+            return;
+        }
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+        match origin {
+            Some(o) if origins.iter().any(|c| c.as_bytes() == o.as_bytes()) => {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+            }
+            _ => {
+                h.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            }
         }
     }
 
@@ -211,8 +233,21 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (route, mut resp) = route(app, req).await;
+    let api = req.uri().path().starts_with("/v1/");
+    let origin = if api {
+        req.headers().get(header::ORIGIN).cloned()
+    } else {
+        None
+    };
+    let (route, mut resp) = if req.method() == Method::OPTIONS {
+        (Route::ApiOther, preflight())
+    } else {
+        route(app, req).await
+    };
     let h = resp.headers_mut();
+    if api {
+        app.apply_cors(h, origin.as_ref());
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     let is_image = h
         .get(header::CONTENT_TYPE)
@@ -252,6 +287,12 @@ where
         }
         return (Route::ApiOther, events(app, &req));
     }
+    if path == "/v1/upload-urls" {
+        if method != Method::POST {
+            return (Route::ApiOther, method_not_allowed("POST"));
+        }
+        return (Route::ApiOther, upload_urls(app, req).await);
+    }
     if let Some(key) = path.strip_prefix("/v1/avatars/") {
         return (Route::ApiAvatars, avatars_api(app, req, key).await);
     }
@@ -271,6 +312,26 @@ where
         ("/healthz", _) | ("/metrics", _) => (Route::Other, method_not_allowed("GET")),
         _ => (Route::Other, error_response(&ApiError::not_found("route"))),
     }
+}
+
+/// Answer to a CORS preflight (`OPTIONS`); the origin is added by `handle`.
+fn preflight() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -443,6 +504,53 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
     r
 }
 
+/// Is this request allowed to change `key`? A valid bearer token, or — for
+/// `PUT` only — a valid, unexpired signed-URL signature for exactly this key.
+fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<(), ApiError> {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if app.tokens.check(auth).is_some() {
+        return Ok(());
+    }
+    let signed = req.method() == Method::PUT && {
+        let pairs = spec::query_pairs(req.uri().query().unwrap_or("")).unwrap_or_default();
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        match (
+            get("expires").and_then(|e| e.parse::<u64>().ok()),
+            get("signature"),
+            crate::model::IdentityKeys::parse(key),
+        ) {
+            (Some(expires), Some(sig), Ok(keys)) => {
+                // A signed URL may crop, but only the platform (a token) sets ratings.
+                get("rating").is_none()
+                    && app.signer.verify(
+                        "PUT",
+                        &keys.key,
+                        expires,
+                        sig,
+                        crate::store::now_ms() / 1000,
+                    )
+            }
+            _ => false,
+        }
+    };
+    if signed {
+        return Ok(());
+    }
+    app.service
+        .metrics
+        .auth_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Err(ApiError::unauthorized())
+}
+
 async fn avatars_api<B>(app: &App, req: Request<B>, raw_key: &str) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -455,15 +563,8 @@ where
     let svc = &app.service;
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        if app.tokens.check(auth).is_none() {
-            svc.metrics
-                .auth_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return error_response(&ApiError::unauthorized());
+        if let Err(e) = authorize(app, &req, &key) {
+            return error_response(&e);
         }
     }
     match method {
@@ -482,13 +583,7 @@ where
             };
             match svc.upload(&key, params, body).await {
                 Ok(info) => json_response(StatusCode::OK, &info),
-                Err(e) => {
-                    let api = ApiError::from(&e);
-                    if api.status.is_server_error() {
-                        tracing::error!(key = %key, error = %e, "upload failed");
-                    }
-                    error_response(&api)
-                }
+                Err(e) => service_error(&e),
             }
         }
         Method::DELETE => match svc.delete(&key).await {
@@ -501,6 +596,74 @@ where
         },
         _ => method_not_allowed("GET, HEAD, PUT, DELETE"),
     }
+}
+
+/// Request of `POST /v1/upload-urls`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadUrlRequest {
+    key: String,
+    #[serde(default = "default_upload_url_ttl")]
+    expires_in: u64,
+}
+
+fn default_upload_url_ttl() -> u64 {
+    600
+}
+
+/// `POST /v1/upload-urls` (token required): a URL that lets a browser `PUT`
+/// one avatar for exactly one key until it expires.
+async fn upload_urls<B>(app: &App, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if app.tokens.check(auth).is_none() {
+        app.service
+            .metrics
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error_response(&ApiError::unauthorized());
+    }
+    let body = match read_body(req, 4096).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let parsed: UploadUrlRequest = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error_response(&ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"key\": \"...\", \"expires_in\": seconds}}: {e}"),
+            ))
+        }
+    };
+    let keys = match crate::model::IdentityKeys::parse(&parsed.key) {
+        Ok(k) => k,
+        Err(e) => return service_error(&e.into()),
+    };
+    let max = app.service.config.max_upload_url_ttl;
+    if parsed.expires_in == 0 || parsed.expires_in > max {
+        return error_response(&ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expires_in must be 1..={max} seconds"),
+        ));
+    }
+    let expires = crate::store::now_ms() / 1000 + parsed.expires_in;
+    let signature = app.signer.sign("PUT", &keys.key, expires);
+    let encoded =
+        percent_encoding::utf8_percent_encode(&keys.key, percent_encoding::NON_ALPHANUMERIC);
+    let url = format!("/v1/avatars/{encoded}?expires={expires}&signature={signature}");
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "url": url, "method": "PUT", "key": keys.key, "expires": expires }),
+    )
 }
 
 /// Largest number of identity keys one event stream may filter on.

@@ -202,8 +202,46 @@ pub fn now_ms() -> u64 {
 pub fn admin_token(
     data_dir: &std::path::Path,
 ) -> Result<(String, std::path::PathBuf, bool), StoreError> {
+    secret_file(data_dir, "admin.token")
+}
+
+/// The key that signs upload URLs, `<data>/signing.key` (created like the admin token).
+pub fn signing_key(data_dir: &std::path::Path) -> Result<String, StoreError> {
+    secret_file(data_dir, "signing.key").map(|(k, _, _)| k)
+}
+
+/// Read the file of named tokens (`name:token` per line; `#` comments).
+pub fn read_token_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, token) = line
+            .split_once(':')
+            .ok_or_else(|| format!("{}:{}: expected name:token", path.display(), n + 1))?;
+        let (name, token) = (name.trim(), token.trim());
+        if name.is_empty() || token.len() < 16 {
+            return Err(format!(
+                "{}:{}: a name and a token of at least 16 characters are required",
+                path.display(),
+                n + 1
+            ));
+        }
+        out.push((name.to_string(), token.to_string()));
+    }
+    Ok(out)
+}
+
+/// A random secret kept in `<data>/<name>` (mode 0600), created on first use.
+fn secret_file(
+    data_dir: &std::path::Path,
+    name: &str,
+) -> Result<(String, std::path::PathBuf, bool), StoreError> {
     use std::io::Write;
-    let path = data_dir.join("admin.token");
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), path, false)),
         Ok(_) => {}
