@@ -29,7 +29,7 @@ fn live_avatars_in_two_tabs_of_a_real_browser() {
         "playwright-core is missing: run scripts/test (npm ci --prefix tests/browser)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--demo"], Some(TOKEN));
+    let server = Server::start(dir.path(), &["--demo", "--max-upload-mb", "1"], Some(TOKEN));
 
     // The client and its immutable twin, before the browser uses them.
     let r = server.request("GET", "/v1/client.js", &[], b"");

@@ -1,6 +1,7 @@
 // Real-browser test of the live avatar client, run by tests/browser.rs.
 //
-// Env: AVATAR_EDGE_URL (http://127.0.0.1:<port>, started with --demo),
+// Env: AVATAR_EDGE_URL (http://127.0.0.1:<port>, started with --demo and
+// --max-upload-mb 1),
 // AVATAR_EDGE_TOKEN, FIXTURES (the fixtures/ dir), optional
 // AVATAR_EDGE_WRITE_GOLDEN=<dir> to save the demo screenshot as <dir>/demo.png,
 // optional CHROMIUM (default /usr/bin/chromium).
@@ -243,6 +244,16 @@ try {
   const visible = await demo.isVisible("#status.error");
   if (!visible) fail("demo error message not visible");
   log(`demo page: upload ok, invalid file shows "${dt}"`);
+  // Oversize (the server runs with --max-upload-mb 1; this photo is 3.6 MB).
+  await demo.setInputFiles("#file", path.join(FIXTURES, "photo_large_4032x3024.jpg"));
+  await demo.click("button[type=submit]");
+  const big = await statusText(demo, "#status", "^Upload (refused|failed)", 10_000, "demo oversize upload");
+  if (!/exceeds the limit/.test(big)) fail(`oversize upload shows "${big}"`);
+  log(`demo page: oversize file shows "${big}"`);
+  // The screenshot shows the invalid-file message.
+  await demo.setInputFiles("#file", invalid);
+  await demo.click("button[type=submit]");
+  await statusText(demo, "#status", "unsupported", 10_000, "demo invalid upload again");
   const shot = await demo.screenshot({ fullPage: true });
   if (shot.length < 1000 || shot.readUInt32BE(0) !== 0x89504e47) fail("screenshot is not a PNG");
   if (GOLDEN) {
