@@ -8,6 +8,7 @@
 //! Every response carries `X-Content-Type-Options: nosniff`; non-image
 //! responses also carry a restrictive `Content-Security-Policy`.
 
+pub mod assets;
 pub mod auth;
 pub mod client;
 pub mod error;
@@ -252,7 +253,8 @@ where
     let is_image = h
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"image/"));
-    if !is_image {
+    // A page served here (the demo) brings its own, looser policy.
+    if !is_image && !h.contains_key(header::CONTENT_SECURITY_POLICY) {
         h.insert(header::CONTENT_SECURITY_POLICY, CSP);
     }
     app.service.metrics.request(route, resp.status().as_u16());
@@ -295,6 +297,9 @@ where
     }
     if let Some(key) = path.strip_prefix("/v1/avatars/") {
         return (Route::ApiAvatars, avatars_api(app, req, key).await);
+    }
+    if let Some(answer) = assets::route(app, &method, &path, req.headers()) {
+        return answer;
     }
     match (path.as_str(), &method) {
         ("/healthz", m) if *m == Method::GET || *m == Method::HEAD => (
