@@ -330,6 +330,40 @@ impl Service {
         Ok(info(&keys.key, &record, &manifest))
     }
 
+    /// Change the rating of `key`'s avatar (no re-upload needed).
+    pub async fn set_rating(
+        &self,
+        key: &str,
+        rating: crate::model::Rating,
+    ) -> Result<AvatarInfo, ServiceError> {
+        let keys = IdentityKeys::parse(key)?;
+        let committed = self
+            .store
+            .commit(
+                None,
+                Change::SetRating {
+                    alias: keys.aliases[0],
+                    rating,
+                },
+            )
+            .await?;
+        if let Some(e) = committed.event {
+            self.bus.publish(e);
+        }
+        let hash = committed
+            .record
+            .avatar
+            .as_ref()
+            .map(|a| a.hash)
+            .ok_or(ServiceError::NotFound("avatar"))?;
+        let manifest = self
+            .store
+            .manifest(&hash)
+            .await?
+            .ok_or(ServiceError::ContentUnreadable)?;
+        Ok(info(&keys.key, &committed.record, &manifest))
+    }
+
     /// Unbind `key`'s identity from its avatar.
     pub async fn delete(&self, key: &str) -> Result<(), ServiceError> {
         let keys = IdentityKeys::parse(key)?;

@@ -1185,3 +1185,98 @@ async fn cors_defaults_to_any_origin_and_can_be_restricted() {
         .await;
     assert_eq!(img.header("access-control-allow-origin"), "*");
 }
+
+#[tokio::test]
+async fn rating_changes_without_reupload_and_emits_an_event() {
+    let e = env();
+    let email = "rate@example.org";
+    let v = e.upload_ok(email, "photo_grace_hopper_512x600.jpg").await;
+    let md5 = md5_hex(email);
+    assert!(e
+        .get(&format!("/avatar/{md5}"))
+        .await
+        .headers
+        .get("x-avatar-default")
+        .is_none());
+    let mut live = e.app.service.bus.subscribe();
+    let patch = |body: &'static str, auth: bool| {
+        let mut b = Request::patch(format!("/v1/avatars/{email}"));
+        if auth {
+            b = b.header("authorization", format!("Bearer {TOKEN}"));
+        }
+        b.body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    assert_eq!(e.send(patch(r#"{"rating":"x"}"#, false)).await.status, 401);
+    assert_eq!(
+        e.send(patch(r#"{"rating":"nc17"}"#, true)).await.status,
+        400
+    );
+    let r = e.send(patch(r#"{"rating":"x"}"#, true)).await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(
+        (j["rating"].as_str(), j["version"].as_u64()),
+        (Some("x"), Some(2))
+    );
+    assert_eq!(j["hash"], v["hash"], "same image");
+    let ev = live.recv().await.unwrap();
+    assert_eq!(ev.version, 2);
+    // A g-rated page now gets the default, an x-rated one the avatar.
+    assert_eq!(
+        e.get(&format!("/avatar/{md5}"))
+            .await
+            .header("x-avatar-default"),
+        "identicon"
+    );
+    assert!(e
+        .get(&format!("/avatar/{md5}?r=x"))
+        .await
+        .headers
+        .get("x-avatar-default")
+        .is_none());
+    // Unbound identities cannot be rated.
+    let r = e
+        .send(
+            Request::patch("/v1/avatars/nobody@example.org")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::new(Bytes::from_static(br#"{"rating":"g"}"#)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn every_done_means_upload_renders_at_three_sizes_and_formats() {
+    let e = env();
+    let files = [
+        "photo_large_4032x3024.jpg",
+        "photo_cmyk_100.jpg",
+        "photo_adobergb_2000x1072.jpg",
+        "logo_alpha_disc_512.png",
+        "exif_landscape_1.jpg",
+        "exif_landscape_2.jpg",
+        "exif_landscape_3.jpg",
+        "exif_landscape_4.jpg",
+        "exif_landscape_5.jpg",
+        "exif_landscape_6.jpg",
+        "exif_landscape_7.jpg",
+        "exif_landscape_8.jpg",
+    ];
+    for (i, f) in files.iter().enumerate() {
+        let v = e.upload_ok(&format!("u{i}@example.org"), f).await;
+        let hash = v["hash"].as_str().unwrap();
+        for (ext, size, ct) in [
+            ("png", 128, "image/png"),
+            ("webp", 32, "image/webp"),
+            ("jpg", 512, "image/jpeg"),
+        ] {
+            let r = e.get(&format!("/c/{hash}.{ext}?s={size}")).await;
+            assert_eq!(r.status, 200, "{f} {ext}");
+            assert_eq!(r.header("content-type"), ct);
+            let img = r.image();
+            assert_eq!((img.width(), img.height()), (size, size), "{f} {ext}");
+        }
+    }
+}

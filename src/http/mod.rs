@@ -326,7 +326,7 @@ fn preflight() -> Response<Body> {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
+        HeaderValue::from_static("GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS"),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -591,6 +591,31 @@ where
                 Err(e) => service_error(&e),
             }
         }
+        Method::PATCH => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Patch {
+                rating: String,
+            }
+            let body = match read_body(req, 4096).await {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            };
+            let rating = serde_json::from_slice::<Patch>(&body)
+                .ok()
+                .and_then(|p| p.rating.parse().ok());
+            let Some(rating) = rating else {
+                return error_response(&ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "expected {\"rating\": \"g\" | \"pg\" | \"r\" | \"x\"}",
+                ));
+            };
+            match svc.set_rating(&key, rating).await {
+                Ok(info) => json_response(StatusCode::OK, &info),
+                Err(e) => service_error(&e),
+            }
+        }
         Method::DELETE => match svc.delete(&key).await {
             Ok(()) => {
                 let mut r = Response::new(empty());
@@ -599,7 +624,7 @@ where
             }
             Err(e) => service_error(&e),
         },
-        _ => method_not_allowed("GET, HEAD, PUT, DELETE"),
+        _ => method_not_allowed("GET, HEAD, PUT, PATCH, DELETE"),
     }
 }
 

@@ -19,8 +19,8 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::blobs::BlobDir;
 use super::{
-    now_ms, Change, ChangeEvent, Committed, IdentityRecord, Manifest, NewMaster, Store, StoreError,
-    StoreStats,
+    now_ms, AvatarRef, Change, ChangeEvent, Committed, IdentityRecord, Manifest, NewMaster, Store,
+    StoreError, StoreStats,
 };
 use crate::model::{ContentHash, IdentityHash};
 
@@ -176,7 +176,7 @@ impl EmbeddedStore {
             // Find the existing record through any alias.
             let lookup_aliases: Vec<IdentityHash> = match &change {
                 Change::Bind { aliases, .. } => aliases.clone(),
-                Change::Unbind { alias } => vec![*alias],
+                Change::Unbind { alias } | Change::SetRating { alias, .. } => vec![*alias],
             };
             let mut existing: Option<IdentityRecord> = None;
             for a in &lookup_aliases {
@@ -220,6 +220,20 @@ impl EmbeddedStore {
                 }
                 Change::Unbind { .. } => match &existing {
                     Some(r) if r.avatar.is_some() => (None, r.aliases.clone()),
+                    _ => return Err(StoreError::NotFound),
+                },
+                Change::SetRating { rating, .. } => match &existing {
+                    Some(IdentityRecord {
+                        avatar: Some(a),
+                        aliases: all,
+                        ..
+                    }) => (
+                        Some(AvatarRef {
+                            hash: a.hash,
+                            rating: *rating,
+                        }),
+                        all.clone(),
+                    ),
                     _ => return Err(StoreError::NotFound),
                 },
             };
@@ -486,7 +500,7 @@ pub fn event_count(store: &EmbeddedStore) -> Result<u64, StoreError> {
 mod tests {
     use super::*;
     use crate::model::{IdentityKeys, Rating};
-    use crate::store::{AvatarRef, RungRef};
+    use crate::store::RungRef;
 
     fn master(seed: &[u8]) -> NewMaster {
         let rung0 = Bytes::from([b"rung0:", seed].concat());

@@ -129,6 +129,8 @@ pub enum Change {
     },
     /// Remove the avatar of the identity that `alias` names (tombstone kept).
     Unbind { alias: IdentityHash },
+    /// Change the rating of the identity's current avatar.
+    SetRating { alias: IdentityHash, rating: Rating },
 }
 
 /// The outcome of a [`Store::commit`].
