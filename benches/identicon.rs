@@ -8,9 +8,22 @@
 //!
 //! Measured (bench profile, 2 shared cores, median of criterion's estimate):
 //!
-//! | style     |   16 px |   80 px |  512 px |
-//! |-----------|--------:|--------:|--------:|
-//! | (filled in below by the measurement run)  |
+//! | style     |    16 px |    80 px |   512 px |
+//! |-----------|---------:|---------:|---------:|
+//! | identicon |  1.87 µs |  5.95 µs |   107 µs |
+//! | retro     |  1.55 µs |  8.54 µs |   194 µs |
+//! | monsterid |  25.0 µs |   230 µs |  3.40 ms |
+//! | wavatar   |  25.9 µs |   151 µs |  3.35 ms |
+//! | robohash  |  17.0 µs |   130 µs |  1.89 ms |
+//! | mp        |  5.99 µs |  79.6 µs |  1.63 ms |
+//! | blank     |   189 ns |   889 ns |  37.8 µs |
+//! | initials  |  9.93 µs |  49.5 µs |  1.43 ms |
+//! | color     |   595 ns |  1.79 µs |  99.9 µs |
+//!
+//! identicon at 80 px: 5.95 µs ≈ 168,000 renders/s on one core (target met).
+//! The vector styles pay one blend per covered pixel; at 512 px that, not the
+//! outline, dominates (a memcpy fast path for fully covered runs is the next
+//! step if they ever matter — the HTTP layer caches rendered defaults).
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 
 use avatar_edge::identicon::{render, Style};
