@@ -1,6 +1,9 @@
 //! Command line: `avatar-edge serve` (and the operators' tools). Start-up
 //! errors are `anyhow` here and nowhere else.
 
+// Doc comments here double as `--help` text, where <placeholders> read naturally.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

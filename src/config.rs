@@ -5,6 +5,9 @@
 //! group and the TOML schema, so a setting has one name everywhere
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
+// Doc comments here double as `--help` text, where <placeholders> read naturally.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -238,7 +238,11 @@ impl Service {
                 let counter = match e {
                     PoolError::Busy => &self.metrics.render_rejected,
                     PoolError::Panicked(ref msg) => {
-                        tracing::error!(panic = %msg, "render job panicked");
+                        tracing::error!(
+                            request_id = crate::workers::request_id(),
+                            panic = %msg,
+                            "render job panicked; answering 500 for this request"
+                        );
                         &self.metrics.render_panics
                     }
                 };

@@ -10,7 +10,7 @@
 //! endpoint mints a signed URL for [`DEMO_EMAIL`] only, so the API token
 //! never reaches the browser.
 //!
-//! Boundaries: no I/O, no state; routing glue lives in [`route`], which the
+//! Boundaries: no I/O, no state; routing glue lives in `route`, which the
 //! parent's `route()` calls before its not-found fallback.
 
 use http::header::{self, HeaderValue};

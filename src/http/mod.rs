@@ -49,6 +49,8 @@ pub struct App {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Outbox delivery state (for `/metrics`).
     pub deliveries: Arc<Deliveries>,
+    /// Source of request ids (logs and `X-Request-Id` on 5xx answers).
+    next_request_id: std::sync::atomic::AtomicU64,
 }
 
 /// Shared handle.
@@ -98,6 +100,7 @@ impl App {
             shutdown,
             deliveries,
             service,
+            next_request_id: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -240,11 +243,23 @@ where
     } else {
         None
     };
-    let (route, mut resp) = if req.method() == Method::OPTIONS {
+    let id = app
+        .next_request_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Cheap clones (reference counts), kept for the log line of a failure.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let (route, mut resp) = if method == Method::OPTIONS {
         (Route::ApiOther, preflight())
     } else {
-        route(app, req).await
+        crate::workers::REQUEST_ID.scope(id, route(app, req)).await
     };
+    if resp.status().is_server_error() {
+        tracing::error!(request_id = id, method = %method, path = %uri.path(), status = resp.status().as_u16(), "request failed");
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from(id),
+        );
+    }
     let h = resp.headers_mut();
     if api {
         app.apply_cors(h, origin.as_ref());
