@@ -4,6 +4,15 @@
 //! everything else is `UnsupportedFormat` with a short name of what it looks
 //! like, for the error message. Text formats (SVG, HTML, XML) are recognised by
 //! their first non-blank byte only and are never parsed.
+//!
+//! One structural check goes beyond magic bytes: a JPEG must reach its
+//! end-of-image marker (`FF D9`). Decoders such as zune-jpeg fill a truncated
+//! scan with grey and report success, so a half-uploaded photo would otherwise
+//! be stored. [`jpeg_truncation`] walks the marker segments by their lengths
+//! (so an `FF D9` inside an EXIF thumbnail in APP1 is skipped, never taken for
+//! the end) and the entropy-coded data after each SOS up to the next real
+//! marker; anything after the first EOI (MPO's second picture, trailing
+//! garbage) is ignored. Linear in the input, no allocation.
 
 use super::{PipelineError, SourceFormat};
 
@@ -15,6 +24,9 @@ pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, PipelineError> {
         return Err(PipelineError::Empty);
     }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if let Some(why) = jpeg_truncation(bytes) {
+            return Err(PipelineError::Decode(format!("truncated JPEG: {why}")));
+        }
         return Ok(SourceFormat::Jpeg);
     }
     if bytes.starts_with(PNG_MAGIC) {
@@ -29,6 +41,65 @@ pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, PipelineError> {
     Err(PipelineError::UnsupportedFormat {
         detected: describe_unsupported(bytes),
     })
+}
+
+/// Why a JPEG (starting with SOI) does not reach its end-of-image marker, or
+/// `None` when it does. Lenient where decoders are: fill bytes (`FF FF`) and
+/// stray bytes between segments are skipped, standalone markers (RSTn, TEM)
+/// carry no length.
+pub(crate) fn jpeg_truncation(b: &[u8]) -> Option<&'static str> {
+    const EOF: &str = "the data ends before the end-of-image marker";
+    let mut i = 2; // after SOI
+    loop {
+        // Next marker: skip stray bytes, then fill bytes.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return Some(EOF);
+        };
+        i += 1;
+        match marker {
+            0xD9 => return None,
+            0x00 | 0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        let len = match b.get(i..i + 2) {
+            Some(l) => usize::from(u16::from_be_bytes([l[0], l[1]])),
+            None => return Some(EOF),
+        };
+        if len < 2 {
+            return Some("a marker segment has an invalid length");
+        }
+        i = i.saturating_add(len);
+        if i > b.len() {
+            return Some("a marker segment runs past the end of the data");
+        }
+        if marker == 0xDA {
+            i = match end_of_scan(b, i) {
+                Some(next_marker) => next_marker,
+                None => return Some(EOF),
+            };
+        }
+    }
+}
+
+/// Index of the marker that ends the entropy-coded data starting at `from`
+/// (stuffed `FF 00`, RSTn and fill bytes are part of the scan), or `None` when
+/// the data ends first.
+fn end_of_scan(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let ff = i + b.get(i..)?.iter().position(|&c| c == 0xFF)?;
+        match *b.get(ff + 1)? {
+            0x00 | 0xD0..=0xD7 => i = ff + 2,
+            0xFF => i = ff + 1,
+            _ => return Some(ff),
+        }
+    }
 }
 
 /// A short human name for a format we do not accept.
@@ -87,8 +158,8 @@ mod tests {
     #[test]
     fn accepted_magics() {
         let cases: &[(&[u8], SourceFormat)] = &[
-            (b"\xFF\xD8\xFF\xE0\0\x10JFIF", SourceFormat::Jpeg),
-            (b"\xFF\xD8\xFF\xE1 MPO-ish", SourceFormat::Jpeg),
+            (b"\xFF\xD8\xFF\xE0\0\x06JFIF\xFF\xD9", SourceFormat::Jpeg),
+            (b"\xFF\xD8\xFF\xE1\0\x05MPO\xFF\xD9", SourceFormat::Jpeg),
             (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", SourceFormat::Png),
             (b"GIF87a\x01\0\x01\0", SourceFormat::Gif),
             (b"GIF89a\x01\0\x01\0", SourceFormat::Gif),
@@ -130,5 +201,144 @@ mod tests {
     #[test]
     fn empty_is_its_own_error() {
         assert!(matches!(sniff(&[]), Err(PipelineError::Empty)));
+    }
+
+    /// A marker segment: `FF marker len(2, BE, counts itself) payload`.
+    fn seg(marker: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(payload.len() + 2).unwrap();
+        let mut v = vec![0xFF, marker];
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    const SOI: &[u8] = &[0xFF, 0xD8];
+    const EOI: &[u8] = &[0xFF, 0xD9];
+    /// Entropy-coded data with a stuffed FF 00 and a restart marker.
+    const SCAN: &[u8] = &[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF];
+
+    #[test]
+    fn jpeg_truncation_table() {
+        let app0 = seg(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+        // An EXIF thumbnail: a whole JPEG (with its own FF D9) inside APP1.
+        let thumb = cat(&[SOI, &seg(0xDA, &[1, 1, 0, 0, 0x3F, 0]), SCAN, EOI]);
+        let app1 = seg(0xE1, &cat(&[b"Exif\0\0", &thumb]));
+        let sof = seg(0xC0, &[8, 0, 1, 0, 1, 1, 1, 0x11, 0]);
+        let dht = seg(0xC4, &[0; 17]);
+        let sos = seg(0xDA, &[1, 1, 0, 0, 0x3F, 0]);
+        let whole = cat(&[SOI, &app0, &app1, &sof, &dht, &sos, SCAN, EOI]);
+        let progressive = cat(&[SOI, &sof, &sos, SCAN, &dht, &sos, SCAN, EOI]);
+        let cut_scan = cat(&[SOI, &app0, &app1, &sof, &sos, &SCAN[..4]]);
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("complete", whole.clone(), true),
+            (
+                "trailing garbage after EOI",
+                cat(&[&whole, b"\0\0garbage\xFF\xDA"]),
+                true,
+            ),
+            (
+                "MPO: second picture cut",
+                cat(&[&whole, &whole[..40]]),
+                true,
+            ),
+            ("progressive, two scans", progressive.clone(), true),
+            (
+                "fill bytes before markers",
+                cat(&[SOI, &[0xFF, 0xFF], &app0, &sos, SCAN, &[0xFF], EOI]),
+                true,
+            ),
+            ("no scan, just EOI", cat(&[SOI, EOI]), true),
+            ("no EOI", whole[..whole.len() - 2].to_vec(), false),
+            ("EOI's FF only", whole[..whole.len() - 1].to_vec(), false),
+            ("cut in the scan, thumbnail's EOI before", cut_scan, false),
+            (
+                "cut inside APP1 (in the thumbnail)",
+                whole[..app0.len() + 30].to_vec(),
+                false,
+            ),
+            (
+                "cut in the second progressive scan",
+                progressive[..progressive.len() - 5].to_vec(),
+                false,
+            ),
+            (
+                "cut in a segment length",
+                cat(&[SOI, &[0xFF, 0xE0, 0x00]]),
+                false,
+            ),
+            (
+                "segment length 1",
+                cat(&[SOI, &[0xFF, 0xE0, 0x00, 0x01], EOI]),
+                false,
+            ),
+            (
+                "segment runs past the end",
+                cat(&[SOI, &[0xFF, 0xE1, 0x40, 0x00], EOI]),
+                false,
+            ),
+            ("SOI only", SOI.to_vec(), false),
+        ];
+        for (name, bytes, complete) in cases {
+            assert_eq!(jpeg_truncation(&bytes).is_none(), complete, "{name}");
+            let want = if complete {
+                Some(SourceFormat::Jpeg)
+            } else {
+                None
+            };
+            if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+                assert_eq!(sniff(&bytes).ok(), want, "sniff: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_jpeg_is_a_client_decode_error() {
+        let e = sniff(b"\xFF\xD8\xFF\xDB\0\x43").err().unwrap();
+        assert!(
+            e.is_client_error() && matches!(e, PipelineError::Decode(_)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("truncated JPEG"), "{e}");
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn real_jpegs_complete_and_every_prefix_truncated() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "jpg") {
+                let b = std::fs::read(&path).unwrap();
+                assert_eq!(jpeg_truncation(&b), None, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 10, "only {seen} JPEG fixtures");
+        // Every cut of a real photo (sampled) is caught, including cuts inside
+        // its EXIF/ICC segments and right before the final FF D9.
+        let b = fixture("exif_portrait_2_generic_icc.jpg");
+        let eoi = b.windows(2).rposition(|w| w == EOI).unwrap();
+        for cut in (2..eoi).step_by(37).chain([eoi, eoi + 1]) {
+            assert!(jpeg_truncation(&b[..cut]).is_some(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn hostile_truncated_jpegs_are_caught() {
+        for name in ["truncated_jpeg.jpg", "truncated_half_grace_hopper.jpg"] {
+            let b = fixture(&format!("hostile/{name}"));
+            assert!(jpeg_truncation(&b).is_some(), "{name}");
+        }
     }
 }
