@@ -183,6 +183,27 @@ pub struct IdentityReply {
 
 type VariantCache = Cache<VariantKey, Variant, ServiceError>;
 
+/// A stored master's manifest as the `/c/` hot path needs it, built once per
+/// hash and shared: manifests are immutable per hash, so the only way one goes
+/// stale is being garbage-collected, which only a commit can do (see
+/// [`Service::forget_manifests`]).
+#[derive(Debug)]
+pub struct ContentEntry {
+    pub manifest: Manifest,
+    /// The master's hash in hex as a header value (its surrogate key).
+    pub surrogate_key: HeaderValue,
+}
+
+impl Weighted for Arc<ContentEntry> {
+    fn weight(&self) -> usize {
+        // Struct, rung list, format name, header, LRU links: a rough allowance.
+        256usize.saturating_add(self.manifest.rungs.len().saturating_mul(80))
+    }
+}
+
+/// Budget of the manifest cache (≈ 20,000 masters of 5 rungs).
+const MANIFEST_CACHE_BYTES: u64 = 16 << 20;
+
 /// The application: configuration, store, caches, render pool, metrics.
 pub struct Service {
     pub config: Arc<Config>,
@@ -191,6 +212,10 @@ pub struct Service {
     /// Committed changes, for delivery workers and live pages.
     pub bus: Bus,
     cache: VariantCache,
+    /// Manifests by master hash, so a `/c/` hit never touches the index.
+    manifests: Cache<ContentHash, Arc<ContentEntry>, ServiceError>,
+    /// Bumped by every commit; a manifest read that raced a commit is not kept.
+    manifest_generation: std::sync::atomic::AtomicU64,
     pool: Pool,
 }
 
@@ -199,6 +224,8 @@ impl Service {
         Service {
             bus: Bus::new(),
             cache: Cache::new(config.cache_bytes),
+            manifests: Cache::new(MANIFEST_CACHE_BYTES),
+            manifest_generation: Default::default(),
             pool: Pool::new(config.render_threads, config.render_queue),
             config,
             store,
@@ -309,7 +336,9 @@ impl Service {
                 rating: params.rating.unwrap_or_default(),
             },
         };
-        let committed = self.store.commit(Some(master), change).await?;
+        let committed = self.store.commit(Some(master), change).await;
+        self.forget_manifests();
+        let committed = committed?;
         if let Some(e) = committed.event {
             self.bus.publish(e);
         }
@@ -379,7 +408,9 @@ impl Service {
                     alias: keys.aliases[0],
                 },
             )
-            .await?;
+            .await;
+        self.forget_manifests();
+        let committed = committed?;
         if let Some(e) = committed.event {
             self.bus.publish(e);
         }
@@ -411,6 +442,43 @@ impl Service {
             .ok_or(ServiceError::NotFound("content"))
     }
 
+    /// The manifest of a master from memory, or from the store (then kept),
+    /// or `NotFound`. What the `/c/` route uses: a hit costs a shard lock and
+    /// an `Arc` clone instead of an index read and a JSON parse.
+    pub async fn content_entry(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Arc<ContentEntry>, ServiceError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(e) = self.manifests.get(hash) {
+            return Ok(e);
+        }
+        let generation = self.manifest_generation.load(SeqCst);
+        let manifest = self.manifest(hash).await?;
+        let surrogate_key = HeaderValue::from_str(&manifest.hash.to_hex())
+            .map_err(|_| ServiceError::ContentUnreadable)?;
+        let entry = Arc::new(ContentEntry {
+            manifest,
+            surrogate_key,
+        });
+        self.manifests.insert(*hash, entry.clone());
+        // A commit between the read and the insert may have collected this
+        // master: then the insert is not trusted (the commit's own clear may
+        // have run before it).
+        if self.manifest_generation.load(SeqCst) != generation {
+            self.manifests.remove_where(|k| k == hash);
+        }
+        Ok(entry)
+    }
+
+    /// Drops every cached manifest; called after each commit (any commit may
+    /// garbage-collect a master). Commits are rare next to reads.
+    fn forget_manifests(&self) {
+        self.manifest_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.manifests.remove_where(|_| true);
+    }
+
     /// A rendered variant of stored content (cached, coalesced).
     pub async fn content_variant(
         &self,
@@ -420,11 +488,27 @@ impl Service {
         let VariantKey::Content { size, format, .. } = key else {
             unreachable!("content_variant takes content keys")
         };
-        let sides: Vec<u32> = manifest.rungs.iter().map(|r| r.side).collect();
-        let rung = manifest.rungs[pipeline::pick_rung(&sides, size)].blob;
-        let etag = key.etag();
+        // Rung choice without a heap allocation (ladders have ≤ 16 rungs).
+        let mut buf = [0u32; 16];
+        let rung_index = if manifest.rungs.len() <= buf.len() {
+            for (b, r) in buf.iter_mut().zip(&manifest.rungs) {
+                *b = r.side;
+            }
+            pipeline::pick_rung(&buf[..manifest.rungs.len()], size)
+        } else {
+            let sides: Vec<u32> = manifest.rungs.iter().map(|r| r.side).collect();
+            pipeline::pick_rung(&sides, size)
+        };
+        let rung = manifest
+            .rungs
+            .get(rung_index)
+            .ok_or(ServiceError::ContentUnreadable)?
+            .blob;
+        // The ETag is only needed when rendering (a hit carries its own).
+        let etag_key = key.clone();
         self.cache
             .get_or_produce(key, || async move {
+                let etag = etag_key.etag();
                 let bytes = self
                     .store
                     .blob(&rung)

@@ -281,15 +281,16 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let read = method == Method::GET || method == Method::HEAD;
-    if let Some(rest) = path.strip_prefix("/c/") {
-        if !read {
+    // The hot route first, borrowing the path (no copy).
+    if let Some(rest) = req.uri().path().strip_prefix("/c/") {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
             return (Route::Content, method_not_allowed("GET, HEAD"));
         }
         return (Route::Content, content(app, &req, rest).await);
     }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let read = method == Method::GET || method == Method::HEAD;
     if path == "/avatar" || path.starts_with("/avatar/") {
         if !read {
             return (Route::Identity, method_not_allowed("GET, HEAD"));
@@ -375,30 +376,34 @@ async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> {
         Err(e) => return service_error(&e.into()),
     };
     let svc = &app.service;
-    let manifest = match svc.manifest(&parsed.hash).await {
+    let entry = match svc.content_entry(&parsed.hash).await {
         Ok(m) => m,
         Err(e) => return service_error(&e),
     };
+    let manifest = &entry.manifest;
     let accept = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let key = svc.content_key(&parsed, &manifest, accept);
-    // A matching ETag needs no render at all.
-    let etag = key.etag();
-    if not_modified(req.headers(), &etag) {
-        let mut r = Response::new(empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        let h = r.headers_mut();
-        h.insert(header::ETAG, etag);
-        h.insert(header::CACHE_CONTROL, app.content_cache_control.clone());
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
-        if parsed.format.is_none() {
-            h.insert(header::VARY, VARY_ACCEPT);
+    let key = svc.content_key(&parsed, manifest, accept);
+    // A matching ETag needs no render at all. The digest is only computed
+    // when the request is conditional; a plain hit uses the cached variant's.
+    if req.headers().contains_key(header::IF_NONE_MATCH) {
+        let etag = key.etag();
+        if not_modified(req.headers(), &etag) {
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            let h = r.headers_mut();
+            h.insert(header::ETAG, etag);
+            h.insert(header::CACHE_CONTROL, app.content_cache_control.clone());
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+            if parsed.format.is_none() {
+                h.insert(header::VARY, VARY_ACCEPT);
+            }
+            return r;
         }
-        return r;
     }
-    match svc.content_variant(&manifest, key).await {
+    match svc.content_variant(manifest, key).await {
         Ok((v, _)) => {
             let mut r = variant_response(
                 req.headers(),
@@ -407,8 +412,12 @@ async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> {
                 app.content_cache_control.clone(),
                 parsed.format.is_none(),
             );
-            // Lets a deletion purge the content URLs of the removed avatar.
-            app.insert_surrogate_keys(r.headers_mut(), &[manifest.hash.to_hex()]);
+            // Lets a deletion purge the content URLs of the removed avatar
+            // (one key: the pre-built hex value, whatever the separator).
+            let h = r.headers_mut();
+            for (name, _) in &app.surrogate_headers {
+                h.insert(name.clone(), entry.surrogate_key.clone());
+            }
             r
         }
         Err(e) => service_error(&e),
