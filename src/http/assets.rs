@@ -16,7 +16,7 @@
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::{full, json_response, method_not_allowed, not_modified, App, Body};
+use super::{full, method_not_allowed, not_modified, App, Body};
 use crate::metrics::Route;
 
 /// The browser client (see its header comment for the integration snippet).
@@ -153,15 +153,7 @@ fn demo_upload_url(app: &App) -> Response<Body> {
         Err(e) => return super::service_error(&e.into()),
     };
     let ttl = DEMO_UPLOAD_URL_TTL.min(app.service.config.max_upload_url_ttl.max(1));
-    let expires = (crate::store::now_ms() / 1000).saturating_add(ttl);
-    let signature = app.signer.sign("PUT", &keys.key, expires);
-    let encoded =
-        percent_encoding::utf8_percent_encode(&keys.key, percent_encoding::NON_ALPHANUMERIC);
-    let url = format!("/v1/avatars/{encoded}?expires={expires}&signature={signature}");
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "url": url, "method": "PUT", "key": keys.key, "expires": expires }),
-    )
+    super::upload_url_response(app, &keys, ttl)
 }
 
 #[cfg(test)]

@@ -709,7 +709,17 @@ where
             format!("expires_in must be 1..={max} seconds"),
         ));
     }
-    let expires = crate::store::now_ms() / 1000 + parsed.expires_in;
+    upload_url_response(app, &keys, parsed.expires_in)
+}
+
+/// Mint a signed upload URL for `keys`, valid for `ttl` seconds, as the JSON
+/// answer `{"url", "method", "key", "expires"}`.
+pub(crate) fn upload_url_response(
+    app: &App,
+    keys: &crate::model::IdentityKeys,
+    ttl: u64,
+) -> Response<Body> {
+    let expires = (crate::store::now_ms() / 1000).saturating_add(ttl);
     let signature = app.signer.sign("PUT", &keys.key, expires);
     let encoded =
         percent_encoding::utf8_percent_encode(&keys.key, percent_encoding::NON_ALPHANUMERIC);
