@@ -254,7 +254,11 @@ where
         crate::workers::REQUEST_ID.scope(id, route(app, req)).await
     };
     if resp.status().is_server_error() {
-        tracing::error!(request_id = id, method = %method, path = %uri.path(), status = resp.status().as_u16(), "request failed");
+        // Overload (503) is expected under pressure and counted in metrics;
+        // logging each one would flood the log exactly when it matters.
+        if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(request_id = id, method = %method, path = %uri.path(), status = resp.status().as_u16(), "request failed");
+        }
         resp.headers_mut().insert(
             HeaderName::from_static("x-request-id"),
             HeaderValue::from(id),
