@@ -44,8 +44,21 @@ impl Varnish {
             .spawn()
             .expect("varnishd is installed (scripts/test installs it)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let up = eventually(Duration::from_secs(20), || TcpStream::connect(addr).ok());
-        assert!(up.is_some(), "varnishd did not start");
+        // Ready means the child has loaded the VCL and answers: a PURGE is
+        // answered by the VCL itself (synth), without touching the backend.
+        let up = eventually(Duration::from_secs(30), || {
+            try_request(
+                addr,
+                "PURGE",
+                "/",
+                &[("xkey-purge", "warmup")],
+                b"",
+                Duration::from_secs(2),
+            )
+            .ok()
+            .filter(|r| r.status == 200)
+        });
+        assert!(up.is_some(), "varnishd did not become ready");
         Varnish {
             child,
             addr,
