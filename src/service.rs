@@ -186,7 +186,7 @@ type VariantCache = Cache<VariantKey, Variant, ServiceError>;
 /// A stored master's manifest as the `/c/` hot path needs it, built once per
 /// hash and shared: manifests are immutable per hash, so the only way one goes
 /// stale is being garbage-collected, which only a commit can do (see
-/// [`Service::forget_manifests`]).
+/// `Service::forget_manifests`).
 #[derive(Debug)]
 pub struct ContentEntry {
     pub manifest: Manifest,
