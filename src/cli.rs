@@ -94,8 +94,14 @@ pub fn main() -> anyhow::Result<()> {
             };
             let token = std::env::var("AVATAR_EDGE_TOKEN").ok();
             let config = Config::resolve(settings.or(file), token)?;
+            // Blocking threads do blob reads and index commits (renders are
+            // bounded by their own pools): cap them so a burst of cold misses
+            // cannot start hundreds of threads, each with its own stack and
+            // allocator state.
+            let blocking = config.render_threads + config.upload_threads + 16;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .max_blocking_threads(blocking)
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(serve(config))

@@ -50,6 +50,12 @@ pub struct Settings {
     /// Renders allowed to wait for a thread; beyond that answer 503 + Retry-After [default: 64]
     #[arg(long, env = "AVATAR_EDGE_RENDER_QUEUE")]
     pub render_queue: Option<usize>,
+    /// Threads normalizing uploads, apart from renders so neither starves the other [default: half the cores, at least 1]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_THREADS")]
+    pub upload_threads: Option<usize>,
+    /// Uploads allowed to wait for an upload thread; beyond that 503 + Retry-After [default: 16]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_QUEUE")]
+    pub upload_queue: Option<usize>,
     /// Browser lifetime of identity URLs (/avatar/...), seconds [default: 60]
     #[arg(long, env = "AVATAR_EDGE_IDENTITY_MAX_AGE")]
     pub identity_max_age: Option<u32>,
@@ -148,6 +154,8 @@ pub struct Config {
     pub limits: Limits,
     pub render_threads: usize,
     pub render_queue: usize,
+    pub upload_threads: usize,
+    pub upload_queue: usize,
     pub identity_max_age: u32,
     pub default_style: Style,
     pub identity_redirect: bool,
@@ -210,6 +218,8 @@ impl Settings {
             max_megapixels,
             render_threads,
             render_queue,
+            upload_threads,
+            upload_queue,
             identity_max_age,
             default_style,
             identity_redirect,
@@ -361,6 +371,8 @@ impl Config {
             },
             render_threads: s.render_threads.unwrap_or(cores).clamp(1, 256),
             render_queue: s.render_queue.unwrap_or(64).clamp(1, 100_000),
+            upload_threads: s.upload_threads.unwrap_or((cores / 2).max(1)).clamp(1, 256),
+            upload_queue: s.upload_queue.unwrap_or(16).clamp(1, 100_000),
             identity_max_age: s.identity_max_age.unwrap_or(60),
             default_style,
             identity_redirect: s.identity_redirect.unwrap_or(false),

@@ -128,6 +128,7 @@ pub struct Snapshot {
     pub cache_budget_bytes: u64,
     pub renders_inflight: u64,
     pub render_queue_depth: u64,
+    pub upload_queue_depth: u64,
     pub blobs_corrupt: u64,
     pub blobs_written: u64,
     pub blobs_deleted: u64,
@@ -259,7 +260,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        let gauges: [(&str, &str, u64); 5] = [
+        let gauges: [(&str, &str, u64); 6] = [
             (
                 "avatar_edge_cache_bytes",
                 "Bytes held by the variant cache.",
@@ -284,6 +285,11 @@ impl Metrics {
                 "avatar_edge_render_queue_depth",
                 "Renders waiting for or holding a render thread.",
                 snap.render_queue_depth,
+            ),
+            (
+                "avatar_edge_upload_queue_depth",
+                "Uploads waiting for or holding an upload thread.",
+                snap.upload_queue_depth,
             ),
         ];
         for (name, help, v) in gauges {

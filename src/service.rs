@@ -216,7 +216,11 @@ pub struct Service {
     manifests: Cache<ContentHash, Arc<ContentEntry>, ServiceError>,
     /// Bumped by every commit; a manifest read that raced a commit is not kept.
     manifest_generation: std::sync::atomic::AtomicU64,
+    /// Decode/resize/encode of variants and defaults.
     pool: Pool,
+    /// Upload normalization: its own threads and queue, so a flood of cold
+    /// renders cannot starve uploads (nor a burst of uploads stall renders).
+    uploads: Pool,
 }
 
 impl Service {
@@ -227,6 +231,7 @@ impl Service {
             manifests: Cache::new(MANIFEST_CACHE_BYTES),
             manifest_generation: Default::default(),
             pool: Pool::new(config.render_threads, config.render_queue),
+            uploads: Pool::new(config.upload_threads, config.upload_queue),
             config,
             store,
             metrics,
@@ -249,6 +254,7 @@ impl Service {
             cache_budget_bytes: self.config.cache_bytes,
             renders_inflight: self.cache.inflight() as u64,
             render_queue_depth: self.pool.depth() as u64,
+            upload_queue_depth: self.uploads.depth() as u64,
             blobs_corrupt: st.corrupt_blobs,
             blobs_written: st.blobs_written,
             blobs_deleted: st.blobs_deleted,
@@ -259,7 +265,15 @@ impl Service {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
-        match self.pool.run(job).await {
+        self.run_on(&self.pool, job).await
+    }
+
+    async fn run_on<T: Send + 'static>(
+        &self,
+        pool: &Pool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        match pool.run(job).await {
             Ok(v) => Ok(v),
             Err(e) => {
                 let counter = match e {
@@ -305,7 +319,9 @@ impl Service {
         let limits = self.config.limits;
         let crop = params.crop;
         let normalized = self
-            .on_pool(move || pipeline::normalize(&body, crop, &limits))
+            .run_on(&self.uploads, move || {
+                pipeline::normalize(&body, crop, &limits)
+            })
             .await??;
         let manifest = Manifest {
             hash: normalized.ladder[0].hash,

@@ -31,13 +31,13 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Expected answer per hostile file: (file, status, error code).
 /// Any file in `fixtures/hostile/` missing from this table fails the test.
 ///
-/// Two files are *accepted* (status 200, no code), on purpose: they are valid
-/// images whose hostility does not reach us. `bomb_pillow_png_text_dos.png`
-/// is a 1x1 PNG with three zTXt chunks that inflate to 2 MiB each; the png
-/// crate keeps text chunks compressed unless asked, and we never ask (the
-/// upload took ~20 ms and no memory). `fuzz_imagers_panic.webp` is a 100x30
-/// lossless WebP that made an old image-webp panic; the current decoder reads
-/// it. Both must render afterwards.
+/// `bomb_pillow_png_text_dos.png` is a 1x1 PNG with three zTXt chunks that
+/// inflate to 2 MiB each: refused by sniff's bounded inflate (`metadata_bomb`),
+/// as Pillow refuses it. One file is *accepted* (status 200, no code), on
+/// purpose: `fuzz_imagers_panic.webp` is a well-formed 100x30 lossless WebP
+/// that made an old image-webp panic; the current decoder reads it, and so do
+/// libwebp (Pillow) and libvips — refusing it would refuse a valid image. It
+/// must render afterwards.
 const EXPECTED: &[(&str, u16, &str)] = &[
     ("bad_bmp_badbitcount.bmp", 415, "unsupported_format"),
     ("bad_bmp_reallybig.bmp", 415, "unsupported_format"),
@@ -45,7 +45,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("bomb_gif_65535x66601.gif", 422, "invalid_image"),
     ("bomb_ico_pillow.ico", 415, "unsupported_format"),
     ("bomb_jpeg_64250x64250.jpg", 422, "image_too_large"),
-    ("bomb_pillow_png_text_dos.png", 200, ""),
+    ("bomb_pillow_png_text_dos.png", 422, "metadata_bomb"),
     ("bomb_png_100000x100000_1bit.png", 422, "image_too_large"),
     ("fail_gdkpixbuf_CVE-2017-2862.jpg", 422, "invalid_image"),
     (

@@ -109,6 +109,7 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
         }
         PipelineError::DimensionsTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "image_too_large"),
         PipelineError::LimitExceeded(_) => (S::UNPROCESSABLE_ENTITY, "image_too_large"),
+        PipelineError::MetadataBomb(_) => (S::UNPROCESSABLE_ENTITY, "metadata_bomb"),
         PipelineError::Decode(_) => (S::UNPROCESSABLE_ENTITY, "invalid_image"),
         PipelineError::BadCrop(_) => (S::UNPROCESSABLE_ENTITY, "bad_crop"),
         PipelineError::BadSize(_) => (S::BAD_REQUEST, "bad_size"),

@@ -40,6 +40,8 @@ pub enum PipelineError {
     Decode(String),
     #[error("decoder limit exceeded: {0}")]
     LimitExceeded(String),
+    #[error("metadata decompression bomb: {0}")]
+    MetadataBomb(String),
     #[error("bad crop: {0}")]
     BadCrop(String),
     #[error("size {0} out of range 1..=2048")]

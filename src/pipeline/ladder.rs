@@ -170,6 +170,11 @@ pub fn render(rung: &[u8], size: u32, format: OutputFormat) -> Result<Vec<u8>, P
         return Err(PipelineError::BadSize(size));
     }
     let px = decode_rung(rung)?;
+    // A rung of exactly the requested side is already the Lanczos3 result
+    // from its parent: encode it as it is (the common 64/128/256/512 sizes).
+    if px.width == size && px.height == size {
+        return encode(&px, format);
+    }
     let out = resize_square(&px, size)?;
     encode(&out, format)
 }

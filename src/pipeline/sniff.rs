@@ -13,10 +13,19 @@
 //! the end) and the entropy-coded data after each SOS up to the next real
 //! marker; anything after the first EOI (MPO's second picture, trailing
 //! garbage) is ignored. Linear in the input, no allocation.
+//!
+//! And one for PNG: compressed text chunks (`zTXt`, compressed `iTXt`) are
+//! inflated under a shared budget of [`MAX_PNG_TEXT`] bytes and the upload is
+//! refused when they would exceed it — a few KiB of zlib that inflate to
+//! gigabytes is a decompression bomb aimed at whoever reads the metadata next
+//! (we drop metadata, but we must not store or pass on a bomb either).
 
 use super::{PipelineError, SourceFormat};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// Inflated bytes all compressed PNG text chunks of one upload may reach.
+pub const MAX_PNG_TEXT: usize = 1 << 20;
 
 /// The upload's format from its first bytes.
 pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, PipelineError> {
@@ -30,6 +39,9 @@ pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, PipelineError> {
         return Ok(SourceFormat::Jpeg);
     }
     if bytes.starts_with(PNG_MAGIC) {
+        if let Some(why) = png_text_bomb(bytes) {
+            return Err(PipelineError::MetadataBomb(why));
+        }
         return Ok(SourceFormat::Png);
     }
     if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
@@ -100,6 +112,58 @@ fn end_of_scan(b: &[u8], from: usize) -> Option<usize> {
             _ => return Some(ff),
         }
     }
+}
+
+/// Why a PNG's compressed text chunks are a decompression bomb, or `None`.
+/// Walks the chunk list by lengths (stops quietly at a truncated or malformed
+/// chunk: the decoder reports those) and inflates each compressed text chunk
+/// under what is left of [`MAX_PNG_TEXT`]; allocation stays within the budget.
+pub(crate) fn png_text_bomb(b: &[u8]) -> Option<String> {
+    let mut left = MAX_PNG_TEXT;
+    let mut i = PNG_MAGIC.len();
+    while let Some(head) = b.get(i..i.checked_add(8)?) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        let data = b.get(i + 8..(i + 8).checked_add(len)?)?;
+        let compressed: Option<&[u8]> = match kind {
+            // keyword \0 method data
+            b"zTXt" => data
+                .iter()
+                .position(|&c| c == 0)
+                .and_then(|k| data.get(k + 2..)),
+            // keyword \0 flag method language \0 translated \0 text
+            b"iTXt" => {
+                let k = data.iter().position(|&c| c == 0)?;
+                if data.get(k + 1) == Some(&1) {
+                    let rest = data.get(k + 3..)?;
+                    let lang = rest.iter().position(|&c| c == 0)?;
+                    let rest = rest.get(lang + 1..)?;
+                    let tr = rest.iter().position(|&c| c == 0)?;
+                    rest.get(tr + 1..)
+                } else {
+                    None
+                }
+            }
+            b"IEND" => return None,
+            _ => None,
+        };
+        if let Some(z) = compressed {
+            match miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(z, left) {
+                Ok(text) => left -= text.len(),
+                Err(e) if e.status == miniz_oxide::inflate::TINFLStatus::HasMoreOutput => {
+                    return Some(format!(
+                        "compressed {} text chunks inflate beyond {} KiB",
+                        String::from_utf8_lossy(kind),
+                        MAX_PNG_TEXT >> 10
+                    ));
+                }
+                // Corrupt zlib in a text chunk: not our concern (never read).
+                Err(_) => {}
+            }
+        }
+        i = i + 12 + len;
+    }
+    None
 }
 
 /// A short human name for a format we do not accept.
@@ -331,6 +395,52 @@ mod tests {
         let eoi = b.windows(2).rposition(|w| w == EOI).unwrap();
         for cut in (2..eoi).step_by(37).chain([eoi, eoi + 1]) {
             assert!(jpeg_truncation(&b[..cut]).is_some(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn png_text_bombs_are_refused_and_honest_text_is_not() {
+        fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&[0; 4]); // CRC: not checked here
+            c
+        }
+        let z = |n: usize| miniz_oxide::deflate::compress_to_vec_zlib(&vec![b'a'; n], 9);
+        let ztxt = |n: usize| chunk(b"zTXt", &cat(&[b"Comment\0\0", &z(n)]));
+        let itxt =
+            |n: usize, flag: u8| chunk(b"iTXt", &cat(&[b"XML\0", &[flag, 0], b"en\0\0", &z(n)]));
+        let png = |chunks: &[Vec<u8>]| {
+            let mut v = PNG_MAGIC.to_vec();
+            for c in chunks {
+                v.extend_from_slice(c);
+            }
+            v.extend_from_slice(&chunk(b"IEND", b""));
+            v
+        };
+        let cases: Vec<(Vec<u8>, bool)> = vec![
+            (png(&[ztxt(1000)]), false),
+            (png(&[ztxt(MAX_PNG_TEXT)]), false),
+            (png(&[ztxt(MAX_PNG_TEXT + 1)]), true),
+            (
+                png(&[ztxt(MAX_PNG_TEXT / 2), itxt(MAX_PNG_TEXT / 2 + 1, 1)]),
+                true,
+            ),
+            // An uncompressed iTXt is never inflated.
+            (png(&[itxt(MAX_PNG_TEXT * 2, 0)]), false),
+            (png(&[itxt(MAX_PNG_TEXT * 2, 1)]), true),
+            // A chunk whose length runs past the end: left to the decoder.
+            (cat(&[PNG_MAGIC, &[0xff, 0, 0, 0], b"zTXt"]), false),
+        ];
+        for (i, (bytes, bomb)) in cases.iter().enumerate() {
+            assert_eq!(png_text_bomb(bytes).is_some(), *bomb, "case {i}");
+        }
+        let e = sniff(&fixture("hostile/bomb_pillow_png_text_dos.png")).unwrap_err();
+        assert!(matches!(e, PipelineError::MetadataBomb(_)), "{e}");
+        assert!(e.to_string().contains("zTXt"), "{e}");
+        for name in ["logo_alpha_disc_512.png", "photo_astronaut_16bit_512.png"] {
+            assert_eq!(sniff(&fixture(name)).unwrap(), SourceFormat::Png, "{name}");
         }
     }
 
