@@ -8,6 +8,13 @@
 //! together with its EXIF orientation and ICC profile; applying them is the
 //! caller's job (see `ladder`), so that cropping and downscaling can happen
 //! before rotating. No I/O beyond an in-memory cursor.
+//!
+//! Shrink-on-load: a large baseline JPEG whose square will be downscaled by
+//! 2× or more is decoded by `jpeg-decoder` at 1/2, 1/4 or 1/8 scale (scaled
+//! IDCT, what Pillow's `draft` and libvips do with libjpeg): a quarter to a
+//! sixty-fourth of the pixels are produced, converted and resized. Anything
+//! else, or any file jpeg-decoder cannot read, takes the full decode, which
+//! is also what reports errors.
 
 use std::io::Cursor;
 
@@ -91,6 +98,63 @@ fn image_limits(limits: &Limits) -> image::Limits {
 pub(crate) fn orientation_from_exif(exif: &[u8]) -> Orientation {
     let tiff = exif.strip_prefix(b"Exif\0\0").unwrap_or(exif);
     Orientation::from_exif_chunk(tiff).unwrap_or(Orientation::NoTransforms)
+}
+
+/// Shrink-on-load for JPEG (see the module doc). An explicit `crop` (upright
+/// pixels) only shrinks by a divisor that maps it exactly (its offsets, side
+/// and the image's sides divisible by it), so the crop lands on the same
+/// pixels; the default centre square is re-centred in the scaled image.
+/// Returns the decoded image, the scale divisor (2, 4 or 8) and the file's
+/// full stored dimensions; `None` means "use [`decode`]".
+pub(crate) fn decode_jpeg_shrunk(
+    bytes: &[u8],
+    limits: &Limits,
+    crop: Option<super::Crop>,
+) -> Option<(Decoded, u32, (u32, u32))> {
+    let f = super::sniff::jpeg_frame(bytes)?;
+    // Baseline/extended 8-bit YCbCr or grey only: progressive files keep
+    // whole-image coefficient buffers, CMYK and 12-bit go through the full
+    // path (with its colour handling).
+    if f.process > 1 || f.precision != 8 || !matches!(f.components, 1 | 3) {
+        return None;
+    }
+    let (w, h) = (f.width, f.height);
+    check_dimensions(w, h, limits).ok()?;
+    let side = crop.map_or(u32::MAX, |c| c.side).min(w.min(h));
+    let keep = side.min(limits.master_side);
+    let aligned = |s: u32| crop.is_none_or(|c| [c.x, c.y, c.side, w, h].iter().all(|v| v % s == 0));
+    let scale = [8u32, 4, 2]
+        .into_iter()
+        .find(|&s| keep > 0 && side / s >= keep && aligned(s))?;
+    let (want_w, want_h) = (w.div_ceil(scale), h.div_ceil(scale));
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.set_max_decoding_buffer_size(usize::try_from(limits.max_decoder_alloc).ok()?);
+    let got = dec
+        .scale(u16::try_from(want_w).ok()?, u16::try_from(want_h).ok()?)
+        .ok()?;
+    if (u32::from(got.0), u32::from(got.1)) != (want_w, want_h) {
+        return None;
+    }
+    let px = dec.decode().ok()?;
+    let image = match dec.info()?.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(want_w, want_h, px)?)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            DynamicImage::ImageLuma8(image::GrayImage::from_raw(want_w, want_h, px)?)
+        }
+        _ => return None,
+    };
+    let orientation = dec
+        .exif_data()
+        .map_or(Orientation::NoTransforms, orientation_from_exif);
+    let decoded = Decoded {
+        format: SourceFormat::Jpeg,
+        image,
+        orientation,
+        icc: dec.icc_profile(),
+    };
+    Some((decoded, scale, (w, h)))
 }
 
 /// Sniffs, opens the header and checks the limits; decodes no pixels.

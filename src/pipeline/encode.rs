@@ -81,6 +81,10 @@ pub fn encode(px: &Pixels, format: OutputFormat) -> Result<Vec<u8>, PipelineErro
                 .map_err(PipelineError::from_encode)?;
         }
     }
+    // Encoders grow their output by doubling; variants live in the cache for
+    // a long time and are budgeted by length, so give back the slack (up to
+    // half of every allocation otherwise).
+    out.shrink_to_fit();
     Ok(out)
 }
 

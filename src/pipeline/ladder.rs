@@ -19,7 +19,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
 
 use super::color::to_srgb;
-use super::decode::{check_body, decode};
+use super::decode::{check_body, decode, decode_jpeg_shrunk};
 use super::encode::{decode_rung, encode, encode_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
 use super::resize::{crop_resize, resize_square, MAX_RENDER_SIDE};
@@ -96,21 +96,48 @@ pub fn normalize(
     crop: Option<Crop>,
     limits: &Limits,
 ) -> Result<Normalized, PipelineError> {
+    normalize_with(bytes, crop, limits, true)
+}
+
+/// [`normalize`], with shrink-on-load optional (tests compare both paths).
+fn normalize_with(
+    bytes: &[u8],
+    crop: Option<Crop>,
+    limits: &Limits,
+    shrink_on_load: bool,
+) -> Result<Normalized, PipelineError> {
     check_body(bytes, limits)?;
     if limits.master_side == 0 {
         return Err(PipelineError::Internal("master_side must be >= 1".into()));
     }
-    let decoded = decode(bytes, limits)?;
-    let (sw, sh) = decoded.image.dimensions();
-    let (uw, uh) = if swaps_axes(decoded.orientation) {
-        (sh, sw)
-    } else {
-        (sw, sh)
-    };
+    // Large JPEGs decode at 1/2, 1/4 or 1/8 scale when the square still has
+    // at least `master_side` pixels after it; everything else at full size.
+    let (decoded, scale, (sw, sh)) =
+        match decode_jpeg_shrunk(bytes, limits, crop).filter(|_| shrink_on_load) {
+            Some(shrunk) => shrunk,
+            None => {
+                let d = decode(bytes, limits)?;
+                let dims = d.image.dimensions();
+                (d, 1, dims)
+            }
+        };
+    let swapped = swaps_axes(decoded.orientation);
+    let (uw, uh) = if swapped { (sh, sw) } else { (sw, sh) };
+    // Crop validation and the master's side use the file's full dimensions…
     let upright = choose_square(uw, uh, crop)?;
-    let stored: Square = upright_to_stored(decoded.orientation, sw, sh, upright);
-    let source = into_pixels(decoded.image);
     let master_side = upright.side.min(limits.master_side);
+    // …the crop itself is taken from the (possibly) scaled pixels: an
+    // explicit crop scaled exactly (decode_jpeg_shrunk made sure it divides),
+    // the default centre square re-centred.
+    let (dw, dh) = decoded.image.dimensions();
+    let (udw, udh) = if swapped { (dh, dw) } else { (dw, dh) };
+    let upright = match (scale, crop) {
+        (1, _) => upright,
+        (_, None) => choose_square(udw, udh, None)?,
+        (_, Some(_)) => scale_square(upright, scale, udw, udh),
+    };
+    let stored: Square = upright_to_stored(decoded.orientation, dw, dh, upright);
+    let source = into_pixels(decoded.image);
     let master = crop_resize(&source, stored, master_side)?;
     drop(source);
     let mut master = orient(master, decoded.orientation)?;
@@ -144,6 +171,18 @@ pub fn normalize(
         has_alpha,
         ladder,
     })
+}
+
+/// `sq` (in full-size upright pixels, offsets and side divisible by `scale`)
+/// in an image decoded at 1/`scale` whose upright size is `w`×`h`; the clamp
+/// is a second fence.
+fn scale_square(sq: Square, scale: u32, w: u32, h: u32) -> Square {
+    if scale <= 1 {
+        return sq;
+    }
+    let (x, y) = ((sq.x / scale).min(w - 1), (sq.y / scale).min(h - 1));
+    let side = (sq.side / scale).max(1).min(w - x).min(h - y);
+    Square { x, y, side }
 }
 
 /// Index of the smallest rung whose side is >= `size`; if none is large
@@ -219,6 +258,115 @@ mod tests {
         }
         assert_eq!(pick_rung(&[], 10), 0);
         assert_eq!(pick_rung(&[100], 2048), 0);
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// Mean absolute channel difference of two same-sized rungs.
+    fn mean_diff(a: &Rung, b: &Rung) -> f64 {
+        let (pa, pb) = (
+            decode_rung(&a.bytes).unwrap(),
+            decode_rung(&b.bytes).unwrap(),
+        );
+        assert_eq!(
+            (pa.width, pa.height, pa.layout),
+            (pb.width, pb.height, pb.layout)
+        );
+        let sum: u64 = pa
+            .data
+            .iter()
+            .zip(&pb.data)
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum as f64 / pa.data.len() as f64
+    }
+
+    #[test]
+    fn shrink_on_load_applies_only_where_the_square_allows_it() {
+        let big = fixture("photo_large_4032x3024.jpg");
+        let l = Limits::default();
+        let (d, scale, dims) = decode_jpeg_shrunk(&big, &l, None).expect("shrinks");
+        assert_eq!(
+            (scale, dims, d.image.dimensions()),
+            (2, (4032, 3024), (2016, 1512))
+        );
+        // (crop side, master side) → expected divisor; None = full decode.
+        let sq = |x, y, side| Some(Crop { x, y, side });
+        let cases: &[(Option<Crop>, u32, Option<u32>)] = &[
+            (sq(0, 0, 2048), 1024, Some(2)),
+            (sq(8, 16, 2048), 256, Some(8)),
+            (sq(0, 0, 2046), 1024, None), // 1023 < 1024 at 1/2
+            (sq(1, 0, 2048), 1024, None), // offset not divisible
+            (sq(2, 6, 2048), 256, Some(2)),
+            (None, 256, Some(8)),
+            (None, 512, Some(4)),
+            (None, 2048, None),
+        ];
+        for &(crop, master_side, want) in cases {
+            let l = Limits {
+                master_side,
+                ..Limits::default()
+            };
+            let got = decode_jpeg_shrunk(&big, &l, crop).map(|(_, s, _)| s);
+            assert_eq!(got, want, "crop {crop:?} master {master_side}");
+        }
+        // Too small to shrink at the default master side, CMYK: the full decode.
+        let l = Limits::default();
+        for name in [
+            "photo_retina_baseline_1024.jpg",
+            "photo_cmyk_100.jpg",
+            "exif_landscape_6.jpg",
+        ] {
+            assert!(
+                decode_jpeg_shrunk(&fixture(name), &l, None).is_none(),
+                "{name}"
+            );
+        }
+        let tiny_master = Limits {
+            master_side: 16,
+            ..Limits::default()
+        };
+        let cmyk = fixture("photo_cmyk_100.jpg");
+        assert!(decode_jpeg_shrunk(&cmyk, &tiny_master, None).is_none());
+    }
+
+    #[test]
+    fn shrink_on_load_matches_the_full_decode() {
+        let l = Limits::default();
+        let crop = Some(Crop {
+            x: 1000,
+            y: 334,
+            side: 2500,
+        });
+        for (name, crop) in [
+            ("photo_large_4032x3024.jpg", None),
+            ("photo_large_4032x3024.jpg", crop),
+        ] {
+            let bytes = fixture(name);
+            let fast = normalize_with(&bytes, crop, &l, true).unwrap();
+            let full = normalize_with(&bytes, crop, &l, false).unwrap();
+            assert_eq!(fast.ladder.len(), full.ladder.len());
+            for (a, b) in fast.ladder.iter().zip(&full.ladder) {
+                assert_eq!(a.side, b.side);
+                let d = mean_diff(a, b);
+                assert!(d < 2.5, "{name} {crop:?} rung {}: mean diff {d:.2}", a.side);
+            }
+        }
+        // An EXIF-rotated large JPEG keeps its orientation on the fast path.
+        let rotated = fixture("exif_landscape_6.jpg");
+        let l = Limits {
+            master_side: 64,
+            ..Limits::default()
+        };
+        let fast = normalize_with(&rotated, None, &l, true).unwrap();
+        let full = normalize_with(&rotated, None, &l, false).unwrap();
+        let d = mean_diff(&fast.ladder[0], &full.ladder[0]);
+        assert!(d < 4.0, "exif_landscape_6: mean diff {d:.2}");
     }
 
     #[test]

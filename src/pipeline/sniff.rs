@@ -99,6 +99,56 @@ pub(crate) fn jpeg_truncation(b: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// A JPEG frame header (SOFn), as far as shrink-on-load needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JpegFrame {
+    /// The SOF marker's low nibble: 0 baseline, 1 extended, 2 progressive, ...
+    pub process: u8,
+    pub precision: u8,
+    pub width: u32,
+    pub height: u32,
+    pub components: u8,
+}
+
+/// The first frame header of a JPEG (starting with SOI), walking segments by
+/// their lengths; `None` when there is none before the first scan or the data
+/// is malformed. No allocation.
+pub(crate) fn jpeg_frame(b: &[u8]) -> Option<JpegFrame> {
+    let mut i = 2; // after SOI
+    loop {
+        while *b.get(i)? != 0xFF {
+            i += 1;
+        }
+        while *b.get(i)? == 0xFF {
+            i += 1;
+        }
+        let marker = *b.get(i)?;
+        i += 1;
+        match marker {
+            0x00 | 0x01 | 0xD0..=0xD8 => continue,
+            0xD9 | 0xDA => return None,
+            _ => {}
+        }
+        let l = b.get(i..i + 2)?;
+        let len = usize::from(u16::from_be_bytes([l[0], l[1]]));
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let f = b.get(i + 2..i + 8)?;
+            return Some(JpegFrame {
+                process: marker & 0x0F,
+                precision: f[0],
+                height: u32::from(u16::from_be_bytes([f[1], f[2]])),
+                width: u32::from(u16::from_be_bytes([f[3], f[4]])),
+                components: f[5],
+            });
+        }
+        if len < 2 {
+            return None;
+        }
+        i = i.checked_add(len)?;
+    }
+}
+
 /// Index of the marker that ends the entropy-coded data starting at `from`
 /// (stuffed `FF 00`, RSTn and fill bytes are part of the scan), or `None` when
 /// the data ends first.
@@ -396,6 +446,53 @@ mod tests {
         for cut in (2..eoi).step_by(37).chain([eoi, eoi + 1]) {
             assert!(jpeg_truncation(&b[..cut]).is_some(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn jpeg_frame_headers() {
+        let sof = |m: u8, p: u8, h: u16, w: u16, c: u8| {
+            let mut d = vec![p];
+            d.extend_from_slice(&h.to_be_bytes());
+            d.extend_from_slice(&w.to_be_bytes());
+            d.push(c);
+            d.extend(std::iter::repeat_n(0, 3 * usize::from(c)));
+            seg(m, &d)
+        };
+        let soi: &[u8] = &[0xFF, 0xD8];
+        let app = seg(0xE1, b"Exif\0\0 not a frame \xFF\xC0");
+        let frame = |process, precision, width, height, components| JpegFrame {
+            process,
+            precision,
+            width,
+            height,
+            components,
+        };
+        let cases: Vec<(Vec<u8>, Option<JpegFrame>)> = vec![
+            (
+                cat(&[soi, &app, &sof(0xC0, 8, 3024, 4032, 3)]),
+                Some(frame(0, 8, 4032, 3024, 3)),
+            ),
+            (
+                cat(&[soi, &sof(0xC2, 8, 10, 20, 1)]),
+                Some(frame(2, 8, 20, 10, 1)),
+            ),
+            (
+                cat(&[soi, &seg(0xC4, &[0; 20]), &sof(0xC1, 12, 1, 1, 4)]),
+                Some(frame(1, 12, 1, 1, 4)),
+            ),
+            // A scan before any frame, a truncated header, nothing at all.
+            (cat(&[soi, &seg(0xDA, &[0; 4])]), None),
+            (cat(&[soi, &[0xFF, 0xC0, 0x00, 0x11, 8, 0]]), None),
+            (soi.to_vec(), None),
+        ];
+        for (i, (bytes, want)) in cases.iter().enumerate() {
+            assert_eq!(jpeg_frame(bytes), *want, "case {i}");
+        }
+        let f = jpeg_frame(&fixture("photo_large_4032x3024.jpg")).unwrap();
+        assert_eq!(
+            (f.width, f.height, f.precision, f.components),
+            (4032, 3024, 8, 3)
+        );
     }
 
     #[test]
