@@ -8,6 +8,10 @@
 //! target only). Receivers deduplicate by event id. A target seen for the
 //! first time starts at the current head (no replay of old history).
 //!
+//! A store with a cluster-wide queue ([`crate::store::Store::delivery_queue`],
+//! NATS) is read through it instead of cursors: each event goes to one node,
+//! and comes back if that node dies before acknowledging it.
+//!
 //! The transport is a trait so this module stays free of hyper; `http::client`
 //! implements it.
 
@@ -22,7 +26,7 @@ use sha2::Sha256;
 
 use super::{event_json, purge_keys, Bus};
 use crate::metrics::Histogram;
-use crate::store::{now_ms, ChangeEvent, SharedStore};
+use crate::store::{now_ms, ChangeEvent, DeliveryQueue, SharedStore};
 
 /// How purge requests are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -308,6 +312,9 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         let name = self.target.name();
+        if let Some(queue) = self.store.delivery_queue(&name) {
+            return self.run_queue(queue).await;
+        }
         let mut cursor = loop {
             match self.store.cursor(&name).await {
                 Ok(Some(c)) => break c,
@@ -357,24 +364,8 @@ impl Worker {
                 }
                 continue;
             }
-            let req = self.target.request(&events);
-            let mut attempt = 0u32;
-            loop {
-                attempt += 1;
-                self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-                match self.transport.send(req.clone()).await {
-                    Ok(status) if (200..300).contains(&status) => break,
-                    Ok(status) => {
-                        tracing::warn!(target = %name, status, attempt, "delivery refused; will retry")
-                    }
-                    Err(e) => {
-                        tracing::warn!(target = %name, error = %e, attempt, "delivery failed; will retry")
-                    }
-                }
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                if self.pause(backoff(attempt)).await {
-                    return;
-                }
+            if self.send_until_accepted(&events).await {
+                return;
             }
             let last = events.last().map_or(cursor, |e| e.id);
             // The acknowledgement is durable before we move on; if this write
@@ -386,6 +377,79 @@ impl Worker {
                 }
             }
             cursor = last;
+            for e in &events {
+                self.deliveries.acked(e);
+            }
+            self.stats
+                .delivered
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Send `events` until the target answers 2xx, backing off between
+    /// attempts. True when shutdown came first.
+    async fn send_until_accepted(&mut self, events: &[ChangeEvent]) -> bool {
+        let name = self.stats.name.clone();
+        let req = self.target.request(events);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            match self.transport.send(req.clone()).await {
+                Ok(status) if (200..300).contains(&status) => return false,
+                Ok(status) => {
+                    tracing::warn!(target = %name, status, attempt, "delivery refused; will retry")
+                }
+                Err(e) => {
+                    tracing::warn!(target = %name, error = %e, attempt, "delivery failed; will retry")
+                }
+            }
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            if self.pause(backoff(attempt)).await {
+                return true;
+            }
+        }
+    }
+
+    /// Delivery from a cluster-wide queue: fetch, send, acknowledge. An event
+    /// a node fetched but did not acknowledge (it died) is handed out again.
+    async fn run_queue(mut self, mut queue: Box<dyn DeliveryQueue>) {
+        let name = self.stats.name.clone();
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let fetched = tokio::select! {
+                r = queue.fetch(self.target.batch(), Duration::from_secs(1)) => r,
+                _ = self.shutdown.changed() => return,
+            };
+            let events = match fetched {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(target = %name, error = %e, "reading the delivery queue");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.stats
+                .depth
+                .store(events.len() as u64, Ordering::Relaxed);
+            if events.is_empty() {
+                continue;
+            }
+            if self.send_until_accepted(&events).await {
+                return;
+            }
+            // Unacknowledged events come back (to any node): at-least-once.
+            while let Err(e) = queue.ack().await {
+                tracing::warn!(target = %name, error = %e, "acknowledging delivered events");
+                if self.pause(Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+            self.stats.depth.store(0, Ordering::Relaxed);
             for e in &events {
                 self.deliveries.acked(e);
             }
