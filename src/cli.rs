@@ -253,6 +253,13 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let store = crate::store::nats::NatsStore::connect(&opts, bus.clone())
         .await
         .with_context(|| format!("starting on the NATS cluster {}", opts.urls.join(",")))?;
+    if deliver {
+        let names: Vec<String> = config.targets.iter().map(|t| t.name()).collect();
+        store
+            .prepare_delivery(&names)
+            .await
+            .context("creating the delivery consumers on NATS")?;
+    }
     tracing::info!(
         urls = %opts.urls.join(","),
         identities = store.replica_len(),

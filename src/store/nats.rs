@@ -17,15 +17,21 @@
 //!   and acknowledged after delivery (at least once; receivers dedupe by id).
 //!
 //! Invariants:
-//! - every index write is a compare-and-set on the identity's revision
-//!   (`update` with the revision read, or `create`), retried on conflict, so
-//!   two nodes changing one identity cannot lose an update and the version
-//!   grows by one per change;
+//! - every identity write is a compare-and-set on the bucket stream's last
+//!   sequence (`Nats-Expected-Last-Sequence`), the record read from the stream
+//!   leader as of that sequence, retried on conflict, so two nodes changing
+//!   one identity cannot lose an update and the version grows by one per
+//!   change. (The per-key revision check that `kv.update` uses is not safe
+//!   against concurrent writers on clustered streams before nats-server
+//!   2.9.21 — nats-server#4320 — and Debian ships 2.9.10.) The price: writes
+//!   to *different* identities also conflict and retry;
 //! - blobs and the manifest are durable (JetStream-acknowledged) before the
 //!   record that references them is written; blobs are never deleted (no GC:
 //!   unreferenced masters are an accepted leak, see README);
 //! - each node keeps a replica of the bucket fed by a KV watch; identity and
-//!   manifest look-ups answer from it and never leave the node. Whoever
+//!   manifest look-ups answer from it and never leave the node. A change
+//!   arriving through the watch also prefetches the new master's blobs into a
+//!   small LRU, so the first render here does not wait for the object store. Whoever
 //!   applies a revision to the replica first (the watch, or the local commit)
 //!   publishes its event on the [`Bus`], once.
 //!
@@ -60,8 +66,12 @@ pub const BLOB_BUCKET: &str = "avatar_edge_blobs";
 const HISTORY: i64 = 64;
 /// Events kept in memory for SSE resume (`events_after`).
 const RECENT_EVENTS: usize = 10_000;
+/// Byte budget of the node-local cache of recently changed masters' blobs.
+const BLOB_CACHE_BYTES: usize = 64 << 20;
+/// How often the index watch is checked against the bucket's head.
+const LIVENESS_EVERY: Duration = Duration::from_millis(250);
 /// Compare-and-set attempts before a commit gives up.
-const CAS_ATTEMPTS: usize = 16;
+const CAS_ATTEMPTS: usize = 40;
 
 /// How to reach the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +126,13 @@ impl Key {
             _ => None,
         }
     }
+}
+
+/// Is this stored KV message a value (not a delete or purge marker)?
+fn is_put(headers: &async_nats::HeaderMap) -> bool {
+    headers
+        .get("KV-Operation")
+        .is_none_or(|op| op.as_str() == "PUT")
 }
 
 fn identity_key(h: &IdentityHash) -> String {
@@ -194,11 +211,51 @@ struct Inner {
     js: jetstream::Context,
     kv: kv::Store,
     blobs: object_store::ObjectStore,
+    /// The index bucket's stream (`KV_<bucket>`): the event log.
+    stream: jetstream::stream::Stream,
     replica: RwLock<Replica>,
     stats: Stats,
     bus: Bus,
     /// True while a watch is delivering (false between a failure and its restart).
     watching: AtomicBool,
+    /// Blobs of recently bound masters, fetched when the change arrives so the
+    /// first render on this node does not wait for the object store.
+    blob_cache: std::sync::Mutex<BlobCache>,
+}
+
+/// A small LRU of verified blobs bounded by bytes.
+struct BlobCache {
+    lru: lru::LruCache<ContentHash, Bytes>,
+    bytes: usize,
+}
+
+impl BlobCache {
+    fn new() -> BlobCache {
+        BlobCache {
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+
+    fn get(&mut self, h: &ContentHash) -> Option<Bytes> {
+        self.lru.get(h).cloned()
+    }
+
+    fn insert(&mut self, h: ContentHash, b: Bytes) {
+        if b.len() > BLOB_CACHE_BYTES / 4 {
+            return;
+        }
+        self.bytes = self.bytes.saturating_add(b.len());
+        if let Some(old) = self.lru.put(h, b) {
+            self.bytes = self.bytes.saturating_sub(old.len());
+        }
+        while self.bytes > BLOB_CACHE_BYTES {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes = self.bytes.saturating_sub(old.len()),
+                None => break,
+            }
+        }
+    }
 }
 
 /// NATS JetStream store; cheap to clone.
@@ -250,12 +307,17 @@ impl NatsStore {
         let replicas = opts.replicas.max(1);
         let kv = open_kv(&js, replicas).await?;
         let blobs = open_blobs(&js, replicas).await?;
+        let stream = js
+            .get_stream(format!("KV_{INDEX_BUCKET}"))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: event stream: {e}")))?;
         let store = NatsStore {
             inner: Arc::new(Inner {
                 client,
                 js,
                 kv,
                 blobs,
+                stream,
                 replica: RwLock::new(Replica::default()),
                 stats: Stats {
                     reconnects,
@@ -263,6 +325,7 @@ impl NatsStore {
                 },
                 bus,
                 watching: AtomicBool::new(false),
+                blob_cache: std::sync::Mutex::new(BlobCache::new()),
             }),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -309,8 +372,16 @@ impl NatsStore {
 
     /// Feed the replica from a KV watch forever, restarting it when it fails.
     /// `ready` fires once the first watch has caught up.
+    ///
+    /// A watch whose consumer lived on a NATS server that died stays silent
+    /// until the client notices missed heartbeats (seconds), so a liveness
+    /// check compares the bucket's last sequence with the last one applied
+    /// every [`LIVENESS_EVERY`]; behind twice in a row, the watch restarts from
+    /// the next revision.
     async fn watch(self, ready: tokio::sync::oneshot::Sender<()>) {
         let mut ready = Some(ready);
+        // Highest stream sequence the replica has seen (any key); 0 = none.
+        let mut applied: u64 = 0;
         let mut first = true;
         loop {
             if !first {
@@ -318,12 +389,12 @@ impl NatsStore {
                     .stats
                     .watch_restarts
                     .fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             first = false;
             // How much there is to catch up with (an empty bucket delivers nothing).
-            let pending = match self.inner.kv.status().await {
-                Ok(s) => s.values(),
+            let last = match self.inner.kv.status().await {
+                Ok(s) => s.info.state.last_sequence,
                 Err(e) => {
                     self.inner
                         .stats
@@ -333,7 +404,12 @@ impl NatsStore {
                     continue;
                 }
             };
-            let mut watch = match self.inner.kv.watch_with_history(">").await {
+            let started = if applied == 0 {
+                self.inner.kv.watch_with_history(">").await
+            } else {
+                self.inner.kv.watch_all_from_revision(applied + 1).await
+            };
+            let mut watch = match started {
                 Ok(w) => w,
                 Err(e) => {
                     self.inner
@@ -345,24 +421,50 @@ impl NatsStore {
                 }
             };
             self.inner.watching.store(true, Ordering::Relaxed);
-            if pending == 0 {
+            if last <= applied || last == 0 {
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
                 }
             }
-            while let Some(entry) = watch.next().await {
-                match entry {
-                    Ok(e) => {
-                        self.apply_entry(&e);
-                        if e.delta == 0 {
-                            if let Some(r) = ready.take() {
-                                let _ = r.send(());
+            let mut tick = tokio::time::interval(LIVENESS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut behind_since: Option<u64> = None;
+            loop {
+                tokio::select! {
+                    entry = watch.next() => match entry {
+                        Some(Ok(e)) => {
+                            applied = applied.max(e.revision);
+                            self.apply_entry(&e);
+                            if e.delta == 0 {
+                                if let Some(r) = ready.take() {
+                                    let _ = r.send(());
+                                }
                             }
                         }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "index watch failed; restarting it");
-                        break;
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "index watch failed; restarting it");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        if ready.is_some() {
+                            continue; // still loading
+                        }
+                        match self.inner.kv.status().await {
+                            Ok(s) if s.info.state.last_sequence > applied => {
+                                // Behind: fine once (in flight), not twice.
+                                if behind_since.is_some_and(|b| b <= applied) {
+                                    tracing::warn!(applied, head = s.info.state.last_sequence, "index watch stalled; restarting it");
+                                    break;
+                                }
+                                behind_since = Some(applied);
+                            }
+                            Ok(_) => behind_since = None,
+                            Err(_) => {
+                                self.inner.stats.bucket_errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                 }
             }
@@ -380,6 +482,10 @@ impl NatsStore {
                     let lag = now_ms().saturating_sub(stored.record.updated_ms);
                     let event = self.write_replica().apply_record(e.revision, stored);
                     if let Some(ev) = event {
+                        if let Some(h) = ev.hash {
+                            let this = self.clone();
+                            tokio::spawn(async move { this.prefetch(&h).await });
+                        }
                         self.inner
                             .stats
                             .replica_lag_ms
@@ -410,6 +516,26 @@ impl NatsStore {
             },
             None => tracing::warn!(key = %e.key, "unknown key in the index bucket"),
         }
+    }
+
+    /// Fetch a newly bound master's rungs into the blob cache.
+    async fn prefetch(&self, master: &ContentHash) {
+        let Ok(Some(m)) = self.manifest(master).await else {
+            return;
+        };
+        for r in &m.rungs {
+            if let Err(e) = self.blob(&r.blob).await {
+                tracing::debug!(blob = %r.blob, error = %e, "prefetch failed");
+                return;
+            }
+        }
+    }
+
+    fn blob_cache(&self) -> std::sync::MutexGuard<'_, BlobCache> {
+        self.inner
+            .blob_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Store a blob unless an object of that name and size is already there.
@@ -465,19 +591,46 @@ impl NatsStore {
             }
         }
         let primary = primary.unwrap_or(lookup[0]);
-        let entry = kv
-            .entry(identity_key(&primary))
+        // Claim aliases nobody names yet, before the record names them.
+        for a in &unclaimed {
+            match kv.create(alias_key(a), Bytes::from(primary.to_hex())).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+                Err(e) => return Err(self.fail("index write")(e)),
+            }
+        }
+        // The stream's last sequence, then the record as of it (read from the
+        // stream leader, not a possibly lagging replica). The write below
+        // expects that last sequence: nothing may have been written since.
+        let mut stream = self.inner.stream.clone();
+        let last = stream
+            .info()
             .await
-            .map_err(self.fail("index read"))?
-            .filter(|e| matches!(e.operation, kv::Operation::Put));
-        let existing: Option<(u64, StoredRecord)> = match entry {
-            Some(e) => Some((
-                e.revision,
-                serde_json::from_slice(&e.value)
+            .map_err(self.fail("index status"))?
+            .state
+            .last_sequence;
+        let subject = format!("$KV.{INDEX_BUCKET}.{}", identity_key(&primary));
+        let existing: Option<(u64, StoredRecord)> = match stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) if is_put(&m.headers) => Some((
+                m.sequence,
+                serde_json::from_slice(&m.payload)
                     .map_err(|err| StoreError::Index(format!("corrupt record: {err}")))?,
             )),
-            None => None,
+            Ok(_) => None,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                None
+            }
+            Err(e) => return Err(self.fail("index read")(e)),
         };
+        if existing.as_ref().is_some_and(|(rev, _)| *rev > last) {
+            return Ok(None); // changed after `last` was read
+        }
         let prev = existing.as_ref().map(|(_, s)| &s.record);
         let (new_avatar, new_aliases) = match change {
             Change::Bind {
@@ -522,14 +675,6 @@ impl NatsStore {
                 }));
             }
         }
-        // Claim aliases nobody names yet, before the record names them.
-        for a in &unclaimed {
-            match kv.create(alias_key(a), Bytes::from(primary.to_hex())).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
-                Err(e) => return Err(self.fail("index write")(e)),
-            }
-        }
         let old_hash = prev.and_then(|r| r.avatar.as_ref()).map(|a| a.hash);
         let new_hash = new_avatar.as_ref().map(|a| a.hash);
         let stored = StoredRecord {
@@ -543,17 +688,31 @@ impl NatsStore {
         };
         let value =
             Bytes::from(serde_json::to_vec(&stored).map_err(|e| StoreError::Index(e.to_string()))?);
-        let written = match &existing {
-            Some((rev, _)) => match kv.update(identity_key(&primary), value, *rev).await {
-                Ok(r) => r,
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(None),
-                Err(e) => return Err(self.fail("index write")(e)),
-            },
-            None => match kv.create(identity_key(&primary), value).await {
-                Ok(r) => r,
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
-                Err(e) => return Err(self.fail("index write")(e)),
-            },
+        // Compare-and-set on the whole stream's last sequence. The per-subject
+        // expectation (`kv.update`) is not safe against concurrent writers on
+        // clustered streams before nats-server 2.9.21 (nats-server#4320);
+        // the stream-wide one counts in-flight proposals.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            last.to_string().as_str(),
+        );
+        let ack = self
+            .inner
+            .js
+            .publish_with_headers(subject, headers, value)
+            .await
+            .map_err(self.fail("index write"))?
+            .await;
+        let written = match ack {
+            Ok(a) => a.sequence,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.fail("index write")(e)),
         };
         // Aliases that named another identity now name this one (after the
         // record lists them, so no alias ever points at a record without it).
@@ -684,8 +843,12 @@ impl Store for NatsStore {
             if let Some(c) = self.try_commit(&change).await? {
                 return Ok(c);
             }
-            // Lost a compare-and-set race: re-read and try again.
-            tokio::time::sleep(Duration::from_millis(2u64 << attempt.min(6))).await;
+            // Lost a compare-and-set race (any write to the bucket counts):
+            // back off with jitter so racing nodes spread out, then re-read.
+            let cap = 2u64 << attempt.min(5);
+            let mut r = [0u8; 1];
+            let _ = getrandom::fill(&mut r);
+            tokio::time::sleep(Duration::from_millis(1 + u64::from(r[0]) % cap)).await;
         }
         Err(StoreError::Unavailable(
             "too much contention on one identity".into(),
@@ -723,6 +886,9 @@ impl Store for NatsStore {
 
     async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError> {
         use tokio::io::AsyncReadExt;
+        if let Some(b) = self.blob_cache().get(hash) {
+            return Ok(Some(b));
+        }
         let mut object = match self.inner.blobs.get(hash.to_hex()).await {
             Ok(o) => o,
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
@@ -741,7 +907,9 @@ impl Store for NatsStore {
             tracing::error!(blob = %hash, "blob does not match its hash; not served");
             return Ok(None);
         }
-        Ok(Some(Bytes::from(buf)))
+        let bytes = Bytes::from(buf);
+        self.blob_cache().insert(*hash, bytes.clone());
+        Ok(Some(bytes))
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
@@ -863,17 +1031,26 @@ impl NatsQueue {
         if let Some(c) = &self.consumer {
             return Ok(c.clone());
         }
-        let inner = &self.store.inner;
-        let stream = inner
+        let c = self.store.delivery_consumer(&self.durable).await?;
+        self.consumer = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl NatsStore {
+    /// The durable pull consumer of one delivery target, created on first use.
+    async fn delivery_consumer(&self, durable: &str) -> Result<consumer::PullConsumer, StoreError> {
+        let stream = self
+            .inner
             .js
             .get_stream(format!("KV_{INDEX_BUCKET}"))
             .await
-            .map_err(self.store.fail("event stream"))?;
-        let c = stream
+            .map_err(self.fail("event stream"))?;
+        stream
             .get_or_create_consumer(
-                &self.durable,
+                durable,
                 consumer::pull::Config {
-                    durable_name: Some(self.durable.clone()),
+                    durable_name: Some(durable.to_string()),
                     description: Some("avatar-edge delivery (purges / webhooks)".into()),
                     filter_subject: format!("$KV.{INDEX_BUCKET}.i.>"),
                     // A target seen for the first time starts at the head.
@@ -884,9 +1061,16 @@ impl NatsQueue {
                 },
             )
             .await
-            .map_err(self.store.fail("event consumer"))?;
-        self.consumer = Some(c.clone());
-        Ok(c)
+            .map_err(self.fail("event consumer"))
+    }
+
+    /// Create the delivery consumers of `targets` now, so that every change
+    /// committed after start-up is delivered (a consumer starts at the head).
+    pub async fn prepare_delivery(&self, targets: &[String]) -> Result<(), StoreError> {
+        for t in targets {
+            self.delivery_consumer(&durable_name(t)).await?;
+        }
+        Ok(())
     }
 }
 
