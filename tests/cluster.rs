@@ -310,7 +310,11 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
         "first upload accepted {:?} after a NATS server died",
         started.elapsed()
     );
-    assert!(eventually(Duration::from_secs(5), || serves(n2.addr, &md5, 64, &hash)).is_some());
+    // Object-store reads need the blob stream's new leader (elected in seconds).
+    assert!(
+        eventually(Duration::from_secs(15), || serves(n2.addr, &md5, 64, &hash)).is_some(),
+        "node 2 serves an upload made after the NATS server died"
+    );
     let old_hash = acked[0].1.clone();
     let r = n2.request("GET", &format!("/c/{old_hash}.png?s=48"), &[], b"");
     assert_eq!(r.status, 200, "content URLs keep serving");
@@ -360,7 +364,7 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
     })
     .expect("uploads succeed again once NATS is back");
     eprintln!("recovered {:?} after restarting NATS", started.elapsed());
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(20), || {
         serves(n1.addr, &md5_hex("down@example.org"), 64, &down_hash)
     })
     .is_some());

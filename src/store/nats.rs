@@ -451,19 +451,20 @@ impl NatsStore {
                         if ready.is_some() {
                             continue; // still loading
                         }
-                        match self.inner.kv.status().await {
-                            Ok(s) if s.info.state.last_sequence > applied => {
+                        match self.behind(applied).await {
+                            Some(true) => {
                                 // Behind: fine once (in flight), not twice.
-                                if behind_since.is_some_and(|b| b <= applied) {
-                                    tracing::warn!(applied, head = s.info.state.last_sequence, "index watch stalled; restarting it");
+                                if behind_since.is_some_and(|b| b == applied) {
+                                    tracing::warn!(applied, "index watch stalled; catching up and restarting it");
+                                    if let Err(e) = self.catch_up(&mut applied).await {
+                                        tracing::warn!(error = %e, "index catch-up failed");
+                                    }
                                     break;
                                 }
                                 behind_since = Some(applied);
                             }
-                            Ok(_) => behind_since = None,
-                            Err(_) => {
-                                self.inner.stats.bucket_errors.fetch_add(1, Ordering::Relaxed);
-                            }
+                            Some(false) => behind_since = None,
+                            None => {}
                         }
                     }
                 }
@@ -472,15 +473,76 @@ impl NatsStore {
         }
     }
 
+    /// Read and apply every bucket message after `applied` straight from the
+    /// stream leader (no consumer needed: works while the JetStream meta
+    /// layer that consumer creation needs is still recovering).
+    async fn catch_up(&self, applied: &mut u64) -> Result<usize, StoreError> {
+        let prefix = format!("$KV.{INDEX_BUCKET}.");
+        let filter = format!("{prefix}>");
+        let mut n = 0;
+        loop {
+            match self
+                .inner
+                .stream
+                .get_first_raw_message_by_subject(&filter, *applied + 1)
+                .await
+            {
+                Ok(m) => {
+                    let key = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
+                    self.apply(key, m.sequence, &m.payload, is_put(&m.headers));
+                    *applied = (*applied).max(m.sequence);
+                    n += 1;
+                }
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+                {
+                    return Ok(n)
+                }
+                Err(e) => return Err(self.fail("index catch-up")(e)),
+            }
+        }
+    }
+
+    /// Is there a bucket message after `applied`? (`None`: could not tell.)
+    async fn behind(&self, applied: u64) -> Option<bool> {
+        let filter = format!("$KV.{INDEX_BUCKET}.>");
+        match self
+            .inner
+            .stream
+            .get_first_raw_message_by_subject(&filter, applied + 1)
+            .await
+        {
+            Ok(_) => Some(true),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            {
+                Some(false)
+            }
+            Err(_) => None,
+        }
+    }
+
     fn apply_entry(&self, e: &kv::Entry) {
-        if !matches!(e.operation, kv::Operation::Put) {
+        self.apply(
+            &e.key,
+            e.revision,
+            &e.value,
+            matches!(e.operation, kv::Operation::Put),
+        );
+    }
+
+    /// Apply one bucket message (from the watch or a catch-up read).
+    fn apply(&self, key: &str, revision: u64, value: &[u8], put: bool) {
+        if !put {
             return;
         }
-        match Key::parse(&e.key) {
-            Some(Key::Identity(_)) => match serde_json::from_slice::<StoredRecord>(&e.value) {
+        match Key::parse(key) {
+            Some(Key::Identity(_)) => match serde_json::from_slice::<StoredRecord>(value) {
                 Ok(stored) => {
                     let lag = now_ms().saturating_sub(stored.record.updated_ms);
-                    let event = self.write_replica().apply_record(e.revision, stored);
+                    let event = self.write_replica().apply_record(revision, stored);
                     if let Some(ev) = event {
                         if let Some(h) = ev.hash {
                             let this = self.clone();
@@ -497,24 +559,24 @@ impl NatsStore {
                         self.inner.bus.publish(ev);
                     }
                 }
-                Err(err) => tracing::error!(key = %e.key, error = %err, "corrupt index record"),
+                Err(err) => tracing::error!(key = %key, error = %err, "corrupt index record"),
             },
-            Some(Key::Alias(alias)) => match std::str::from_utf8(&e.value)
+            Some(Key::Alias(alias)) => match std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| s.parse::<IdentityHash>().ok())
             {
                 Some(primary) => {
                     self.write_replica().aliases.insert(alias, primary);
                 }
-                None => tracing::error!(key = %e.key, "corrupt alias entry"),
+                None => tracing::error!(key = %key, "corrupt alias entry"),
             },
-            Some(Key::Manifest(hash)) => match serde_json::from_slice::<Manifest>(&e.value) {
+            Some(Key::Manifest(hash)) => match serde_json::from_slice::<Manifest>(value) {
                 Ok(m) => {
                     self.write_replica().manifests.insert(hash, m);
                 }
-                Err(err) => tracing::error!(key = %e.key, error = %err, "corrupt manifest"),
+                Err(err) => tracing::error!(key = %key, error = %err, "corrupt manifest"),
             },
-            None => tracing::warn!(key = %e.key, "unknown key in the index bucket"),
+            None => tracing::warn!(key = %key, "unknown key in the index bucket"),
         }
     }
 
@@ -889,16 +951,31 @@ impl Store for NatsStore {
         if let Some(b) = self.blob_cache().get(hash) {
             return Ok(Some(b));
         }
-        let mut object = match self.inner.blobs.get(hash.to_hex()).await {
-            Ok(o) => o,
-            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.fail("object store get")(e)),
+        // In a task: the client library panics on some failures (an ordered
+        // consumer it cannot create during a leader change); that must cost
+        // this read, not the request's connection.
+        let blobs = self.inner.blobs.clone();
+        let name = hash.to_hex();
+        let read = tokio::spawn(async move {
+            let mut object = match blobs.get(name).await {
+                Ok(o) => o,
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut buf = Vec::new();
+            object
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Some(buf))
+        });
+        let buf = match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(Ok(Some(buf)))) => buf,
+            Ok(Ok(Ok(None))) => return Ok(None),
+            Ok(Ok(Err(e))) => return Err(self.fail("object store read")(e)),
+            Ok(Err(e)) => return Err(self.fail("object store read")(e)),
+            Err(e) => return Err(self.fail("object store read")(e)),
         };
-        let mut buf = Vec::new();
-        object
-            .read_to_end(&mut buf)
-            .await
-            .map_err(self.fail("object store read"))?;
         if ContentHash::of(&buf) != *hash {
             self.inner
                 .stats
