@@ -216,7 +216,8 @@ struct Inner {
     replica: RwLock<Replica>,
     stats: Stats,
     bus: Bus,
-    /// True while a watch is delivering (false between a failure and its restart).
+    /// True while the replica is kept current: a watch is delivering, or
+    /// catch-up reads succeed while no watch can be created.
     watching: AtomicBool,
     /// Blobs of recently bound masters, fetched when the change arrives so the
     /// first render on this node does not wait for the object store.
@@ -416,7 +417,13 @@ impl NatsStore {
                         .stats
                         .bucket_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "starting the index watch; retrying");
+                    tracing::warn!(error = %e, "starting the index watch; catching up by reads meanwhile");
+                    if ready.is_none() {
+                        // Reads keep the replica current (so not stale) until
+                        // a watch can be created again.
+                        let current = self.catch_up(&mut applied).await.is_ok();
+                        self.inner.watching.store(current, Ordering::Relaxed);
+                    }
                     continue;
                 }
             };
