@@ -208,7 +208,7 @@ fn contact_sheet(output: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn import(config: Config, dir: PathBuf) -> anyhow::Result<()> {
-    let app = build_app(config, false)?.app;
+    let app = build(config, false).await?.app;
     let files =
         crate::import::list_files(&dir).with_context(|| format!("reading {}", dir.display()))?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -239,11 +239,49 @@ pub struct Built {
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
-/// Build the application from a config (also used by tests). With
-/// `deliver`, start the outbox delivery workers (needs a Tokio runtime).
+/// Build the application from a config (also used by tests) on the embedded
+/// store. With `deliver`, start the outbox delivery workers (needs a Tokio
+/// runtime).
 pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let store = EmbeddedStore::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    build_app_on(config, deliver, Arc::new(store), crate::events::Bus::new())
+}
+
+/// Build the application on the store the config names: NATS JetStream when
+/// `--nats` is set (connecting first; an unreachable cluster is an error
+/// naming its URLs), else the embedded store.
+pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
+    let Some(opts) = config.nats.clone() else {
+        return build_app(config, deliver);
+    };
+    let bus = crate::events::Bus::new();
+    let store = crate::store::nats::NatsStore::connect(&opts, bus.clone())
+        .await
+        .with_context(|| format!("starting on the NATS cluster {}", opts.urls.join(",")))?;
+    if deliver {
+        let names: Vec<String> = config.targets.iter().map(|t| t.name()).collect();
+        store
+            .prepare_delivery(&names)
+            .await
+            .context("creating the delivery consumers on NATS")?;
+    }
+    tracing::info!(
+        urls = %opts.urls.join(","),
+        identities = store.replica_len(),
+        "index replica loaded from NATS JetStream"
+    );
+    build_app_on(config, deliver, Arc::new(store), bus)
+}
+
+/// Build the application on `store`, whose events (if it publishes them
+/// itself) go to `bus`.
+pub fn build_app_on(
+    config: Config,
+    deliver: bool,
+    store: crate::store::SharedStore,
+    bus: crate::events::Bus,
+) -> anyhow::Result<Built> {
     let mut tokens = Tokens::default();
     let token = match &config.token {
         Some(t) => t.clone(),
@@ -275,8 +313,12 @@ pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let signer = crate::http::auth::UrlSigner::new(signing_key.as_bytes());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let targets = config.targets.clone();
-    let store: crate::store::SharedStore = Arc::new(store);
-    let service = Service::new(Arc::new(config), store.clone(), Arc::new(Metrics::new()));
+    let service = Service::with_bus(
+        Arc::new(config),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        bus,
+    );
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,
@@ -298,7 +340,7 @@ pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let built = build_app(config, true)?;
+    let built = build(config, true).await?;
     let app = built.app.clone();
     let listener = tokio::net::TcpListener::bind(listen)
         .await

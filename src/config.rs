@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::events::deliver::{PurgeStyle, Target};
 use crate::identicon::Style;
 use crate::pipeline::Limits;
+use crate::store::nats::NatsOptions;
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
 /// layers can be merged; [`Config::resolve`] fills in the defaults.
@@ -124,6 +125,12 @@ pub struct Settings {
     /// Serve the demo platform page at /demo
     #[arg(long, env = "AVATAR_EDGE_DEMO", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
+    /// Run as one node of a cluster on NATS JetStream at these URLs (comma-separated, nats://host:4222) instead of the data directory's index and blobs [default: none, single node]
+    #[arg(long = "nats", env = "AVATAR_EDGE_NATS", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
+    #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
 }
 
 /// Problems with the settings, reported at start-up.
@@ -174,6 +181,8 @@ pub struct Config {
     /// HMAC key for signed upload URLs (`AVATAR_EDGE_SIGNING_KEY`; else `<data>/signing.key`).
     pub signing_key: Option<String>,
     pub demo: bool,
+    /// The NATS cluster this node runs on; `None` = the embedded single-node store.
+    pub nats: Option<NatsOptions>,
 }
 
 impl Settings {
@@ -206,6 +215,7 @@ impl Settings {
                 purge_endpoint: list(self.purge_endpoint, lower.purge_endpoint),
                 webhook: list(self.webhook, lower.webhook),
                 cors_origin: list(self.cors_origin, lower.cors_origin),
+                nats: list(self.nats, lower.nats),
             } };
         }
         pick!(
@@ -231,7 +241,8 @@ impl Settings {
             webhook_secret,
             token_file,
             max_upload_url_ttl,
-            demo
+            demo,
+            nats_replicas
         )
     }
 }
@@ -345,7 +356,33 @@ impl Config {
         if cors_origins.is_empty() {
             cors_origins.push("*".into());
         }
+        let nats_urls: Vec<String> = s
+            .nats
+            .iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        for u in &nats_urls {
+            let ok = ["nats://", "tls://"]
+                .iter()
+                .any(|p| u.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            if !ok {
+                return Err(invalid(
+                    "nats",
+                    format!("{u:?} is not a nats://host:port URL"),
+                ));
+            }
+        }
+        let nats_replicas = s.nats_replicas.unwrap_or(3);
+        if !(1..=5).contains(&nats_replicas) {
+            return Err(invalid("nats_replicas", "must be 1..=5"));
+        }
+        let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
+            urls: nats_urls,
+            replicas: nats_replicas,
+        });
         Ok(Config {
+            nats,
             token_file: s.token_file,
             cors_origins,
             max_upload_url_ttl: s.max_upload_url_ttl.unwrap_or(86_400).clamp(1, 7 * 86_400),
@@ -441,5 +478,29 @@ mod tests {
         assert!(e.contains("default_style"), "{e}");
         assert!(toml::from_str::<Settings>("no_such_option = 1").is_err());
         assert!(Config::resolve(Settings::default(), Some("short".into())).is_err());
+    }
+
+    #[test]
+    fn nats_settings() {
+        let c = Config::resolve(Settings::default(), None).unwrap();
+        assert_eq!(c.nats, None, "embedded by default");
+        let s: Settings =
+            toml::from_str("nats = [\"nats://127.0.0.1:4222\", \"nats://10.0.0.2:4222\"]").unwrap();
+        let n = Config::resolve(s, None).unwrap().nats.unwrap();
+        assert_eq!((n.urls.len(), n.replicas), (2, 3));
+        let s = Settings {
+            nats: vec!["nats://a:4222".into()],
+            nats_replicas: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(s, None).unwrap().nats.unwrap().replicas, 1);
+        for (urls, replicas) in [(vec!["http://a:4222"], None), (vec!["nats://a"], Some(9))] {
+            let s = Settings {
+                nats: urls.into_iter().map(String::from).collect(),
+                nats_replicas: replicas,
+                ..Default::default()
+            };
+            assert!(Config::resolve(s, None).is_err());
+        }
     }
 }

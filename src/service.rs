@@ -225,8 +225,18 @@ pub struct Service {
 
 impl Service {
     pub fn new(config: Arc<Config>, store: SharedStore, metrics: Arc<Metrics>) -> Service {
+        Service::with_bus(config, store, metrics, Bus::new())
+    }
+
+    /// Like [`Service::new`], on a bus the store already publishes to.
+    pub fn with_bus(
+        config: Arc<Config>,
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+        bus: Bus,
+    ) -> Service {
         Service {
-            bus: Bus::new(),
+            bus,
             cache: Cache::new(config.cache_bytes),
             manifests: Cache::new(MANIFEST_CACHE_BYTES),
             manifest_generation: Default::default(),
@@ -235,6 +245,13 @@ impl Service {
             config,
             store,
             metrics,
+        }
+    }
+
+    /// Publish a committed event, unless the store publishes its events itself.
+    fn announce(&self, e: crate::store::ChangeEvent) {
+        if !self.store.publishes_events() {
+            self.bus.publish(e);
         }
     }
 
@@ -356,7 +373,7 @@ impl Service {
         self.forget_manifests();
         let committed = committed?;
         if let Some(e) = committed.event {
-            self.bus.publish(e);
+            self.announce(e);
         }
         Ok(info(&keys.key, &committed.record, &manifest))
     }
@@ -397,7 +414,7 @@ impl Service {
             )
             .await?;
         if let Some(e) = committed.event {
-            self.bus.publish(e);
+            self.announce(e);
         }
         let hash = committed
             .record
@@ -428,7 +445,7 @@ impl Service {
         self.forget_manifests();
         let committed = committed?;
         if let Some(e) = committed.event {
-            self.bus.publish(e);
+            self.announce(e);
         }
         Ok(())
     }

@@ -8,6 +8,10 @@
 //! target only). Receivers deduplicate by event id. A target seen for the
 //! first time starts at the current head (no replay of old history).
 //!
+//! A store with a cluster-wide queue ([`crate::store::Store::delivery_queue`],
+//! NATS) is read through it instead of cursors: each event goes to one node,
+//! and comes back if that node dies before acknowledging it.
+//!
 //! The transport is a trait so this module stays free of hyper; `http::client`
 //! implements it.
 
@@ -22,7 +26,7 @@ use sha2::Sha256;
 
 use super::{event_json, purge_keys, Bus};
 use crate::metrics::Histogram;
-use crate::store::{now_ms, ChangeEvent, SharedStore};
+use crate::store::{now_ms, ChangeEvent, DeliveryQueue, SharedStore};
 
 /// How purge requests are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -308,6 +312,9 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         let name = self.target.name();
+        if let Some(queue) = self.store.delivery_queue(&name) {
+            return self.run_queue(queue).await;
+        }
         let mut cursor = loop {
             match self.store.cursor(&name).await {
                 Ok(Some(c)) => break c,
@@ -357,24 +364,8 @@ impl Worker {
                 }
                 continue;
             }
-            let req = self.target.request(&events);
-            let mut attempt = 0u32;
-            loop {
-                attempt += 1;
-                self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-                match self.transport.send(req.clone()).await {
-                    Ok(status) if (200..300).contains(&status) => break,
-                    Ok(status) => {
-                        tracing::warn!(target = %name, status, attempt, "delivery refused; will retry")
-                    }
-                    Err(e) => {
-                        tracing::warn!(target = %name, error = %e, attempt, "delivery failed; will retry")
-                    }
-                }
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                if self.pause(backoff(attempt)).await {
-                    return;
-                }
+            if self.send_until_accepted(&events).await {
+                return;
             }
             let last = events.last().map_or(cursor, |e| e.id);
             // The acknowledgement is durable before we move on; if this write
@@ -386,6 +377,79 @@ impl Worker {
                 }
             }
             cursor = last;
+            for e in &events {
+                self.deliveries.acked(e);
+            }
+            self.stats
+                .delivered
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Send `events` until the target answers 2xx, backing off between
+    /// attempts. True when shutdown came first.
+    async fn send_until_accepted(&mut self, events: &[ChangeEvent]) -> bool {
+        let name = self.stats.name.clone();
+        let req = self.target.request(events);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            match self.transport.send(req.clone()).await {
+                Ok(status) if (200..300).contains(&status) => return false,
+                Ok(status) => {
+                    tracing::warn!(target = %name, status, attempt, "delivery refused; will retry")
+                }
+                Err(e) => {
+                    tracing::warn!(target = %name, error = %e, attempt, "delivery failed; will retry")
+                }
+            }
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            if self.pause(backoff(attempt)).await {
+                return true;
+            }
+        }
+    }
+
+    /// Delivery from a cluster-wide queue: fetch, send, acknowledge. An event
+    /// a node fetched but did not acknowledge (it died) is handed out again.
+    async fn run_queue(mut self, mut queue: Box<dyn DeliveryQueue>) {
+        let name = self.stats.name.clone();
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let fetched = tokio::select! {
+                r = queue.fetch(self.target.batch(), Duration::from_secs(1)) => r,
+                _ = self.shutdown.changed() => return,
+            };
+            let events = match fetched {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(target = %name, error = %e, "reading the delivery queue");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.stats
+                .depth
+                .store(events.len() as u64, Ordering::Relaxed);
+            if events.is_empty() {
+                continue;
+            }
+            if self.send_until_accepted(&events).await {
+                return;
+            }
+            // Unacknowledged events come back (to any node): at-least-once.
+            while let Err(e) = queue.ack().await {
+                tracing::warn!(target = %name, error = %e, "acknowledging delivered events");
+                if self.pause(Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+            self.stats.depth.store(0, Ordering::Relaxed);
             for e in &events {
                 self.deliveries.acked(e);
             }
@@ -479,5 +543,149 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_millis(200));
         assert_eq!(backoff(5), Duration::from_millis(1600));
         assert_eq!(backoff(40), Duration::from_secs(60));
+    }
+
+    /// A queue handing out fixed batches and recording acknowledgements.
+    struct FakeQueue {
+        batches: std::collections::VecDeque<Vec<ChangeEvent>>,
+        last: Vec<u64>,
+        acked: Arc<Mutex<Vec<u64>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl DeliveryQueue for FakeQueue {
+        async fn fetch(
+            &mut self,
+            _limit: usize,
+            wait: Duration,
+        ) -> Result<Vec<ChangeEvent>, crate::store::StoreError> {
+            match self.batches.pop_front() {
+                Some(b) => {
+                    self.last = b.iter().map(|e| e.id).collect();
+                    Ok(b)
+                }
+                None => {
+                    tokio::time::sleep(wait).await;
+                    Ok(Vec::new())
+                }
+            }
+        }
+        async fn ack(&mut self) -> Result<(), crate::store::StoreError> {
+            self.acked.lock().unwrap().append(&mut self.last);
+            Ok(())
+        }
+    }
+
+    /// An embedded store that offers one fake delivery queue.
+    struct QueueStore {
+        inner: crate::store::embedded::EmbeddedStore,
+        queue: Mutex<Option<Box<dyn DeliveryQueue>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::Store for QueueStore {
+        async fn commit(
+            &self,
+            m: Option<crate::store::NewMaster>,
+            c: crate::store::Change,
+        ) -> Result<crate::store::Committed, crate::store::StoreError> {
+            self.inner.commit(m, c).await
+        }
+        async fn identity(
+            &self,
+            a: &crate::model::IdentityHash,
+        ) -> Result<Option<crate::store::IdentityRecord>, crate::store::StoreError> {
+            self.inner.identity(a).await
+        }
+        async fn manifest(
+            &self,
+            h: &ContentHash,
+        ) -> Result<Option<crate::store::Manifest>, crate::store::StoreError> {
+            self.inner.manifest(h).await
+        }
+        async fn blob(&self, h: &ContentHash) -> Result<Option<Bytes>, crate::store::StoreError> {
+            self.inner.blob(h).await
+        }
+        async fn events_after(
+            &self,
+            a: u64,
+            l: usize,
+        ) -> Result<Vec<ChangeEvent>, crate::store::StoreError> {
+            self.inner.events_after(a, l).await
+        }
+        async fn head(&self) -> Result<u64, crate::store::StoreError> {
+            self.inner.head().await
+        }
+        async fn cursor(&self, t: &str) -> Result<Option<u64>, crate::store::StoreError> {
+            self.inner.cursor(t).await
+        }
+        async fn set_cursor(&self, t: &str, id: u64) -> Result<(), crate::store::StoreError> {
+            self.inner.set_cursor(t, id).await
+        }
+        fn stats(&self) -> crate::store::StoreStats {
+            self.inner.stats()
+        }
+        fn delivery_queue(&self, _target: &str) -> Option<Box<dyn DeliveryQueue>> {
+            self.queue.lock().unwrap().take()
+        }
+    }
+
+    /// Refuses the first request, accepts the rest; records what it sent.
+    struct Flaky {
+        sent: Mutex<Vec<Outbound>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Flaky {
+        async fn send(&self, req: Outbound) -> Result<u16, String> {
+            let mut sent = self.sent.lock().unwrap();
+            sent.push(req);
+            Ok(if sent.len() == 1 { 503 } else { 200 })
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_delivery_retries_then_acknowledges_each_batch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let queue = FakeQueue {
+            batches: [vec![event(1), event(2)], vec![event(3)]].into(),
+            last: Vec::new(),
+            acked: acked.clone(),
+        };
+        let store: SharedStore = Arc::new(QueueStore {
+            inner: crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap(),
+            queue: Mutex::new(Some(Box::new(queue))),
+        });
+        let transport = Arc::new(Flaky {
+            sent: Mutex::new(Vec::new()),
+        });
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let target = Target::Purge {
+            url: "http://127.0.0.1:1/".into(),
+            style: PurgeStyle::Xkey,
+            token: None,
+        };
+        let d = spawn(vec![target], store, Bus::new(), transport.clone(), rx);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while acked.lock().unwrap().len() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "all events acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(true);
+        assert_eq!(*acked.lock().unwrap(), vec![1, 2, 3]);
+        let sent = transport.sent.lock().unwrap();
+        assert_eq!(
+            sent.len(),
+            3,
+            "first batch twice (refused once), then the second"
+        );
+        assert_eq!(sent[0], sent[1], "the retry resends the same batch");
+        let stats = &d.targets[0];
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
     }
 }

@@ -63,6 +63,10 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const VARY_ACCEPT: HeaderValue = HeaderValue::from_static("Accept");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const X_AVATAR_DEFAULT: HeaderName = HeaderName::from_static("x-avatar-default");
+/// Lifetime of identity answers while the index replica is cut off from NATS.
+const STALE_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=5");
+/// RFC 7234 warning 110 ("response is stale"), naming what is stale.
+const STALE_WARNING: HeaderValue = HeaderValue::from_static("110 - \"stale index\"");
 const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 
@@ -329,6 +333,7 @@ where
         ("/metrics", &Method::GET) => {
             let mut text = app.service.metrics.render(&app.service.snapshot());
             app.deliveries.render_metrics(&mut text);
+            app.service.store.render_metrics(&mut text);
             (
                 Route::Metrics,
                 text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
@@ -525,6 +530,15 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
         },
     };
     let h = r.headers_mut();
+    if app.service.store.index_stale() {
+        // Cut off from the cluster: the answer comes from this node's last
+        // replica of the index; keep it briefly and say so.
+        h.insert(header::CACHE_CONTROL, STALE_CACHE_CONTROL);
+        h.insert(header::WARNING, STALE_WARNING);
+        h.insert(CDN_CACHE_CONTROL, STALE_CACHE_CONTROL);
+        h.insert(SURROGATE_CONTROL, STALE_CACHE_CONTROL);
+        return r;
+    }
     if cacheable {
         // Long at the CDN (purged on change), short in browsers.
         h.insert(CDN_CACHE_CONTROL, app.cdn_cache_control.clone());

@@ -2,9 +2,10 @@
 //! index with versions, and the outbox of change events.
 //!
 //! [`Store`] is the boundary the service talks to; [`embedded::EmbeddedStore`]
-//! (files + redb) is the single-node default, and a NATS JetStream version can
-//! sit beside it (KV for the index with compare-and-set, an object store for
-//! blobs, a stream for events) without the service noticing.
+//! (files + redb) is the single-node default, and [`nats::NatsStore`] runs
+//! several nodes on NATS JetStream (KV for the index with compare-and-set, an
+//! object store for blobs, the KV stream as the event log) without the
+//! service noticing.
 //!
 //! Invariants every implementation keeps:
 //! - a blob is named by the BLAKE3 of its bytes and verified on every read: a
@@ -16,6 +17,7 @@
 
 pub mod blobs;
 pub mod embedded;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -185,6 +187,39 @@ pub trait Store: Send + Sync + 'static {
     async fn set_cursor(&self, target: &str, id: u64) -> Result<(), StoreError>;
     /// Counters for `/metrics`.
     fn stats(&self) -> StoreStats;
+    /// A cluster-wide delivery queue for `target` (each event handed to one
+    /// node), or `None`: delivery walks [`Store::events_after`] from the
+    /// durable [`Store::cursor`] (the embedded store).
+    fn delivery_queue(&self, _target: &str) -> Option<Box<dyn DeliveryQueue>> {
+        None
+    }
+    /// True when the store itself publishes every committed event (its own
+    /// and other nodes') on the bus; the service then does not.
+    fn publishes_events(&self) -> bool {
+        false
+    }
+    /// True while identity look-ups answer from a replica that is cut off from
+    /// its source (answers get a short lifetime and a warning).
+    fn index_stale(&self) -> bool {
+        false
+    }
+    /// Append store-specific Prometheus text to `out`.
+    fn render_metrics(&self, _out: &mut String) {}
+}
+
+/// Undelivered events of one delivery target, handed out so that each goes to
+/// one node of a cluster and comes back if that node dies before acknowledging.
+#[async_trait::async_trait]
+pub trait DeliveryQueue: Send {
+    /// Up to `limit` events not yet acknowledged, oldest first, waiting at most
+    /// `wait` for the first (empty when none came).
+    async fn fetch(
+        &mut self,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<ChangeEvent>, StoreError>;
+    /// Acknowledge every event the last [`DeliveryQueue::fetch`] returned.
+    async fn ack(&mut self) -> Result<(), StoreError>;
 }
 
 /// Shared handle to a store.

@@ -80,6 +80,11 @@ impl Server {
         request(self.addr, method, path, headers, body)
     }
 
+    /// The log lines the server wrote since the last call (non-blocking).
+    pub fn drain_log(&self) -> Vec<String> {
+        self._log.try_iter().collect()
+    }
+
     pub fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -246,4 +251,189 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A JetStream cluster of real `nats-server` processes on loopback ports,
+/// each with its own store directory under `dir`. Killed on drop.
+pub struct NatsCluster {
+    pub client_ports: Vec<u16>,
+    monitor_ports: Vec<u16>,
+    args: Vec<Vec<String>>,
+    procs: Vec<Option<Child>>,
+}
+
+impl NatsCluster {
+    /// Start `n` servers routed to each other and wait until every one reports
+    /// JetStream healthy. Panics with a clear message if `nats-server` is missing.
+    pub fn start(dir: &Path, n: usize) -> NatsCluster {
+        nats_server_bin(); // fail early and clearly when it is missing
+        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let monitor_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = Vec::new();
+        for i in 0..n {
+            let store = dir.join(format!("nats{i}"));
+            let mut a: Vec<String> = vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                client_ports[i].to_string(),
+                "-m".into(),
+                monitor_ports[i].to_string(),
+                "-n".into(),
+                format!("test-nats-{i}"),
+                "-js".into(),
+                "-sd".into(),
+                store.display().to_string(),
+            ];
+            if n > 1 {
+                a.extend([
+                    "--cluster_name".into(),
+                    "avatar-edge-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                    "--routes".into(),
+                    routes.clone(),
+                ]);
+            }
+            args.push(a);
+        }
+        let mut c = NatsCluster {
+            client_ports,
+            monitor_ports,
+            args,
+            procs: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let child = Command::new(nats_server_bin())
+            .args(&self.args[i])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.procs[i] = Some(child);
+    }
+
+    /// Wait until server `i`'s `/healthz` answers 200 (JetStream current).
+    pub fn wait_healthy(&self, i: usize) {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.monitor_ports[i]).into();
+        let ok = eventually(Duration::from_secs(30), || {
+            try_request(addr, "GET", "/healthz", &[], b"", Duration::from_secs(2))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        assert!(
+            ok.is_some(),
+            "nats-server {i} did not become healthy in 30 s"
+        );
+    }
+
+    /// `nats://…` URLs of every server, comma-separated.
+    pub fn urls(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start server `i` again with its old port and store directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The `nats-server` binary (Debian package `nats-server`, installed by
+/// `scripts/test`); panics with what to do when it is missing.
+pub fn nats_server_bin() -> std::path::PathBuf {
+    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nats-server is not installed: run scripts/test (it installs the Debian package nats-server) or `apt-get install nats-server`");
+}
+
+/// A webhook receiver on `listener`: answers 200 to every request and records
+/// the `X-Avatar-Edge-Event-Id` of each.
+pub struct HookReceiver {
+    pub ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl HookReceiver {
+    pub fn start(listener: std::net::TcpListener) -> HookReceiver {
+        let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = ids.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_hook(stream, &sink);
+                });
+            }
+        });
+        HookReceiver { ids }
+    }
+}
+
+fn serve_hook(stream: TcpStream, sink: &std::sync::Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let (mut len, mut id) = (0usize, String::new());
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "x-avatar-edge-event-id" => id = v.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        sink.lock().unwrap().push(id);
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+    }
 }
