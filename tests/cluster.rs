@@ -146,12 +146,11 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
     let _dump = DumpLogsOnPanic(vec![&n1, &n2]);
 
     // 1. Upload through node 1: nodes 2 and 3 serve it at every size within
-    // 100 ms. Rendering a size the first time is per-node CPU work that has
-    // nothing to do with the cluster (and takes ~30 ms per size in this debug
-    // build on two cores), so the asserted rounds use content whose variants
-    // nodes 2 and 3 already rendered for another identity; the cold case
-    // (render included) is measured too, with a looser bound, and
-    // bench/cluster.sh measures it on the release build.
+    // 100 ms — new content (fetched from the object store and rendered on
+    // each node: the user's real case), and known content bound to a new
+    // identity (the index alone). The crate builds at opt-level 1 in tests,
+    // so render times are near the server's (bench/cluster.sh measures the
+    // release build).
     let sizes = [32u32, 80, 256];
     let mut warm_worst = Duration::ZERO;
     let mut cold_worst = Duration::ZERO;
@@ -188,8 +187,9 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
         "nodes 2 and 3 served the new avatar {warm_worst:?} after the acknowledgement (limit 100 ms)"
     );
     assert!(
-        cold_worst <= Duration::from_secs(2),
-        "cold renders took {cold_worst:?}"
+        cold_worst <= Duration::from_millis(100),
+        "nodes 2 and 3 served a new avatar (fetch + render) {cold_worst:?} after the \
+         acknowledgement (limit 100 ms)"
     );
 
     // 2. One identity changed through two nodes at once: no lost update.
