@@ -542,15 +542,28 @@ impl Service {
         self.cache
             .get_or_produce(key, || async move {
                 let etag = etag_key.etag();
-                let bytes = self
-                    .store
-                    .blob(&rung)
-                    .await?
-                    .ok_or(ServiceError::ContentUnreadable)?;
                 let started = Instant::now();
-                let body = self
-                    .on_pool(move || pipeline::render(&bytes, size, format))
-                    .await??;
+                // Local blobs are read inside the render job (one thread
+                // hand-off instead of two); other stores fetch first.
+                let body = if self.store.blobs_are_local() {
+                    let store = self.store.clone();
+                    self.on_pool(move || -> Result<Vec<u8>, ServiceError> {
+                        let bytes = store
+                            .blob_blocking(&rung)
+                            .unwrap_or(Ok(None))?
+                            .ok_or(ServiceError::ContentUnreadable)?;
+                        Ok(pipeline::render(&bytes, size, format)?)
+                    })
+                    .await??
+                } else {
+                    let bytes = self
+                        .store
+                        .blob(&rung)
+                        .await?
+                        .ok_or(ServiceError::ContentUnreadable)?;
+                    self.on_pool(move || pipeline::render(&bytes, size, format))
+                        .await??
+                };
                 self.metrics.render_seconds.observe(started.elapsed());
                 self.metrics
                     .renders

@@ -433,6 +433,14 @@ impl Store for EmbeddedStore {
             .map_err(StoreError::from)
     }
 
+    fn blobs_are_local(&self) -> bool {
+        true
+    }
+
+    fn blob_blocking(&self, hash: &ContentHash) -> Option<Result<Option<Bytes>, StoreError>> {
+        Some(self.inner.blobs.get(hash).map_err(StoreError::from))
+    }
+
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
         let rtx = self.inner.db.begin_read().map_err(idx)?;
         let t = rtx.open_table(EVENTS).map_err(idx)?;
