@@ -105,6 +105,22 @@ fn varnish_scenario(purge: bool) -> (bool, Duration) {
     let server = Server::start_on(data.path(), &args, Some(TOKEN), &listen);
     let email = "fresh@example.org";
     upload(&server, email, "photo_grace_hopper_512x600.jpg");
+    if purge {
+        // The first upload's own purge is delivered asynchronously: wait for
+        // its acknowledgement, so it cannot land between the two fetches below
+        // and turn the second one into a miss.
+        let delivered = eventually(Duration::from_secs(10), || {
+            let m = server.request("GET", "/metrics", &[], b"");
+            String::from_utf8_lossy(&m.body)
+                .lines()
+                .any(|l| l.starts_with("avatar_edge_delivered_events_total{") && !l.ends_with(" 0"))
+                .then_some(())
+        });
+        assert!(
+            delivered.is_some(),
+            "the first upload's purge was acknowledged"
+        );
+    }
     let md5 = md5_hex(email);
     let paths = [
         format!("/avatar/{md5}?s=32"),
