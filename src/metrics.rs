@@ -210,7 +210,7 @@ impl Metrics {
             ),
             (
                 "avatar_edge_render_rejected_total",
-                "Renders refused because the queue was full (503).",
+                "Renders and uploads refused because their queue was full (503).",
                 self.render_rejected.load(Ordering::Relaxed),
             ),
             (

@@ -71,7 +71,7 @@ impl From<&ServiceError> for ApiError {
             ServiceError::Pool(PoolError::Busy) => ApiError::new(
                 S::SERVICE_UNAVAILABLE,
                 "overloaded",
-                "too many renders queued; retry shortly",
+                "too many images queued for processing; retry shortly",
             ),
             ServiceError::Pool(PoolError::Panicked(_)) => ApiError::new(
                 S::INTERNAL_SERVER_ERROR,
