@@ -10,17 +10,11 @@
 //! meaningful when no other test decodes a 12 MP photo at the same time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use avatar_edge::config::Config;
-use avatar_edge::http::{handle, App};
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+mod inproc;
+use inproc::{env, env_with, Resp};
 
-const TOKEN: &str = "test-token-0123456789";
 /// Per-upload bound for a refusal (dev profile, deps at opt-level 2).
 const MAX_REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// Bound on VmRSS growth over the whole hostile loop.
@@ -92,71 +86,6 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("zero_byte.jpg", 400, "empty_body"),
 ];
 
-struct Env {
-    app: Arc<App>,
-    _dir: tempfile::TempDir,
-}
-
-struct Resp {
-    status: StatusCode,
-    body: Bytes,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-impl Env {
-    fn new() -> Env {
-        Env::with(|_| {})
-    }
-
-    fn with(tweak: impl FnOnce(&mut Config)) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::for_tests(dir.path());
-        tweak(&mut config);
-        let built = avatar_edge::cli::build_app(config, false).unwrap();
-        Env {
-            app: built.app,
-            _dir: dir,
-        }
-    }
-
-    async fn send(&self, req: Request<Full<Bytes>>) -> Resp {
-        let (parts, body) = handle(&self.app, req).await.into_parts();
-        Resp {
-            status: parts.status,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
-    }
-
-    async fn put(&self, key: &str, body: Vec<u8>) -> Resp {
-        self.send(
-            Request::put(format!("/v1/avatars/{key}"))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(Full::new(Bytes::from(body)))
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn get(&self, uri: &str) -> Resp {
-        self.send(Request::get(uri).body(Full::default()).unwrap())
-            .await
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let snap = self.app.service.snapshot();
-        let text = self.app.service.metrics.render(&snap);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("metric {name} missing"))
-    }
-}
-
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -202,7 +131,7 @@ fn assert_refusal(what: &str, r: &Resp, status: u16, code: &str) {
 #[tokio::test]
 async fn hostile_uploads_are_refused_quickly_without_panic_or_memory_growth() {
     let _serial = SERIAL.lock().await;
-    let e = Env::new();
+    let e = env();
     let files = files_in(&fixtures().join("hostile"));
     let names: Vec<String> = files.iter().map(|p| name_of(p)).collect();
     for (name, _, _) in EXPECTED {
@@ -224,7 +153,7 @@ async fn hostile_uploads_are_refused_quickly_without_panic_or_memory_growth() {
             .unwrap_or_else(|| panic!("{name}: no expected answer in EXPECTED"));
         let bytes = std::fs::read(path).unwrap();
         let t = Instant::now();
-        let r = e.put(&format!("hostile-{i}@example.org"), bytes).await;
+        let r = e.put(&format!("hostile-{i}@example.org"), "", bytes).await;
         let took = t.elapsed();
         let body = r.json();
         let got = (r.status.as_u16(), body["error"].as_str().unwrap_or(""));
@@ -284,7 +213,7 @@ async fn valid_fixtures_are_accepted_and_render_or_refused_with_415() {
     let _serial = SERIAL.lock().await;
     // A small master keeps this loop fast in the dev profile; decoding (what
     // accepts or refuses a file) is the same at any master size.
-    let e = Env::with(|c| c.limits.master_side = 128);
+    let e = env_with(|c| c.limits.master_side = 128);
     let mut accepted = 0;
     for (i, path) in files_in(&fixtures()).iter().enumerate() {
         let name = name_of(path);
@@ -292,6 +221,7 @@ async fn valid_fixtures_are_accepted_and_render_or_refused_with_415() {
         let r = e
             .put(
                 &format!("valid-{i}@example.org"),
+                "",
                 std::fs::read(path).unwrap(),
             )
             .await;
@@ -324,12 +254,12 @@ async fn valid_fixtures_are_accepted_and_render_or_refused_with_415() {
 #[tokio::test]
 async fn svg_is_refused_as_unsupported() {
     let _serial = SERIAL.lock().await;
-    let e = Env::new();
+    let e = env();
     let plain = br##"<?xml version="1.0"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle cx="32" cy="32" r="30" fill="#4a90d9"/></svg>"##;
     let xxe = std::fs::read(fixtures().join("hostile/svg_xxe_script_ssrf.svg")).unwrap();
     for (what, body) in [("plain SVG", plain.to_vec()), ("XXE/SSRF SVG", xxe)] {
-        let r = e.put("svg@example.org", body).await;
+        let r = e.put("svg@example.org", "", body).await;
         assert_refusal(what, &r, 415, "unsupported_format");
         let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
         assert!(

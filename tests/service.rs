@@ -3,132 +3,12 @@
 
 use std::sync::Arc;
 
-use avatar_edge::config::Config;
-use avatar_edge::http::{handle, App};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 
-const TOKEN: &str = "test-token-0123456789";
-
-struct Env {
-    app: Arc<App>,
-    _dir: tempfile::TempDir,
-}
-
-fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path());
-    tweak(&mut config);
-    let built = avatar_edge::cli::build_app(config, false).unwrap();
-    assert_eq!(built.token, TOKEN);
-    let app = built.app;
-    Env { app, _dir: dir }
-}
-
-fn env() -> Env {
-    env_with(|_| {})
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("missing header {name}"))
-            .to_str()
-            .unwrap()
-    }
-    fn image(&self) -> image::DynamicImage {
-        image::load_from_memory(&self.body).expect("body decodes as an image")
-    }
-}
-
-async fn collect(r: Response<avatar_edge::http::Body>) -> Resp {
-    let (parts, body) = r.into_parts();
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-impl Env {
-    async fn send(&self, req: Request<Full<Bytes>>) -> Resp {
-        collect(handle(&self.app, req).await).await
-    }
-
-    async fn get(&self, uri: &str) -> Resp {
-        self.send(Request::get(uri).body(Full::default()).unwrap())
-            .await
-    }
-
-    async fn get_with(&self, uri: &str, header: (&str, &str)) -> Resp {
-        self.send(
-            Request::get(uri)
-                .header(header.0, header.1)
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn put(&self, key: &str, query: &str, body: Vec<u8>) -> Resp {
-        self.send(
-            Request::put(format!("/v1/avatars/{key}{query}"))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(Full::new(Bytes::from(body)))
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn delete(&self, key: &str) -> Resp {
-        self.send(
-            Request::delete(format!("/v1/avatars/{key}"))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn upload_ok(&self, key: &str, file: &str) -> Value {
-        let r = self.put(key, "", fixture(file)).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{file}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        r.json()
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let snap = self.app.service.snapshot();
-        let text = self.app.service.metrics.render(&snap);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("metric {name} missing"))
-    }
-}
+mod inproc;
+use inproc::{env, env_with, fixture, Env, Resp, TOKEN};
 
 fn md5_hex(s: &str) -> String {
     use md5::Digest;
@@ -531,7 +411,7 @@ async fn identity_urls_serve_the_avatar_under_both_hashes() {
         assert_eq!(r.header("content-type"), "image/png");
         assert_eq!(r.header("cache-control"), "public, max-age=60");
         assert_eq!(r.header("content-location"), format!("/c/{hash}.png?s=64"));
-        assert!(r.headers.get("x-avatar-default").is_none());
+        assert!(r.avatar_default().is_none());
         assert!(httpdate::parse_http_date(r.header("last-modified")).is_ok());
         let img = r.image();
         assert_eq!((img.width(), img.height()), (64, 64));
@@ -554,7 +434,7 @@ async fn identity_urls_serve_the_avatar_under_both_hashes() {
         .get(&format!("/avatar/{}?s=64", md5_hex("jane@example.org")))
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-avatar-default"), "identicon");
+    assert_eq!(r.avatar_default().unwrap(), "identicon");
     assert_eq!(r.header("cache-control"), "public, max-age=60");
     assert_ne!(r.header("etag"), etags[0]);
 }
@@ -734,12 +614,9 @@ async fn platform_url_forms_all_answer_images_of_the_right_size() {
         let r = e.get(&uri).await;
         assert_eq!(r.status, status, "{uri}");
         if let Some(d) = default {
-            assert_eq!(r.header("x-avatar-default"), d, "{uri}");
+            assert_eq!(r.avatar_default().unwrap(), d, "{uri}");
         } else {
-            assert!(
-                r.headers.get("x-avatar-default").is_none(),
-                "{uri} served a default"
-            );
+            assert!(r.avatar_default().is_none(), "{uri} served a default");
         }
         if status == 200 {
             assert!(r.header("content-type").starts_with("image/"), "{uri}");
@@ -783,12 +660,12 @@ async fn no_identity_forms_never_serve_an_upload_and_never_5xx() {
     for f in &forms {
         let r = e.get(&format!("{f}?s=40")).await;
         assert_eq!(r.status, 200, "{f}");
-        assert_eq!(r.header("x-avatar-default"), "mp", "{f}");
+        assert_eq!(r.avatar_default().unwrap(), "mp", "{f}");
         silhouettes.push(r.body.clone());
         // With a name: seeded from the name, so two users differ.
         let a = e.get(&format!("{f}?s=40&name=Ada+Lovelace")).await;
         let b = e.get(&format!("{f}?s=40&name=Grace+Hopper")).await;
-        assert_eq!(a.header("x-avatar-default"), "identicon");
+        assert_eq!(a.avatar_default().unwrap(), "identicon");
         assert_ne!(
             a.body, b.body,
             "{f}: users without email must not share one picture"
@@ -796,7 +673,7 @@ async fn no_identity_forms_never_serve_an_upload_and_never_5xx() {
         let i = e
             .get(&format!("{f}?s=40&name=Ada+Lovelace&d=initials"))
             .await;
-        assert_eq!(i.header("x-avatar-default"), "initials");
+        assert_eq!(i.avatar_default().unwrap(), "initials");
     }
     assert!(silhouettes.windows(2).all(|w| w[0] == w[1]));
 }
@@ -818,20 +695,19 @@ async fn ratings_filter_and_default_urls_redirect_only_when_allowed() {
     assert_eq!(
         e.get(&format!("/avatar/{md5}?d=retro"))
             .await
-            .header("x-avatar-default"),
+            .avatar_default()
+            .unwrap(),
         "retro"
     );
     assert!(e
         .get(&format!("/avatar/{md5}?r=r"))
         .await
-        .headers
-        .get("x-avatar-default")
+        .avatar_default()
         .is_none());
     assert!(e
         .get(&format!("/avatar/{md5}?r=x"))
         .await
-        .headers
-        .get("x-avatar-default")
+        .avatar_default()
         .is_none());
 
     let unknown = md5_hex("nobody@example.org");
@@ -880,7 +756,7 @@ async fn a_corrupt_blob_serves_a_no_store_default_not_an_error() {
         .upload_ok("corrupt@example.org", "photo_grace_hopper_512x600.jpg")
         .await;
     // Corrupt every stored blob on disk.
-    let blobs = e._dir.path().join("blobs");
+    let blobs = e.dir.path().join("blobs");
     for entry in walk(&blobs) {
         std::fs::write(&entry, b"garbage").unwrap();
     }
@@ -889,7 +765,7 @@ async fn a_corrupt_blob_serves_a_no_store_default_not_an_error() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-control"), "no-store");
-    assert_eq!(r.header("x-avatar-default"), "identicon");
+    assert_eq!(r.avatar_default().unwrap(), "identicon");
     assert!(e.metric("avatar_edge_fault_defaults_total") >= 1);
     assert!(e.metric("avatar_edge_blobs_corrupt_total") >= 1);
     let c = e
@@ -963,7 +839,7 @@ async fn import_is_idempotent_and_reports_rejections() {
     let r = e
         .get(&format!("/avatar/{}?s=32", md5_hex("imp2@example.org")))
         .await;
-    assert!(r.headers.get("x-avatar-default").is_none());
+    assert!(r.avatar_default().is_none());
     assert_eq!(
         e.get("/v1/avatars/imp1@example.org").await.json()["version"],
         1
@@ -1195,8 +1071,7 @@ async fn rating_changes_without_reupload_and_emits_an_event() {
     assert!(e
         .get(&format!("/avatar/{md5}"))
         .await
-        .headers
-        .get("x-avatar-default")
+        .avatar_default()
         .is_none());
     let mut live = e.app.service.bus.subscribe();
     let patch = |body: &'static str, auth: bool| {
@@ -1226,14 +1101,14 @@ async fn rating_changes_without_reupload_and_emits_an_event() {
     assert_eq!(
         e.get(&format!("/avatar/{md5}"))
             .await
-            .header("x-avatar-default"),
+            .avatar_default()
+            .unwrap(),
         "identicon"
     );
     assert!(e
         .get(&format!("/avatar/{md5}?r=x"))
         .await
-        .headers
-        .get("x-avatar-default")
+        .avatar_default()
         .is_none());
     // Unbound identities cannot be rated.
     let r = e
