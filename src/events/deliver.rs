@@ -377,13 +377,18 @@ impl Worker {
                 }
             }
             cursor = last;
-            for e in &events {
-                self.deliveries.acked(e);
-            }
-            self.stats
-                .delivered
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.record_delivered(&events);
         }
+    }
+
+    /// Count a batch the target acknowledged (metrics, propagation times).
+    fn record_delivered(&self, events: &[ChangeEvent]) {
+        for e in events {
+            self.deliveries.acked(e);
+        }
+        self.stats
+            .delivered
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
     }
 
     /// Send `events` until the target answers 2xx, backing off between
@@ -450,12 +455,7 @@ impl Worker {
                 }
             }
             self.stats.depth.store(0, Ordering::Relaxed);
-            for e in &events {
-                self.deliveries.acked(e);
-            }
-            self.stats
-                .delivered
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.record_delivered(&events);
         }
     }
 

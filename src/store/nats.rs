@@ -805,10 +805,41 @@ impl NatsStore {
     }
 }
 
-async fn open_kv(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, StoreError> {
-    if let Ok(kv) = js.get_key_value(INDEX_BUCKET).await {
-        return Ok(kv);
+/// Opens a bucket, creating it when missing: with `replicas`, or with one on a
+/// single non-clustered server; if creating fails because another node made
+/// it meanwhile, opens that one.
+async fn open_or_create<T, GE, CE, G, C>(
+    what: &str,
+    replicas: usize,
+    get: impl Fn() -> G,
+    create: impl Fn(usize) -> C,
+) -> Result<T, StoreError>
+where
+    CE: std::fmt::Display,
+    G: std::future::Future<Output = Result<T, GE>>,
+    C: std::future::Future<Output = Result<T, CE>>,
+{
+    if let Ok(bucket) = get().await {
+        return Ok(bucket);
     }
+    let created = match create(replicas).await {
+        Err(e) if replicas > 1 && e.to_string().contains("non-clustered") => {
+            tracing::warn!(
+                "single NATS server: {what} bucket with 1 replica instead of {replicas}"
+            );
+            create(1).await
+        }
+        other => other,
+    };
+    match created {
+        Ok(bucket) => Ok(bucket),
+        Err(e) => get()
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("creating the {what} bucket: {e}"))),
+    }
+}
+
+async fn open_kv(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, StoreError> {
     let config = |num_replicas| kv::Config {
         bucket: INDEX_BUCKET.into(),
         description: "avatar-edge identity index, manifests and change events".into(),
@@ -818,30 +849,19 @@ async fn open_kv(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, 
         num_replicas,
         ..Default::default()
     };
-    let created = match js.create_key_value(config(replicas)).await {
-        Err(e) if replicas > 1 && e.to_string().contains("non-clustered") => {
-            tracing::warn!("single NATS server: index bucket with 1 replica instead of {replicas}");
-            js.create_key_value(config(1)).await
-        }
-        other => other,
-    };
-    match created {
-        Ok(kv) => Ok(kv),
-        // Another node may have created it meanwhile.
-        Err(e) => js
-            .get_key_value(INDEX_BUCKET)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("creating the index bucket: {e}"))),
-    }
+    open_or_create(
+        "index",
+        replicas,
+        || js.get_key_value(INDEX_BUCKET),
+        |n| js.create_key_value(config(n)),
+    )
+    .await
 }
 
 async fn open_blobs(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<object_store::ObjectStore, StoreError> {
-    if let Ok(b) = js.get_object_store(BLOB_BUCKET).await {
-        return Ok(b);
-    }
     let config = |num_replicas| object_store::Config {
         bucket: BLOB_BUCKET.into(),
         description: Some("avatar-edge master rungs by BLAKE3".into()),
@@ -849,20 +869,13 @@ async fn open_blobs(
         num_replicas,
         ..Default::default()
     };
-    let created = match js.create_object_store(config(replicas)).await {
-        Err(e) if replicas > 1 && e.to_string().contains("non-clustered") => {
-            tracing::warn!("single NATS server: blob bucket with 1 replica instead of {replicas}");
-            js.create_object_store(config(1)).await
-        }
-        other => other,
-    };
-    match created {
-        Ok(b) => Ok(b),
-        Err(e) => js
-            .get_object_store(BLOB_BUCKET)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("creating the blob bucket: {e}"))),
-    }
+    open_or_create(
+        "blob",
+        replicas,
+        || js.get_object_store(BLOB_BUCKET),
+        |n| js.create_object_store(config(n)),
+    )
+    .await
 }
 
 #[async_trait::async_trait]
