@@ -27,6 +27,19 @@ pub trait Weighted {
     fn weight(&self) -> usize;
 }
 
+/// Bytes an allocator really holds for an `n`-byte allocation: jemalloc (our
+/// binary's allocator) rounds to four size classes per power of two, so a
+/// 5.3 MB body occupies 6 MiB. Weights built on this keep the budget honest
+/// about resident memory, not just payload.
+pub fn allocated(n: usize) -> usize {
+    if n <= 16 {
+        return 16;
+    }
+    let step = (1usize << (usize::BITS - 1 - (n - 1).leading_zeros())) / 4;
+    let step = step.max(16);
+    n.div_ceil(step) * step
+}
+
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -223,6 +236,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn allocated_follows_four_classes_per_power_of_two() {
+        let cases = [
+            (0, 16),
+            (16, 16),
+            (17, 32),
+            (100, 112),
+            (4096, 4096),
+            (4097, 5120),
+            (5_100_000, 5 << 20),
+            (5_300_000, 6 << 20),
+            (8 << 20, 8 << 20),
+        ];
+        for (n, want) in cases {
+            assert_eq!(allocated(n), want, "{n}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn allocated_is_a_tight_upper_bound(n in 0usize..(1 << 40)) {
+            let a = allocated(n);
+            prop_assert!(a >= n);
+            prop_assert!(a <= n + n / 2 + 16, "{} -> {}", n, a);
+            prop_assert_eq!(allocated(a), a, "classes are fixed points");
+        }
+    }
 
     #[derive(Clone, Debug, PartialEq)]
     struct Blob(usize);

@@ -51,6 +51,9 @@ pub struct Settings {
     /// Renders allowed to wait for a thread; beyond that answer 503 + Retry-After [default: 64]
     #[arg(long, env = "AVATAR_EDGE_RENDER_QUEUE")]
     pub render_queue: Option<usize>,
+    /// Memory all renders in progress may hold together, MiB (decoded rung, resized pixels, encoded output): bigger renders wait, one larger than this runs alone [default: 32]
+    #[arg(long, env = "AVATAR_EDGE_RENDER_MEMORY_MB")]
+    pub render_memory_mb: Option<u64>,
     /// Threads normalizing uploads, apart from renders so neither starves the other [default: half the cores, at least 1]
     #[arg(long, env = "AVATAR_EDGE_UPLOAD_THREADS")]
     pub upload_threads: Option<usize>,
@@ -161,6 +164,8 @@ pub struct Config {
     pub limits: Limits,
     pub render_threads: usize,
     pub render_queue: usize,
+    /// Working memory all renders in progress may hold together, bytes.
+    pub render_memory: u64,
     pub upload_threads: usize,
     pub upload_queue: usize,
     pub identity_max_age: u32,
@@ -228,6 +233,7 @@ impl Settings {
             max_megapixels,
             render_threads,
             render_queue,
+            render_memory_mb,
             upload_threads,
             upload_queue,
             identity_max_age,
@@ -408,6 +414,7 @@ impl Config {
             },
             render_threads: s.render_threads.unwrap_or(cores).clamp(1, 256),
             render_queue: s.render_queue.unwrap_or(64).clamp(1, 100_000),
+            render_memory: s.render_memory_mb.unwrap_or(32).clamp(1, 1 << 20) << 20,
             upload_threads: s.upload_threads.unwrap_or((cores / 2).max(1)).clamp(1, 256),
             upload_queue: s.upload_queue.unwrap_or(16).clamp(1, 100_000),
             identity_max_age: s.identity_max_age.unwrap_or(60),

@@ -113,6 +113,10 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     pub defaults_served: AtomicU64,
     pub fault_defaults: AtomicU64,
+    /// Open client connections (gauge, kept by the accept loop).
+    pub connections_open: AtomicU64,
+    /// Idle keep-alive connections parked without hyper state (gauge).
+    pub connections_parked: AtomicU64,
 }
 
 /// Values owned by other components, read at scrape time.
@@ -129,6 +133,7 @@ pub struct Snapshot {
     pub renders_inflight: u64,
     pub render_queue_depth: u64,
     pub upload_queue_depth: u64,
+    pub render_memory_reserved: u64,
     pub blobs_corrupt: u64,
     pub blobs_written: u64,
     pub blobs_deleted: u64,
@@ -260,7 +265,22 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        let gauges: [(&str, &str, u64); 6] = [
+        let gauges: [(&str, &str, u64); 9] = [
+            (
+                "avatar_edge_render_memory_reserved_bytes",
+                "Working memory reserved by renders in progress (of --render-memory-mb).",
+                snap.render_memory_reserved,
+            ),
+            (
+                "avatar_edge_connections_open",
+                "Open client connections.",
+                self.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "avatar_edge_connections_parked",
+                "Idle keep-alive connections parked (socket only, no HTTP state).",
+                self.connections_parked.load(Ordering::Relaxed),
+            ),
             (
                 "avatar_edge_cache_bytes",
                 "Bytes held by the variant cache.",

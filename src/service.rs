@@ -125,8 +125,9 @@ pub struct Variant {
 
 impl Weighted for Variant {
     fn weight(&self) -> usize {
-        // Bytes plus a rough allowance for the key, the header and LRU links.
-        self.body.len() + 160
+        // The body as the allocator holds it, plus a rough allowance for the
+        // key, the header and the LRU links.
+        crate::cache::allocated(self.body.len()) + 160
     }
 }
 
@@ -240,7 +241,11 @@ impl Service {
             cache: Cache::new(config.cache_bytes),
             manifests: Cache::new(MANIFEST_CACHE_BYTES),
             manifest_generation: Default::default(),
-            pool: Pool::new(config.render_threads, config.render_queue),
+            pool: Pool::with_memory(
+                config.render_threads,
+                config.render_queue,
+                config.render_memory,
+            ),
             uploads: Pool::new(config.upload_threads, config.upload_queue),
             config,
             store,
@@ -272,25 +277,29 @@ impl Service {
             renders_inflight: self.cache.inflight() as u64,
             render_queue_depth: self.pool.depth() as u64,
             upload_queue_depth: self.uploads.depth() as u64,
+            render_memory_reserved: self.pool.memory_reserved() << 10,
             blobs_corrupt: st.corrupt_blobs,
             blobs_written: st.blobs_written,
             blobs_deleted: st.blobs_deleted,
         }
     }
 
+    /// Run a render holding about `bytes` of working memory on the render pool.
     async fn on_pool<T: Send + 'static>(
         &self,
+        bytes: u64,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
-        self.run_on(&self.pool, job).await
+        self.run_on(&self.pool, bytes, job).await
     }
 
     async fn run_on<T: Send + 'static>(
         &self,
         pool: &Pool,
+        bytes: u64,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
-        match pool.run(job).await {
+        match pool.run_weighted(bytes, job).await {
             Ok(v) => Ok(v),
             Err(e) => {
                 let counter = match e {
@@ -336,7 +345,7 @@ impl Service {
         let limits = self.config.limits;
         let crop = params.crop;
         let normalized = self
-            .run_on(&self.uploads, move || {
+            .run_on(&self.uploads, 0, move || {
                 pipeline::normalize(&body, crop, &limits)
             })
             .await??;
@@ -535,8 +544,9 @@ impl Service {
         let rung = manifest
             .rungs
             .get(rung_index)
-            .ok_or(ServiceError::ContentUnreadable)?
-            .blob;
+            .ok_or(ServiceError::ContentUnreadable)?;
+        let cost = pipeline::render_cost(rung.side, size);
+        let rung = rung.blob;
         // The ETag is only needed when rendering (a hit carries its own).
         let etag_key = key.clone();
         self.cache
@@ -547,7 +557,7 @@ impl Service {
                 // hand-off instead of two); other stores fetch first.
                 let body = if self.store.blobs_are_local() {
                     let store = self.store.clone();
-                    self.on_pool(move || -> Result<Vec<u8>, ServiceError> {
+                    self.on_pool(cost, move || -> Result<Vec<u8>, ServiceError> {
                         let bytes = store
                             .blob_blocking(&rung)
                             .unwrap_or(Ok(None))?
@@ -561,7 +571,7 @@ impl Service {
                         .blob(&rung)
                         .await?
                         .ok_or(ServiceError::ContentUnreadable)?;
-                    self.on_pool(move || pipeline::render(&bytes, size, format))
+                    self.on_pool(cost, move || pipeline::render(&bytes, size, format))
                         .await??
                 };
                 self.metrics.render_seconds.observe(started.elapsed());
@@ -605,7 +615,7 @@ impl Service {
             .cache
             .get_or_produce(key, || async move {
                 let body = self
-                    .on_pool(move || {
+                    .on_pool(pipeline::render_cost(size, size), move || {
                         let px = identicon::render(style, &seed, size, initials.as_deref());
                         pipeline::encode(&px, format)
                     })

@@ -6,6 +6,12 @@
 //! ([`PoolError::Busy`] → 503 + `Retry-After`) instead of piling up memory and
 //! latency. A panicking job becomes [`PoolError::Panicked`] for that request
 //! only; the thread and the process carry on.
+//!
+//! A pool may also have a memory budget: each job states the working memory
+//! it will hold ([`Pool::run_weighted`]) and waits, in the queue, until that
+//! much of the budget is free — so many threads rendering large sizes at once
+//! cannot add up to more than the budget. A job larger than the whole budget
+//! is admitted alone (it reserves all of it), never refused.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +42,8 @@ pub enum PoolError {
 #[derive(Clone)]
 pub struct Pool {
     permits: Arc<Semaphore>,
+    /// The memory budget in KiB permits, if any.
+    memory: Option<(Arc<Semaphore>, u32)>,
     depth: Arc<AtomicUsize>,
     capacity: usize,
 }
@@ -53,8 +61,27 @@ impl Pool {
         let threads = threads.max(1);
         Pool {
             permits: Arc::new(Semaphore::new(threads)),
+            memory: None,
             depth: Arc::new(AtomicUsize::new(0)),
             capacity: threads + queue,
+        }
+    }
+
+    /// Like [`Pool::new`], with `budget` bytes of working memory shared by
+    /// the jobs in progress (see [`Pool::run_weighted`]).
+    pub fn with_memory(threads: usize, queue: usize, budget: u64) -> Pool {
+        let kib = u32::try_from((budget >> 10).max(1)).unwrap_or(u32::MAX >> 3);
+        Pool {
+            memory: Some((Arc::new(Semaphore::new(kib as usize)), kib)),
+            ..Pool::new(threads, queue)
+        }
+    }
+
+    /// KiB of the memory budget reserved by jobs now (0 without a budget).
+    pub fn memory_reserved(&self) -> u64 {
+        match &self.memory {
+            Some((sem, total)) => u64::from(*total) - sem.available_permits() as u64,
+            None => 0,
         }
     }
 
@@ -69,11 +96,33 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.run_weighted(0, job).await
+    }
+
+    /// Run `job`, which holds about `bytes` of working memory, once a slot
+    /// and that much of the memory budget are free.
+    pub async fn run_weighted<T, F>(&self, bytes: u64, job: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let prev = self.depth.fetch_add(1, Ordering::AcqRel);
         let _guard = DepthGuard(self.depth.clone());
         if prev >= self.capacity {
             return Err(PoolError::Busy);
         }
+        let _memory = match &self.memory {
+            Some((sem, total)) if bytes > 0 => {
+                let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+                Some(
+                    sem.clone()
+                        .acquire_many_owned(kib.min(*total))
+                        .await
+                        .map_err(|_| PoolError::Busy)?,
+                )
+            }
+            _ => None,
+        };
         let permit = self
             .permits
             .clone()
@@ -101,6 +150,39 @@ impl Pool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Jobs whose memory does not fit together never overlap; a job larger
+    /// than the whole budget still runs; small ones share the budget.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_budget_serializes_big_jobs() {
+        use std::sync::atomic::AtomicUsize;
+        let pool = Pool::with_memory(4, 16, 100 << 10);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let job = |running: Arc<AtomicUsize>, peak: Arc<AtomicUsize>| {
+            move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                running.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        for (cost, want_peak) in [(60u64 << 10, 1), (500 << 10, 1), (20 << 10, 4)] {
+            peak.store(0, Ordering::SeqCst);
+            let jobs: Vec<_> = (0..4)
+                .map(|_| {
+                    let pool = pool.clone();
+                    let j = job(running.clone(), peak.clone());
+                    tokio::spawn(async move { pool.run_weighted(cost, j).await })
+                })
+                .collect();
+            for j in jobs {
+                j.await.unwrap().unwrap();
+            }
+            assert_eq!(peak.load(Ordering::SeqCst), want_peak, "cost {cost}");
+            assert_eq!(pool.memory_reserved(), 0, "budget returned");
+        }
+    }
 
     #[tokio::test]
     async fn runs_jobs_and_contains_panics() {

@@ -155,3 +155,167 @@ fn a_silent_connection_is_closed_after_the_header_timeout() {
     // The server is still fine.
     assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
 }
+
+/// One keep-alive HTTP/1.1 connection, read response by response.
+struct KeepAlive {
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(addr: std::net::SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Self {
+            reader: std::io::BufReader::new(s),
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    fn get_head(path: &str, extra: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n")
+    }
+
+    /// Read one response: (status, connection-close?, body). Handles
+    /// Content-Length and chunked bodies.
+    fn read(&mut self) -> (u16, bool, Vec<u8>) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("status line, got {line:?}"))
+            .parse()
+            .unwrap();
+        let (mut length, mut chunked, mut close) = (0usize, false, false);
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            chunked |= l == "transfer-encoding: chunked";
+            close |= l == "connection: close";
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                self.reader.read_exact(&mut chunk).unwrap();
+                body.extend_from_slice(&chunk[..n]);
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            body.resize(length, 0);
+            self.reader.read_exact(&mut body).unwrap();
+        }
+        (status, close, body)
+    }
+
+    fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
+        self.send_raw(Self::get_head(path, "").as_bytes());
+        let (status, _, body) = self.read();
+        (status, body)
+    }
+}
+
+fn gauge(server: &Server, name: &str) -> u64 {
+    let text = String::from_utf8(server.request("GET", "/metrics", &[], b"").body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Idle keep-alive connections are parked (no hyper buffers held) and wake
+/// up for the next request on the same socket: large bodies, pipelining, a
+/// head split by a pause, and `Connection: close` all behave as without
+/// parking.
+#[test]
+fn idle_keep_alive_connections_are_parked_and_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--header-timeout", "5"], Some(TOKEN));
+    let (ak, av) = auth();
+    let r = server.request(
+        "PUT",
+        "/v1/avatars/park%40example.org",
+        &[(ak, &av)],
+        &fixture("photo_large_4032x3024.jpg"),
+    );
+    assert_eq!(r.status, 200);
+    let hash: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let big = format!("/c/{}.png?s=2048", hash["hash"].as_str().unwrap());
+
+    let mut conns: Vec<KeepAlive> = (0..3).map(|_| KeepAlive::connect(server.addr)).collect();
+    let mut first = Vec::new();
+    for c in &mut conns {
+        let (status, body) = c.get(&big);
+        assert_eq!(status, 200);
+        assert!(body.len() > 1 << 20, "a large body: {} bytes", body.len());
+        first = body;
+    }
+    let parked = eventually(Duration::from_secs(5), || {
+        (gauge(&server, "avatar_edge_connections_parked") >= 3).then_some(())
+    });
+    assert!(parked.is_some(), "idle connections parked");
+
+    // Woken by the next request: same bytes again.
+    for c in &mut conns {
+        let (status, body) = c.get(&big);
+        assert_eq!(status, 200);
+        assert_eq!(body, first, "identical body after parking");
+    }
+    // Pipelined: two requests in one write, two answers in order.
+    let two = KeepAlive::get_head("/healthz", "") + &KeepAlive::get_head("/nope", "");
+    conns[0].send_raw(two.as_bytes());
+    assert_eq!(conns[0].read().0, 200);
+    assert_eq!(conns[0].read().0, 404);
+    // A head split by a pause longer than the parking grace period.
+    std::thread::sleep(Duration::from_millis(800));
+    conns[1].send_raw(b"GET /healthz HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(1200));
+    conns[1].send_raw(b"st: t\r\n\r\n");
+    assert_eq!(conns[1].read().0, 200);
+    // Connection: close is honoured after a wake-up.
+    std::thread::sleep(Duration::from_millis(800));
+    conns[2].send_raw(KeepAlive::get_head("/healthz", "Connection: close\r\n").as_bytes());
+    let (status, close, _) = conns[2].read();
+    assert_eq!((status, close), (200, true));
+    let mut rest = Vec::new();
+    conns[2].reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "closed after the response");
+
+    // A parked connection left silent is closed after the header timeout.
+    let mut idle = KeepAlive::connect(server.addr);
+    assert_eq!(idle.get("/healthz").0, 200);
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        idle.reader.read(&mut buf).unwrap_or(0),
+        0,
+        "closed, nothing sent"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(9),
+        "closed after {waited:?}"
+    );
+    let gone = eventually(Duration::from_secs(5), || {
+        (gauge(&server, "avatar_edge_connections_parked") <= 2).then_some(())
+    });
+    assert!(gone.is_some(), "closed connections leave the parked gauge");
+}

@@ -12,6 +12,7 @@ pub mod assets;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod park;
 pub mod server;
 
 use std::convert::Infallible;

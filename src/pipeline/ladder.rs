@@ -185,6 +185,16 @@ fn scale_square(sq: Square, scale: u32, w: u32, h: u32) -> Square {
     Square { x, y, side }
 }
 
+/// Peak working memory of [`render`] from a rung of side `rung` to `size`
+/// px, bytes, as an upper estimate: the decoded rung (RGBA), and per output
+/// pixel the resized RGBA, the resizer's intermediate pass and the encoder's
+/// input conversion plus output. The render pool's memory budget is charged
+/// this much before the render starts.
+pub fn render_cost(rung: u32, size: u32) -> u64 {
+    let (r, s) = (u64::from(rung), u64::from(size));
+    4 * r * r + 12 * s * s
+}
+
 /// Index of the smallest rung whose side is >= `size`; if none is large
 /// enough (or `sides` is empty), the largest rung's index (0 when sorted).
 pub fn pick_rung(sides: &[u32], size: u32) -> usize {

@@ -7,7 +7,7 @@
 //! Submodules: `sniff` (magic bytes), `decode` (limits, first frame, EXIF/ICC
 //! metadata), `geometry` (crop math), `resize` (fast_image_resize), `color`
 //! (ICC → sRGB with moxcms), `encode` (PNG/JPEG/WebP variants, QOI rungs),
-//! `ladder` (`normalize`, `render`, `pick_rung`), `error`.
+//! `ladder` (`normalize`, `render`, `pick_rung`, `render_cost`), `error`.
 
 use crate::model::ContentHash;
 
@@ -26,7 +26,7 @@ mod golden_tests;
 pub use decode::probe;
 pub use encode::{decode_rung, encode, JPEG_QUALITY};
 pub use error::PipelineError;
-pub use ladder::{normalize, pick_rung, render, MIN_RUNG_SIDE};
+pub use ladder::{normalize, pick_rung, render, render_cost, MIN_RUNG_SIDE};
 pub use resize::{resize_square, MAX_RENDER_SIDE};
 pub use sniff::sniff;
 
