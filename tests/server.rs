@@ -319,3 +319,67 @@ fn idle_keep_alive_connections_are_parked_and_keep_working() {
     });
     assert!(gone.is_some(), "closed connections leave the parked gauge");
 }
+
+/// HTTP/2 with prior knowledge (what a CDN's origin pool may speak): the
+/// server picks it by the connection preface; several streams on one
+/// connection; an HTTP/1.1 client on the same port is unaffected.
+#[test]
+fn http2_prior_knowledge_is_served_on_the_same_port() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], Some(TOKEN));
+    let (ak, av) = auth();
+    let r = server.request(
+        "PUT",
+        "/v1/avatars/h2%40example.org",
+        &[(ak, &av)],
+        &fixture("photo_large_4032x3024.jpg"),
+    );
+    assert_eq!(r.status, 200);
+    let hash = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let over_h1 = server.request("GET", &format!("/c/{hash}.png?s=64"), &[], b"");
+    assert_eq!(over_h1.status, 200);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr;
+    let (health, avatar, version) = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("HTTP/2 handshake");
+        tokio::spawn(conn);
+        let get = |path: String| {
+            hyper::Request::get(format!("http://{addr}{path}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        // Two streams in flight at once on the one connection.
+        let a = send.send_request(get("/healthz".into()));
+        let b = send.send_request(get(format!("/c/{hash}.png?s=64")));
+        let (a, b) = tokio::join!(a, b);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let version = b.version();
+        let status_a = a.status().as_u16();
+        let status_b = b.status().as_u16();
+        let body = b.into_body().collect().await.unwrap().to_bytes();
+        (status_a, (status_b, body), version)
+    });
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(health, 200);
+    assert_eq!(avatar.0, 200);
+    assert_eq!(
+        avatar.1.as_ref(),
+        over_h1.body.as_slice(),
+        "same bytes as over HTTP/1.1"
+    );
+}
