@@ -163,7 +163,9 @@ mod tests {
             move || {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(30));
+                // Long enough that four admitted jobs overlap however late
+                // the last one is scheduled on a loaded machine.
+                std::thread::sleep(Duration::from_millis(250));
                 running.fetch_sub(1, Ordering::SeqCst);
             }
         };

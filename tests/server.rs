@@ -156,6 +156,22 @@ fn a_silent_connection_is_closed_after_the_header_timeout() {
     assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
 }
 
+/// Upload the large test photo for `key` (URL-encoded); its content hash.
+fn upload_photo(server: &Server, key: &str) -> String {
+    let (ak, av) = auth();
+    let r = server.request(
+        "PUT",
+        &format!("/v1/avatars/{key}"),
+        &[(ak, &av)],
+        &fixture("photo_large_4032x3024.jpg"),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// One keep-alive HTTP/1.1 connection, read response by response.
 struct KeepAlive {
     reader: std::io::BufReader<TcpStream>,
@@ -249,16 +265,10 @@ fn gauge(server: &Server, name: &str) -> u64 {
 fn idle_keep_alive_connections_are_parked_and_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--header-timeout", "5"], Some(TOKEN));
-    let (ak, av) = auth();
-    let r = server.request(
-        "PUT",
-        "/v1/avatars/park%40example.org",
-        &[(ak, &av)],
-        &fixture("photo_large_4032x3024.jpg"),
+    let big = format!(
+        "/c/{}.png?s=2048",
+        upload_photo(&server, "park%40example.org")
     );
-    assert_eq!(r.status, 200);
-    let hash: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let big = format!("/c/{}.png?s=2048", hash["hash"].as_str().unwrap());
 
     let mut conns: Vec<KeepAlive> = (0..3).map(|_| KeepAlive::connect(server.addr)).collect();
     let mut first = Vec::new();
@@ -331,18 +341,7 @@ fn http2_prior_knowledge_is_served_on_the_same_port() {
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[], Some(TOKEN));
-    let (ak, av) = auth();
-    let r = server.request(
-        "PUT",
-        "/v1/avatars/h2%40example.org",
-        &[(ak, &av)],
-        &fixture("photo_large_4032x3024.jpg"),
-    );
-    assert_eq!(r.status, 200);
-    let hash = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["hash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hash = upload_photo(&server, "h2%40example.org");
     let over_h1 = server.request("GET", &format!("/c/{hash}.png?s=64"), &[], b"");
     assert_eq!(over_h1.status, 200);
 
