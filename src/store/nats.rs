@@ -73,14 +73,8 @@ const LIVENESS_EVERY: Duration = Duration::from_millis(250);
 /// Compare-and-set attempts before a commit gives up.
 const CAS_ATTEMPTS: usize = 40;
 
-/// How to reach the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsOptions {
-    /// `nats://host:port` seed URLs (the client learns the rest of the cluster).
-    pub urls: Vec<String>,
-    /// Replicas of each bucket (1 for a single dev server; 3 in production).
-    pub replicas: usize,
-}
+/// How to reach the cluster (a setting, defined with the configuration).
+pub use crate::config::NatsOptions;
 
 /// A record as stored under `i.<primary>`: the identity plus what its change
 /// event needs beyond it.
