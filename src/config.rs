@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::events::deliver::{PurgeStyle, Target};
 use crate::identicon::Style;
-use crate::pipeline::Limits;
+use crate::pipeline::{Limits, Quality};
 use crate::store::nats::NatsOptions;
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
@@ -134,6 +134,15 @@ pub struct Settings {
     /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
     #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+    /// Quality of lossy WebP variants (photos), 1-100; logos and flat art stay lossless [default: 80]
+    #[arg(long, env = "AVATAR_EDGE_WEBP_QUALITY")]
+    pub webp_quality: Option<u32>,
+    /// Quality of AVIF variants, 1-100 [default: 60]
+    #[arg(long, env = "AVATAR_EDGE_AVIF_QUALITY")]
+    pub avif_quality: Option<u32>,
+    /// Negotiate AVIF for photos when Accept lists image/avif (explicit .avif URLs are always served) [default: true]
+    #[arg(long, env = "AVATAR_EDGE_AVIF_NEGOTIATE", num_args = 0..=1, default_missing_value = "true")]
+    pub avif_negotiate: Option<bool>,
 }
 
 /// Problems with the settings, reported at start-up.
@@ -188,6 +197,10 @@ pub struct Config {
     pub demo: bool,
     /// The NATS cluster this node runs on; `None` = the embedded single-node store.
     pub nats: Option<NatsOptions>,
+    /// Lossy WebP and AVIF qualities.
+    pub quality: Quality,
+    /// Whether `Accept: image/avif` selects AVIF for photos.
+    pub avif_negotiate: bool,
 }
 
 impl Settings {
@@ -248,7 +261,10 @@ impl Settings {
             token_file,
             max_upload_url_ttl,
             demo,
-            nats_replicas
+            nats_replicas,
+            webp_quality,
+            avif_quality,
+            avif_negotiate
         )
     }
 }
@@ -257,6 +273,20 @@ fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name,
         why: why.into(),
+    }
+}
+
+/// An encoder quality: 1..=100, `default` when unset.
+fn check_quality(
+    name: &'static str,
+    flag: &str,
+    v: Option<u32>,
+    default: u8,
+) -> Result<u8, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(q @ 1..=100) => Ok(q as u8),
+        Some(q) => Err(invalid(name, format!("{flag} must be 1..=100, got {q}"))),
     }
 }
 
@@ -383,11 +413,17 @@ impl Config {
         if !(1..=5).contains(&nats_replicas) {
             return Err(invalid("nats_replicas", "must be 1..=5"));
         }
+        let quality = Quality {
+            webp: check_quality("webp_quality", "--webp-quality", s.webp_quality, 80)?,
+            avif: check_quality("avif_quality", "--avif-quality", s.avif_quality, 60)?,
+        };
         let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
             urls: nats_urls,
             replicas: nats_replicas,
         });
         Ok(Config {
+            quality,
+            avif_negotiate: s.avif_negotiate.unwrap_or(true),
             nats,
             token_file: s.token_file,
             cors_origins,
@@ -457,6 +493,53 @@ mod tests {
         assert_eq!(c.identity_max_age, 60);
         assert_eq!(c.default_style, Style::Identicon);
         assert!(!c.identity_redirect);
+        assert_eq!(c.quality, Quality { webp: 80, avif: 60 });
+        assert!(c.avif_negotiate);
+    }
+
+    #[test]
+    fn qualities_outside_1_to_100_refuse_start_naming_the_option() {
+        // (webp, avif) → Ok((webp, avif)) or Err(text the message must hold)
+        type Case<'a> = (Option<u32>, Option<u32>, Result<(u8, u8), &'a str>);
+        let cases: &[Case] = &[
+            (None, None, Ok((80, 60))),
+            (Some(1), Some(100), Ok((1, 100))),
+            (Some(100), Some(1), Ok((100, 1))),
+            (Some(0), None, Err("--webp-quality must be 1..=100, got 0")),
+            (
+                Some(101),
+                None,
+                Err("--webp-quality must be 1..=100, got 101"),
+            ),
+            (None, Some(0), Err("--avif-quality must be 1..=100, got 0")),
+            (
+                None,
+                Some(4000),
+                Err("--avif-quality must be 1..=100, got 4000"),
+            ),
+        ];
+        for &(webp, avif, ref want) in cases {
+            let s = Settings {
+                webp_quality: webp,
+                avif_quality: avif,
+                ..Default::default()
+            };
+            let got = Config::resolve(s, None)
+                .map(|c| (c.quality.webp, c.quality.avif))
+                .map_err(|e| e.to_string());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, *w),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
+                (g, w) => panic!("{webp:?}/{avif:?}: got {g:?}, want {w:?}"),
+            }
+        }
+        let file: Settings =
+            toml::from_str("webp_quality = 75\navif_quality = 50\navif_negotiate = false").unwrap();
+        let c = Config::resolve(file, None).unwrap();
+        assert_eq!(
+            (c.quality.webp, c.quality.avif, c.avif_negotiate),
+            (75, 50, false)
+        );
     }
 
     #[test]

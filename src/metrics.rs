@@ -107,6 +107,7 @@ pub struct Metrics {
     pub render_seconds: Histogram,
     pub renders: AtomicU64,
     pub render_panics: AtomicU64,
+    pub render_failures: AtomicU64,
     pub render_rejected: AtomicU64,
     pub uploads: AtomicU64,
     pub upload_rejected: AtomicU64,
@@ -177,7 +178,7 @@ impl Metrics {
                 }
             }
         }
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 17] = [
             (
                 "avatar_edge_cache_hits_total",
                 "Variant cache hits.",
@@ -212,6 +213,11 @@ impl Metrics {
                 "avatar_edge_render_panics_total",
                 "Renders that panicked (answered 500).",
                 self.render_panics.load(Ordering::Relaxed),
+            ),
+            (
+                "avatar_edge_render_failures_total",
+                "Renders whose decode or encode failed (answered 500, never cached).",
+                self.render_failures.load(Ordering::Relaxed),
             ),
             (
                 "avatar_edge_render_rejected_total",

@@ -25,7 +25,8 @@ use crate::events::Bus;
 use crate::identicon::{self, Style};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{ContentHash, IdentityKeys, ParseError};
-use crate::pipeline::{self, OutputFormat, PipelineError, PIPELINE_VERSION};
+use crate::negotiate::{negotiate, Offer};
+use crate::pipeline::{self, Compression, Encoding, OutputFormat, PipelineError, PIPELINE_VERSION};
 use crate::spec::{
     self, ContentRequest, DefaultChoice, IdentityRef, IdentityRequest, SpecError, UploadParams,
 };
@@ -319,6 +320,22 @@ impl Service {
         }
     }
 
+    /// Counts and logs a render whose decode or encode failed (a 500 for
+    /// that request only; the cache stores nothing for it).
+    fn render_result<T>(&self, r: Result<T, ServiceError>) -> Result<T, ServiceError> {
+        if let Err(ServiceError::Pipeline(e)) = &r {
+            self.metrics
+                .render_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                request_id = crate::workers::request_id(),
+                error = %e,
+                "render failed; answering 500 for this request"
+            );
+        }
+        r
+    }
+
     /// Normalize and store an upload, then bind it to the key's identity.
     pub async fn upload(
         &self,
@@ -352,6 +369,7 @@ impl Service {
         let manifest = Manifest {
             hash: normalized.ladder[0].hash,
             has_alpha: normalized.has_alpha,
+            compression: Some(normalized.compression),
             source_format: source_format_name(normalized.source_format).into(),
             rungs: normalized
                 .ladder
@@ -466,9 +484,12 @@ impl Service {
         manifest: &Manifest,
         accept: Option<&str>,
     ) -> VariantKey {
-        let format = req
-            .format
-            .unwrap_or_else(|| spec::negotiate(accept, manifest.has_alpha));
+        let offer = Offer {
+            has_alpha: manifest.has_alpha,
+            compression: manifest.compression(),
+            avif: self.config.avif_negotiate,
+        };
+        let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         VariantKey::Content {
             hash: manifest.hash,
             size: req.size,
@@ -547,6 +568,10 @@ impl Service {
             .ok_or(ServiceError::ContentUnreadable)?;
         let cost = pipeline::render_cost(rung.side, size);
         let rung = rung.blob;
+        let encoding = Encoding {
+            compression: manifest.compression(),
+            quality: self.config.quality,
+        };
         // The ETag is only needed when rendering (a hit carries its own).
         let etag_key = key.clone();
         self.cache
@@ -557,22 +582,24 @@ impl Service {
                 // hand-off instead of two); other stores fetch first.
                 let body = if self.store.blobs_are_local() {
                     let store = self.store.clone();
-                    self.on_pool(cost, move || -> Result<Vec<u8>, ServiceError> {
+                    let job = self.on_pool(cost, move || -> Result<Vec<u8>, ServiceError> {
                         let bytes = store
                             .blob_blocking(&rung)
                             .unwrap_or(Ok(None))?
                             .ok_or(ServiceError::ContentUnreadable)?;
-                        Ok(pipeline::render(&bytes, size, format)?)
-                    })
-                    .await??
+                        Ok(pipeline::render(&bytes, size, format, encoding)?)
+                    });
+                    self.render_result(job.await.and_then(|r| r))?
                 } else {
                     let bytes = self
                         .store
                         .blob(&rung)
                         .await?
                         .ok_or(ServiceError::ContentUnreadable)?;
-                    self.on_pool(cost, move || pipeline::render(&bytes, size, format))
-                        .await??
+                    let job = self.on_pool(cost, move || {
+                        pipeline::render(&bytes, size, format, encoding)
+                    });
+                    self.render_result(job.await.and_then(|r| Ok(r?)))?
                 };
                 self.metrics.render_seconds.observe(started.elapsed());
                 self.metrics
@@ -611,15 +638,15 @@ impl Service {
         };
         let etag = key.etag();
         let seed = seed.to_vec();
+        let encoding = Encoding::lossless(self.config.quality);
         let (v, _) = self
             .cache
             .get_or_produce(key, || async move {
-                let body = self
-                    .on_pool(pipeline::render_cost(size, size), move || {
-                        let px = identicon::render(style, &seed, size, initials.as_deref());
-                        pipeline::encode(&px, format)
-                    })
-                    .await??;
+                let job = self.on_pool(pipeline::render_cost(size, size), move || {
+                    let px = identicon::render(style, &seed, size, initials.as_deref());
+                    pipeline::encode(&px, format, encoding)
+                });
+                let body = self.render_result(job.await.and_then(|r| Ok(r?)))?;
                 Ok(Variant {
                     body: Bytes::from(body),
                     etag,
@@ -847,8 +874,14 @@ impl Service {
         } else {
             (style, None, reason)
         };
-        // Generated images have hard edges: PNG unless WebP is accepted.
-        let format = req.format.unwrap_or_else(|| spec::negotiate(accept, true));
+        // Generated images have hard edges: lossless, PNG unless WebP is
+        // accepted (never a negotiated AVIF).
+        let offer = Offer {
+            has_alpha: true,
+            compression: Compression::Lossless,
+            avif: false,
+        };
+        let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         let variant = self
             .generated(style, seed, initials, req.size, format)
             .await?;

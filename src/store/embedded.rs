@@ -517,6 +517,7 @@ mod tests {
             hash: ContentHash::of(&rung0),
             has_alpha: false,
             source_format: "png".into(),
+            compression: None,
             rungs: vec![
                 RungRef {
                     side: 128,
