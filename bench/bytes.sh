@@ -37,9 +37,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 TOKEN=bytes-bench-token-0123456789
 
 start_edge() { # $1 port, $2 data dir, $3 cache MiB
-  AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn timeout 900 "$BIN" serve --listen "127.0.0.1:$1" --data "$2" \
+  AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$1" --data "$2" \
     --cache-mb "$3" >/dev/null 2>"$2.log" &
-  PIDS+=($!)
+  PIDS+=($!); EDGE_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done
   echo "avatar-edge did not start" >&2; cat "$2.log" >&2; exit 1
 }
@@ -56,6 +56,6 @@ if [ -z "${SKIP_COLD:-}" ]; then
   echo
   echo "== cold 128 px renders over HTTP (zero cache; $ROUNDS rounds, formats alternating)"
   echo "   load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  timeout 600 "$VENV/bin/python" bench/bytes.py --cold "127.0.0.1:$COLD" "$TOKEN" "$ROUNDS"
+  timeout 600 "$VENV/bin/python" bench/bytes.py --cold "127.0.0.1:$COLD" "$TOKEN" "$ROUNDS" "$EDGE_PID"
   echo "   load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
