@@ -33,6 +33,10 @@
 //! | resize/80_from_128             | 185 µs        |
 //! | encode/{png,jpg,webp}/128      | 350 / 405 / 433 µs |
 //!
+//! (These figures predate issue 21: `webp` was lossless then — it is
+//! `webpll` now — and `avif`, lossy `webp` and `avif_speed` are not measured
+//! yet; see BENCHMARKS.md, "Bytes on the wire".)
+//!
 //! Measured while other developers were compiling on the same 2 cores, so
 //! absolute numbers are pessimistic (an unloaded `normalize` of the 12 MP
 //! photo took ~215 ms and of the 1024 px JPEG ~31 ms in the corpus probe).
