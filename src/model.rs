@@ -12,7 +12,9 @@ mod image;
 mod style;
 
 pub use fault::Fault;
-pub use image::{Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE};
+pub use image::{
+    Compression, Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE,
+};
 pub use style::Style;
 
 use std::fmt;

@@ -96,6 +96,7 @@ fn parse_extension(ext: &str) -> Result<OutputFormat, SpecError> {
         "png" => Ok(OutputFormat::Png),
         "jpg" | "jpeg" => Ok(OutputFormat::Jpeg),
         "webp" => Ok(OutputFormat::Webp),
+        "avif" => Ok(OutputFormat::Avif),
         _ => Err(SpecError::BadExtension),
     }
 }
@@ -152,35 +153,6 @@ fn parse_lenient_size(v: &str) -> Option<u32> {
     // Very long digit strings overflow: they are "huge", so clamp to the max.
     let n = digits.parse::<u64>().unwrap_or(u64::MAX);
     Some(n.clamp(MIN_SIZE as u64, MAX_SIZE as u64) as u32)
-}
-
-/// Pick the output format from the `Accept` header when the URL named none:
-/// WebP when accepted, else PNG for images with alpha and JPEG otherwise.
-pub fn negotiate(accept: Option<&str>, has_alpha: bool) -> OutputFormat {
-    if accept.is_some_and(accepts_webp) {
-        OutputFormat::Webp
-    } else if has_alpha {
-        OutputFormat::Png
-    } else {
-        OutputFormat::Jpeg
-    }
-}
-
-fn accepts_webp(accept: &str) -> bool {
-    accept.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim();
-        if !media.eq_ignore_ascii_case("image/webp") {
-            return false;
-        }
-        // q=0 means "not acceptable".
-        !parts.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        })
-    })
 }
 
 /// What an identity URL names.
@@ -399,22 +371,6 @@ mod tests {
         for (seg, q, want) in cases {
             let got = parse_content(seg, *q).map(|r| (r.size, r.format));
             assert_eq!(&got, want, "segment {seg:?} query {q:?}");
-        }
-    }
-
-    #[test]
-    fn negotiation_table() {
-        let cases = [
-            (None, false, OutputFormat::Jpeg),
-            (None, true, OutputFormat::Png),
-            (Some("image/avif,image/webp,*/*"), false, OutputFormat::Webp),
-            (Some("image/webp;q=0"), true, OutputFormat::Png),
-            (Some("image/webp; q=0.5"), true, OutputFormat::Webp),
-            (Some("IMAGE/WEBP"), false, OutputFormat::Webp),
-            (Some("image/png,image/*"), false, OutputFormat::Jpeg),
-        ];
-        for (accept, alpha, want) in cases {
-            assert_eq!(negotiate(accept, alpha), want, "{accept:?} alpha={alpha}");
         }
     }
 

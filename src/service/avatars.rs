@@ -79,6 +79,7 @@ impl Service {
         let manifest = Manifest {
             hash: normalized.ladder[0].hash,
             has_alpha: normalized.has_alpha,
+            compression: Some(normalized.compression),
             source_format: source_format_name(normalized.source_format).into(),
             rungs: normalized
                 .ladder

@@ -4,8 +4,9 @@
 
 use super::defaults::{self, Plan, Policy, Subject};
 use super::{Service, ServiceError, Variant};
-use crate::model::{ContentHash, IdentityHash};
-use crate::spec::{self, ContentRequest, IdentityRef, IdentityRequest};
+use crate::model::{Compression, ContentHash, IdentityHash};
+use crate::negotiate::{negotiate, Offer};
+use crate::spec::{ContentRequest, IdentityRef, IdentityRequest};
 use crate::store::IdentityRecord;
 
 /// How an identity URL is answered.
@@ -183,8 +184,14 @@ impl Service {
             Plan::Redirect(url) => return Ok(IdentityAnswer::Redirect(url)),
             Plan::Generate(g) => g,
         };
-        // Generated images have hard edges: PNG unless WebP is accepted.
-        let format = req.format.unwrap_or_else(|| spec::negotiate(accept, true));
+        // Generated images have hard edges: lossless, PNG unless WebP is
+        // accepted (never a negotiated AVIF).
+        let offer = Offer {
+            has_alpha: true,
+            compression: Compression::Lossless,
+            avif: false,
+        };
+        let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         let variant = self
             .generated(g.style, g.seed.as_slice(), g.initials, req.size, format)
             .await?;
