@@ -16,4 +16,5 @@ pub mod pipeline;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod subscription;
 pub mod workers;

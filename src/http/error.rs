@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::pipeline::PipelineError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
+use crate::subscription::SubscriptionError;
 use crate::workers::PoolError;
 
 /// An error answer: status, stable machine code, human message.
@@ -99,6 +100,22 @@ impl From<&ServiceError> for ApiError {
     }
 }
 
+/// Subscriptions (issue 14): the client's fault, always.
+impl From<&SubscriptionError> for ApiError {
+    fn from(e: &SubscriptionError) -> ApiError {
+        use StatusCode as S;
+        let (status, code) = match e {
+            SubscriptionError::BadBody(_) => (S::BAD_REQUEST, "bad_request"),
+            SubscriptionError::BadKey { .. } => (S::BAD_REQUEST, "bad_key"),
+            SubscriptionError::Empty => (S::BAD_REQUEST, "no_keys"),
+            SubscriptionError::BadId => (S::BAD_REQUEST, "bad_subscription"),
+            SubscriptionError::TooManyKeys { .. } => (S::PAYLOAD_TOO_LARGE, "too_many_keys"),
+            SubscriptionError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 fn pipeline_error(p: &PipelineError) -> ApiError {
     use StatusCode as S;
     let (status, code) = match p {
@@ -179,6 +196,31 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(&a.json()).unwrap();
             assert_eq!(body["error"], code);
             assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let sub: Vec<(SubscriptionError, u16, &str)> = vec![
+            (
+                SubscriptionError::BadKey {
+                    index: 3,
+                    key: "zz".into(),
+                },
+                400,
+                "bad_key",
+            ),
+            (SubscriptionError::Empty, 400, "no_keys"),
+            (
+                SubscriptionError::TooManyKeys { count: 2, max: 1 },
+                413,
+                "too_many_keys",
+            ),
+            (
+                SubscriptionError::BodyTooLarge { limit: 1 },
+                413,
+                "body_too_large",
+            ),
+        ];
+        for (err, status, code) in sub {
+            let a = ApiError::from(&err);
+            assert_eq!((a.status.as_u16(), a.code), (status, code), "{err:?}");
         }
         // Internal details never leak.
         let a = ApiError::from(&ServiceError::from(PipelineError::Internal(

@@ -14,6 +14,7 @@ pub mod client;
 pub mod error;
 pub mod park;
 pub mod server;
+pub mod subscriptions;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct App {
     pub deliveries: Arc<Deliveries>,
     /// Source of request ids (logs and `X-Request-Id` on 5xx answers).
     next_request_id: std::sync::atomic::AtomicU64,
+    /// Issue 14: event-stream subscriptions (see [`subscriptions`]).
+    pub subscriptions: Arc<dyn crate::store::subscriptions::SubscriptionStore>,
 }
 
 /// Shared handle.
@@ -95,6 +98,7 @@ impl App {
             })
             .collect();
         App {
+            subscriptions: subscriptions::registry(&service.store),
             tokens,
             signer,
             content_cache_control: HeaderValue::from_static("public, max-age=31536000, immutable"),
@@ -312,7 +316,14 @@ where
         if method != Method::GET {
             return (Route::ApiOther, method_not_allowed("GET"));
         }
-        return (Route::ApiOther, events(app, &req));
+        return (Route::ApiOther, events(app, &req).await);
+    }
+    // Issue 14: subscriptions of any size for one event stream.
+    if path == "/v1/subscriptions" {
+        if method != Method::POST {
+            return (Route::ApiOther, method_not_allowed("POST"));
+        }
+        return (Route::ApiOther, subscriptions::create(app, req).await);
     }
     if path == "/v1/upload-urls" {
         if method != Method::POST {
@@ -442,10 +453,12 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
         .and_then(|v| v.to_str().ok());
     let head = req.method() == Method::HEAD;
     let negotiated = parsed.format.is_none();
-    let reply = match app.service.identity(&parsed, accept).await {
-        Ok(a) => a,
-        Err(e) => return service_error(&e),
-    };
+    // Issue 14: a versioned URL (`v=`) waits for this node to reach that version.
+    let (reply, behind) =
+        match subscriptions::identity_at_version(app, &parsed, req.uri().query(), accept).await {
+            Ok(a) => a,
+            Err(e) => return service_error(&e),
+        };
     let (mut r, cacheable) = match reply.answer {
         IdentityAnswer::Avatar {
             variant,
@@ -530,7 +543,11 @@ async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> 
             }
         },
     };
+    let cacheable = cacheable && !behind;
     let h = r.headers_mut();
+    if behind {
+        h.insert(header::CACHE_CONTROL, NO_STORE);
+    }
     if app.service.store.index_stale() {
         // Cut off from the cluster: the answer comes from this node's last
         // replica of the index; keep it briefly and say so.
@@ -770,12 +787,14 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// `GET /v1/events[?keys=h1,h2][&last_event_id=N]`: server-sent events of
-/// avatar changes. `Last-Event-ID` (or `last_event_id`) replays what was
+/// `GET /v1/events[?keys=h1,h2 | ?sub=<id>][&last_event_id=N]`: server-sent
+/// events of avatar changes (`sub`: a `POST /v1/subscriptions` id, 404 once
+/// expired). `Last-Event-ID` (or `last_event_id`) replays what was
 /// missed from the outbox before going live; a comment line every 15 s keeps
 /// proxies from closing an idle stream.
-fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
+async fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
     let mut keys: Vec<crate::model::IdentityHash> = Vec::new();
+    let mut sub = false;
     let mut last_id: Option<u64> = None;
     let pairs = match spec::query_pairs(req.uri().query().unwrap_or("")) {
         Ok(p) => p,
@@ -790,6 +809,7 @@ fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
     };
     for (k, v) in pairs {
         match k.as_str() {
+            "keys" if sub => return bad("use either keys or one sub"),
             "keys" => {
                 for part in v.split(',').filter(|p| !p.is_empty()) {
                     match part.trim().parse() {
@@ -803,6 +823,11 @@ fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
                     return bad("too many keys (at most 1000)");
                 }
             }
+            "sub" if sub || !keys.is_empty() => return bad("use either keys or one sub"),
+            "sub" => match subscriptions::keys_of(app, &v).await {
+                Ok(k) => (keys, sub) = (k, true),
+                Err(r) => return r,
+            },
             "last_event_id" => match v.parse() {
                 Ok(n) => last_id = Some(n),
                 Err(_) => return bad("last_event_id must be an integer"),
@@ -816,6 +841,9 @@ fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
             None => return bad("Last-Event-ID must be an integer"),
         }
     }
+    // Sorted for `events::matches` (a binary search per alias).
+    keys.sort_unstable();
+    keys.dedup();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     // Subscribe before replaying, so nothing falls between the two.
     let live = app.service.bus.subscribe();

@@ -18,6 +18,7 @@
 pub mod blobs;
 pub mod embedded;
 pub mod nats;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -216,6 +217,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Append store-specific Prometheus text to `out`.
     fn render_metrics(&self, _out: &mut String) {}
+    /// Issue 14: where event-stream subscriptions are kept so that every node
+    /// serving this store finds them; `None`: this node's memory is enough
+    /// (one node). Called once, at start-up.
+    fn subscriptions(&self) -> Option<Arc<dyn subscriptions::SubscriptionStore>> {
+        None
+    }
 }
 
 /// Undelivered events of one delivery target, handed out so that each goes to

@@ -808,7 +808,7 @@ impl NatsStore {
 /// Opens a bucket, creating it when missing: with `replicas`, or with one on a
 /// single non-clustered server; if creating fails because another node made
 /// it meanwhile, opens that one.
-async fn open_or_create<T, GE, CE, G, C>(
+pub(super) async fn open_or_create<T, GE, CE, G, C>(
     what: &str,
     replicas: usize,
     get: impl Fn() -> G,
@@ -935,6 +935,16 @@ impl Store for NatsStore {
         Err(StoreError::Unavailable(
             "too much contention on one identity".into(),
         ))
+    }
+
+    // Issue 14: subscriptions in a KV bucket, so a POST to one node and the
+    // stream on another agree.
+    fn subscriptions(&self) -> Option<Arc<dyn super::subscriptions::SubscriptionStore>> {
+        let replicas = self.inner.stream.cached_info().config.num_replicas;
+        Some(Arc::new(super::subscriptions::NatsSubscriptions::new(
+            self.inner.js.clone(),
+            replicas,
+        )))
     }
 
     async fn identity(&self, alias: &IdentityHash) -> Result<Option<IdentityRecord>, StoreError> {
