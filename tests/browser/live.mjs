@@ -19,8 +19,9 @@
 //   one event stream (no per-identity requests);
 // - an upload through a signed URL in tab 1 reaches the older
 //   data-avatar-key markup in both tabs; the invalid-file message;
-// - an expired subscription (the stream answering 404) is re-created once; a
-//   refused one (413) is reported once in the console and not retried;
+// - an expired subscription (the stream answering 404) is re-created once; the
+//   stream down keeps every picture and resumes with last_event_id; a
+//   refused subscription (413) is reported once in the console, not retried;
 // - the demo page served by avatar-edge itself.
 // Exits 0 on success, 1 with a message otherwise.
 import http from "node:http";
@@ -155,6 +156,10 @@ window.client.subscribe("${SPECIAL.a.key}", (c) => window.changes.push(c));
 </script></head>
 <body><main>${IMAGES}</main></body></html>`;
 
+// A small module page: only the changed identities (failure scenarios).
+const SMALL = IMAGES.split("\n").filter((l) => l.includes("data-test=")).join("\n");
+const smallPage = modulePage.replace(IMAGES, SMALL);
+
 // A module page subscribing more identities than the server allows.
 const tooMany = Array.from({ length: 10_001 }, (_, i) => md5(`many${i}@example.org`));
 const refusedPage = `<!doctype html>
@@ -167,7 +172,7 @@ for (const k of keys) window.client.subscribe(k, () => {});
 </script></head><body></body></html>`;
 
 const platform = http.createServer(async (req, res) => {
-  const html = { "/": classicPage, "/module": modulePage, "/refused": refusedPage }[req.url];
+  const html = { "/": classicPage, "/module": modulePage, "/small": smallPage, "/refused": refusedPage }[req.url];
   if (html && req.method === "GET") {
     res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
     return res.end(html);
@@ -463,13 +468,37 @@ try {
     }
     return route.continue();
   });
-  await expired.goto(ORIGIN + "/module", { waitUntil: "load", timeout: 60_000 });
+  await expired.goto(ORIGIN + "/small", { waitUntil: "load", timeout: 60_000 });
   await expired.waitForFunction(() => window.client.connected, null, { timeout: 10_000 });
   const posts = fcount.other.filter((r) => r === "POST /v1/subscriptions").length;
   if (posts !== 2 || fcount.streams !== 2) fail(`after a 404 stream: ${JSON.stringify(fcount)}`);
   await apiUpload({ ...SPECIAL.a, file: "photo_grace_hopper_512x600.jpg" }).then((h) => (hashes.a = h));
   await waitAll([expired], [{ test: "a", hash: hashes.a, versioned: true }], 5000, "after re-subscribing");
   log("a 404 stream re-created the subscription once and the page stayed live");
+
+  // The stream down (its first connection refused): images keep their
+  // picture, and the reconnection resumes from the subscription's
+  // last_event_id, replaying a change made while it was down.
+  const down = await fctx.newPage();
+  const streamUrls = [];
+  let uploaded;
+  const whileDown = new Promise((ok) => (uploaded = ok));
+  await down.route((url) => url.href.startsWith(EDGE) && url.pathname === "/v1/events", async (route) => {
+    streamUrls.push(route.request().url());
+    if (streamUrls.length === 1) return route.abort("connectionrefused");
+    await whileDown;
+    return route.continue();
+  });
+  await down.goto(ORIGIN + "/small", { waitUntil: "load", timeout: 60_000 });
+  const before = await down.evaluate(probe, [EDGE, [{ test: "b", hash: hashes.b }]]);
+  if (!before.all) fail(`the stream down: images changed ${JSON.stringify(before)}`);
+  hashes.b = await apiUpload({ ...SPECIAL.b, file: "logo_alpha_disc_512.png" });
+  uploaded();
+  await waitAll([down], [{ test: "b", hash: hashes.b, versioned: true }], 5000, "after the stream came back");
+  if (streamUrls.length !== 2 || !/[?&]last_event_id=\d+/.test(streamUrls[1])) {
+    fail(`stream attempts: ${JSON.stringify(streamUrls)}`);
+  }
+  log("the stream down: pictures kept, the change made meanwhile replayed on reconnection");
 
   const refused = await fctx.newPage();
   const rcount = countRequests(refused);
