@@ -296,3 +296,32 @@ async fn versioned_identity_urls_keep_ratings_and_defaults() {
     let g_plain = e.get(&format!("/avatar/{key}?s=48&d=identicon")).await;
     assert_eq!(g.body, g_plain.body);
 }
+
+#[tokio::test]
+async fn a_version_this_node_has_not_reached_is_never_cached() {
+    // What a cluster node whose replica lags the event a page saw answers:
+    // after waiting (bounded) for the version, the picture it has, uncacheable,
+    // so no cache keeps the old picture under the new URL.
+    let e = env();
+    let up = e
+        .upload_ok("ahead@example.org", "logo_alpha_disc_512.png")
+        .await;
+    let v = up["version"].as_u64().unwrap();
+    let key = md5_hex("ahead@example.org");
+    let ahead = e.get(&format!("/avatar/{key}?s=48&v={}", v + 1)).await;
+    assert_eq!(ahead.status, 200);
+    assert_eq!(ahead.header("cache-control"), "no-store");
+    assert_eq!(ahead.header("cdn-cache-control"), "no-store");
+    let current = e.get(&format!("/avatar/{key}?s=48&v={v}")).await;
+    assert_eq!(current.body, ahead.body);
+    assert!(current.header("cache-control").starts_with("public"));
+    // An identity nobody has: a version ahead gets the default, uncached too.
+    let nobody = md5_hex("nobody@example.org");
+    let r = e
+        .get(&format!("/avatar/{nobody}?s=48&d=identicon&v=3"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), "no-store");
+    let r = e.get(&format!("/avatar/{nobody}?s=48&d=identicon")).await;
+    assert!(r.header("cache-control").starts_with("public"));
+}
