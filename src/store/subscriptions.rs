@@ -8,7 +8,7 @@
 //!   redb: a subscription is written on every page view and is worth nothing
 //!   after a restart (the client re-creates it on the 404), so it costs no
 //!   fsync and no disk. Bounded by [`MAX_MEMORY_KEYS`] keys in all.
-//! - [`NatsSubscriptions`] for a cluster: a KV bucket with `max_age`, so the
+//! - [`super::nats::NatsSubscriptions`] for a cluster: a KV bucket with `max_age`, so the
 //!   `POST` may reach node A and the stream node B.
 //!
 //! Invariants: an entry lives [`SUBSCRIPTION_TTL`] after its last `put`, and
@@ -19,18 +19,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv};
-
 use super::StoreError;
 use crate::subscription::{KeySet, SubscriptionId, SUBSCRIPTION_TTL};
 
 /// Keys held by all in-memory subscriptions together (about 33 bytes each);
 /// beyond, the entries closest to expiry are dropped first.
 pub const MAX_MEMORY_KEYS: usize = 2_000_000;
-/// The NATS bucket of subscriptions.
-pub const SUBSCRIPTION_BUCKET: &str = "avatar_edge_subscriptions";
-/// Size bound of that bucket (new entries are refused beyond: a 503).
-const BUCKET_MAX_BYTES: i64 = 256 << 20;
 
 /// Storage of subscriptions, shared by every node that may serve the stream.
 #[async_trait::async_trait]
@@ -134,81 +128,6 @@ impl SubscriptionStore for MemorySubscriptions {
 
     async fn get(&self, id: &SubscriptionId) -> Result<Option<Arc<KeySet>>, StoreError> {
         Ok(self.get_at(id, Instant::now()))
-    }
-}
-
-/// Cluster-wide subscriptions in a NATS KV bucket whose `max_age` is the TTL.
-/// The bucket is opened (or created) on first use.
-pub struct NatsSubscriptions {
-    js: jetstream::Context,
-    replicas: usize,
-    bucket: tokio::sync::OnceCell<kv::Store>,
-}
-
-impl NatsSubscriptions {
-    pub fn new(js: jetstream::Context, replicas: usize) -> NatsSubscriptions {
-        NatsSubscriptions {
-            js,
-            replicas: replicas.max(1),
-            bucket: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn bucket(&self) -> Result<&kv::Store, StoreError> {
-        self.bucket
-            .get_or_try_init(|| async {
-                let config = |num_replicas| kv::Config {
-                    bucket: SUBSCRIPTION_BUCKET.into(),
-                    description: "avatar-edge event-stream subscriptions (key sets by id)".into(),
-                    history: 1,
-                    max_age: SUBSCRIPTION_TTL,
-                    max_bytes: BUCKET_MAX_BYTES,
-                    max_value_size: 1 << 20,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas,
-                    ..Default::default()
-                };
-                super::nats::open_or_create(
-                    "subscription",
-                    self.replicas,
-                    || self.js.get_key_value(SUBSCRIPTION_BUCKET),
-                    |n| self.js.create_key_value(config(n)),
-                )
-                .await
-            })
-            .await
-    }
-}
-
-#[async_trait::async_trait]
-impl SubscriptionStore for NatsSubscriptions {
-    async fn put(&self, keys: &KeySet) -> Result<(), StoreError> {
-        let bucket = self.bucket().await?;
-        bucket
-            .put(keys.id().to_string(), keys.encode().into())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("NATS subscription write: {e}")))?;
-        Ok(())
-    }
-
-    async fn get(&self, id: &SubscriptionId) -> Result<Option<Arc<KeySet>>, StoreError> {
-        let bucket = self.bucket().await?;
-        let entry = bucket
-            .entry(id.to_string())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("NATS subscription read: {e}")))?;
-        let Some(entry) = entry else { return Ok(None) };
-        // `max_age` removes expired entries on its own schedule; never hand
-        // out one older than the TTL meanwhile.
-        let now = (super::now_ms() / 1000) as i64;
-        let age = now.saturating_sub(entry.created.unix_timestamp());
-        if entry.operation != kv::Operation::Put || age > SUBSCRIPTION_TTL.as_secs() as i64 {
-            return Ok(None);
-        }
-        match KeySet::decode(&entry.value) {
-            Some(keys) if keys.id() == *id => Ok(Some(Arc::new(keys))),
-            _ => Err(StoreError::Index(format!("corrupt subscription {id}"))),
-        }
     }
 }
 
