@@ -17,5 +17,4 @@ pub mod pipeline;
 pub mod service;
 pub mod spec;
 pub mod store;
-pub mod subscription;
 pub mod workers;

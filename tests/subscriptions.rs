@@ -137,7 +137,7 @@ async fn bad_input_is_refused_whole_with_typed_errors() {
     );
     let mut valid = keys.clone();
     valid.remove(5);
-    let id = avatar_edge::subscription::parse_body(&keys_body(&valid))
+    let id = avatar_edge::spec::parse_subscription(&keys_body(&valid))
         .unwrap()
         .id()
         .to_string();

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::StoreError;
-use crate::subscription::{KeySet, SubscriptionId, SUBSCRIPTION_TTL};
+use crate::model::subscription::{KeySet, SubscriptionId, SUBSCRIPTION_TTL};
 
 /// Keys held by all in-memory subscriptions together (about 33 bytes each);
 /// beyond, the entries closest to expiry are dropped first.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, kv};
 
 use super::keys::open_or_create;
+use crate::model::subscription::{KeySet, SubscriptionId, SUBSCRIPTION_TTL};
 use crate::store::subscriptions::SubscriptionStore;
 use crate::store::StoreError;
-use crate::subscription::{KeySet, SubscriptionId, SUBSCRIPTION_TTL};
 
 /// The NATS bucket of subscriptions.
 pub const SUBSCRIPTION_BUCKET: &str = "avatar_edge_subscriptions";
