@@ -214,7 +214,6 @@ fn not_found(what: &str) -> ApiError {
     )
 }
 
-/// A client fault of the pipeline: the code names what is wrong with the upload.
 /// Subscriptions (issue 14): the client's fault, always.
 fn subscription_error(e: &SubscriptionError) -> ApiError {
     use StatusCode as S;
@@ -229,6 +228,7 @@ fn subscription_error(e: &SubscriptionError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
+/// A client fault of the pipeline: the code names what is wrong with the upload.
 fn pipeline_error(p: &PipelineError) -> ApiError {
     use StatusCode as S;
     let (status, code) = match p {
