@@ -81,6 +81,26 @@ mod tests {
             (String::new(), Some(b"x"), SpecError::BadLastEventIdHeader),
             ("a=%ff".into(), None, SpecError::BadQuery),
         ];
+        // Issue 14: one `sub`, never together with `keys`.
+        let sub = "0123456789abcdef0123456789ABCDEF";
+        let r = parse_events(Some(&format!("sub={sub}&last_event_id=3")), None).unwrap();
+        assert_eq!(r.sub.map(|s| s.to_string()), Some(sub.to_lowercase()));
+        assert!(r.keys.is_empty());
+        for q in [
+            format!("sub={sub}&keys={MD5}"),
+            format!("keys={MD5}&sub={sub}"),
+            format!("sub={sub}&sub={sub}"),
+        ] {
+            assert_eq!(
+                parse_events(Some(&q), None),
+                Err(SpecError::KeysAndSub),
+                "{q}"
+            );
+        }
+        assert!(matches!(
+            parse_events(Some("sub=xyz"), None),
+            Err(SpecError::Subscription(_))
+        ));
         for (q, h, want) in cases {
             assert_eq!(parse_events(Some(&q), h), Err(want), "{q:?}");
         }
