@@ -7,7 +7,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::error::{error_response, HttpError};
 use super::response::text_response;
-use super::{api, assets, content, events, identity, upload_urls, App, Body};
+use super::{api, assets, content, events, identity, subscriptions, upload_urls, App, Body};
 use crate::metrics::Route;
 
 pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -41,7 +41,14 @@ where
         if method != Method::GET {
             return (Route::ApiOther, method_not_allowed("GET"));
         }
-        return (Route::ApiOther, events::events(app, &req));
+        return (Route::ApiOther, events::events(app, &req).await);
+    }
+    // Issue 14: subscriptions of any size for one event stream.
+    if path == "/v1/subscriptions" {
+        if method != Method::POST {
+            return (Route::ApiOther, method_not_allowed("POST"));
+        }
+        return (Route::ApiOther, subscriptions::create(app, req).await);
     }
     if path == "/v1/upload-urls" {
         if method != Method::POST {
