@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::delivery::{PurgeStyle, Target};
 use crate::identicon::Style;
 use crate::pipeline::Limits;
-use crate::store::nats::NatsOptions;
+use crate::store::nats::{NatsOptions, NatsSecurity, Secret};
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
 /// layers can be merged; [`Config::resolve`] fills in the defaults.
@@ -134,6 +134,22 @@ pub struct Settings {
     /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
     #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+
+    // --- Secured NATS (issue 15). User/password and token come from the
+    // environment only (AVATAR_EDGE_NATS_USER / _PASSWORD / _TOKEN), never
+    // from the command line or the settings file. ---
+    /// NATS credentials file (JWT + NKey seed, as `nsc` writes it) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS servers' TLS certificates; TLS is then required [default: system roots for tls:// URLs]
+    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (with --nats-tls-key) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert [default: none]
+    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 /// Problems with the settings, reported at start-up.
@@ -248,9 +264,60 @@ impl Settings {
             token_file,
             max_upload_url_ttl,
             demo,
-            nats_replicas
+            nats_replicas,
+            nats_creds,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key
         )
     }
+}
+
+/// Secured NATS: files from the settings, secrets from the environment
+/// (`env`): at most one of credentials file, user/password, token; a client
+/// certificate comes with its key.
+fn nats_security(
+    s: &Settings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<NatsSecurity, ConfigError> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    let user = var("AVATAR_EDGE_NATS_USER");
+    let password = var("AVATAR_EDGE_NATS_PASSWORD").map(Secret);
+    let token = var("AVATAR_EDGE_NATS_TOKEN").map(Secret);
+    let user_password = match (user, password) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "nats_user",
+                "AVATAR_EDGE_NATS_USER and AVATAR_EDGE_NATS_PASSWORD go together",
+            ))
+        }
+    };
+    let ways = [
+        s.nats_creds.is_some(),
+        user_password.is_some(),
+        token.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 {
+        return Err(invalid(
+            "nats_creds",
+            "use one of --nats-creds, AVATAR_EDGE_NATS_USER/PASSWORD, AVATAR_EDGE_NATS_TOKEN",
+        ));
+    }
+    if s.nats_tls_cert.is_some() != s.nats_tls_key.is_some() {
+        return Err(invalid(
+            "nats_tls_cert",
+            "--nats-tls-cert and --nats-tls-key go together",
+        ));
+    }
+    Ok(NatsSecurity {
+        creds: s.nats_creds.clone(),
+        user_password,
+        token,
+        tls_ca: s.nats_tls_ca.clone(),
+        tls_client: s.nats_tls_cert.clone().zip(s.nats_tls_key.clone()),
+    })
 }
 
 fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
@@ -383,9 +450,11 @@ impl Config {
         if !(1..=5).contains(&nats_replicas) {
             return Err(invalid("nats_replicas", "must be 1..=5"));
         }
+        let security = nats_security(&s, |k| std::env::var(k).ok())?;
         let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
             urls: nats_urls,
             replicas: nats_replicas,
+            security,
         });
         Ok(Config {
             nats,
@@ -485,6 +554,65 @@ mod tests {
         assert!(e.contains("default_style"), "{e}");
         assert!(toml::from_str::<Settings>("no_such_option = 1").is_err());
         assert!(Config::resolve(Settings::default(), Some("short".into())).is_err());
+    }
+
+    #[test]
+    fn nats_security_from_files_and_environment_only() {
+        fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+            let v: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        }
+        let s = Settings::default();
+        let none = nats_security(&s, env(&[])).unwrap();
+        assert_eq!(none, NatsSecurity::default());
+        let up = nats_security(
+            &s,
+            env(&[
+                ("AVATAR_EDGE_NATS_USER", "alice"),
+                ("AVATAR_EDGE_NATS_PASSWORD", "pw"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            up.user_password,
+            Some(("alice".into(), Secret("pw".into())))
+        );
+        assert!(!format!("{up:?}").contains("pw"), "secrets never printed");
+        let t = nats_security(&s, env(&[("AVATAR_EDGE_NATS_TOKEN", "tok")])).unwrap();
+        assert_eq!(t.token, Some(Secret("tok".into())));
+        for bad in [
+            &[("AVATAR_EDGE_NATS_USER", "alice")][..],
+            &[
+                ("AVATAR_EDGE_NATS_PASSWORD", "pw"),
+                ("AVATAR_EDGE_NATS_TOKEN", "t"),
+            ][..],
+        ] {
+            // Only a user (no password), or two ways at once.
+            assert!(nats_security(&s, env(bad)).is_err());
+        }
+        let tls = Settings {
+            nats_tls_ca: Some("ca.pem".into()),
+            nats_tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        assert!(
+            nats_security(&tls, env(&[])).is_err(),
+            "a certificate needs its key"
+        );
+        let tls = Settings {
+            nats_tls_key: Some("k.pem".into()),
+            ..tls
+        };
+        let ok = nats_security(&tls, env(&[])).unwrap();
+        assert_eq!(ok.tls_client, Some(("c.pem".into(), "k.pem".into())));
+        let creds = Settings {
+            nats_creds: Some("x.creds".into()),
+            ..Default::default()
+        };
+        assert!(nats_security(&creds, env(&[("AVATAR_EDGE_NATS_TOKEN", "t")])).is_err());
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl ApiError {
         )
     }
 
+    /// `/readyz` while the node cannot serve correct answers.
+    pub fn not_ready(reason: &str) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized")
     }

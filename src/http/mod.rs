@@ -331,6 +331,7 @@ where
             Route::Health,
             text_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         ),
+        ("/readyz", m) if *m == Method::GET || *m == Method::HEAD => (Route::Ready, ready(app)),
         ("/metrics", &Method::GET) => {
             let text = app.service.metrics.render(&app.service.snapshot());
             (
@@ -338,8 +339,23 @@ where
                 text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
             )
         }
-        ("/healthz", _) | ("/metrics", _) => (Route::Other, method_not_allowed("GET")),
+        ("/healthz", _) | ("/readyz", _) | ("/metrics", _) => {
+            (Route::Other, method_not_allowed("GET"))
+        }
         _ => (Route::Other, error_response(&ApiError::not_found("route"))),
+    }
+}
+
+/// `/readyz`: 200 when this node serves correct answers (`/healthz` is
+/// liveness only), else 503 with the store's reason.
+fn ready(app: &App) -> Response<Body> {
+    match app.service.store.unready_reason() {
+        None => text_response(
+            StatusCode::OK,
+            "application/json",
+            "{\"status\":\"ready\"}\n",
+        ),
+        Some(reason) => error_response(&ApiError::not_ready(reason)),
     }
 }
 

