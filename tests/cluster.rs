@@ -173,7 +173,7 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
     let n2 = start_node(&dir.path().join("n2"), &urls, &hook);
     let n3 = start_node(&dir.path().join("n3"), &urls, &hook);
     let others = [n2.addr, n3.addr];
-    let _dump = DumpLogsOnPanic(vec![&n1, &n2, &n3]);
+    let _dump = DumpLogsOnPanic(vec![&n1, &n2]);
 
     // 0. Ready means ready: once all three `/readyz` answer 200, the very
     // first upload reaches nodes 2 and 3 within 100 ms (step 1, round 0).

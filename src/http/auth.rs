@@ -4,6 +4,14 @@
 //! time, and hashing first makes the comparison independent of length too.
 //! Several named tokens can be active at once (rotation).
 
+/// Seconds since the Unix epoch now (signed-URL expiry is in these).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The set of accepted tokens.
 #[derive(Clone, Default)]
 pub struct Tokens {

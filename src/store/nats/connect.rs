@@ -2,12 +2,12 @@
 //! shown without credentials (every log line and error names servers through
 //! [`redact`]).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::NatsOptions;
+use crate::config::{NatsSecurity, Secret};
 use crate::store::StoreError;
 
 /// The oldest nats-server this store runs against: per-key compare-and-set
@@ -52,74 +52,29 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// A secret (password, token): never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
+/// Client options carrying `sec`.
+async fn options(sec: &NatsSecurity) -> Result<async_nats::ConnectOptions, StoreError> {
+    let mut o = match &sec.creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("NATS credentials file {}: {e}", path.display()))
+            })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let Some((user, Secret(password))) = &sec.user_password {
+        o = o.user_and_password(user.clone(), password.clone());
     }
-}
-
-/// Authentication and TLS towards the NATS servers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatsSecurity {
-    /// A NATS credentials file (user JWT and NKey seed).
-    pub creds: Option<PathBuf>,
-    pub user_password: Option<(String, Secret)>,
-    pub token: Option<Secret>,
-    /// CA certificate to verify the servers with (TLS then required).
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate and key.
-    pub tls_client: Option<(PathBuf, PathBuf)>,
-}
-
-impl NatsSecurity {
-    /// `text` with every secret replaced by `***` (errors from the client
-    /// or the server might echo one).
-    fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        let secrets = self
-            .user_password
-            .iter()
-            .map(|(_, p)| p)
-            .chain(self.token.iter());
-        for Secret(s) in secrets {
-            if !s.is_empty() {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
+    if let Some(Secret(token)) = &sec.token {
+        o = o.token(token.clone());
     }
-
-    /// Client options carrying this security.
-    async fn options(&self) -> Result<async_nats::ConnectOptions, StoreError> {
-        let mut o = match &self.creds {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "NATS credentials file {}: {e}",
-                        path.display()
-                    ))
-                })?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        if let Some((user, Secret(password))) = &self.user_password {
-            o = o.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(Secret(token)) = &self.token {
-            o = o.token(token.clone());
-        }
-        if let Some(ca) = &self.tls_ca {
-            o = o.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        if let Some((cert, key)) = &self.tls_client {
-            o = o.add_client_certificate(cert.clone(), key.clone());
-        }
-        Ok(o)
+    if let Some(ca) = &sec.tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
     }
+    if let Some((cert, key)) = &sec.tls_client {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(o)
 }
 
 /// All seed URLs, redacted, comma-separated.
@@ -142,8 +97,7 @@ pub(super) async fn connect(
         .map_err(|e| StoreError::Unavailable(format!("invalid NATS URL in {shown}: {e}")))?;
     let counter = reconnects;
     let security = &opts.security;
-    let client = security
-        .options()
+    let client = options(security)
         .await?
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(3)))
@@ -212,20 +166,5 @@ mod tests {
         let all = redacted_urls(&["nats://u:pw@a:1".into(), "nats://b:2".into()]);
         assert_eq!(all, "nats://***@a:1,nats://b:2");
         assert!(!all.contains("pw"));
-    }
-
-    #[test]
-    fn secrets_are_scrubbed_and_never_debug_printed() {
-        let s = NatsSecurity {
-            user_password: Some(("alice".into(), Secret("s3cret".into()))),
-            token: Some(Secret("t0ken".into())),
-            ..Default::default()
-        };
-        assert_eq!(s.scrub("bad s3cret and t0ken"), "bad *** and ***");
-        let shown = format!("{s:?}");
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("t0ken"),
-            "{shown}"
-        );
     }
 }

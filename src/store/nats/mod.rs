@@ -62,7 +62,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store};
 use bytes::Bytes;
 
-pub use connect::{check_version, redact, redacted_urls, NatsSecurity, Secret, MIN_SERVER};
+pub use connect::{check_version, redact, redacted_urls, MIN_SERVER};
 use keys::{manifest_key, open_blobs, open_kv};
 pub use keys::{Forward, Stored, StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
 use objects::{BlobCache, BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS};
@@ -76,16 +76,8 @@ use super::{
 use crate::metrics::{Exposition, Histogram};
 use crate::model::{ContentHash, IdentityHash};
 
-/// How to reach the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsOptions {
-    /// `nats://host:port` seed URLs (the client learns the rest of the cluster).
-    pub urls: Vec<String>,
-    /// Replicas of each bucket (1 for a single dev server; 3 in production).
-    pub replicas: usize,
-    /// Authentication and TLS.
-    pub security: NatsSecurity,
-}
+/// How to reach the cluster (a setting, defined with the configuration).
+pub use crate::config::NatsOptions;
 
 /// Per-node counters for `/metrics`.
 #[derive(Default)]
