@@ -306,11 +306,33 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
         let barrier = barrier.clone();
         std::thread::spawn(move || {
             barrier.wait();
-            upload(addr, &key, &body)
+            let r = put(addr, &key, &body).unwrap();
+            if r.status != 200 {
+                return Err(format!(
+                    "{addr} {key}: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            let j = json(&r);
+            Ok((
+                j["hash"].as_str().unwrap().to_string(),
+                j["version"].as_u64().unwrap(),
+            ))
         })
     })
     .collect();
-    let merged: Vec<(String, u64)> = racers.into_iter().map(|h| h.join().unwrap()).collect();
+    let merged: Vec<Result<(String, u64), String>> =
+        racers.into_iter().map(|h| h.join().unwrap()).collect();
+    if merged.iter().any(|r| r.is_err()) {
+        for (i, n) in [&n1, &n2, &n3].iter().enumerate() {
+            for line in n.drain_log() {
+                eprintln!("node {}: {line}", i + 1);
+            }
+        }
+        panic!("merge race: {merged:?}");
+    }
+    let merged: Vec<(String, u64)> = merged.into_iter().map(Result::unwrap).collect();
     let last = merged.iter().max_by_key(|r| r.1).unwrap().clone();
     for node in [&n1, &n2, &n3] {
         let both = eventually(Duration::from_secs(5), || {

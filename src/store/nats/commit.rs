@@ -67,7 +67,7 @@ impl NatsStore {
                     .await
                 {
                     Ok(_) => {}
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                    Err(e) if lost_create(&e) => {}
                     Err(e) => return Err(self.fail("manifest write")(e)),
                 }
                 self.write_replica()
@@ -238,7 +238,7 @@ impl NatsStore {
                 .await
             {
                 Ok(_) => entries.push((a, claimed)),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+                Err(e) if lost_create(&e) => return Ok(None),
                 Err(e) => return Err(self.fail("index write")(e)),
             }
         }
@@ -351,6 +351,28 @@ impl NatsStore {
             event: Some(event),
         }))
     }
+}
+
+/// Did a create-if-absent lose to another writer? `kv.create` says
+/// `AlreadyExists` only when its follow-up read sees the key; that read may
+/// be served by a replica that has not applied the winning write yet, and
+/// then the error is the server's "wrong last sequence" instead.
+fn lost_create(e: &kv::CreateError) -> bool {
+    if e.kind() == kv::CreateErrorKind::AlreadyExists {
+        return true;
+    }
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if err
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("wrong last sequence")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// What `i.<primary>` holds, with the revision a write there must expect.
