@@ -10,6 +10,7 @@
 mod fault;
 mod image;
 mod style;
+pub mod subscription;
 
 pub use fault::Fault;
 pub use image::{

@@ -14,6 +14,7 @@
 mod api;
 mod conditional;
 mod events;
+mod subscription;
 
 pub use api::{
     decode_key_segment, parse_rating_patch, parse_signed_url, parse_upload, parse_upload_url,
@@ -21,6 +22,7 @@ pub use api::{
 };
 pub use conditional::IfNoneMatch;
 pub use events::{parse_events, EventsRequest, MAX_EVENT_KEYS};
+pub use subscription::parse_subscription;
 
 use crate::model::{
     ContentHash, IdentityHash, OutputFormat, ParseError, Rating, Style,
@@ -67,6 +69,11 @@ pub enum SpecError {
     BadExpiry { max: u64 },
     #[error("expected {{\"rating\": \"g\" | \"pg\" | \"r\" | \"x\"}}")]
     BadRatingPatch,
+    /// Issue 14: a refused subscription (body, key, limits, id).
+    #[error(transparent)]
+    Subscription(#[from] crate::model::subscription::SubscriptionError),
+    #[error("use either keys or one sub")]
+    KeysAndSub,
 }
 
 /// Decoded `key=value` pairs of a query string (percent- and `+`-decoded).
@@ -193,6 +200,8 @@ pub struct IdentityRequest {
     pub name: Option<String>,
     /// `initials=`, taking precedence over letters derived from `name`.
     pub initials: Option<String>,
+    /// `v=`: the identity version a live page asks for (issue 14).
+    pub version: Option<u64>,
 }
 
 /// Parse an identity URL. Never fails: this path must always answer an image.
@@ -222,6 +231,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
         max_rating: Rating::G,
         name: None,
         initials: None,
+        version: None,
     };
     let q = query.unwrap_or("");
     let q = &q[..floor_char_boundary(q, MAX_QUERY_LEN)];
@@ -244,6 +254,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
                     req.max_rating = r;
                 }
             }
+            "v" => req.version = v.parse().ok(),
             "name" => req.name = clean_text(&v),
             "initials" => req.initials = clean_initials(&v),
             _ => {}

@@ -22,6 +22,7 @@ pub mod defaults;
 mod events;
 mod identity;
 mod render;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ use crate::workers::{Pool, PoolError};
 pub use avatars::AvatarInfo;
 pub use identity::{IdentityAnswer, IdentityReply};
 pub use render::{ContentAnswer, ContentEntry, ContentReply, Variant, VariantKey};
+pub use subscriptions::Subscribed;
 
 /// Everything a use case can fail with; `http::error` maps each to a status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -112,6 +114,9 @@ pub struct Service {
     manifest_generation: std::sync::atomic::AtomicU64,
     /// Decode/resize/encode of variants and defaults.
     pool: Pool,
+    /// Event-stream subscriptions (issue 14): the store's shared ones, or
+    /// this node's memory.
+    subscriptions: Arc<dyn crate::store::subscriptions::SubscriptionStore>,
     /// Upload normalization: its own threads and queue, so a flood of cold
     /// renders cannot starve uploads (nor a burst of uploads stall renders).
     uploads: Pool,
@@ -130,6 +135,9 @@ impl Service {
         bus: Bus,
     ) -> Service {
         Service {
+            subscriptions: store.subscriptions().unwrap_or_else(|| {
+                Arc::new(crate::store::subscriptions::MemorySubscriptions::default())
+            }),
             bus,
             cache: Cache::new(config.cache_bytes),
             manifests: Cache::new(MANIFEST_CACHE_BYTES),
@@ -188,6 +196,11 @@ impl Service {
             blobs_written: st.blobs_written,
             blobs_deleted: st.blobs_deleted,
         }
+    }
+
+    /// Why this node cannot serve correct answers yet (`/readyz`), or `None`.
+    pub fn unready_reason(&self) -> Option<&'static str> {
+        self.store.unready_reason()
     }
 
     /// The Prometheus text of the service's metrics and the store's.

@@ -21,6 +21,7 @@ pub mod blobs;
 pub mod change;
 pub mod embedded;
 pub mod nats;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -211,9 +212,20 @@ pub trait Store: Send + Sync + 'static {
     fn index_stale(&self) -> bool {
         false
     }
+    /// Why this node cannot serve correct answers yet (`/readyz` answers 503
+    /// with it), or `None` when it can. An open embedded store is ready.
+    fn unready_reason(&self) -> Option<&'static str> {
+        None
+    }
     /// Write store-specific metric families (registered with
     /// [`crate::metrics::Metrics::register`] by the composition root).
     fn collect_metrics(&self, _out: &mut crate::metrics::Exposition) {}
+    /// Issue 14: where event-stream subscriptions are kept so that every node
+    /// serving this store finds them; `None`: this node's memory is enough
+    /// (one node). Called once, at start-up.
+    fn subscriptions(&self) -> Option<Arc<dyn subscriptions::SubscriptionStore>> {
+        None
+    }
 }
 
 /// Undelivered events of one delivery target, handed out so that each goes to
