@@ -127,22 +127,6 @@ pub struct Settings {
     /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
     #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
-
-    // --- Secured NATS (issue 15). User/password and token come from the
-    // environment only (AVATAR_EDGE_NATS_USER / _PASSWORD / _TOKEN), never
-    // from the command line or the settings file. ---
-    /// NATS credentials file (JWT + NKey seed, as `nsc` writes it) [default: none]
-    #[arg(long, env = "AVATAR_EDGE_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// CA certificate (PEM) to verify the NATS servers' TLS certificates; TLS is then required [default: system roots for tls:// URLs]
-    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for NATS servers that verify clients (with --nats-tls-key) [default: none]
-    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_CERT")]
-    pub nats_tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --nats-tls-cert [default: none]
-    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_KEY")]
-    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -203,11 +187,7 @@ impl Settings {
             token_file,
             max_upload_url_ttl,
             demo,
-            nats_replicas,
-            nats_creds,
-            nats_tls_ca,
-            nats_tls_cert,
-            nats_tls_key
+            nats_replicas
         )
     }
 }
