@@ -131,8 +131,17 @@ fn start_node(dir: &std::path::Path, nats: &str, hook: &str) -> Server {
     )
 }
 
+/// The cluster tests take turns: each starts its own nats-servers and nodes,
+/// and their latency bounds (100 ms, 2 s) are about one cluster on this
+/// machine, not several sharing two cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn three_nodes_on_a_three_server_jetstream_cluster() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start(dir.path(), 3);
     let urls = nats.urls();
@@ -395,6 +404,7 @@ impl Drop for DumpLogsOnPanic<'_> {
 
 #[test]
 fn unreachable_nats_at_start_is_an_error_naming_the_url() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("nats://127.0.0.1:{}", free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_avatar-edge"))
@@ -419,6 +429,7 @@ fn unreachable_nats_at_start_is_an_error_naming_the_url() {
 /// URL answers that version on every node.
 #[test]
 fn subscriptions_span_the_nodes_of_a_cluster() {
+    let _turn = one_at_a_time();
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(dir.path(), 1);

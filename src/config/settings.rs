@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
-/// layers can be merged; [`Config::resolve`] fills in the defaults.
+/// layers can be merged; [`Config::resolve`](super::Config::resolve) fills in the defaults.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
