@@ -333,7 +333,7 @@ pub fn build_app_on(
     } = config;
     let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());
-    let service = Service::with_bus(render, store.clone(), metrics.clone(), bus);
+    let service = Service::new(render, store.clone(), metrics.clone(), bus);
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,
