@@ -276,10 +276,7 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let bus = crate::events::Bus::new();
     let store = crate::store::nats::NatsStore::connect(&opts, publish_on(&bus))
         .await
-        .with_context(|| {
-            let urls = crate::store::nats::redacted_urls(&opts.urls);
-            format!("starting on the NATS cluster {urls}")
-        })?;
+        .with_context(|| format!("starting on the NATS cluster {}", opts.urls.join(",")))?;
     if deliver {
         let names: Vec<String> = config.delivery.targets.iter().map(|t| t.name()).collect();
         store
@@ -288,7 +285,7 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
             .context("creating the delivery consumers on NATS")?;
     }
     tracing::info!(
-        urls = %crate::store::nats::redacted_urls(&opts.urls),
+        urls = %opts.urls.join(","),
         identities = store.replica_len(),
         "index replica loaded from NATS JetStream"
     );
@@ -341,7 +338,7 @@ pub fn build_app_on(
     } = config;
     let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());
-    let service = Service::with_bus(render, store.clone(), metrics.clone(), bus);
+    let service = Service::new(render, store.clone(), metrics.clone(), bus);
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,

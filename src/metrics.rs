@@ -22,19 +22,17 @@ pub enum Route {
     ApiAvatars,
     ApiOther,
     Health,
-    Ready,
     Metrics,
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 7] = [
         Route::Content,
         Route::Identity,
         Route::ApiAvatars,
         Route::ApiOther,
         Route::Health,
-        Route::Ready,
         Route::Metrics,
         Route::Other,
     ];
@@ -45,7 +43,6 @@ impl Route {
             Route::ApiAvatars => "api_avatars",
             Route::ApiOther => "api_other",
             Route::Health => "healthz",
-            Route::Ready => "readyz",
             Route::Metrics => "metrics",
             Route::Other => "other",
         }

@@ -1,7 +1,7 @@
 //! Plain domain values shared by every layer: content hashes, identity hashes,
 //! ratings, change events, output formats and the output-size limit
-//! ([`image`]), default styles ([`style`]), and whose fault an error is
-//! ([`fault`]).
+//! (`model/image.rs`), default styles (`model/style.rs`), and whose fault an
+//! error is (`model/fault.rs`, [`Fault`]).
 //!
 //! Invariants: every value here is valid by construction (parsing is the only way
 //! in), cheap to copy, and free of I/O. Nothing here knows HTTP or the disk, and

@@ -118,20 +118,22 @@ impl Service {
                 .await;
         };
         let record = record.expect("eligible implies a record");
-        let manifest = match self.store.manifest(&avatar.hash).await {
-            Ok(Some(m)) => m,
-            Ok(None) | Err(_) => {
+        // From the manifest cache, as on `/c/` (a hit reads no index).
+        let entry = match self.content_entry(&avatar.hash).await {
+            Ok(entry) => entry,
+            Err(_) => {
                 tracing::error!(identity = %hash, master = %avatar.hash, "bound master unreadable; serving a fault default");
                 return self.fault_default(req, &hash, accept).await;
             }
         };
+        let manifest = &entry.manifest;
         let creq = ContentRequest {
             hash: manifest.hash,
             size: req.size,
             format: req.format,
         };
-        let key = self.content_key(&creq, &manifest, accept);
-        match self.content_variant(&manifest, key).await {
+        let key = self.content_key(&creq, manifest, accept);
+        match self.content_variant(manifest, key).await {
             Ok((variant, _)) => {
                 let content_url = format!(
                     "/c/{}.{}?s={}",

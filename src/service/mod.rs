@@ -123,12 +123,10 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(config: RenderConfig, store: SharedStore, metrics: Arc<Metrics>) -> Service {
-        Service::with_bus(config, store, metrics, Bus::new())
-    }
-
-    /// Like [`Service::new`], on a bus the store already publishes to.
-    pub fn with_bus(
+    /// The service on `store`, announcing on `bus` — the bus the store was
+    /// given as its publisher (`cli::build_app_on` wires both), so event
+    /// streams and delivery workers see every commit.
+    pub fn new(
         config: RenderConfig,
         store: SharedStore,
         metrics: Arc<Metrics>,
@@ -196,11 +194,6 @@ impl Service {
             blobs_written: st.blobs_written,
             blobs_deleted: st.blobs_deleted,
         }
-    }
-
-    /// Why this node cannot serve correct answers yet (`/readyz`), or `None`.
-    pub fn unready_reason(&self) -> Option<&'static str> {
-        self.store.unready_reason()
     }
 
     /// The Prometheus text of the service's metrics and the store's.

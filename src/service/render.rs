@@ -178,7 +178,10 @@ impl Service {
     /// The manifest of a master from memory, or from the store (then kept),
     /// or `NotFound`. What the `/c/` route uses: a hit costs a shard lock and
     /// an `Arc` clone instead of an index read and a JSON parse.
-    async fn content_entry(&self, hash: &ContentHash) -> Result<Arc<ContentEntry>, ServiceError> {
+    pub(super) async fn content_entry(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Arc<ContentEntry>, ServiceError> {
         use std::sync::atomic::Ordering::SeqCst;
         if let Some(e) = self.manifests.get(hash) {
             return Ok(e);
@@ -315,12 +318,14 @@ impl Service {
             size,
             format,
         };
-        let etag = key.etag();
-        let seed = seed.to_vec();
+        // The ETag and the seed copy only when rendering (a hit carries its own).
+        let etag_key = key.clone();
         let encoding = Encoding::lossless(self.config.quality);
         let (v, _) = self
             .cache
             .get_or_produce(key, || async move {
+                let etag = etag_key.etag();
+                let seed = seed.to_vec();
                 let job = self.on_pool(pipeline::render_cost(size, size), move || {
                     let px = identicon::render(style, &seed, size, initials.as_deref());
                     pipeline::encode(&px, format, encoding)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{IdentityAnswer, IdentityReply, Service, ServiceError};
 use crate::model::subscription::{KeySet, SubscriptionId, VERSION_WAIT};
-use crate::spec::IdentityRequest;
+use crate::spec::{IdentityRef, IdentityRequest};
 
 /// Identity look-ups between two yields to the reactor while building `recent`.
 const LOOKUPS_PER_YIELD: usize = 256;
@@ -75,21 +75,31 @@ impl Service {
         req: &IdentityRequest,
         accept: Option<&str>,
     ) -> Result<(IdentityReply, bool), ServiceError> {
-        let deadline = tokio::time::Instant::now() + VERSION_WAIT;
-        loop {
-            let reply = self.identity(req, accept).await?;
-            let Some(want) = req.version else {
-                return Ok((reply, false));
-            };
-            let have = match &reply.answer {
-                IdentityAnswer::Avatar { record, .. } => record.version,
-                IdentityAnswer::Default { record, .. } => record.as_ref().map_or(0, |r| r.version),
-                _ => return Ok((reply, false)),
-            };
-            if have >= want || tokio::time::Instant::now() >= deadline {
-                return Ok((reply, have < want));
+        let Some(want) = req.version else {
+            return Ok((self.identity(req, accept).await?, false));
+        };
+        // Wait on the record's version alone (one index look-up a round),
+        // then answer once: no identity answer is built while waiting.
+        if let IdentityRef::Hash(hash) = req.identity {
+            let deadline = tokio::time::Instant::now() + VERSION_WAIT;
+            loop {
+                let have = match self.store.identity(&hash).await {
+                    Ok(r) => r.map_or(0, |r| r.version),
+                    // The answer below turns a failing look-up into a fault default.
+                    Err(_) => break,
+                };
+                if have >= want || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let reply = self.identity(req, accept).await?;
+        let have = match &reply.answer {
+            IdentityAnswer::Avatar { record, .. } => record.version,
+            IdentityAnswer::Default { record, .. } => record.as_ref().map_or(0, |r| r.version),
+            _ => return Ok((reply, false)),
+        };
+        Ok((reply, have < want))
     }
 }

@@ -1,6 +1,6 @@
 //! Where event-stream subscriptions live between `POST /v1/subscriptions`
 //! and the `GET /v1/events?sub=<id>` that uses them (see
-//! [`crate::subscription`]).
+//! [`crate::model::subscription`]).
 //!
 //! Two implementations, chosen by the store ([`super::Store::subscriptions`]):
 //! - [`MemorySubscriptions`] for the embedded store: one node, so a map in
