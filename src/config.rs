@@ -317,8 +317,18 @@ impl Config {
             return Err(invalid("nats_replicas", "must be 1..=5"));
         }
         let quality = Quality {
-            webp: check_quality("webp_quality", "--webp-quality", s.webp_quality, 80)?,
-            avif: check_quality("avif_quality", "--avif-quality", s.avif_quality, 60)?,
+            webp: check_quality(
+                "webp_quality",
+                "--webp-quality",
+                s.webp_quality,
+                Quality::DEFAULT.webp,
+            )?,
+            avif: check_quality(
+                "avif_quality",
+                "--avif-quality",
+                s.avif_quality,
+                Quality::DEFAULT.avif,
+            )?,
         };
         let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
             urls: nats_urls,
