@@ -143,6 +143,14 @@ async fn format_is_negotiated_from_accept_with_vary() {
         (&logo, "*/*", "image/png", "image/png"),
         (&logo, "image/webp", "image/webp", "image/webp"),
     ];
+    // Below AVIF_MIN_SIDE a photo negotiates WebP (AVIF is larger there).
+    let small = e
+        .get_with(
+            &format!("/c/{}?s=64", photo["hash"].as_str().unwrap()),
+            ("accept", chromium),
+        )
+        .await;
+    assert_eq!(small.header("content-type"), "image/webp");
     let off = env_with(|c| c.render.avif_negotiate = false);
     let photo_off = off
         .upload_ok("p@example.org", "photo_grace_hopper_512x600.jpg")
@@ -153,7 +161,7 @@ async fn format_is_negotiated_from_accept_with_vary() {
     assert_eq!(photo_off["hash"], photo["hash"]);
     assert_eq!(logo_off["hash"], logo["hash"]);
     for (v, accept, want_on, want_off) in cases {
-        let uri = format!("/c/{}?s=64", v["hash"].as_str().unwrap());
+        let uri = format!("/c/{}?s=128", v["hash"].as_str().unwrap());
         for (env, want) in [(&e, want_on), (&off, want_off)] {
             let r = env.get_with(&uri, ("accept", accept)).await;
             assert_eq!(r.status, 200);
