@@ -12,6 +12,7 @@ pub mod identicon;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod service;
 pub mod spec;

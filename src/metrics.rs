@@ -113,6 +113,10 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     pub defaults_served: AtomicU64,
     pub fault_defaults: AtomicU64,
+    /// Token-file reloads (SIGHUP) that replaced the named tokens.
+    pub token_reloads: AtomicU64,
+    /// Token-file reloads that failed (the old tokens stay in force).
+    pub token_reload_failures: AtomicU64,
     /// Open client connections (gauge, kept by the accept loop).
     pub connections_open: AtomicU64,
     /// Idle keep-alive connections parked without hyper state (gauge).
@@ -177,7 +181,7 @@ impl Metrics {
                 }
             }
         }
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 18] = [
             (
                 "avatar_edge_cache_hits_total",
                 "Variant cache hits.",
@@ -242,6 +246,16 @@ impl Metrics {
                 "avatar_edge_fault_defaults_total",
                 "Defaults served because of an internal fault (no-store).",
                 self.fault_defaults.load(Ordering::Relaxed),
+            ),
+            (
+                "avatar_edge_token_reloads_total",
+                "Token-file reloads (SIGHUP) that replaced the named API tokens.",
+                self.token_reloads.load(Ordering::Relaxed),
+            ),
+            (
+                "avatar_edge_token_reload_failures_total",
+                "Token-file reloads that failed; the previous tokens stay in force.",
+                self.token_reload_failures.load(Ordering::Relaxed),
             ),
             (
                 "avatar_edge_blobs_corrupt_total",

@@ -10,6 +10,7 @@
 
 pub mod assets;
 pub mod auth;
+mod backup;
 pub mod client;
 pub mod error;
 pub mod park;
@@ -313,6 +314,12 @@ where
             return (Route::ApiOther, method_not_allowed("GET"));
         }
         return (Route::ApiOther, events(app, &req));
+    }
+    if path == "/v1/backup" {
+        if method != Method::GET {
+            return (Route::ApiOther, method_not_allowed("GET"));
+        }
+        return (Route::ApiOther, backup::backup(app, &req).await);
     }
     if path == "/v1/upload-urls" {
         if method != Method::POST {

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+mod backup;
+
 use super::blobs::BlobDir;
 use super::{
     now_ms, AvatarRef, Change, ChangeEvent, Committed, IdentityRecord, Manifest, NewMaster, Store,
@@ -62,6 +64,8 @@ struct Inner {
     db: Database,
     blobs: BlobDir,
     write_lock: Mutex<()>,
+    /// Deferred blob deletion while a backup runs (see `backup.rs`).
+    pins: backup::GcPins,
 }
 
 /// Files + redb; cheap to clone.
@@ -92,6 +96,7 @@ impl EmbeddedStore {
                 db,
                 blobs,
                 write_lock: Mutex::new(()),
+                pins: Default::default(),
             }),
         })
     }
@@ -379,7 +384,7 @@ impl EmbeddedStore {
         // here only leaves orphan files, never a dangling reference.
         for m in garbage {
             for r in &m.rungs {
-                if let Err(e) = inner.blobs.remove(&r.blob) {
+                if let Err(e) = inner.pins.collect(&inner.blobs, &r.blob) {
                     tracing::warn!(blob = %r.blob, error = %e, "could not remove unreferenced blob");
                 }
             }
@@ -486,6 +491,10 @@ impl Store for EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn super::backup::BackupWriter>, StoreError> {
+        self.snapshot_blocking()
     }
 
     fn stats(&self) -> StoreStats {

@@ -15,6 +15,7 @@
 //!   change writes its [`ChangeEvent`] in the same transaction as the index;
 //! - only this module touches the disk.
 
+pub mod backup;
 pub mod blobs;
 pub mod embedded;
 pub mod nats;
@@ -216,6 +217,13 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Append store-specific Prometheus text to `out`.
     fn render_metrics(&self, _out: &mut String) {}
+    /// A consistent snapshot for an online backup, written out later
+    /// ([`backup`]). Blocking: call it from a blocking thread.
+    fn snapshot(&self) -> Result<Box<dyn backup::BackupWriter>, StoreError> {
+        Err(StoreError::Unavailable(
+            "online backup covers the embedded store; back up a NATS cluster's streams with NATS' own tools".into(),
+        ))
+    }
 }
 
 /// Undelivered events of one delivery target, handed out so that each goes to
