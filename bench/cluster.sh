@@ -21,13 +21,13 @@ cd "$(dirname "$0")/.."
 CHANGES=${CHANGES:-200}
 DUR=${DUR:-10}
 need_apt=()
-[ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v wrk >/dev/null || need_apt+=(wrk)
 if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+NATS_SERVER=$(scripts/nats-server)
 cargo build --release --locked --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/avatar-edge
 TOKEN=cluster-bench-token-0123456789
@@ -42,7 +42,7 @@ declare -a NP CP MP
 for i in 0 1 2; do NP[$i]=$(port); CP[$i]=$(port); MP[$i]=$(port); done
 routes="nats://127.0.0.1:${CP[0]},nats://127.0.0.1:${CP[1]},nats://127.0.0.1:${CP[2]}"
 for i in 0 1 2; do
-  /usr/sbin/nats-server -a 127.0.0.1 -p "${NP[$i]}" -m "${MP[$i]}" -n "bench-$i" -js -sd "$work/nats$i" \
+  "$NATS_SERVER" -a 127.0.0.1 -p "${NP[$i]}" -m "${MP[$i]}" -n "bench-$i" -js -sd "$work/nats$i" \
     --cluster_name avatar-edge-bench --cluster "nats://127.0.0.1:${CP[$i]}" --routes "$routes" \
     >"$work/nats$i.log" 2>&1 &
   PIDS+=($!)

@@ -5,7 +5,7 @@
 //! - a hit is a shard lock, a hash lookup and a value clone (`Bytes`/`Arc`
 //!   clones are reference-count bumps); no lock is held across an await;
 //! - the sum of the weights of cached values never exceeds the budget (each
-//!   shard enforces `budget / SHARDS`); a value heavier than a shard's budget is
+//!   shard enforces `budget / shards`); a value heavier than a shard's budget is
 //!   served but not cached;
 //! - at most one producer runs per key at a time; its result (success only) is
 //!   inserted before waiters are released, and errors are not cached.
@@ -25,6 +25,12 @@ pub const SHARDS: usize = 16;
 /// Anything that can be cached reports its size in bytes.
 pub trait Weighted {
     fn weight(&self) -> usize;
+}
+
+impl Weighted for bytes::Bytes {
+    fn weight(&self) -> usize {
+        self.len()
+    }
 }
 
 /// Bytes an allocator really holds for an `n`-byte allocation: jemalloc (our
@@ -90,9 +96,16 @@ where
 {
     /// A cache holding at most `budget_bytes` of values.
     pub fn new(budget_bytes: u64) -> Self {
+        Cache::with_shards(budget_bytes, SHARDS)
+    }
+
+    /// A cache of `shards` independently locked shards (at least one): fewer
+    /// shards admit heavier values (a value may weigh `budget / shards`).
+    pub fn with_shards(budget_bytes: u64, shards: usize) -> Self {
+        let shards = shards.max(1);
         let budget = usize::try_from(budget_bytes).unwrap_or(usize::MAX);
         Cache {
-            shards: (0..SHARDS)
+            shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
                         lru: LruCache::unbounded(),
@@ -100,7 +113,7 @@ where
                     })
                 })
                 .collect(),
-            shard_budget: budget / SHARDS,
+            shard_budget: budget / shards,
             hasher: Default::default(),
             inflight: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
@@ -109,7 +122,7 @@ where
 
     fn shard(&self, key: &K) -> &Mutex<Shard<K, V>> {
         let h = self.hasher.hash_one(key) as usize;
-        &self.shards[h % SHARDS]
+        &self.shards[h % self.shards.len()]
     }
 
     /// Look up `key`, marking it recently used. Counts a hit or a miss.
@@ -346,6 +359,16 @@ mod tests {
         assert_eq!(r.unwrap_err(), "boom");
         let (v, o) = c.get_or_produce(1, || async { Ok(Blob(3)) }).await.unwrap();
         assert_eq!((v, o), (Blob(3), Outcome::Produced));
+    }
+
+    #[test]
+    fn fewer_shards_admit_heavier_values() {
+        let c: Cache<u32, Blob, ()> = Cache::with_shards(400, 4);
+        c.insert(1, Blob(100));
+        assert_eq!(c.get(&1), Some(Blob(100)));
+        c.insert(2, Blob(101));
+        assert_eq!(c.get(&2), None, "heavier than a shard");
+        assert!(c.bytes() <= 400);
     }
 
     #[test]

@@ -366,9 +366,17 @@ pub struct Built {
 /// store. With `deliver`, start the outbox delivery workers (needs a Tokio
 /// runtime).
 pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
+    let bus = crate::events::Bus::new();
     let store = EmbeddedStore::open(&config.data_dir)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    build_app_on(config, deliver, Arc::new(store), crate::events::Bus::new())
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?
+        .publishing(publish_on(&bus));
+    build_app_on(config, deliver, Arc::new(store), bus)
+}
+
+/// A store's publisher that announces on `bus`.
+fn publish_on(bus: &crate::events::Bus) -> crate::store::Publish {
+    let bus = bus.clone();
+    crate::store::Publish::new(move |e| bus.publish(e))
 }
 
 /// Build the application on the store the config names: NATS JetStream when
@@ -379,7 +387,7 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
         return build_app(config, deliver);
     };
     let bus = crate::events::Bus::new();
-    let store = crate::store::nats::NatsStore::connect(&opts, bus.clone())
+    let store = crate::store::nats::NatsStore::connect(&opts, publish_on(&bus))
         .await
         .with_context(|| format!("starting on the NATS cluster {}", opts.urls.join(",")))?;
     if deliver {
@@ -397,8 +405,7 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
     build_app_on(config, deliver, Arc::new(store), bus)
 }
 
-/// Build the application on `store`, whose events (if it publishes them
-/// itself) go to `bus`.
+/// Build the application on `store`, which announces its events on `bus`.
 pub fn build_app_on(
     config: Config,
     deliver: bool,
@@ -434,12 +441,8 @@ pub fn build_app_on(
     let signer = crate::http::auth::UrlSigner::new(signing_key.as_bytes());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let targets = config.targets.clone();
-    let service = Service::with_bus(
-        Arc::new(config),
-        store.clone(),
-        Arc::new(Metrics::new()),
-        bus,
-    );
+    let metrics = Arc::new(Metrics::new());
+    let service = Service::with_bus(Arc::new(config), store.clone(), metrics.clone(), bus);
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,
@@ -447,10 +450,19 @@ pub fn build_app_on(
         for t in &targets {
             tracing::info!(target = %t.name(), "delivering changes");
         }
-        crate::events::deliver::spawn(targets, store, service.bus.clone(), transport, rx.clone())
+        crate::delivery::spawn(
+            targets,
+            store.clone(),
+            service.bus.clone(),
+            transport,
+            rx.clone(),
+        )
     } else {
         Default::default()
     };
+    let d = deliveries.clone();
+    metrics.register(move |out| d.write_metrics(out));
+    metrics.register(move |out| store.collect_metrics(out));
     let app = Arc::new(App::new(service, tokens, signer, rx, deliveries));
     Ok(Built {
         app,

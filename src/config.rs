@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::events::deliver::{PurgeStyle, Target};
+use crate::delivery::{PurgeStyle, Target};
 use crate::identicon::Style;
 use crate::pipeline::Limits;
 use crate::store::nats::NatsOptions;

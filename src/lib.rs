@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod identicon;

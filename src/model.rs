@@ -1,5 +1,5 @@
 //! Plain domain values shared by every layer: content hashes, identity hashes,
-//! ratings, output formats.
+//! ratings, output formats, change events.
 //!
 //! Invariants: every value here is valid by construction (parsing is the only way
 //! in), cheap to copy, and free of I/O. Nothing here knows HTTP or the disk.
@@ -247,6 +247,26 @@ impl Rating {
             Rating::X => "x",
         }
     }
+}
+
+/// One committed change of one identity: what the store's outbox keeps, the
+/// bus carries, purges and webhooks deliver. A plain value; the store decides
+/// *whether* something changed, `events` only who hears about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Monotonic across the store.
+    pub id: u64,
+    /// The identity's primary hash.
+    pub key: IdentityHash,
+    pub aliases: Vec<IdentityHash>,
+    /// The new avatar, or `null` when unbound.
+    pub hash: Option<ContentHash>,
+    /// The avatar it replaced, if any (its content URLs are purged too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ContentHash>,
+    pub version: u64,
+    /// Unix milliseconds.
+    pub at: u64,
 }
 
 #[cfg(test)]

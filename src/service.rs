@@ -253,13 +253,6 @@ impl Service {
         }
     }
 
-    /// Publish a committed event, unless the store publishes its events itself.
-    fn announce(&self, e: crate::store::ChangeEvent) {
-        if !self.store.publishes_events() {
-            self.bus.publish(e);
-        }
-    }
-
     /// Values for `/metrics` owned by the cache, pool and store.
     pub fn snapshot(&self) -> Snapshot {
         use std::sync::atomic::Ordering::Relaxed;
@@ -381,9 +374,6 @@ impl Service {
         let committed = self.store.commit(Some(master), change).await;
         self.forget_manifests();
         let committed = committed?;
-        if let Some(e) = committed.event {
-            self.announce(e);
-        }
         Ok(info(&keys.key, &committed.record, &manifest))
     }
 
@@ -422,9 +412,6 @@ impl Service {
                 },
             )
             .await?;
-        if let Some(e) = committed.event {
-            self.announce(e);
-        }
         let hash = committed
             .record
             .avatar
@@ -452,10 +439,7 @@ impl Service {
             )
             .await;
         self.forget_manifests();
-        let committed = committed?;
-        if let Some(e) = committed.event {
-            self.announce(e);
-        }
+        committed?;
         Ok(())
     }
 

@@ -282,10 +282,7 @@ fn webhooks_survive_a_sigkill_between_change_and_delivery() {
     // At least once, deduplicable by id, in order, signed, exactly as committed.
     let mut seen = Vec::new();
     for (id, sig, body) in &all {
-        assert_eq!(
-            sig,
-            &avatar_edge::events::deliver::signature("hook-secret", body)
-        );
+        assert_eq!(sig, &avatar_edge::delivery::signature("hook-secret", body));
         let v: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v["id"].to_string(), *id);
         if seen.last() != Some(id) {

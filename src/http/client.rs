@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::events::deliver::{Outbound, Transport};
+use crate::delivery::{Outbound, Transport};
 
 /// Time allowed for one delivery request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

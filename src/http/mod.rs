@@ -26,7 +26,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Either, Full, Limited};
 
-use crate::events::deliver::Deliveries;
+use crate::delivery::Deliveries;
 use crate::metrics::Route;
 use crate::service::{IdentityAnswer, Service, ServiceError, Variant};
 use crate::spec;
@@ -339,9 +339,7 @@ where
             text_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         ),
         ("/metrics", &Method::GET) => {
-            let mut text = app.service.metrics.render(&app.service.snapshot());
-            app.deliveries.render_metrics(&mut text);
-            app.service.store.render_metrics(&mut text);
+            let text = app.service.metrics.render(&app.service.snapshot());
             (
                 Route::Metrics,
                 text_response(StatusCode::OK, "text/plain; version=0.0.4", text),

@@ -13,10 +13,13 @@
 //! - blobs are durable before an index entry can point to them;
 //! - an identity's `version` only grows (deletes leave a tombstone), and every
 //!   change writes its [`ChangeEvent`] in the same transaction as the index;
+//! - every store announces each committed event once through the [`Publish`]
+//!   it was built with, so callers never publish (and never ask whether to);
 //! - only this module touches the disk.
 
 pub mod backup;
 pub mod blobs;
+pub mod change;
 pub mod embedded;
 pub mod nats;
 
@@ -25,6 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::ChangeEvent;
 use crate::model::{ContentHash, IdentityHash, Rating};
 
 /// Store failures. `Unavailable`/`Full` are the server's fault or the disk's,
@@ -102,24 +106,6 @@ impl IdentityRecord {
     pub fn primary(&self) -> IdentityHash {
         self.aliases[0]
     }
-}
-
-/// One change of one identity, as written to the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeEvent {
-    /// Monotonic across the store.
-    pub id: u64,
-    /// The identity's primary hash.
-    pub key: IdentityHash,
-    pub aliases: Vec<IdentityHash>,
-    /// The new avatar, or `null` when unbound.
-    pub hash: Option<ContentHash>,
-    /// The avatar it replaced, if any (its content URLs are purged too).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<ContentHash>,
-    pub version: u64,
-    /// Unix milliseconds.
-    pub at: u64,
 }
 
 /// A change to the identity index.
@@ -205,18 +191,14 @@ pub trait Store: Send + Sync + 'static {
     fn delivery_queue(&self, _target: &str) -> Option<Box<dyn DeliveryQueue>> {
         None
     }
-    /// True when the store itself publishes every committed event (its own
-    /// and other nodes') on the bus; the service then does not.
-    fn publishes_events(&self) -> bool {
-        false
-    }
     /// True while identity look-ups answer from a replica that is cut off from
     /// its source (answers get a short lifetime and a warning).
     fn index_stale(&self) -> bool {
         false
     }
-    /// Append store-specific Prometheus text to `out`.
-    fn render_metrics(&self, _out: &mut String) {}
+    /// Write store-specific metric families (registered with
+    /// [`crate::metrics::Metrics::register`] by the composition root).
+    fn collect_metrics(&self, _out: &mut crate::metrics::Exposition) {}
     /// A consistent snapshot for an online backup, written out later
     /// ([`backup`]). Blocking: call it from a blocking thread.
     fn snapshot(&self) -> Result<Box<dyn backup::BackupWriter>, StoreError> {
@@ -239,6 +221,36 @@ pub trait DeliveryQueue: Send {
     ) -> Result<Vec<ChangeEvent>, StoreError>;
     /// Acknowledge every event the last [`DeliveryQueue::fetch`] returned.
     async fn ack(&mut self) -> Result<(), StoreError>;
+}
+
+/// Where a store announces every committed change, once, right after it is
+/// durable: the embedded store after its index transaction, the NATS store
+/// from its replica (this node's changes and other nodes' alike). The
+/// composition root wires it to `events::Bus::publish`; the store never knows
+/// who listens. Called on the committing thread (possibly a blocking one), so
+/// it must not block.
+#[derive(Clone)]
+pub struct Publish(Arc<dyn Fn(ChangeEvent) + Send + Sync>);
+
+impl Publish {
+    pub fn new(f: impl Fn(ChangeEvent) + Send + Sync + 'static) -> Publish {
+        Publish(Arc::new(f))
+    }
+
+    /// Announce to nobody (offline tools, tests that read the outbox only).
+    pub fn nowhere() -> Publish {
+        Publish::new(|_| {})
+    }
+
+    pub fn publish(&self, event: ChangeEvent) {
+        (self.0)(event)
+    }
+}
+
+impl std::fmt::Debug for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publish")
+    }
 }
 
 /// Shared handle to a store.

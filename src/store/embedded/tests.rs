@@ -1,0 +1,203 @@
+//! The embedded store against its contract.
+
+use super::*;
+use crate::model::{IdentityKeys, Rating};
+use crate::store::AvatarRef;
+use crate::store::RungRef;
+
+fn master(seed: &[u8]) -> NewMaster {
+    let rung0 = Bytes::from([b"rung0:", seed].concat());
+    let rung1 = Bytes::from([b"rung1:", seed].concat());
+    let manifest = Manifest {
+        hash: ContentHash::of(&rung0),
+        has_alpha: false,
+        source_format: "png".into(),
+        rungs: vec![
+            RungRef {
+                side: 128,
+                blob: ContentHash::of(&rung0),
+                len: rung0.len() as u64,
+            },
+            RungRef {
+                side: 64,
+                blob: ContentHash::of(&rung1),
+                len: rung1.len() as u64,
+            },
+        ],
+    };
+    NewMaster {
+        manifest,
+        rungs: vec![rung0, rung1],
+    }
+}
+
+fn temp_store() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+async fn unbind(s: &EmbeddedStore, alias: IdentityHash) -> Result<Committed, StoreError> {
+    s.commit(None, Change::Unbind { alias }).await
+}
+
+fn bind(keys: &IdentityKeys, m: &NewMaster) -> Change {
+    Change::Bind {
+        aliases: keys.aliases.clone(),
+        avatar: AvatarRef {
+            hash: m.manifest.hash,
+            rating: Rating::G,
+        },
+    }
+}
+
+#[tokio::test]
+async fn bind_rebind_unbind_keeps_versions_events_and_refcounts() {
+    let (_dir, s) = temp_store();
+    let alice = IdentityKeys::parse("alice@example.org").unwrap();
+    let (a, b) = (master(b"a"), master(b"b"));
+
+    let c1 = s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    assert_eq!(c1.record.version, 1);
+    assert_eq!(c1.event.as_ref().unwrap().id, 1);
+    // Both aliases resolve to the same record.
+    for alias in &alice.aliases {
+        let r = s.identity(alias).await.unwrap().unwrap();
+        assert_eq!(r.avatar.as_ref().unwrap().hash, a.manifest.hash);
+    }
+    // Identical re-upload: no new version, no event.
+    let again = s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    assert!(again.event.is_none());
+    assert_eq!(again.record.version, 1);
+
+    // Replace: old master's blobs are collected, new ones present.
+    let c2 = s.commit(Some(b.clone()), bind(&alice, &b)).await.unwrap();
+    assert_eq!(c2.record.version, 2);
+    assert!(c2.record.updated_ms > c1.record.updated_ms);
+    assert!(s.blob(&a.manifest.hash).await.unwrap().is_none());
+    assert!(s.manifest(&a.manifest.hash).await.unwrap().is_none());
+    assert!(s.blob(&b.manifest.hash).await.unwrap().is_some());
+
+    // Unbind leaves a tombstone with a higher version.
+    let c3 = unbind(&s, alice.aliases[1]).await.unwrap();
+    assert_eq!(c3.record.version, 3);
+    assert!(c3.record.avatar.is_none());
+    assert_eq!(c3.event.as_ref().unwrap().hash, None);
+    assert!(s.blob(&b.manifest.hash).await.unwrap().is_none());
+    assert!(matches!(
+        unbind(&s, alice.aliases[0]).await,
+        Err(StoreError::NotFound)
+    ));
+    // Rebinding continues the version sequence.
+    let c4 = s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    assert_eq!(c4.record.version, 4);
+
+    let evs = s.events_after(0, 100).await.unwrap();
+    assert_eq!(
+        evs.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(s.events_after(2, 100).await.unwrap().len(), 2);
+    assert!(s.verify().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn shared_masters_survive_until_the_last_reference() {
+    let (_dir, s) = temp_store();
+    let (alice, bob) = (
+        IdentityKeys::parse("alice@example.org").unwrap(),
+        IdentityKeys::parse("bob@example.org").unwrap(),
+    );
+    let (a, b) = (master(b"a"), master(b"b"));
+    s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    s.commit(Some(a.clone()), bind(&bob, &a)).await.unwrap();
+    unbind(&s, alice.aliases[0]).await.unwrap();
+    assert!(
+        s.blob(&a.manifest.hash).await.unwrap().is_some(),
+        "bob still uses it"
+    );
+    s.commit(Some(b.clone()), bind(&bob, &b)).await.unwrap();
+    assert!(s.blob(&a.manifest.hash).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn md5_only_identity_merges_with_a_later_email_upload() {
+    let (_dir, s) = temp_store();
+    let email = IdentityKeys::parse("carol@example.org").unwrap();
+    let md5_only = IdentityKeys::parse(&email.aliases[0].to_hex()).unwrap();
+    let (a, b) = (master(b"a"), master(b"b"));
+    s.commit(Some(a.clone()), bind(&md5_only, &a))
+        .await
+        .unwrap();
+    let c = s.commit(Some(b.clone()), bind(&email, &b)).await.unwrap();
+    assert_eq!(c.record.version, 2);
+    assert_eq!(c.record.aliases, email.aliases);
+    let via_sha = s.identity(&email.aliases[1]).await.unwrap().unwrap();
+    assert_eq!(via_sha.avatar.unwrap().hash, b.manifest.hash);
+}
+
+#[tokio::test]
+async fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = IdentityKeys::parse("alice@example.org").unwrap();
+    let a = master(b"a");
+    {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    }
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let r = s.identity(&alice.aliases[0]).await.unwrap().unwrap();
+    assert_eq!(r.version, 1);
+    assert_eq!(s.blob(&a.manifest.hash).await.unwrap().unwrap(), a.rungs[0]);
+    let c = unbind(&s, alice.aliases[0]).await.unwrap();
+    assert_eq!(c.event.unwrap().id, 2, "event ids continue after reopen");
+}
+
+#[tokio::test]
+async fn merging_two_identities_releases_the_absorbed_master() {
+    // An md5-only and a sha256-only identity, then the email that joins them:
+    // one record with both aliases, the absorbed record gone, both replaced
+    // masters collected (the absorbed one used to stay referenced for ever).
+    let (_dir, s) = temp_store();
+    let email = IdentityKeys::parse("dave@example.org").unwrap();
+    let md5 = IdentityKeys::parse(&email.aliases[0].to_hex()).unwrap();
+    let sha = IdentityKeys::parse(&email.aliases[1].to_hex()).unwrap();
+    let (a, b, c) = (master(b"a"), master(b"b"), master(b"c"));
+    s.commit(Some(a.clone()), bind(&md5, &a)).await.unwrap();
+    for _ in 0..3 {
+        s.commit(Some(b.clone()), bind(&sha, &b)).await.unwrap();
+        unbind(&s, sha.aliases[0]).await.unwrap();
+    }
+    s.commit(Some(b.clone()), bind(&sha, &b)).await.unwrap(); // sha at version 7
+    let merged = s.commit(Some(c.clone()), bind(&email, &c)).await.unwrap();
+    assert_eq!(merged.record.aliases, email.aliases);
+    assert_eq!(merged.record.version, 8, "above both merged versions");
+    for alias in &email.aliases {
+        let r = s.identity(alias).await.unwrap().unwrap();
+        assert_eq!(r, merged.record);
+    }
+    assert!(s.blob(&a.manifest.hash).await.unwrap().is_none());
+    assert!(s.blob(&b.manifest.hash).await.unwrap().is_none());
+    assert!(s.manifest(&b.manifest.hash).await.unwrap().is_none());
+    assert!(s.blob(&c.manifest.hash).await.unwrap().is_some());
+    assert!(s.verify().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_committed_event_is_published_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let s = EmbeddedStore::open(dir.path())
+        .unwrap()
+        .publishing(Publish::new(move |e| sink.lock().unwrap().push(e)));
+    let alice = IdentityKeys::parse("alice@example.org").unwrap();
+    let a = master(b"a");
+    let c1 = s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    let again = s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    assert!(again.event.is_none());
+    let c2 = unbind(&s, alice.aliases[0]).await.unwrap();
+    assert!(unbind(&s, alice.aliases[0]).await.is_err());
+    let seen = seen.lock().unwrap();
+    assert_eq!(*seen, vec![c1.event.unwrap(), c2.event.unwrap()]);
+}

@@ -1,0 +1,199 @@
+//! The bucket layout: bucket names, what each KV key names, the record as
+//! stored under `i.<primary>`, and opening (or creating) the buckets.
+
+use async_nats::jetstream::{self, kv, object_store};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChangeEvent, ContentHash, IdentityHash};
+use crate::store::change::event_of;
+use crate::store::{IdentityRecord, StoreError};
+
+/// The KV bucket holding identities, aliases and manifests.
+pub const INDEX_BUCKET: &str = "avatar_edge_index";
+/// The object store bucket holding rung blobs.
+pub const BLOB_BUCKET: &str = "avatar_edge_blobs";
+/// Revisions kept per KV key (the JetStream maximum).
+const HISTORY: i64 = 64;
+
+/// A record as stored under `i.<primary>`: the identity plus what its change
+/// event needs beyond it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub record: IdentityRecord,
+    /// The avatar this change replaced, if it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ContentHash>,
+}
+
+impl StoredRecord {
+    /// The change event of the write that stored this record at `revision`.
+    pub fn event(&self, revision: u64) -> ChangeEvent {
+        event_of(&self.record, self.previous, revision)
+    }
+}
+
+/// What a KV key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Key {
+    Identity(IdentityHash),
+    Alias(IdentityHash),
+    Manifest(ContentHash),
+}
+
+impl Key {
+    pub(super) fn parse(key: &str) -> Option<Key> {
+        let (kind, hex) = key.split_once('.')?;
+        match kind {
+            "i" => hex.parse().ok().map(Key::Identity),
+            "a" => hex.parse().ok().map(Key::Alias),
+            "m" => hex.parse().ok().map(Key::Manifest),
+            _ => None,
+        }
+    }
+}
+
+/// Is this stored KV message a value (not a delete or purge marker)?
+pub(super) fn is_put(headers: &async_nats::HeaderMap) -> bool {
+    headers
+        .get("KV-Operation")
+        .is_none_or(|op| op.as_str() == "PUT")
+}
+
+pub(super) fn identity_key(h: &IdentityHash) -> String {
+    format!("i.{}", h.to_hex())
+}
+pub(super) fn alias_key(h: &IdentityHash) -> String {
+    format!("a.{}", h.to_hex())
+}
+pub(super) fn manifest_key(h: &ContentHash) -> String {
+    format!("m.{}", h.to_hex())
+}
+
+/// Opens a bucket, creating it when missing: with `replicas`, or with one on a
+/// single non-clustered server; if creating fails because another node made
+/// it meanwhile, opens that one.
+async fn open_or_create<T, GE, CE, G, C>(
+    what: &str,
+    replicas: usize,
+    get: impl Fn() -> G,
+    create: impl Fn(usize) -> C,
+) -> Result<T, StoreError>
+where
+    CE: std::fmt::Display,
+    G: std::future::Future<Output = Result<T, GE>>,
+    C: std::future::Future<Output = Result<T, CE>>,
+{
+    if let Ok(bucket) = get().await {
+        return Ok(bucket);
+    }
+    let created = match create(replicas).await {
+        Err(e) if replicas > 1 && e.to_string().contains("non-clustered") => {
+            tracing::warn!(
+                "single NATS server: {what} bucket with 1 replica instead of {replicas}"
+            );
+            create(1).await
+        }
+        other => other,
+    };
+    match created {
+        Ok(bucket) => Ok(bucket),
+        Err(e) => get()
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("creating the {what} bucket: {e}"))),
+    }
+}
+
+pub(super) async fn open_kv(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, StoreError> {
+    let config = |num_replicas| kv::Config {
+        bucket: INDEX_BUCKET.into(),
+        description: "avatar-edge identity index, manifests and change events".into(),
+        history: HISTORY,
+        max_value_size: 1 << 20,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas,
+        ..Default::default()
+    };
+    open_or_create(
+        "index",
+        replicas,
+        || js.get_key_value(INDEX_BUCKET),
+        |n| js.create_key_value(config(n)),
+    )
+    .await
+}
+
+pub(super) async fn open_blobs(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<object_store::ObjectStore, StoreError> {
+    let config = |num_replicas| object_store::Config {
+        bucket: BLOB_BUCKET.into(),
+        description: Some("avatar-edge master rungs by BLAKE3".into()),
+        storage: jetstream::stream::StorageType::File,
+        num_replicas,
+        ..Default::default()
+    };
+    open_or_create(
+        "blob",
+        replicas,
+        || js.get_object_store(BLOB_BUCKET),
+        |n| js.create_object_store(config(n)),
+    )
+    .await
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::model::{IdentityKeys, Rating};
+    use crate::store::AvatarRef;
+
+    #[test]
+    fn keys_round_trip_and_reject_junk() {
+        let k = IdentityKeys::parse("a@example.org").unwrap();
+        let h = k.aliases[1];
+        assert_eq!(Key::parse(&identity_key(&h)), Some(Key::Identity(h)));
+        assert_eq!(Key::parse(&alias_key(&h)), Some(Key::Alias(h)));
+        let c = ContentHash([7; 32]);
+        assert_eq!(Key::parse(&manifest_key(&c)), Some(Key::Manifest(c)));
+        for junk in ["", "i", "x.00", "i.zz", "m.00"] {
+            assert_eq!(Key::parse(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn events_carry_the_record_and_the_replaced_avatar() {
+        let mut s = stored("a@example.org", 3, 1);
+        s.previous = Some(ContentHash([9; 32]));
+        let e = s.event(42);
+        assert_eq!(
+            (e.id, e.version, e.at, e.hash, e.previous),
+            (
+                42,
+                3,
+                1003,
+                Some(ContentHash([1; 32])),
+                Some(ContentHash([9; 32]))
+            )
+        );
+        assert_eq!(e.key, s.record.aliases[0]);
+    }
+    pub(crate) fn stored(email: &str, version: u64, seed: u8) -> StoredRecord {
+        let k = IdentityKeys::parse(email).unwrap();
+        StoredRecord {
+            record: IdentityRecord {
+                aliases: k.aliases,
+                avatar: Some(AvatarRef {
+                    hash: ContentHash([seed; 32]),
+                    rating: Rating::G,
+                }),
+                version,
+                updated_ms: 1000 + version,
+            },
+            previous: None,
+        }
+    }
+}

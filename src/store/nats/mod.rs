@@ -1,0 +1,351 @@
+//! The cluster store: NATS JetStream behind the [`Store`] trait, so several
+//! avatar-edge nodes share one index, one blob store and one event log. The
+//! only module that talks to NATS.
+//!
+//! Layout (bucket names are fixed, replicas are a setting):
+//! - KV bucket [`INDEX_BUCKET`] (history 64): `i.<primary hex>` → the identity
+//!   record *and* its change event ([`StoredRecord`]); `a.<alias hex>` → the
+//!   primary hash (written with create-if-absent before the record names it);
+//!   `m.<master hex>` → the master's manifest (immutable per hash).
+//! - Object store bucket [`BLOB_BUCKET`]: rung blobs named by BLAKE3 hex
+//!   (content addressing makes a write from two nodes idempotent).
+//! - The event log is the KV bucket's own stream `KV_<bucket>`: an `i.` write
+//!   *is* the event, its stream sequence the event id. There is no second
+//!   client-side publish, so a node dying after the compare-and-set loses
+//!   nothing. Purges and webhooks read it through one durable pull consumer
+//!   per target (filter `i.>`), so each event is handed to one node cluster-wide
+//!   and acknowledged after delivery (at least once; receivers dedupe by id).
+//!
+//! Invariants:
+//! - every identity write is a compare-and-set on the bucket stream's last
+//!   sequence (`Nats-Expected-Last-Sequence`), the record read from the stream
+//!   leader as of that sequence, retried on conflict, so two nodes changing
+//!   one identity cannot lose an update; what a change does to the records
+//!   is the one commit rule of [`crate::store::change`], as in the embedded
+//!   store. (The per-key revision check that `kv.update` uses is not safe
+//!   against concurrent writers on clustered streams before nats-server
+//!   2.9.21 — nats-server#4320 — and Debian ships 2.9.10.) The price: writes
+//!   to *different* identities also conflict and retry;
+//! - blobs and the manifest are durable (JetStream-acknowledged) before the
+//!   record that references them is written; blobs are never deleted (no GC:
+//!   unreferenced masters are an accepted leak, see README);
+//! - each node keeps a replica of the bucket fed by a KV watch; identity and
+//!   manifest look-ups answer from it and never leave the node. A change
+//!   arriving through the watch also prefetches the new master's blobs into a
+//!   small byte-bounded cache, so the first render here does not wait for the
+//!   object store. Whoever applies a revision to the replica first (the watch,
+//!   or the local commit) announces its event through the store's [`Publish`],
+//!   once.
+//!
+//! Files: `keys` (layout, buckets), `replica` (watch and replica), `commit`
+//! (writes), `objects` (blobs), `queue` (delivery consumers); this file holds
+//! the connection, the [`Store`] implementation and the metrics.
+//!
+//! Failure: with the connection down, commits answer
+//! [`StoreError::Unavailable`] at once (the HTTP layer turns that into 503 +
+//! `Retry-After`), look-ups keep answering from the replica and
+//! [`Store::index_stale`] says so; the client reconnects by itself.
+
+mod commit;
+mod keys;
+mod objects;
+mod queue;
+mod replica;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use bytes::Bytes;
+
+use keys::{manifest_key, open_blobs, open_kv};
+pub use keys::{StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
+use objects::{BlobCache, BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS};
+pub use queue::durable_name;
+use replica::Replica;
+
+use super::{
+    Change, ChangeEvent, Committed, DeliveryQueue, IdentityRecord, Manifest, NewMaster, Publish,
+    Store, StoreError, StoreStats,
+};
+use crate::metrics::{Exposition, Histogram};
+use crate::model::{ContentHash, IdentityHash};
+
+/// How to reach the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// `nats://host:port` seed URLs (the client learns the rest of the cluster).
+    pub urls: Vec<String>,
+    /// Replicas of each bucket (1 for a single dev server; 3 in production).
+    pub replicas: usize,
+}
+
+/// Per-node counters for `/metrics`.
+#[derive(Default)]
+struct Stats {
+    replica_lag: Histogram,
+    replica_lag_ms: AtomicU64,
+    watch_restarts: AtomicU64,
+    reconnects: Arc<AtomicU64>,
+    bucket_errors: AtomicU64,
+    corrupt_blobs: AtomicU64,
+    blobs_written: AtomicU64,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    kv: kv::Store,
+    blobs: object_store::ObjectStore,
+    /// The index bucket's stream (`KV_<bucket>`): the event log.
+    stream: jetstream::stream::Stream,
+    replica: RwLock<Replica>,
+    stats: Stats,
+    /// Announces each revision the replica applies first (see [`Publish`]).
+    publish: Publish,
+    /// True while the replica is kept current: a watch is delivering, or
+    /// catch-up reads succeed while no watch can be created.
+    watching: AtomicBool,
+    /// Blobs of recently bound masters, fetched when the change arrives so the
+    /// first render on this node does not wait for the object store.
+    blob_cache: BlobCache,
+}
+
+/// NATS JetStream store; cheap to clone.
+#[derive(Clone)]
+pub struct NatsStore {
+    inner: Arc<Inner>,
+}
+
+impl NatsStore {
+    /// Connect, create or open the buckets, and load the replica; every change
+    /// the replica applies (this node's and other nodes') is announced through
+    /// `publish`, once. Fails (naming the URLs) when no server answers.
+    pub async fn connect(opts: &NatsOptions, publish: Publish) -> Result<NatsStore, StoreError> {
+        let joined = opts.urls.join(",");
+        let addrs = opts
+            .urls
+            .iter()
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(format!("invalid NATS URL in {joined}: {e}")))?;
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let counter = reconnects.clone();
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(3))
+            .request_timeout(Some(Duration::from_secs(3)))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|n| Duration::from_millis((50u64 << n.min(4)).min(1000)))
+            .event_callback(move |event| {
+                let counter = counter.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!("NATS connection (re)established");
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("NATS connection lost; reconnecting")
+                        }
+                        other => tracing::debug!(event = %other, "NATS event"),
+                    }
+                }
+            })
+            .connect(addrs)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to NATS at {joined}: {e}"))
+            })?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_secs(3));
+        let replicas = opts.replicas.max(1);
+        let kv = open_kv(&js, replicas).await?;
+        let blobs = open_blobs(&js, replicas).await?;
+        let stream = js
+            .get_stream(format!("KV_{INDEX_BUCKET}"))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: event stream: {e}")))?;
+        let store = NatsStore {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                kv,
+                blobs,
+                stream,
+                replica: RwLock::new(Replica::default()),
+                stats: Stats {
+                    reconnects,
+                    ..Default::default()
+                },
+                publish,
+                watching: AtomicBool::new(false),
+                blob_cache: BlobCache::with_shards(BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS),
+            }),
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(store.clone().watch(ready_tx));
+        tokio::time::timeout(Duration::from_secs(60), ready_rx)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!("NATS at {joined}: index replica did not load"))
+            })?
+            .map_err(|_| StoreError::Unavailable("index watch ended".into()))?;
+        Ok(store)
+    }
+
+    /// Identities in the local replica (for tests and metrics).
+    pub fn replica_len(&self) -> usize {
+        self.read_replica().records.len()
+    }
+
+    fn read_replica(&self) -> std::sync::RwLockReadGuard<'_, Replica> {
+        self.inner.replica.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_replica(&self) -> std::sync::RwLockWriteGuard<'_, Replica> {
+        self.inner
+            .replica
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Maps a NATS failure to `Unavailable` (503 upstream) and counts it.
+    fn fail<E: std::fmt::Display>(&self, what: &'static str) -> impl FnOnce(E) -> StoreError + '_ {
+        move |e| {
+            self.count_bucket_error();
+            StoreError::Unavailable(format!("NATS {what}: {e}"))
+        }
+    }
+
+    /// Count one failed bucket operation (`avatar_edge_bucket_errors_total`).
+    fn count_bucket_error(&self) {
+        self.inner
+            .stats
+            .bucket_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current value of KV key `key`, read from the bucket.
+    async fn kv_get(&self, key: String, what: &'static str) -> Result<Option<Bytes>, StoreError> {
+        self.inner.kv.get(key).await.map_err(self.fail(what))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for NatsStore {
+    async fn commit(
+        &self,
+        master: Option<NewMaster>,
+        change: Change,
+    ) -> Result<Committed, StoreError> {
+        self.commit_change(master, change).await
+    }
+
+    async fn identity(&self, alias: &IdentityHash) -> Result<Option<IdentityRecord>, StoreError> {
+        Ok(self
+            .read_replica()
+            .lookup(alias)
+            .map(|(_, s)| s.record.clone()))
+    }
+
+    async fn manifest(&self, hash: &ContentHash) -> Result<Option<Manifest>, StoreError> {
+        if let Some(m) = self.read_replica().manifests.get(hash) {
+            return Ok(Some(m.clone()));
+        }
+        // Not replicated yet (or never stored): ask the bucket.
+        match self.kv_get(manifest_key(hash), "manifest read").await? {
+            Some(b) => {
+                let m: Manifest = serde_json::from_slice(&b)
+                    .map_err(|e| StoreError::Index(format!("corrupt manifest: {e}")))?;
+                self.write_replica().manifests.insert(*hash, m.clone());
+                Ok(Some(m))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError> {
+        self.read_blob(hash).await
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let r = self.read_replica();
+        let from = r.recent.partition_point(|e| e.id <= after);
+        Ok(r.recent.iter().skip(from).take(limit).cloned().collect())
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.read_replica().head)
+    }
+
+    async fn cursor(&self, _target: &str) -> Result<Option<u64>, StoreError> {
+        // Delivery runs on durable consumers (see `delivery_queue`).
+        Ok(None)
+    }
+
+    async fn set_cursor(&self, _target: &str, _id: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let s = &self.inner.stats;
+        StoreStats {
+            corrupt_blobs: s.corrupt_blobs.load(Ordering::Relaxed),
+            blobs_written: s.blobs_written.load(Ordering::Relaxed),
+            blobs_deleted: 0,
+        }
+    }
+
+    fn delivery_queue(&self, target: &str) -> Option<Box<dyn DeliveryQueue>> {
+        Some(Box::new(queue::NatsQueue::new(self.clone(), target)))
+    }
+
+    fn index_stale(&self) -> bool {
+        !self.connected() || !self.inner.watching.load(Ordering::Relaxed)
+    }
+
+    fn collect_metrics(&self, out: &mut Exposition) {
+        let s = &self.inner.stats;
+        out.histogram(
+            "avatar_edge_replica_lag_seconds",
+            "Time from an index change (event time) to its application in this node's replica.",
+            &s.replica_lag,
+        );
+        out.gauge(
+            "avatar_edge_replica_last_lag_milliseconds",
+            "Lag of the last change applied to the replica.",
+            s.replica_lag_ms.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "avatar_edge_replica_identities",
+            "Identities in this node's replica of the index.",
+            self.replica_len() as u64,
+        );
+        out.counter(
+            "avatar_edge_nats_reconnects_total",
+            "Times the NATS connection was re-established.",
+            // The first `Connected` is the initial connection.
+            s.reconnects.load(Ordering::Relaxed).saturating_sub(1),
+        );
+        out.counter(
+            "avatar_edge_watch_restarts_total",
+            "Times the index watch was restarted after a failure.",
+            s.watch_restarts.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "avatar_edge_bucket_errors_total",
+            "Failed NATS bucket operations (index, objects).",
+            s.bucket_errors.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "avatar_edge_index_stale",
+            "1 while identity answers come from a replica cut off from NATS.",
+            u64::from(self.index_stale()),
+        );
+    }
+}
