@@ -379,3 +379,51 @@ fn a_backup_taken_under_upload_load_restores_every_acknowledged_avatar() {
     assert!(restored.join("signing.key").is_file());
     assert!(server.stop().success());
 }
+
+#[test]
+fn metrics_expose_process_build_and_duration_families_the_dashboard_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[], Some(TOKEN));
+    let md5 = md5_hex("ada@example.org");
+    assert_eq!(
+        server
+            .request("GET", &format!("/avatar/{md5}?s=32"), &[], b"")
+            .status,
+        200
+    );
+    assert_eq!(server.request("GET", "/v1/client.js", &[], b"").status, 200);
+    assert_eq!(server.request("GET", "/nowhere", &[], b"").status, 404);
+    let text = String::from_utf8(server.request("GET", "/metrics", &[], b"").body).unwrap();
+    for want in [
+        "avatar_edge_build_info{version=\"",
+        "avatar_edge_request_duration_seconds_count{route=\"identity\",status_class=\"2xx\"} 1",
+        "avatar_edge_request_duration_seconds_count{route=\"asset\",status_class=\"2xx\"} 1",
+        "avatar_edge_request_duration_seconds_count{route=\"other\",status_class=\"4xx\"} 1",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_cpu_seconds_total ",
+        "\nprocess_open_fds ",
+        "\nprocess_max_fds ",
+        "\nprocess_start_time_seconds ",
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics");
+    }
+    // Every family the example dashboard queries exists (NATS ones aside).
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("avatar_edge_") || w.starts_with("process_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        assert!(
+            text.contains(&format!("\n{name} ")) || text.contains(&format!("\n{name}{{")),
+            "the dashboard queries {name}, /metrics has no such series"
+        );
+    }
+    assert!(server.stop().success());
+}

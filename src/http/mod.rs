@@ -243,6 +243,8 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let started = std::time::Instant::now();
+    let class = crate::metrics::RouteClass::of_path(req.uri().path());
     let api = req.uri().path().starts_with("/v1/");
     let origin = if api {
         req.headers().get(header::ORIGIN).cloned()
@@ -283,6 +285,9 @@ where
         h.insert(header::CONTENT_SECURITY_POLICY, CSP);
     }
     app.service.metrics.request(route, resp.status().as_u16());
+    app.service
+        .metrics
+        .request_duration(class, resp.status().as_u16(), started.elapsed());
     resp
 }
 
