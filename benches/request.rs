@@ -58,7 +58,7 @@ struct Env {
 fn env(rt: &tokio::runtime::Runtime, cache_bytes: u64) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_tests(dir.path());
-    config.cache_bytes = cache_bytes;
+    config.render.cache_bytes = cache_bytes;
     let app = avatar_edge::cli::build_app(config, false).expect("app").app;
     let path = format!(
         "{}/fixtures/photo_retina_baseline_1024.jpg",

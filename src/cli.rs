@@ -157,7 +157,7 @@ pub fn main() -> anyhow::Result<()> {
             // bounded by their own pools): cap them so a burst of cold misses
             // cannot start hundreds of threads, each with its own stack and
             // allocator state.
-            let blocking = config.render_threads + config.upload_threads + 16;
+            let blocking = config.render.render_threads + config.render.upload_threads + 16;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(blocking)
@@ -198,7 +198,7 @@ pub fn main() -> anyhow::Result<()> {
         } => {
             let config = ops_config(config, listen, data)?;
             let url = url.unwrap_or_else(|| {
-                let mut addr = config.listen;
+                let mut addr = config.http.listen;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
@@ -206,7 +206,7 @@ pub fn main() -> anyhow::Result<()> {
             });
             let token = match std::env::var("AVATAR_EDGE_TOKEN") {
                 Ok(t) if !t.trim().is_empty() => t,
-                _ => store::backup::local_admin_token(&config.data_dir)?,
+                _ => store::backup::local_admin_token(&config.store.data_dir)?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -235,11 +235,11 @@ pub fn main() -> anyhow::Result<()> {
             data,
         } => {
             let config = ops_config(config, None, data)?;
-            let r = crate::ops::restore(&backup, &config.data_dir)?;
+            let r = crate::ops::restore(&backup, &config.store.data_dir)?;
             println!(
                 "restored {} into {}: {} identities, {} blobs (backup taken by avatar-edge {})",
                 backup.display(),
-                config.data_dir.display(),
+                config.store.data_dir.display(),
                 r.info.identities,
                 r.blobs,
                 r.info.version
@@ -287,7 +287,11 @@ fn render(
 ) -> anyhow::Result<()> {
     let style = crate::identicon::Style::parse(style)
         .with_context(|| format!("unknown style {style:?}"))?;
-    anyhow::ensure!((1..=2048).contains(&size), "size must be 1..=2048");
+    use crate::model::{MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE};
+    anyhow::ensure!(
+        (MIN_OUTPUT_SIDE..=MAX_OUTPUT_SIDE).contains(&size),
+        "size must be {MIN_OUTPUT_SIDE}..={MAX_OUTPUT_SIDE}"
+    );
     let format = format_of(output)?;
     let px = crate::identicon::render(style, &seed_of(key), size, initials);
     let bytes = crate::pipeline::encode(&px, format)?;
@@ -367,8 +371,9 @@ pub struct Built {
 /// runtime).
 pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let bus = crate::events::Bus::new();
-    let store = EmbeddedStore::open(&config.data_dir)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?
+    let dir = &config.store.data_dir;
+    let store = EmbeddedStore::open(dir)
+        .with_context(|| format!("opening the data directory {}", dir.display()))?
         .publishing(publish_on(&bus));
     build_app_on(config, deliver, Arc::new(store), bus)
 }
@@ -383,7 +388,7 @@ fn publish_on(bus: &crate::events::Bus) -> crate::store::Publish {
 /// `--nats` is set (connecting first; an unreachable cluster is an error
 /// naming its URLs), else the embedded store.
 pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
-    let Some(opts) = config.nats.clone() else {
+    let Some(opts) = config.store.nats.clone() else {
         return build_app(config, deliver);
     };
     let bus = crate::events::Bus::new();
@@ -391,7 +396,7 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
         .await
         .with_context(|| format!("starting on the NATS cluster {}", opts.urls.join(",")))?;
     if deliver {
-        let names: Vec<String> = config.targets.iter().map(|t| t.name()).collect();
+        let names: Vec<String> = config.delivery.targets.iter().map(|t| t.name()).collect();
         store
             .prepare_delivery(&names)
             .await
@@ -413,10 +418,10 @@ pub fn build_app_on(
     bus: crate::events::Bus,
 ) -> anyhow::Result<Built> {
     let mut tokens = Tokens::default();
-    let token = match &config.token {
+    let token = match &config.auth.token {
         Some(t) => t.clone(),
         None => {
-            let (t, path, created) = store::admin_token(&config.data_dir)
+            let (t, path, created) = store::admin_token(&config.store.data_dir)
                 .context("reading or creating the admin token")?;
             if created {
                 tracing::info!(path = %path.display(), "generated an admin token (mode 0600); use it as `Authorization: Bearer <token>`");
@@ -427,22 +432,29 @@ pub fn build_app_on(
         }
     };
     tokens.add("admin", &token);
-    if let Some(path) = &config.token_file {
+    if let Some(path) = &config.auth.token_file {
         let named = store::read_token_file(path).map_err(anyhow::Error::msg)?;
         tracing::info!(path = %path.display(), count = named.len(), "loaded named API tokens");
         tokens.set_named(&named);
     }
-    let signing_key = match &config.signing_key {
+    let signing_key = match &config.auth.signing_key {
         Some(k) => k.clone(),
-        None => {
-            store::signing_key(&config.data_dir).context("reading or creating the signing key")?
-        }
+        None => store::signing_key(&config.store.data_dir)
+            .context("reading or creating the signing key")?,
     };
     let signer = crate::http::auth::UrlSigner::new(signing_key.as_bytes());
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let targets = config.targets.clone();
+    let Config {
+        http,
+        auth,
+        render,
+        cache,
+        delivery,
+        store: _,
+    } = config;
+    let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());
-    let service = Service::with_bus(Arc::new(config), store.clone(), metrics.clone(), bus);
+    let service = Service::with_bus(render, store.clone(), metrics.clone(), bus);
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,
@@ -453,7 +465,7 @@ pub fn build_app_on(
         crate::delivery::spawn(
             targets,
             store.clone(),
-            service.bus.clone(),
+            service.bus().clone(),
             transport,
             rx.clone(),
         )
@@ -463,7 +475,14 @@ pub fn build_app_on(
     let d = deliveries.clone();
     metrics.register(move |out| d.write_metrics(out));
     metrics.register(move |out| store.collect_metrics(out));
-    let app = Arc::new(App::new(service, tokens, signer, rx, deliveries));
+    let app_config = crate::http::AppConfig {
+        http,
+        cache,
+        max_upload_url_ttl: auth.max_upload_url_ttl,
+    };
+    let app = Arc::new(App::new(
+        service, app_config, tokens, signer, rx, deliveries,
+    ));
     Ok(Built {
         app,
         token,
@@ -472,8 +491,8 @@ pub fn build_app_on(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
-    let token_file = config.token_file.clone();
+    let listen = config.http.listen;
+    let token_file = config.auth.token_file.clone();
     let built = build(config, true).await?;
     let app = built.app.clone();
     crate::ops::reload_tokens_on_sighup(app.clone(), token_file)?;

@@ -5,136 +5,16 @@
 //! group and the TOML schema, so a setting has one name everywhere
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
-// Doc comments here double as `--help` text, where <placeholders> read naturally.
-#![allow(rustdoc::invalid_html_tags)]
+mod settings;
+
+pub use settings::Settings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::delivery::{PurgeStyle, Target};
-use crate::identicon::Style;
+use crate::model::Style;
 use crate::pipeline::Limits;
-use crate::store::nats::NatsOptions;
-
-/// Everything `avatar-edge serve` can be told. Every field is optional so the
-/// layers can be merged; [`Config::resolve`] fills in the defaults.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "AVATAR_EDGE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Data directory (blobs, index, admin token) [default: ./avatar-data]
-    #[arg(long, env = "AVATAR_EDGE_DATA")]
-    pub data: Option<PathBuf>,
-    /// Byte budget of the in-process cache of rendered variants, MiB [default: 256]
-    #[arg(long, env = "AVATAR_EDGE_CACHE_MB")]
-    pub cache_mb: Option<u64>,
-    /// Side of the largest stored master, px [default: 1024]
-    #[arg(long, env = "AVATAR_EDGE_MASTER_SIDE")]
-    pub master_side: Option<u32>,
-    /// Largest accepted upload body, MiB [default: 10]
-    #[arg(long, env = "AVATAR_EDGE_MAX_UPLOAD_MB")]
-    pub max_upload_mb: Option<u64>,
-    /// Largest accepted image side, px, read from the header before decoding [default: 8192]
-    #[arg(long, env = "AVATAR_EDGE_MAX_SIDE")]
-    pub max_side: Option<u32>,
-    /// Largest accepted image area, megapixels [default: 40]
-    #[arg(long, env = "AVATAR_EDGE_MAX_MEGAPIXELS")]
-    pub max_megapixels: Option<u64>,
-    /// Threads rendering images (decode/resize/encode) [default: number of cores]
-    #[arg(long, env = "AVATAR_EDGE_RENDER_THREADS")]
-    pub render_threads: Option<usize>,
-    /// Renders allowed to wait for a thread; beyond that answer 503 + Retry-After [default: 64]
-    #[arg(long, env = "AVATAR_EDGE_RENDER_QUEUE")]
-    pub render_queue: Option<usize>,
-    /// Memory all renders in progress may hold together, MiB (decoded rung, resized pixels, encoded output): bigger renders wait, one larger than this runs alone [default: 32]
-    #[arg(long, env = "AVATAR_EDGE_RENDER_MEMORY_MB")]
-    pub render_memory_mb: Option<u64>,
-    /// Threads normalizing uploads, apart from renders so neither starves the other [default: half the cores, at least 1]
-    #[arg(long, env = "AVATAR_EDGE_UPLOAD_THREADS")]
-    pub upload_threads: Option<usize>,
-    /// Uploads allowed to wait for an upload thread; beyond that 503 + Retry-After [default: 16]
-    #[arg(long, env = "AVATAR_EDGE_UPLOAD_QUEUE")]
-    pub upload_queue: Option<usize>,
-    /// Browser lifetime of identity URLs (/avatar/...), seconds [default: 60]
-    #[arg(long, env = "AVATAR_EDGE_IDENTITY_MAX_AGE")]
-    pub identity_max_age: Option<u32>,
-    /// Style served when an identity has no avatar and the URL names no d= [default: identicon]
-    #[arg(long, env = "AVATAR_EDGE_DEFAULT_STYLE")]
-    pub default_style: Option<String>,
-    /// Answer identity URLs with 302 to the immutable content URL instead of the bytes
-    #[arg(long, env = "AVATAR_EDGE_IDENTITY_REDIRECT", num_args = 0..=1, default_missing_value = "true")]
-    pub identity_redirect: Option<bool>,
-    /// Host allowed as a d=<URL> redirect target (repeatable; comma-separated in env) [default: none]
-    #[arg(
-        long = "default-url-allow",
-        env = "AVATAR_EDGE_DEFAULT_URL_ALLOW",
-        value_delimiter = ','
-    )]
-    #[serde(rename = "default_url_allow")]
-    pub default_url_allow: Vec<String>,
-    /// Time allowed to receive a request's headers, seconds [default: 10]
-    #[arg(long, env = "AVATAR_EDGE_HEADER_TIMEOUT")]
-    pub header_timeout: Option<u64>,
-    /// Time allowed for a whole request, body included, seconds [default: 30]
-    #[arg(long, env = "AVATAR_EDGE_REQUEST_TIMEOUT")]
-    pub request_timeout: Option<u64>,
-    /// Maximum simultaneously open connections [default: 10000]
-    #[arg(long, env = "AVATAR_EDGE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// CDN lifetime of identity URLs (CDN-Cache-Control, Surrogate-Control), seconds [default: 86400]
-    #[arg(long, env = "AVATAR_EDGE_CDN_MAX_AGE")]
-    pub cdn_max_age: Option<u32>,
-    /// Header(s) carrying surrogate keys (repeatable; Cache-Tag is comma-separated) [default: Surrogate-Key,xkey]
-    #[arg(
-        long = "surrogate-key-header",
-        env = "AVATAR_EDGE_SURROGATE_KEY_HEADERS",
-        value_delimiter = ','
-    )]
-    pub surrogate_key_header: Vec<String>,
-    /// Purge endpoint notified on every change (repeatable; comma-separated in env) [default: none]
-    #[arg(
-        long = "purge-endpoint",
-        env = "AVATAR_EDGE_PURGE_ENDPOINTS",
-        value_delimiter = ','
-    )]
-    pub purge_endpoint: Vec<String>,
-    /// Shape of purge requests: xkey (Varnish), fastly, cloudflare; the API token comes from AVATAR_EDGE_PURGE_TOKEN [default: xkey]
-    #[arg(long, env = "AVATAR_EDGE_PURGE_STYLE")]
-    pub purge_style: Option<String>,
-    /// Webhook URL receiving every change as signed JSON (repeatable; comma-separated in env) [default: none]
-    #[arg(long = "webhook", env = "AVATAR_EDGE_WEBHOOKS", value_delimiter = ',')]
-    pub webhook: Vec<String>,
-    /// Secret for X-Avatar-Edge-Signature (HMAC-SHA256 of the body) [default: unsigned]
-    #[arg(long, env = "AVATAR_EDGE_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
-    /// File of API tokens, one `name:token` per line; several may be active at once (rotation) [default: none]
-    #[arg(long, env = "AVATAR_EDGE_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Origin allowed to call the API and event stream from a browser (repeatable; comma-separated in env) [default: *]
-    #[arg(
-        long = "cors-origin",
-        env = "AVATAR_EDGE_CORS_ORIGINS",
-        value_delimiter = ','
-    )]
-    pub cors_origin: Vec<String>,
-    /// Longest lifetime of a signed upload URL, seconds [default: 86400]
-    #[arg(long, env = "AVATAR_EDGE_MAX_UPLOAD_URL_TTL")]
-    pub max_upload_url_ttl: Option<u64>,
-    /// Serve the demo platform page at /demo
-    #[arg(long, env = "AVATAR_EDGE_DEMO", num_args = 0..=1, default_missing_value = "true")]
-    pub demo: Option<bool>,
-    /// Run as one node of a cluster on NATS JetStream at these URLs (comma-separated, nats://host:4222) instead of the data directory's index and blobs [default: none, single node]
-    #[arg(long = "nats", env = "AVATAR_EDGE_NATS", value_delimiter = ',')]
-    pub nats: Vec<String>,
-    /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
-    #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
-    pub nats_replicas: Option<usize>,
-}
 
 /// Problems with the settings, reported at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -153,13 +33,50 @@ pub enum ConfigError {
     Invalid { name: &'static str, why: String },
 }
 
-/// The validated configuration of a running server.
+/// The validated configuration of a running server: one sub-struct per
+/// consumer, so each part of the program is handed only what it uses.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub render: RenderConfig,
+    pub cache: CachePolicy,
+    pub delivery: DeliveryConfig,
+    pub store: StoreConfig,
+}
+
+/// The HTTP face: listener, timeouts, connection bound, browsers.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
     pub listen: SocketAddr,
-    pub data_dir: PathBuf,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    /// Browser origins allowed to use the API (`*` = any).
+    pub cors_origins: Vec<String>,
+    /// Answer identity URLs with a 302 to the content URL instead of the bytes.
+    pub identity_redirect: bool,
+    /// Serve the demo page at `/demo`.
+    pub demo: bool,
+}
+
+/// Who may change avatars: the admin token, named tokens, signed URLs.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
     /// Admin bearer token from `AVATAR_EDGE_TOKEN`; `None` = use/generate `<data>/admin.token`.
     pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// HMAC key for signed upload URLs (`AVATAR_EDGE_SIGNING_KEY`; else `<data>/signing.key`).
+    pub signing_key: Option<String>,
+    /// Longest lifetime of a signed upload URL, seconds.
+    pub max_upload_url_ttl: u64,
+}
+
+/// The service's work: input limits, the two worker pools, the variant
+/// cache, and the generated-default policy.
+#[derive(Debug, Clone)]
+pub struct RenderConfig {
+    /// Byte budget of the cache of rendered variants.
     pub cache_bytes: u64,
     pub limits: Limits,
     pub render_threads: usize,
@@ -168,89 +85,87 @@ pub struct Config {
     pub render_memory: u64,
     pub upload_threads: usize,
     pub upload_queue: usize,
-    pub identity_max_age: u32,
+    /// Style served when an identity has no avatar and the URL names no `d=`.
     pub default_style: Style,
-    pub identity_redirect: bool,
+    /// Hosts a `d=<URL>` may redirect to (lower-case).
     pub default_url_allow: Vec<String>,
-    pub header_timeout: Duration,
-    pub request_timeout: Duration,
-    pub max_connections: usize,
+}
+
+/// How long browsers and CDNs keep answers, and how answers are tagged for purges.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    /// Browser lifetime of identity answers, seconds.
+    pub identity_max_age: u32,
+    /// CDN lifetime of identity answers (purged on change), seconds.
     pub cdn_max_age: u32,
+    /// Header names that carry surrogate keys.
     pub surrogate_key_headers: Vec<String>,
-    /// Where changes are announced (CDN purges, webhooks).
+}
+
+/// Where committed changes are announced.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryConfig {
+    /// CDN purge endpoints and webhooks.
     pub targets: Vec<Target>,
-    pub token_file: Option<PathBuf>,
-    /// Browser origins allowed to use the API (`*` = any).
-    pub cors_origins: Vec<String>,
-    pub max_upload_url_ttl: u64,
-    /// HMAC key for signed upload URLs (`AVATAR_EDGE_SIGNING_KEY`; else `<data>/signing.key`).
-    pub signing_key: Option<String>,
-    pub demo: bool,
+}
+
+/// How purge requests are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeStyle {
+    /// `PURGE <endpoint>` with `xkey-purge: <keys>` (Varnish xkey vmod).
+    #[default]
+    Xkey,
+    /// `POST <endpoint>` with `Surrogate-Key: <keys>` and `Fastly-Key: <token>`.
+    Fastly,
+    /// `POST <endpoint>` with `{"tags": [...]}` and `Authorization: Bearer <token>`.
+    Cloudflare,
+}
+
+impl std::str::FromStr for PurgeStyle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "xkey" | "varnish" => Ok(PurgeStyle::Xkey),
+            "fastly" => Ok(PurgeStyle::Fastly),
+            "cloudflare" => Ok(PurgeStyle::Cloudflare),
+            _ => Err(format!(
+                "unknown purge style {s:?} (xkey, fastly, cloudflare)"
+            )),
+        }
+    }
+}
+
+/// A delivery target (how it is delivered to is the delivery module's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Purge {
+        url: String,
+        style: PurgeStyle,
+        token: Option<String>,
+    },
+    Webhook {
+        url: String,
+        secret: Option<String>,
+    },
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Data directory (blobs, index, secrets).
+    pub data_dir: PathBuf,
     /// The NATS cluster this node runs on; `None` = the embedded single-node store.
     pub nats: Option<NatsOptions>,
 }
 
-impl Settings {
-    /// Read a TOML settings file.
-    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
-    }
-
-    /// `self` (higher precedence) filled in from `lower`.
-    pub fn or(self, lower: Settings) -> Settings {
-        fn list(high: Vec<String>, low: Vec<String>) -> Vec<String> {
-            if high.is_empty() {
-                low
-            } else {
-                high
-            }
-        }
-        macro_rules! pick {
-            ($($f:ident),*) => { Settings {
-                $($f: self.$f.or(lower.$f),)*
-                default_url_allow: list(self.default_url_allow, lower.default_url_allow),
-                surrogate_key_header: list(self.surrogate_key_header, lower.surrogate_key_header),
-                purge_endpoint: list(self.purge_endpoint, lower.purge_endpoint),
-                webhook: list(self.webhook, lower.webhook),
-                cors_origin: list(self.cors_origin, lower.cors_origin),
-                nats: list(self.nats, lower.nats),
-            } };
-        }
-        pick!(
-            listen,
-            data,
-            cache_mb,
-            master_side,
-            max_upload_mb,
-            max_side,
-            max_megapixels,
-            render_threads,
-            render_queue,
-            render_memory_mb,
-            upload_threads,
-            upload_queue,
-            identity_max_age,
-            default_style,
-            identity_redirect,
-            header_timeout,
-            request_timeout,
-            max_connections,
-            cdn_max_age,
-            purge_style,
-            webhook_secret,
-            token_file,
-            max_upload_url_ttl,
-            demo,
-            nats_replicas
-        )
-    }
+/// How to reach the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// `nats://host:port` seed URLs (the client learns the rest of the cluster).
+    pub urls: Vec<String>,
+    /// Replicas of each bucket (1 for a single dev server; 3 in production).
+    pub replicas: usize,
 }
 
 fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
@@ -387,48 +302,59 @@ impl Config {
             urls: nats_urls,
             replicas: nats_replicas,
         });
+        let listen = s
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         Ok(Config {
-            nats,
-            token_file: s.token_file,
-            cors_origins,
-            max_upload_url_ttl: s.max_upload_url_ttl.unwrap_or(86_400).clamp(1, 7 * 86_400),
-            signing_key: std::env::var("AVATAR_EDGE_SIGNING_KEY")
-                .ok()
-                .filter(|k| k.len() >= 16),
-            demo: s.demo.unwrap_or(false),
-            cdn_max_age: s.cdn_max_age.unwrap_or(86_400),
-            surrogate_key_headers,
-            targets,
-            listen: s
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: s.data.unwrap_or_else(|| PathBuf::from("avatar-data")),
-            token,
-            cache_bytes: cache_mb.saturating_mul(1 << 20),
-            limits: Limits {
-                max_upload_bytes: (max_upload_mb as usize) << 20,
-                max_side,
-                max_pixels: max_mp * 1_000_000,
-                master_side,
-                ..defaults
+            http: HttpConfig {
+                listen,
+                header_timeout: Duration::from_secs(s.header_timeout.unwrap_or(10).max(1)),
+                request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(30).max(1)),
+                max_connections: s.max_connections.unwrap_or(10_000).max(1),
+                cors_origins,
+                identity_redirect: s.identity_redirect.unwrap_or(false),
+                demo: s.demo.unwrap_or(false),
             },
-            render_threads: s.render_threads.unwrap_or(cores).clamp(1, 256),
-            render_queue: s.render_queue.unwrap_or(64).clamp(1, 100_000),
-            render_memory: s.render_memory_mb.unwrap_or(32).clamp(1, 1 << 20) << 20,
-            upload_threads: s.upload_threads.unwrap_or((cores / 2).max(1)).clamp(1, 256),
-            upload_queue: s.upload_queue.unwrap_or(16).clamp(1, 100_000),
-            identity_max_age: s.identity_max_age.unwrap_or(60),
-            default_style,
-            identity_redirect: s.identity_redirect.unwrap_or(false),
-            default_url_allow: s
-                .default_url_allow
-                .into_iter()
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .collect(),
-            header_timeout: Duration::from_secs(s.header_timeout.unwrap_or(10).max(1)),
-            request_timeout: Duration::from_secs(s.request_timeout.unwrap_or(30).max(1)),
-            max_connections: s.max_connections.unwrap_or(10_000).max(1),
+            auth: AuthConfig {
+                token,
+                token_file: s.token_file,
+                signing_key: std::env::var("AVATAR_EDGE_SIGNING_KEY")
+                    .ok()
+                    .filter(|k| k.len() >= 16),
+                max_upload_url_ttl: s.max_upload_url_ttl.unwrap_or(86_400).clamp(1, 7 * 86_400),
+            },
+            render: RenderConfig {
+                cache_bytes: cache_mb.saturating_mul(1 << 20),
+                limits: Limits {
+                    max_upload_bytes: (max_upload_mb as usize) << 20,
+                    max_side,
+                    max_pixels: max_mp * 1_000_000,
+                    master_side,
+                    ..defaults
+                },
+                render_threads: s.render_threads.unwrap_or(cores).clamp(1, 256),
+                render_queue: s.render_queue.unwrap_or(64).clamp(1, 100_000),
+                render_memory: s.render_memory_mb.unwrap_or(32).clamp(1, 1 << 20) << 20,
+                upload_threads: s.upload_threads.unwrap_or((cores / 2).max(1)).clamp(1, 256),
+                upload_queue: s.upload_queue.unwrap_or(16).clamp(1, 100_000),
+                default_style,
+                default_url_allow: s
+                    .default_url_allow
+                    .into_iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            },
+            cache: CachePolicy {
+                identity_max_age: s.identity_max_age.unwrap_or(60),
+                cdn_max_age: s.cdn_max_age.unwrap_or(86_400),
+                surrogate_key_headers,
+            },
+            delivery: DeliveryConfig { targets },
+            store: StoreConfig {
+                data_dir: s.data.unwrap_or_else(|| PathBuf::from("avatar-data")),
+                nats,
+            },
         })
     }
 
@@ -436,8 +362,8 @@ impl Config {
     pub fn for_tests(dir: &Path) -> Config {
         let mut c = Config::resolve(Settings::default(), Some("test-token-0123456789".into()))
             .expect("defaults are valid");
-        c.data_dir = dir.to_path_buf();
-        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.store.data_dir = dir.to_path_buf();
+        c.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c
     }
 }
@@ -449,14 +375,14 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = Config::resolve(Settings::default(), None).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.data_dir, PathBuf::from("avatar-data"));
-        assert_eq!(c.cache_bytes, 256 << 20);
-        assert_eq!(c.limits.master_side, 1024);
-        assert_eq!(c.limits.max_upload_bytes, 10 << 20);
-        assert_eq!(c.identity_max_age, 60);
-        assert_eq!(c.default_style, Style::Identicon);
-        assert!(!c.identity_redirect);
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store.data_dir, PathBuf::from("avatar-data"));
+        assert_eq!(c.render.cache_bytes, 256 << 20);
+        assert_eq!(c.render.limits.master_side, 1024);
+        assert_eq!(c.render.limits.max_upload_bytes, 10 << 20);
+        assert_eq!(c.cache.identity_max_age, 60);
+        assert_eq!(c.render.default_style, Style::Identicon);
+        assert!(!c.http.identity_redirect);
     }
 
     #[test]
@@ -470,9 +396,9 @@ mod tests {
         )
         .unwrap();
         let c = Config::resolve(cli.or(file), None).unwrap();
-        assert_eq!(c.cache_bytes, 64 << 20);
-        assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.default_url_allow, vec!["example.org".to_string()]);
+        assert_eq!(c.render.cache_bytes, 64 << 20);
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.render.default_url_allow, vec!["example.org".to_string()]);
     }
 
     #[test]
@@ -490,17 +416,25 @@ mod tests {
     #[test]
     fn nats_settings() {
         let c = Config::resolve(Settings::default(), None).unwrap();
-        assert_eq!(c.nats, None, "embedded by default");
+        assert_eq!(c.store.nats, None, "embedded by default");
         let s: Settings =
             toml::from_str("nats = [\"nats://127.0.0.1:4222\", \"nats://10.0.0.2:4222\"]").unwrap();
-        let n = Config::resolve(s, None).unwrap().nats.unwrap();
+        let n = Config::resolve(s, None).unwrap().store.nats.unwrap();
         assert_eq!((n.urls.len(), n.replicas), (2, 3));
         let s = Settings {
             nats: vec!["nats://a:4222".into()],
             nats_replicas: Some(1),
             ..Default::default()
         };
-        assert_eq!(Config::resolve(s, None).unwrap().nats.unwrap().replicas, 1);
+        assert_eq!(
+            Config::resolve(s, None)
+                .unwrap()
+                .store
+                .nats
+                .unwrap()
+                .replicas,
+            1
+        );
         for (urls, replicas) in [(vec!["http://a:4222"], None), (vec!["nats://a"], Some(9))] {
             let s = Settings {
                 nats: urls.into_iter().map(String::from).collect(),

@@ -73,7 +73,7 @@ pub async fn import_file(service: &Service, path: &Path) -> FileOutcome {
     let Some(key) = key_of(path) else {
         return FileOutcome::Rejected("file name is not <email-or-hash>.<ext>".into());
     };
-    let limit = service.config.limits.max_upload_bytes as u64;
+    let limit = service.max_upload_bytes() as u64;
     match std::fs::metadata(path) {
         Ok(m) if m.len() > limit => {
             return FileOutcome::Rejected(format!("{} bytes exceeds the limit of {limit}", m.len()))

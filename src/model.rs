@@ -1,8 +1,19 @@
 //! Plain domain values shared by every layer: content hashes, identity hashes,
-//! ratings, output formats, change events.
+//! ratings, change events, output formats and the output-size limit
+//! ([`image`]), default styles ([`style`]), and whose fault an error is
+//! ([`fault`]).
 //!
 //! Invariants: every value here is valid by construction (parsing is the only way
-//! in), cheap to copy, and free of I/O. Nothing here knows HTTP or the disk.
+//! in), cheap to copy, and free of I/O. Nothing here knows HTTP or the disk, and
+//! this module imports no other module of the crate (it is the bottom layer).
+
+mod fault;
+mod image;
+mod style;
+
+pub use fault::Fault;
+pub use image::{Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE};
+pub use style::Style;
 
 use std::fmt;
 use std::str::FromStr;

@@ -122,7 +122,7 @@ pub fn reload_tokens_on_sighup(
                 tracing::info!("SIGHUP received; no token file is configured, nothing to reload");
                 continue;
             };
-            let metrics = &app.service.metrics;
+            let metrics = app.service.metrics();
             let file = path.clone();
             let read = tokio::task::spawn_blocking(move || crate::store::read_token_file(&file))
                 .await

@@ -1,5 +1,8 @@
 //! Client input → typed requests. Every value a client sends (path segments,
-//! query parameters, `Accept`) is parsed here, once, into a typed value.
+//! query parameters, `Accept`, `If-None-Match`, `Last-Event-ID`, signed-URL
+//! fields, JSON bodies) is parsed here, once, into a typed value: URLs here,
+//! the API's bodies and parameters in `api`, event-stream requests in
+//! `events`, conditional requests in `conditional`.
 //!
 //! Pure: no I/O, no hyper. Two flavours of strictness, on purpose:
 //! - content URLs (`/c/…`) and the API are strict: junk is a 400 naming the problem;
@@ -8,13 +11,21 @@
 //!   (the server default, flagged `invalid-key`) — a broken template must never
 //!   show a broken image.
 
-use crate::identicon::Style;
-use crate::model::{ContentHash, IdentityHash, Rating};
-use crate::pipeline::{Crop, OutputFormat};
+mod api;
+mod conditional;
+mod events;
 
-/// Smallest and largest output side.
-pub const MIN_SIZE: u32 = 1;
-pub const MAX_SIZE: u32 = 2048;
+pub use api::{
+    decode_key_segment, parse_rating_patch, parse_signed_url, parse_upload, parse_upload_url,
+    SignedUrl, UploadParams, UploadUrlRequest, DEFAULT_UPLOAD_URL_TTL,
+};
+pub use conditional::IfNoneMatch;
+pub use events::{parse_events, EventsRequest, MAX_EVENT_KEYS};
+
+use crate::model::{
+    ContentHash, IdentityHash, OutputFormat, ParseError, Rating, Style,
+    MAX_OUTPUT_SIDE as MAX_SIZE, MIN_OUTPUT_SIDE as MIN_SIZE,
+};
 /// Size when the URL names none (Gravatar's default).
 pub const DEFAULT_SIZE: u32 = 80;
 /// Longest query string we look at; longer ones are refused (strict) or cut (forgiving).
@@ -29,7 +40,7 @@ pub enum SpecError {
     BadHash,
     #[error("unknown extension: use .png, .jpg, .jpeg or .webp")]
     BadExtension,
-    #[error("size must be an integer from 1 to 2048")]
+    #[error("size must be an integer from {min} to {max}", min = MIN_SIZE, max = MAX_SIZE)]
     BadSize,
     #[error("query string too long")]
     QueryTooLong,
@@ -39,6 +50,23 @@ pub enum SpecError {
     BadCrop,
     #[error("rating must be one of g, pg, r, x")]
     BadRating,
+    /// A malformed identity key (an email or a 32/64-hex hash).
+    #[error("invalid key: {0}")]
+    Key(#[from] ParseError),
+    #[error("keys must be comma-separated 32/64-hex identity hashes")]
+    BadEventKeys,
+    #[error("too many keys (at most {max})", max = MAX_EVENT_KEYS)]
+    TooManyEventKeys,
+    #[error("last_event_id must be an integer")]
+    BadLastEventId,
+    #[error("Last-Event-ID must be an integer")]
+    BadLastEventIdHeader,
+    #[error("expected {{\"key\": \"...\", \"expires_in\": seconds}}: {0}")]
+    BadUploadUrlRequest(String),
+    #[error("expires_in must be 1..={max} seconds")]
+    BadExpiry { max: u64 },
+    #[error("expected {{\"rating\": \"g\" | \"pg\" | \"r\" | \"x\"}}")]
+    BadRatingPatch,
 }
 
 /// Decoded `key=value` pairs of a query string (percent- and `+`-decoded).
@@ -320,54 +348,6 @@ pub fn url_host(url: &str) -> Option<String> {
     ok.then(|| host.to_string())
 }
 
-/// Parameters of an upload: `PUT /v1/avatars/{key}?crop=x,y,side&rating=g`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct UploadParams {
-    pub crop: Option<Crop>,
-    pub rating: Option<Rating>,
-}
-
-/// Strictly parse upload query parameters.
-pub fn parse_upload(query: Option<&str>) -> Result<UploadParams, SpecError> {
-    let mut p = UploadParams::default();
-    for (k, v) in query_pairs(query.unwrap_or(""))? {
-        match k.as_str() {
-            "crop" => p.crop = Some(parse_crop(&v)?),
-            "rating" | "r" => p.rating = Some(v.parse().map_err(|_| SpecError::BadRating)?),
-            _ => {}
-        }
-    }
-    Ok(p)
-}
-
-fn parse_crop(v: &str) -> Result<Crop, SpecError> {
-    let nums: Vec<u32> = v
-        .split(',')
-        .map(|n| {
-            let n = n.trim();
-            if n.is_empty() || n.len() > 6 {
-                return Err(SpecError::BadCrop);
-            }
-            n.parse::<u32>().map_err(|_| SpecError::BadCrop)
-        })
-        .collect::<Result<_, _>>()?;
-    match nums[..] {
-        [x, y, side] if side > 0 => Ok(Crop { x, y, side }),
-        _ => Err(SpecError::BadCrop),
-    }
-}
-
-/// Percent-decode an upload key from the path (`/v1/avatars/{key}`).
-pub fn decode_key_segment(segment: &str) -> Result<String, SpecError> {
-    if segment.len() > 3 * crate::model::MAX_EMAIL_LEN {
-        return Err(SpecError::BadQuery);
-    }
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| SpecError::BadQuery)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,31 +488,6 @@ mod tests {
         ];
         for (url, want) in cases {
             assert_eq!(url_host(url).as_deref(), want, "{url}");
-        }
-    }
-
-    #[test]
-    fn upload_params_table() {
-        assert_eq!(parse_upload(None).unwrap(), UploadParams::default());
-        let p = parse_upload(Some("crop=10,20,300&rating=pg")).unwrap();
-        assert_eq!(
-            p.crop,
-            Some(Crop {
-                x: 10,
-                y: 20,
-                side: 300
-            })
-        );
-        assert_eq!(p.rating, Some(Rating::Pg));
-        for bad in [
-            "crop=1,2",
-            "crop=1,2,0",
-            "crop=a,b,c",
-            "crop=1,2,3,4",
-            "rating=nc17",
-            "crop=-1,0,5",
-        ] {
-            assert!(parse_upload(Some(bad)).is_err(), "{bad}");
         }
     }
 

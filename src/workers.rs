@@ -19,17 +19,6 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-tokio::task_local! {
-    /// The id of the request the current task serves (set by the HTTP layer),
-    /// so failures deep in a render are logged with it.
-    pub static REQUEST_ID: u64;
-}
-
-/// The current task's request id, if the HTTP layer set one.
-pub fn request_id() -> Option<u64> {
-    REQUEST_ID.try_with(|id| *id).ok()
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
     #[error("render queue is full")]

@@ -213,7 +213,7 @@ async fn valid_fixtures_are_accepted_and_render_or_refused_with_415() {
     let _serial = SERIAL.lock().await;
     // A small master keeps this loop fast in the dev profile; decoding (what
     // accepts or refuses a file) is the same at any master size.
-    let e = env_with(|c| c.limits.master_side = 128);
+    let e = env_with(|c| c.render.limits.master_side = 128);
     let mut accepted = 0;
     for (i, path) in files_in(&fixtures()).iter().enumerate() {
         let name = name_of(path);

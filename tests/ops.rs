@@ -37,8 +37,8 @@ fn the_packaged_example_config_sets_every_option_and_every_value_is_valid() {
     let shipped = dir.path().join("shipped.toml");
     std::fs::write(&shipped, &text).unwrap();
     let c = Config::resolve(Settings::from_file(&shipped).unwrap(), None).unwrap();
-    assert_eq!(c.data_dir, Path::new("/var/lib/avatar-edge"));
-    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.store.data_dir, Path::new("/var/lib/avatar-edge"));
+    assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
 
     // Every commented-out setting switched on: still valid, key by key.
     let all: String = text

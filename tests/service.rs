@@ -255,7 +255,7 @@ async fn mutations_need_the_token() {
 
 #[tokio::test]
 async fn bad_uploads_get_clear_client_errors() {
-    let e = env_with(|c| c.limits.max_upload_bytes = 1 << 20);
+    let e = env_with(|c| c.render.limits.max_upload_bytes = 1 << 20);
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("g@example.org", "", Vec::new(), 400, "empty_body"),
         (
@@ -754,7 +754,7 @@ async fn no_identity_forms_never_serve_an_upload_and_never_5xx() {
 
 #[tokio::test]
 async fn ratings_filter_and_default_urls_redirect_only_when_allowed() {
-    let e = env_with(|c| c.default_url_allow = vec!["cdn.example.org".into()]);
+    let e = env_with(|c| c.render.default_url_allow = vec!["cdn.example.org".into()]);
     let email = "rated@example.org";
     let r = e
         .put(
@@ -806,7 +806,7 @@ async fn ratings_filter_and_default_urls_redirect_only_when_allowed() {
 
 #[tokio::test]
 async fn identity_redirect_mode_points_at_the_content_url() {
-    let e = env_with(|c| c.identity_redirect = true);
+    let e = env_with(|c| c.http.identity_redirect = true);
     let v = e
         .upload_ok("redir@example.org", "photo_grace_hopper_512x600.jpg")
         .await;
@@ -1071,7 +1071,7 @@ async fn named_tokens_from_a_file_are_all_accepted() {
         "# rotation\nold:old-token-0123456789\nnew:new-token-0123456789\n",
     )
     .unwrap();
-    let e = env_with(|c| c.token_file = Some(file.clone()));
+    let e = env_with(|c| c.auth.token_file = Some(file.clone()));
     for t in ["old-token-0123456789", "new-token-0123456789", TOKEN] {
         let r = e
             .send(
@@ -1110,7 +1110,7 @@ async fn cors_defaults_to_any_origin_and_can_be_restricted() {
         .header("access-control-allow-headers")
         .contains("Content-Type"));
 
-    let e = env_with(|c| c.cors_origins = vec!["https://forge.example.org".into()]);
+    let e = env_with(|c| c.http.cors_origins = vec!["https://forge.example.org".into()]);
     let ok = e
         .get_with(
             "/v1/avatars/x@example.org",
@@ -1147,7 +1147,7 @@ async fn rating_changes_without_reupload_and_emits_an_event() {
         .await
         .avatar_default()
         .is_none());
-    let mut live = e.app.service.bus.subscribe();
+    let mut live = e.app.service.subscribe();
     let patch = |body: &'static str, auth: bool| {
         let mut b = Request::patch(format!("/v1/avatars/{email}"));
         if auth {

@@ -8,46 +8,8 @@ use sha2::Sha256;
 use crate::events::{event_json, purge_keys};
 use crate::model::ChangeEvent;
 
-/// How purge requests are shaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PurgeStyle {
-    /// `PURGE <endpoint>` with `xkey-purge: <keys>` (Varnish xkey vmod).
-    #[default]
-    Xkey,
-    /// `POST <endpoint>` with `Surrogate-Key: <keys>` and `Fastly-Key: <token>`.
-    Fastly,
-    /// `POST <endpoint>` with `{"tags": [...]}` and `Authorization: Bearer <token>`.
-    Cloudflare,
-}
-
-impl std::str::FromStr for PurgeStyle {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "xkey" | "varnish" => Ok(PurgeStyle::Xkey),
-            "fastly" => Ok(PurgeStyle::Fastly),
-            "cloudflare" => Ok(PurgeStyle::Cloudflare),
-            _ => Err(format!(
-                "unknown purge style {s:?} (xkey, fastly, cloudflare)"
-            )),
-        }
-    }
-}
-
-/// A delivery target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Purge {
-        url: String,
-        style: PurgeStyle,
-        token: Option<String>,
-    },
-    Webhook {
-        url: String,
-        secret: Option<String>,
-    },
-}
+// The settings types are the configuration's; how to deliver to them is here.
+pub use crate::config::{PurgeStyle, Target};
 
 impl Target {
     /// Stable name: the cursor's key and the metrics label.

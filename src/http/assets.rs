@@ -16,7 +16,9 @@
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::{full, method_not_allowed, not_modified, App, Body};
+use super::response::{full, not_modified};
+use super::router::method_not_allowed;
+use super::{App, Body};
 use crate::metrics::Route;
 
 /// The browser client (see its header comment for the integration snippet).
@@ -91,7 +93,7 @@ pub(super) fn route(
         );
         return Some((Route::ApiOther, r));
     }
-    if !app.service.config.demo || !(path == "/demo" || path.starts_with("/demo/")) {
+    if !app.http.demo || !(path == "/demo" || path.starts_with("/demo/")) {
         return None;
     }
     let r = match path {
@@ -150,10 +152,10 @@ fn asset(
 fn demo_upload_url(app: &App) -> Response<Body> {
     let keys = match crate::model::IdentityKeys::parse(DEMO_EMAIL) {
         Ok(k) => k,
-        Err(e) => return super::service_error(&e.into()),
+        Err(e) => return super::error_response(crate::spec::SpecError::Key(e)),
     };
-    let ttl = DEMO_UPLOAD_URL_TTL.min(app.service.config.max_upload_url_ttl.max(1));
-    super::upload_url_response(app, &keys, ttl)
+    let ttl = DEMO_UPLOAD_URL_TTL.min(app.max_upload_url_ttl.max(1));
+    super::upload_urls::upload_url_response(app, &keys, ttl)
 }
 
 #[cfg(test)]

@@ -4,13 +4,25 @@
 //! time, and hashing first makes the comparison independent of length too.
 //! Several named tokens can be active at once (rotation).
 
+/// Seconds since the Unix epoch now (signed-URL expiry is in these).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The named tokens of the token file, swapped as a whole on reload.
+type Named = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Vec<(String, blake3::Hash)>>>>;
+
 /// The set of accepted tokens: fixed ones (the admin token) and the named
 /// ones of the token file, which [`Tokens::set_named`] swaps as a whole when
-/// the file is reloaded (SIGHUP) — requests in flight are unaffected.
-#[derive(Default)]
+/// the file is reloaded (SIGHUP) — requests in flight are unaffected. Clones
+/// share the named set, so a reload reaches every clone.
+#[derive(Clone, Default)]
 pub struct Tokens {
     fixed: Vec<(String, blake3::Hash)>,
-    named: std::sync::RwLock<std::sync::Arc<Vec<(String, blake3::Hash)>>>,
+    named: Named,
 }
 
 impl std::fmt::Debug for Tokens {

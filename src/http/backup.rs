@@ -8,12 +8,16 @@
 use std::io::{self, Write};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::Either;
 use tokio::sync::mpsc;
 
-use super::error::ApiError;
-use super::{error_response, service_error, App, Body, ChannelBody, NO_STORE};
+use super::api::count_auth_failure;
+use super::error::{error_response, HttpError};
+use super::events::ChannelBody;
+use super::response::NO_STORE;
+use super::{App, Body};
 
 /// Bytes gathered before a chunk is handed to the connection.
 const CHUNK: usize = 256 << 10;
@@ -59,23 +63,12 @@ pub(super) async fn backup<B>(app: &App, req: &Request<B>) -> Response<Body> {
         .map(|v| v.as_bytes());
     // The backup carries the admin token and the signing key: admin only.
     if app.tokens.check(auth).as_deref() != Some("admin") {
-        app.service
-            .metrics
-            .auth_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return error_response(&ApiError::unauthorized());
+        count_auth_failure(app);
+        return error_response(HttpError::Unauthorized);
     }
-    let store = app.service.store.clone();
-    let snapshot = match tokio::task::spawn_blocking(move || store.snapshot()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return service_error(&e.into()),
-        Err(_) => {
-            return error_response(&ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the snapshot could not be taken",
-            ))
-        }
+    let snapshot = match app.service.backup_snapshot().await {
+        Ok(s) => s,
+        Err(e) => return error_response(e),
     };
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
@@ -94,7 +87,7 @@ pub(super) async fn backup<B>(app: &App, req: &Request<B>) -> Response<Body> {
             Err(e) => tracing::error!(error = %e, "backup stream failed"),
         }
     });
-    let mut r = Response::new(http_body_util::Either::Right(ChannelBody(rx).boxed()));
+    let mut r = Response::new(Either::Right(BoxBody::new(ChannelBody(rx))));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

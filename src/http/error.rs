@@ -1,15 +1,22 @@
-//! The one place that maps error kinds to HTTP status codes and JSON bodies.
+//! The one place that maps errors to HTTP status codes and JSON bodies.
 //!
 //! Client errors are 4xx with `{"error": "<code>", "message": "<what is wrong>"}`;
-//! server faults are 5xx with a message that reveals no internals.
+//! server faults are 5xx with a message that reveals no internals (the detail
+//! travels with the response as an [`ErrorDetail`] extension, which `handle`
+//! logs with the request id). Whether an error is 4xx, 5xx or 503/507 comes
+//! from its [`Fault`]; this module only picks the code within the class.
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
+use super::Body;
+use crate::model::Fault;
 use crate::pipeline::PipelineError;
 use crate::service::ServiceError;
+use crate::spec::SpecError;
 use crate::store::StoreError;
-use crate::workers::PoolError;
 
 /// An error answer: status, stable machine code, human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,88 +24,195 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// What went wrong inside, for the log only (server faults).
+    pub detail: Option<String>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
+}
+
+/// The internal detail of a server fault, attached to its response for the
+/// log line `handle` writes; never sent to the client.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+/// Failures of the HTTP layer itself (routing, bodies, timeouts, auth).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("route not found")]
+    RouteNotFound,
+    #[error("allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("upload exceeds the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    #[error("request not completed within {0} s")]
+    Timeout(u64),
+    #[error("default URL is not a valid header value")]
+    BadDefaultUrl,
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
+struct JsonBody<'a> {
     error: &'a str,
     message: &'a str,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
+            allow: None,
+        }
+    }
+
+    /// A server fault: a fixed public message, the detail kept for the log.
+    fn internal(public: &'static str, detail: String) -> ApiError {
+        ApiError {
+            detail: Some(detail),
+            ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", public)
         }
     }
 
     /// The JSON body.
     pub fn json(&self) -> Vec<u8> {
-        serde_json::to_vec(&Body {
+        serde_json::to_vec(&JsonBody {
             error: self.code,
             message: &self.message,
         })
         .expect("error bodies serialize")
     }
 
-    pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+    /// The response: status, JSON body, `no-store`; `Retry-After` on a 503.
+    pub fn response(&self) -> Response<Body> {
+        let mut r = Response::new(super::response::full(Bytes::from(self.json())));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, super::response::JSON);
+        h.insert(header::CACHE_CONTROL, super::response::NO_STORE);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(allow) = self.allow {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(d) = &self.detail {
+            r.extensions_mut().insert(ErrorDetail(d.clone()));
+        }
+        r
     }
+}
 
-    pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized")
+/// An error as a response (the one way handlers answer a failure).
+pub fn error_response(e: impl Into<ApiError>) -> Response<Body> {
+    e.into().response()
+}
+
+impl From<&HttpError> for ApiError {
+    fn from(e: &HttpError) -> ApiError {
+        use StatusCode as S;
+        let (status, code) = match e {
+            HttpError::RouteNotFound => (S::NOT_FOUND, "not_found"),
+            HttpError::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            HttpError::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
+            HttpError::BodyTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            HttpError::BadBody(_) => (S::BAD_REQUEST, "bad_body"),
+            HttpError::Timeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),
+            HttpError::BadDefaultUrl => (S::BAD_REQUEST, "bad_default"),
+        };
+        let mut a = ApiError::new(status, code, e.to_string());
+        if let HttpError::MethodNotAllowed(allow) = e {
+            a.allow = Some(allow);
+        }
+        a
+    }
+}
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> ApiError {
+        ApiError::from(&e)
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> ApiError {
+        ApiError::from(&ServiceError::from(e))
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        ApiError::from(&e)
     }
 }
 
 impl From<&ServiceError> for ApiError {
     fn from(e: &ServiceError) -> ApiError {
         use StatusCode as S;
+        match e.fault() {
+            Fault::Server => {
+                let public = match e {
+                    ServiceError::Pool(_) => "the image could not be processed",
+                    ServiceError::Pipeline(_) => "image processing failed",
+                    ServiceError::Store(_) => "storage error",
+                    _ => "internal error",
+                };
+                return ApiError::internal(public, e.to_string());
+            }
+            Fault::Unavailable => {
+                return match e {
+                    ServiceError::Store(s) if matches!(s.as_ref(), StoreError::Full) => {
+                        ApiError::new(
+                            S::INSUFFICIENT_STORAGE,
+                            "storage_full",
+                            "the server's storage is full",
+                        )
+                    }
+                    ServiceError::Store(_) => ApiError::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "storage_unavailable",
+                        "the server's storage is read-only or unavailable",
+                    ),
+                    _ => ApiError::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "too many images queued for processing; retry shortly",
+                    ),
+                }
+            }
+            Fault::Client => {}
+        }
         match e {
+            ServiceError::Spec(SpecError::Key(k)) | ServiceError::Key(k) => {
+                ApiError::new(S::BAD_REQUEST, "bad_key", k.to_string())
+            }
             ServiceError::Spec(e) => ApiError::new(S::BAD_REQUEST, "bad_request", e.to_string()),
-            ServiceError::Key(e) => ApiError::new(S::BAD_REQUEST, "bad_key", e.to_string()),
-            ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::ContentUnreadable => ApiError::new(
                 S::NOT_FOUND,
                 "content_unavailable",
                 "stored content is missing or corrupt",
             ),
-            ServiceError::Pool(PoolError::Busy) => ApiError::new(
-                S::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many images queued for processing; retry shortly",
-            ),
-            ServiceError::Pool(PoolError::Panicked(_)) => ApiError::new(
-                S::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the image could not be processed",
-            ),
             ServiceError::Pipeline(p) => pipeline_error(p),
-            ServiceError::Store(s) => match s.as_ref() {
-                StoreError::NotFound => ApiError::not_found("avatar"),
-                StoreError::Full => ApiError::new(
-                    S::INSUFFICIENT_STORAGE,
-                    "storage_full",
-                    "the server's storage is full",
-                ),
-                StoreError::Unavailable(_) => ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "the server's storage is read-only or unavailable",
-                ),
-                StoreError::Index(_) | StoreError::Io(_) => {
-                    ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "storage error")
-                }
-            },
+            ServiceError::NotFound(what) => not_found(what),
+            ServiceError::Store(_) | ServiceError::Pool(_) => not_found("avatar"),
         }
     }
 }
 
+fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{what} not found"),
+    )
+}
+
+/// A client fault of the pipeline: the code names what is wrong with the upload.
 fn pipeline_error(p: &PipelineError) -> ApiError {
     use StatusCode as S;
     let (status, code) = match p {
@@ -113,13 +227,7 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
         PipelineError::Decode(_) => (S::UNPROCESSABLE_ENTITY, "invalid_image"),
         PipelineError::BadCrop(_) => (S::UNPROCESSABLE_ENTITY, "bad_crop"),
         PipelineError::BadSize(_) => (S::BAD_REQUEST, "bad_size"),
-        PipelineError::Internal(_) => {
-            return ApiError::new(
-                S::INTERNAL_SERVER_ERROR,
-                "internal",
-                "image processing failed",
-            )
-        }
+        PipelineError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
     };
     ApiError::new(status, code, p.to_string())
 }
@@ -127,6 +235,7 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workers::PoolError;
     use std::sync::Arc;
 
     #[test]

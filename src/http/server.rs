@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -34,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::error::ApiError;
+use super::error::HttpError;
 use super::park::{ConnState, Parkable, Tracked};
 use super::{error_response, handle, Body, SharedApp};
 
@@ -45,14 +45,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn handle_with_timeout(app: SharedApp, req: Request<Incoming>) -> Response<Body> {
-    let limit = app.service.config.request_timeout;
+    let limit = app.http_config().request_timeout;
     match tokio::time::timeout(limit, handle(&app, req)).await {
         Ok(r) => r,
-        Err(_) => error_response(&ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("request not completed within {} s", limit.as_secs()),
-        )),
+        Err(_) => error_response(HttpError::Timeout(limit.as_secs())),
     }
 }
 
@@ -110,7 +106,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let config = app.service.config.clone();
+    let config = app.http_config().clone();
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -212,7 +208,7 @@ async fn connection(
     stream: TcpStream,
     mut stop: watch::Receiver<bool>,
 ) {
-    let metrics = &app.service.metrics;
+    let metrics = app.service.metrics();
     let _open = Gauge::up(&metrics.connections_open);
     // Every phase but the parked wait is boxed: the task's own size is what
     // a parked connection costs.

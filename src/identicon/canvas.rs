@@ -261,11 +261,11 @@ impl Canvas {
         }
     }
 
-    pub(crate) fn into_pixels(self) -> crate::pipeline::Pixels {
-        crate::pipeline::Pixels {
+    pub(crate) fn into_pixels(self) -> crate::model::Pixels {
+        crate::model::Pixels {
             width: self.size,
             height: self.size,
-            layout: crate::pipeline::Layout::Rgba8,
+            layout: crate::model::Layout::Rgba8,
             data: self.data,
         }
     }

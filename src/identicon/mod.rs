@@ -26,25 +26,14 @@ mod vector;
 
 use std::str::FromStr;
 
-use crate::pipeline::Pixels;
+// The style and pixel types are shared values (`model`); drawing is here.
+pub use crate::model::Style;
+use crate::model::{Layout, Pixels};
 use canvas::{Bits, Canvas, Rgb};
 
-/// A generated default style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Style {
-    Identicon,
-    Retro,
-    MonsterId,
-    Wavatar,
-    Robohash,
-    Mp,
-    Blank,
-    Initials,
-    Color,
-}
-
-/// Largest side [`render`] draws; larger requests are clamped to it.
-pub const MAX_SIZE: u32 = 2048;
+/// Largest side [`render`] draws; larger requests are clamped to it (the
+/// one output-size limit, defined in `model`).
+pub use crate::model::MAX_OUTPUT_SIDE as MAX_SIZE;
 
 /// Errors of this module. [`render`] itself is infallible; this only names
 /// what can go wrong around it.
@@ -58,54 +47,10 @@ pub enum IdenticonError {
     Font,
 }
 
-impl Style {
-    pub const ALL: [Style; 9] = [
-        Style::Identicon,
-        Style::Retro,
-        Style::MonsterId,
-        Style::Wavatar,
-        Style::Robohash,
-        Style::Mp,
-        Style::Blank,
-        Style::Initials,
-        Style::Color,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Style::Identicon => "identicon",
-            Style::Retro => "retro",
-            Style::MonsterId => "monsterid",
-            Style::Wavatar => "wavatar",
-            Style::Robohash => "robohash",
-            Style::Mp => "mp",
-            Style::Blank => "blank",
-            Style::Initials => "initials",
-            Style::Color => "color",
-        }
-    }
-
-    /// Case-insensitive; also accepts Gravatar's legacy `mm` and `mysteryman` for [`Style::Mp`].
-    pub fn parse(s: &str) -> Option<Style> {
-        if s.eq_ignore_ascii_case("mm") || s.eq_ignore_ascii_case("mysteryman") {
-            return Some(Style::Mp);
-        }
-        Style::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
 impl FromStr for Style {
     type Err = IdenticonError;
     fn from_str(s: &str) -> Result<Style, IdenticonError> {
         Style::parse(s).ok_or_else(|| IdenticonError::UnknownStyle(s.chars().take(32).collect()))
-    }
-}
-
-impl std::fmt::Display for Style {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -222,7 +167,7 @@ pub fn contact_sheet(seeds: &[&[u8]], sizes: &[u32]) -> Pixels {
     Pixels {
         width: w as u32,
         height: h as u32,
-        layout: crate::pipeline::Layout::Rgba8,
+        layout: Layout::Rgba8,
         data,
     }
 }

@@ -216,7 +216,7 @@ fn assert_shape(px: &Pixels, size: u32) {
     let want = size.clamp(1, MAX_SIZE);
     assert_eq!(
         (px.width, px.height, px.layout),
-        (want, want, crate::pipeline::Layout::Rgba8)
+        (want, want, crate::model::Layout::Rgba8)
     );
     assert_eq!(px.data.len(), want as usize * want as usize * 4);
 }

@@ -5,6 +5,8 @@
 //! encoder failed or a stored rung is corrupt (a 5xx). Messages are short and
 //! human: no `Debug` dumps of decoder state.
 
+use crate::model::{Fault, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE};
+
 /// Longest detail text carried from a decoder's message.
 pub(crate) const MAX_DETAIL: usize = 120;
 
@@ -44,16 +46,25 @@ pub enum PipelineError {
     MetadataBomb(String),
     #[error("bad crop: {0}")]
     BadCrop(String),
-    #[error("size {0} out of range 1..=2048")]
+    #[error("size {0} out of range {min}..={max}", min = MIN_OUTPUT_SIDE, max = MAX_OUTPUT_SIDE)]
     BadSize(u32),
     #[error("internal pipeline error: {0}")]
     Internal(String),
 }
 
 impl PipelineError {
+    /// Whose fault: the upload's or the request's for everything but
+    /// [`PipelineError::Internal`].
+    pub fn fault(&self) -> Fault {
+        match self {
+            PipelineError::Internal(_) => Fault::Server,
+            _ => Fault::Client,
+        }
+    }
+
     /// True for anything caused by the upload's bytes or the request (a 4xx).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, PipelineError::Internal(_))
+        self.fault() == Fault::Client
     }
 
     /// Maps an error from decoding *untrusted upload bytes*. Decoder messages

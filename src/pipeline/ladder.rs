@@ -22,9 +22,10 @@ use super::color::to_srgb;
 use super::decode::{check_body, decode, decode_jpeg_shrunk};
 use super::encode::{decode_rung, encode, encode_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
-use super::resize::{crop_resize, resize_square, MAX_RENDER_SIDE};
+use super::resize::{crop_resize, resize_square};
 use super::{Crop, Layout, Limits, Normalized, OutputFormat, PipelineError, Pixels, Rung};
 use crate::model::ContentHash;
+use crate::model::MAX_OUTPUT_SIDE;
 
 /// Smallest rung side produced by halving (a master below it is kept alone).
 pub const MIN_RUNG_SIDE: u32 = 64;
@@ -215,7 +216,7 @@ pub fn pick_rung(sides: &[u32], size: u32) -> usize {
 
 /// Renders a stored rung as a `size`×`size` variant in `format`.
 pub fn render(rung: &[u8], size: u32, format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
-    if size == 0 || size > MAX_RENDER_SIDE {
+    if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
     let px = decode_rung(rung)?;

@@ -10,6 +10,9 @@
 //! `ladder` (`normalize`, `render`, `pick_rung`, `render_cost`), `error`.
 
 use crate::model::ContentHash;
+// The value types the pipeline works on live in `model` (shared with `spec`
+// and `identicon`, which must not import the pipeline).
+pub use crate::model::{Crop, Layout, OutputFormat, Pixels};
 
 mod color;
 mod decode;
@@ -27,37 +30,12 @@ pub use decode::probe;
 pub use encode::{decode_rung, encode, JPEG_QUALITY};
 pub use error::PipelineError;
 pub use ladder::{normalize, pick_rung, render, render_cost, MIN_RUNG_SIDE};
-pub use resize::{resize_square, MAX_RENDER_SIDE};
+pub use resize::resize_square;
 pub use sniff::sniff;
 
 /// Bump when any change to decoding, resizing or encoding alters output bytes:
 /// it is part of every variant's ETag and cache key.
 pub const PIPELINE_VERSION: u32 = 1;
-
-/// Output formats a variant can be encoded to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutputFormat {
-    Png,
-    Jpeg,
-    Webp,
-}
-
-impl OutputFormat {
-    pub fn content_type(&self) -> &'static str {
-        match self {
-            OutputFormat::Png => "image/png",
-            OutputFormat::Jpeg => "image/jpeg",
-            OutputFormat::Webp => "image/webp",
-        }
-    }
-    pub fn extension(&self) -> &'static str {
-        match self {
-            OutputFormat::Png => "png",
-            OutputFormat::Jpeg => "jpg",
-            OutputFormat::Webp => "webp",
-        }
-    }
-}
 
 /// Formats accepted for upload (sniffed from bytes, never from Content-Type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,22 +44,6 @@ pub enum SourceFormat {
     Png,
     Gif,
     Webp,
-}
-
-/// Pixel layout of a [`Pixels`] buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Layout {
-    Rgb8,
-    Rgba8,
-}
-
-/// A decoded image in memory, sRGB, 8 bits per channel, tightly packed rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pixels {
-    pub width: u32,
-    pub height: u32,
-    pub layout: Layout,
-    pub data: Vec<u8>,
 }
 
 /// Limits for untrusted input; each is checked before the allocation it guards.
@@ -93,14 +55,6 @@ pub struct Limits {
     pub max_decoder_alloc: u64,
     /// Side of the largest stored master (default 1024).
     pub master_side: u32,
-}
-
-/// An upload crop rectangle, in the upright (EXIF-oriented) image's pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Crop {
-    pub x: u32,
-    pub y: u32,
-    pub side: u32,
 }
 
 /// One stored rung of a master's resolution ladder.

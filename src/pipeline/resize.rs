@@ -12,9 +12,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 
 use super::geometry::Square;
 use super::{Layout, PipelineError, Pixels};
-
-/// Largest side `resize_square` produces or accepts as a request.
-pub const MAX_RENDER_SIDE: u32 = 2048;
+use crate::model::MAX_OUTPUT_SIDE;
 
 pub(crate) fn channels(layout: Layout) -> usize {
     match layout {
@@ -110,7 +108,7 @@ pub(crate) fn crop_resize(px: &Pixels, r: Square, out: u32) -> Result<Pixels, Pi
 
 /// Resizes a square image to exactly `size`×`size` (1..=2048).
 pub fn resize_square(px: &Pixels, size: u32) -> Result<Pixels, PipelineError> {
-    if size == 0 || size > MAX_RENDER_SIDE {
+    if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
     if px.width != px.height {

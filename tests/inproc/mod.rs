@@ -131,8 +131,7 @@ impl Env {
     }
 
     pub fn metric(&self, name: &str) -> u64 {
-        let snap = self.app.service.snapshot();
-        let text = self.app.service.metrics.render(&snap);
+        let text = self.app.service.metrics_text();
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("metric {name} missing"))

@@ -72,14 +72,8 @@ use super::{
 use crate::metrics::{Exposition, Histogram};
 use crate::model::{ContentHash, IdentityHash};
 
-/// How to reach the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsOptions {
-    /// `nats://host:port` seed URLs (the client learns the rest of the cluster).
-    pub urls: Vec<String>,
-    /// Replicas of each bucket (1 for a single dev server; 3 in production).
-    pub replicas: usize,
-}
+/// How to reach the cluster (a setting, defined with the configuration).
+pub use crate::config::NatsOptions;
 
 /// Per-node counters for `/metrics`.
 #[derive(Default)]

@@ -1,0 +1,58 @@
+//! `GET /v1/events[?keys=h1,h2][&last_event_id=N]`: server-sent events of
+//! avatar changes. `Last-Event-ID` (or `last_event_id`) replays what was
+//! missed before going live; a comment line every 15 s keeps proxies from
+//! closing an idle stream. The stream itself is the service's
+//! ([`crate::service::Service::event_stream`]); this is its HTTP shape.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::Either;
+
+use super::error::error_response;
+use super::response::{NO_STORE, STAR};
+use super::{App, Body};
+use crate::spec;
+
+/// A response body fed by a channel (server-sent events, backup streams).
+pub(super) struct ChannelBody(pub(super) tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+pub(super) fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
+    let parsed = match spec::parse_events(
+        req.uri().query(),
+        req.headers().get("last-event-id").map(|v| v.as_bytes()),
+    ) {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    let rx = app.service.event_stream(parsed, app.shutdown.clone());
+    let mut r = Response::new(Either::Right(BoxBody::new(ChannelBody(rx))));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, NO_STORE);
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    r
+}

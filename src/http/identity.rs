@@ -1,0 +1,119 @@
+//! `/avatar/{hash}[.ext]?s=&d=&f=&r=&name=&initials=`: the identity URL.
+//! Forgiving parse, the service's answer (avatar, default, 404 or redirect),
+//! then the cache policy: short in browsers, long at the CDN (purged on
+//! change by surrogate keys), `no-store` for fault defaults, five seconds
+//! with a warning while the index replica is cut off.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::error::{error_response, HttpError};
+use super::response::{
+    http_date, status_only, text_response, variant_response, CDN_CACHE_CONTROL, NO_STORE,
+    STALE_CACHE_CONTROL, STALE_WARNING, STAR, SURROGATE_CONTROL, VARY_ACCEPT, X_AVATAR_DEFAULT,
+};
+use super::{App, Body};
+use crate::service::IdentityAnswer;
+use crate::spec;
+
+/// `rest` is the path after `/avatar/`.
+pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Response<Body> {
+    let parsed = spec::parse_identity(rest, req.uri().query());
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let head = req.method() == Method::HEAD;
+    let negotiated = parsed.format.is_none();
+    let reply = match app.service.identity(&parsed, accept).await {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
+    let browser = app.headers.identity_cache_control.clone();
+    let (mut r, cacheable) = match reply.answer {
+        IdentityAnswer::Avatar {
+            variant,
+            content_url,
+            record,
+            ..
+        } => {
+            let location = HeaderValue::from_str(&content_url).expect("content URLs are ASCII");
+            let mut r = if app.http.identity_redirect {
+                let mut r = status_only(StatusCode::FOUND);
+                let h = r.headers_mut();
+                h.insert(header::LOCATION, location);
+                h.insert(header::CACHE_CONTROL, browser);
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+                if negotiated {
+                    h.insert(header::VARY, VARY_ACCEPT);
+                }
+                r
+            } else {
+                let mut r = variant_response(req.headers(), head, &variant, browser, negotiated);
+                r.headers_mut().insert(header::CONTENT_LOCATION, location);
+                r
+            };
+            r.headers_mut()
+                .insert(header::LAST_MODIFIED, http_date(record.updated_ms));
+            (r, true)
+        }
+        IdentityAnswer::Default {
+            variant,
+            reason,
+            fault,
+            record,
+        } => {
+            let cc = if fault { NO_STORE } else { browser };
+            let mut r = variant_response(req.headers(), head, &variant, cc, negotiated);
+            let h = r.headers_mut();
+            h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static(reason));
+            if let Some(rec) = record {
+                h.insert(header::LAST_MODIFIED, http_date(rec.updated_ms));
+            }
+            (r, !fault)
+        }
+        IdentityAnswer::NotFound => {
+            let mut r = text_response(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "404 Not Found\n",
+            );
+            let h = r.headers_mut();
+            h.insert(header::CACHE_CONTROL, browser);
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+            h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static("404"));
+            (r, true)
+        }
+        IdentityAnswer::Redirect(url) => match HeaderValue::from_str(&url) {
+            Ok(loc) => {
+                let mut r = status_only(StatusCode::FOUND);
+                let h = r.headers_mut();
+                h.insert(header::LOCATION, loc);
+                h.insert(header::CACHE_CONTROL, browser);
+                h.insert(X_AVATAR_DEFAULT, HeaderValue::from_static("url"));
+                (r, true)
+            }
+            Err(_) => return error_response(HttpError::BadDefaultUrl),
+        },
+    };
+    let h = r.headers_mut();
+    if reply.stale {
+        // Cut off from the cluster: the answer comes from this node's last
+        // replica of the index; keep it briefly and say so.
+        h.insert(header::CACHE_CONTROL, STALE_CACHE_CONTROL);
+        h.insert(header::WARNING, STALE_WARNING);
+        h.insert(CDN_CACHE_CONTROL, STALE_CACHE_CONTROL);
+        h.insert(SURROGATE_CONTROL, STALE_CACHE_CONTROL);
+        return r;
+    }
+    if cacheable {
+        // Long at the CDN (purged on change), short in browsers.
+        h.insert(CDN_CACHE_CONTROL, app.headers.cdn_cache_control.clone());
+        h.insert(SURROGATE_CONTROL, app.headers.surrogate_control.clone());
+        app.headers.insert_surrogate_keys(h, &reply.keys);
+    } else {
+        h.insert(CDN_CACHE_CONTROL, NO_STORE);
+        h.insert(SURROGATE_CONTROL, NO_STORE);
+    }
+    r
+}

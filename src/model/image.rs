@@ -1,0 +1,59 @@
+//! Image value types shared by the parsing layer, the pipeline and the
+//! generated defaults: the output-size limit, output formats, crop
+//! rectangles and pixel buffers. Plain data; the work on them lives in
+//! `pipeline` and `identicon`.
+
+/// Smallest output side, px.
+pub const MIN_OUTPUT_SIDE: u32 = 1;
+/// Largest output side, px: the one limit `spec` (size parsing), `pipeline`
+/// (rendering) and `identicon` (drawing) all check against.
+pub const MAX_OUTPUT_SIDE: u32 = 2048;
+
+/// Output formats a variant can be encoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    Png,
+    Jpeg,
+    Webp,
+}
+
+impl OutputFormat {
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            OutputFormat::Png => "image/png",
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Webp => "image/webp",
+        }
+    }
+    pub fn extension(&self) -> &'static str {
+        match self {
+            OutputFormat::Png => "png",
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Webp => "webp",
+        }
+    }
+}
+
+/// An upload crop rectangle, in the upright (EXIF-oriented) image's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub side: u32,
+}
+
+/// Pixel layout of a [`Pixels`] buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Rgb8,
+    Rgba8,
+}
+
+/// A decoded image in memory, sRGB, 8 bits per channel, tightly packed rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub layout: Layout,
+    pub data: Vec<u8>,
+}

@@ -1,0 +1,198 @@
+//! The identity-URL use case (`/avatar/{hash}`): the identity's avatar when
+//! the page may show it, else the default [`super::defaults::plan`] picks,
+//! with the surrogate keys the answer depends on.
+
+use super::defaults::{self, Plan, Policy, Subject};
+use super::{Service, ServiceError, Variant};
+use crate::model::{ContentHash, IdentityHash};
+use crate::spec::{self, ContentRequest, IdentityRef, IdentityRequest};
+use crate::store::IdentityRecord;
+
+/// How an identity URL is answered.
+#[derive(Debug, Clone)]
+pub enum IdentityAnswer {
+    /// The identity's avatar.
+    Avatar {
+        variant: Variant,
+        /// `/c/<hash>.<ext>?s=<size>`: the immutable URL of the same bytes.
+        content_url: String,
+        hash: ContentHash,
+        record: IdentityRecord,
+    },
+    /// A generated default.
+    Default {
+        variant: Variant,
+        /// `X-Avatar-Default` value.
+        reason: &'static str,
+        /// True when served because of an internal fault: must not be cached.
+        fault: bool,
+        /// The identity's record (a tombstone, say), for `Last-Modified`.
+        record: Option<IdentityRecord>,
+    },
+    /// `d=404`.
+    NotFound,
+    /// `d=<allowed URL>`.
+    Redirect(String),
+}
+
+/// An identity answer and the surrogate keys that purge it.
+#[derive(Debug, Clone)]
+pub struct IdentityReply {
+    pub answer: IdentityAnswer,
+    pub keys: Vec<String>,
+    /// The answer comes from an index replica cut off from its cluster: keep
+    /// it briefly and say so.
+    pub stale: bool,
+}
+
+impl Service {
+    /// Answer an identity URL, with the surrogate keys the answer depends on
+    /// (every alias of the identity, and the blob hash of an avatar). Errors
+    /// only for overload (`Busy`) and render panics; every other problem
+    /// becomes a default.
+    pub async fn identity(
+        &self,
+        req: &IdentityRequest,
+        accept: Option<&str>,
+    ) -> Result<IdentityReply, ServiceError> {
+        let answer = self.identity_answer(req, accept).await?;
+        let mut keys: Vec<String> = Vec::new();
+        if let IdentityRef::Hash(h) = req.identity {
+            keys.push(h.to_hex());
+        }
+        let record = match &answer {
+            IdentityAnswer::Avatar { record, hash, .. } => {
+                keys.push(hash.to_hex());
+                Some(record)
+            }
+            IdentityAnswer::Default { record, .. } => record.as_ref(),
+            _ => None,
+        };
+        for a in record.map(|r| r.aliases.as_slice()).unwrap_or_default() {
+            let hex = a.to_hex();
+            if !keys.contains(&hex) {
+                keys.push(hex);
+            }
+        }
+        Ok(IdentityReply {
+            answer,
+            keys,
+            stale: self.store.index_stale(),
+        })
+    }
+
+    async fn identity_answer(
+        &self,
+        req: &IdentityRequest,
+        accept: Option<&str>,
+    ) -> Result<IdentityAnswer, ServiceError> {
+        let hash = match req.identity {
+            IdentityRef::Invalid => {
+                return self
+                    .default_answer(req, Subject::InvalidKey, accept, None)
+                    .await
+            }
+            IdentityRef::NoIdentity => {
+                return self
+                    .default_answer(req, Subject::NoIdentity, accept, None)
+                    .await
+            }
+            IdentityRef::Hash(h) => h,
+        };
+        let record = match self.store.identity(&hash).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(identity = %hash, error = %e, "identity lookup failed; serving a fault default");
+                return self.fault_default(req, &hash, accept).await;
+            }
+        };
+        let eligible = record
+            .as_ref()
+            .and_then(|r| r.avatar.as_ref())
+            .filter(|a| !req.force_default && a.rating <= req.max_rating)
+            .cloned();
+        let Some(avatar) = eligible else {
+            return self
+                .default_answer(req, Subject::Unbound(&hash), accept, record)
+                .await;
+        };
+        let record = record.expect("eligible implies a record");
+        let manifest = match self.store.manifest(&avatar.hash).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => {
+                tracing::error!(identity = %hash, master = %avatar.hash, "bound master unreadable; serving a fault default");
+                return self.fault_default(req, &hash, accept).await;
+            }
+        };
+        let creq = ContentRequest {
+            hash: manifest.hash,
+            size: req.size,
+            format: req.format,
+        };
+        let key = self.content_key(&creq, &manifest, accept);
+        match self.content_variant(&manifest, key).await {
+            Ok((variant, _)) => {
+                let content_url = format!(
+                    "/c/{}.{}?s={}",
+                    manifest.hash,
+                    variant.format.extension(),
+                    req.size
+                );
+                Ok(IdentityAnswer::Avatar {
+                    variant,
+                    content_url,
+                    hash: manifest.hash,
+                    record,
+                })
+            }
+            Err(ServiceError::Pool(e)) => Err(ServiceError::Pool(e)),
+            Err(e) => {
+                tracing::error!(identity = %hash, error = %e, "render of a bound avatar failed; serving a fault default");
+                self.fault_default(req, &hash, accept).await
+            }
+        }
+    }
+
+    async fn fault_default(
+        &self,
+        req: &IdentityRequest,
+        hash: &IdentityHash,
+        accept: Option<&str>,
+    ) -> Result<IdentityAnswer, ServiceError> {
+        self.metrics
+            .fault_defaults
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.default_answer(req, Subject::Fault(hash), accept, None)
+            .await
+    }
+
+    /// Render what the default policy plans for `subject`.
+    async fn default_answer(
+        &self,
+        req: &IdentityRequest,
+        subject: Subject<'_>,
+        accept: Option<&str>,
+        record: Option<IdentityRecord>,
+    ) -> Result<IdentityAnswer, ServiceError> {
+        let policy = Policy {
+            style: self.config.default_style,
+            url_allow: &self.config.default_url_allow,
+        };
+        let g = match defaults::plan(req, subject, &policy) {
+            Plan::NotFound => return Ok(IdentityAnswer::NotFound),
+            Plan::Redirect(url) => return Ok(IdentityAnswer::Redirect(url)),
+            Plan::Generate(g) => g,
+        };
+        // Generated images have hard edges: PNG unless WebP is accepted.
+        let format = req.format.unwrap_or_else(|| spec::negotiate(accept, true));
+        let variant = self
+            .generated(g.style, g.seed.as_slice(), g.initials, req.size, format)
+            .await?;
+        Ok(IdentityAnswer::Default {
+            variant,
+            reason: g.reason,
+            fault: !g.cacheable,
+            record,
+        })
+    }
+}

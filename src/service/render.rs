@@ -1,0 +1,319 @@
+//! Rendering: variants of stored content and generated defaults, cached by
+//! content and coalesced (concurrent misses for one variant run one render);
+//! the `/c/` use case ([`Service::content`]); the manifest cache in front of
+//! the index.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use super::{Service, ServiceError};
+use crate::cache::{Cache, Outcome, Weighted};
+use crate::identicon;
+use crate::model::{ContentHash, OutputFormat, Style};
+use crate::pipeline::{self, PIPELINE_VERSION};
+use crate::spec::{self, ContentRequest, IfNoneMatch};
+use crate::store::Manifest;
+
+/// What a variant is made from. Content-derived only (see module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VariantKey {
+    Content {
+        hash: ContentHash,
+        size: u32,
+        format: OutputFormat,
+    },
+    Generated {
+        style: Style,
+        /// BLAKE3 of the seed bytes and the initials drawn.
+        seed: [u8; 32],
+        size: u32,
+        format: OutputFormat,
+    },
+}
+
+impl VariantKey {
+    /// Strong ETag: a digest of everything that determines the bytes.
+    pub fn etag(&self) -> HeaderValue {
+        let mut h = blake3::Hasher::new();
+        h.update(&PIPELINE_VERSION.to_le_bytes());
+        match self {
+            VariantKey::Content { hash, size, format } => {
+                h.update(b"c");
+                h.update(&hash.0);
+                h.update(&size.to_le_bytes());
+                h.update(format.extension().as_bytes());
+            }
+            VariantKey::Generated {
+                style,
+                seed,
+                size,
+                format,
+            } => {
+                h.update(b"g");
+                h.update(style.as_str().as_bytes());
+                h.update(seed);
+                h.update(&size.to_le_bytes());
+                h.update(format.extension().as_bytes());
+            }
+        }
+        let hex = h.finalize().to_hex();
+        HeaderValue::from_str(&format!("\"{}\"", &hex[..32])).expect("hex is a valid header value")
+    }
+}
+
+/// A rendered, cacheable response body with its pre-built headers.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    pub format: OutputFormat,
+}
+
+impl Weighted for Variant {
+    fn weight(&self) -> usize {
+        // The body as the allocator holds it, plus a rough allowance for the
+        // key, the header and the LRU links.
+        crate::cache::allocated(self.body.len()) + 160
+    }
+}
+
+pub(super) type VariantCache = Cache<VariantKey, Variant, ServiceError>;
+
+/// A stored master's manifest as the `/c/` hot path needs it, built once per
+/// hash and shared: manifests are immutable per hash, so the only way one goes
+/// stale is being garbage-collected, which only a commit can do (see
+/// `Service::forget_manifests`).
+#[derive(Debug)]
+pub struct ContentEntry {
+    pub manifest: Manifest,
+    /// The master's hash in hex as a header value (its surrogate key).
+    pub surrogate_key: HeaderValue,
+}
+
+impl Weighted for Arc<ContentEntry> {
+    fn weight(&self) -> usize {
+        // Struct, rung list, format name, header, LRU links: a rough allowance.
+        256usize.saturating_add(self.manifest.rungs.len().saturating_mul(80))
+    }
+}
+
+/// How a content URL is answered.
+#[derive(Debug, Clone)]
+pub enum ContentAnswer {
+    /// The client's `If-None-Match` matches: nothing was rendered.
+    NotModified { etag: HeaderValue },
+    /// The variant's bytes.
+    Variant(Variant),
+}
+
+/// A content answer and the master's surrogate key (which purges it).
+#[derive(Debug, Clone)]
+pub struct ContentReply {
+    pub answer: ContentAnswer,
+    /// The master's hash in hex, pre-built as a header value.
+    pub surrogate_key: HeaderValue,
+}
+
+impl Service {
+    /// Answer a content URL: manifest (from memory), format, then — unless
+    /// the client's `If-None-Match` already matches, which needs no render —
+    /// the variant. The ETag digest is computed only for a conditional
+    /// request; a plain hit uses the cached variant's.
+    pub async fn content(
+        &self,
+        req: &ContentRequest,
+        accept: Option<&str>,
+        if_none_match: Option<IfNoneMatch<'_>>,
+    ) -> Result<ContentReply, ServiceError> {
+        let entry = self.content_entry(&req.hash).await?;
+        let key = self.content_key(req, &entry.manifest, accept);
+        if let Some(inm) = if_none_match {
+            let etag = key.etag();
+            if inm.matches(etag.to_str().unwrap_or("")) {
+                return Ok(ContentReply {
+                    answer: ContentAnswer::NotModified { etag },
+                    surrogate_key: entry.surrogate_key.clone(),
+                });
+            }
+        }
+        let (variant, _) = self.content_variant(&entry.manifest, key).await?;
+        Ok(ContentReply {
+            answer: ContentAnswer::Variant(variant),
+            surrogate_key: entry.surrogate_key.clone(),
+        })
+    }
+
+    /// The output format for a request, and the cache key of the variant.
+    pub(super) fn content_key(
+        &self,
+        req: &ContentRequest,
+        manifest: &Manifest,
+        accept: Option<&str>,
+    ) -> VariantKey {
+        let format = req
+            .format
+            .unwrap_or_else(|| spec::negotiate(accept, manifest.has_alpha));
+        VariantKey::Content {
+            hash: manifest.hash,
+            size: req.size,
+            format,
+        }
+    }
+
+    /// The manifest of a master, or `NotFound`.
+    async fn manifest(&self, hash: &ContentHash) -> Result<Manifest, ServiceError> {
+        self.store
+            .manifest(hash)
+            .await?
+            .ok_or(ServiceError::NotFound("content"))
+    }
+
+    /// The manifest of a master from memory, or from the store (then kept),
+    /// or `NotFound`. What the `/c/` route uses: a hit costs a shard lock and
+    /// an `Arc` clone instead of an index read and a JSON parse.
+    async fn content_entry(&self, hash: &ContentHash) -> Result<Arc<ContentEntry>, ServiceError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(e) = self.manifests.get(hash) {
+            return Ok(e);
+        }
+        let generation = self.manifest_generation.load(SeqCst);
+        let manifest = self.manifest(hash).await?;
+        let surrogate_key = HeaderValue::from_str(&manifest.hash.to_hex())
+            .map_err(|_| ServiceError::ContentUnreadable)?;
+        let entry = Arc::new(ContentEntry {
+            manifest,
+            surrogate_key,
+        });
+        self.manifests.insert(*hash, entry.clone());
+        // A commit between the read and the insert may have collected this
+        // master: then the insert is not trusted (the commit's own clear may
+        // have run before it).
+        if self.manifest_generation.load(SeqCst) != generation {
+            self.manifests.remove_where(|k| k == hash);
+        }
+        Ok(entry)
+    }
+
+    /// Drops every cached manifest; called after each commit (any commit may
+    /// garbage-collect a master). Commits are rare next to reads.
+    pub(super) fn forget_manifests(&self) {
+        self.manifest_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.manifests.remove_where(|_| true);
+    }
+
+    /// A rendered variant of stored content (cached, coalesced).
+    pub(super) async fn content_variant(
+        &self,
+        manifest: &Manifest,
+        key: VariantKey,
+    ) -> Result<(Variant, Outcome), ServiceError> {
+        let VariantKey::Content { size, format, .. } = key else {
+            unreachable!("content_variant takes content keys")
+        };
+        // Rung choice without a heap allocation (ladders have ≤ 16 rungs).
+        let mut buf = [0u32; 16];
+        let rung_index = if manifest.rungs.len() <= buf.len() {
+            for (b, r) in buf.iter_mut().zip(&manifest.rungs) {
+                *b = r.side;
+            }
+            pipeline::pick_rung(&buf[..manifest.rungs.len()], size)
+        } else {
+            let sides: Vec<u32> = manifest.rungs.iter().map(|r| r.side).collect();
+            pipeline::pick_rung(&sides, size)
+        };
+        let rung = manifest
+            .rungs
+            .get(rung_index)
+            .ok_or(ServiceError::ContentUnreadable)?;
+        let cost = pipeline::render_cost(rung.side, size);
+        let rung = rung.blob;
+        // The ETag is only needed when rendering (a hit carries its own).
+        let etag_key = key.clone();
+        self.cache
+            .get_or_produce(key, || async move {
+                let etag = etag_key.etag();
+                let started = Instant::now();
+                // Local blobs are read inside the render job (one thread
+                // hand-off instead of two); other stores fetch first.
+                let body = if self.store.blobs_are_local() {
+                    let store = self.store.clone();
+                    self.on_pool(cost, move || -> Result<Vec<u8>, ServiceError> {
+                        let bytes = store
+                            .blob_blocking(&rung)
+                            .unwrap_or(Ok(None))?
+                            .ok_or(ServiceError::ContentUnreadable)?;
+                        Ok(pipeline::render(&bytes, size, format)?)
+                    })
+                    .await??
+                } else {
+                    let bytes = self
+                        .store
+                        .blob(&rung)
+                        .await?
+                        .ok_or(ServiceError::ContentUnreadable)?;
+                    self.on_pool(cost, move || pipeline::render(&bytes, size, format))
+                        .await??
+                };
+                self.metrics.render_seconds.observe(started.elapsed());
+                self.metrics
+                    .renders
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Variant {
+                    body: Bytes::from(body),
+                    etag,
+                    format,
+                })
+            })
+            .await
+    }
+
+    /// A generated default (cached, coalesced).
+    pub(super) async fn generated(
+        &self,
+        style: Style,
+        seed: &[u8],
+        initials: Option<String>,
+        size: u32,
+        format: OutputFormat,
+    ) -> Result<Variant, ServiceError> {
+        let mut h = blake3::Hasher::new();
+        h.update(&(seed.len() as u64).to_le_bytes());
+        h.update(seed);
+        if let Some(i) = &initials {
+            h.update(i.as_bytes());
+        }
+        let digest = *h.finalize().as_bytes();
+        let key = VariantKey::Generated {
+            style,
+            seed: digest,
+            size,
+            format,
+        };
+        let etag = key.etag();
+        let seed = seed.to_vec();
+        let (v, _) = self
+            .cache
+            .get_or_produce(key, || async move {
+                let body = self
+                    .on_pool(pipeline::render_cost(size, size), move || {
+                        let px = identicon::render(style, &seed, size, initials.as_deref());
+                        pipeline::encode(&px, format)
+                    })
+                    .await??;
+                Ok(Variant {
+                    body: Bytes::from(body),
+                    etag,
+                    format,
+                })
+            })
+            .await?;
+        self.metrics
+            .defaults_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(v)
+    }
+}
