@@ -7,9 +7,11 @@
 //! ```
 //! Groups: `decode` (full `normalize` of a 512, 1024 and 4032 px JPEG: decode,
 //! crop, downscale, ICC, ladder, QOI, BLAKE3), `render` (stored ladder rung →
-//! N px variant, `render` = decode_rung + resize_square + encode), `resize`
-//! (128 px from its rung only) and `encode` (128 px pixels only). File reading
-//! and normalizing happen outside the timed loops.
+//! N px variant, `render` = decode_rung + resize_square + encode; formats
+//! png, jpg, webp (lossy, photos), webpll (lossless, flat art) and avif),
+//! `resize` (128 px from its rung only), `encode` (128 px pixels only) and
+//! `avif_speed` (rav1e presets 4–10 at 128 px; bytes printed to stderr).
+//! File reading and normalizing happen outside the timed loops.
 //!
 //! Results (release, 2 shared cores, x86-64 with AVX2; median of criterion's
 //! estimate, `--warm-up-time 1 --measurement-time 2`):
@@ -31,6 +33,10 @@
 //! | resize/80_from_128             | 185 µs        |
 //! | encode/{png,jpg,webp}/128      | 350 / 405 / 433 µs |
 //!
+//! (These figures predate issue 21: `webp` was lossless then — it is
+//! `webpll` now — and `avif`, lossy `webp` and `avif_speed` are not measured
+//! yet; see BENCHMARKS.md, "Bytes on the wire".)
+//!
 //! Measured while other developers were compiling on the same 2 cores, so
 //! absolute numbers are pessimistic (an unloaded `normalize` of the 12 MP
 //! photo took ~215 ms and of the 1024 px JPEG ~31 ms in the corpus probe).
@@ -38,7 +44,8 @@
 use std::hint::black_box;
 
 use avatar_edge::pipeline::{
-    decode_rung, encode, normalize, pick_rung, render, resize_square, Limits, OutputFormat,
+    decode_rung, encode, encode_avif_at, normalize, pick_rung, render, resize_square, Encoding,
+    Limits, OutputFormat,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -47,7 +54,15 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const FORMATS: [OutputFormat; 3] = [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp];
+/// The size matrix: every format, WebP both ways (`webp` = lossy, the
+/// photo default; `webpll` = lossless, flat art and generated defaults).
+const FORMATS: [(&str, OutputFormat, Encoding); 5] = [
+    ("png", OutputFormat::Png, Encoding::LOSSY),
+    ("jpg", OutputFormat::Jpeg, Encoding::LOSSY),
+    ("webp", OutputFormat::Webp, Encoding::LOSSY),
+    ("webpll", OutputFormat::Webp, Encoding::LOSSLESS),
+    ("avif", OutputFormat::Avif, Encoding::LOSSY),
+];
 
 fn bench_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
@@ -77,9 +92,9 @@ fn bench_render(c: &mut Criterion) {
     let mut g = c.benchmark_group("render");
     for size in [16u32, 32, 80, 128, 256, 512] {
         let rung = &n.ladder[pick_rung(&sides, size)].bytes;
-        for f in FORMATS {
-            g.bench_function(BenchmarkId::new(f.extension(), size), |b| {
-                b.iter(|| render(black_box(rung), size, f).unwrap())
+        for (label, f, e) in FORMATS {
+            g.bench_function(BenchmarkId::new(label, size), |b| {
+                b.iter(|| render(black_box(rung), size, f, e).unwrap())
             });
         }
     }
@@ -115,9 +130,22 @@ fn bench_resize_encode(c: &mut Criterion) {
 
     let px = resize_square(&src, 128).unwrap();
     let mut g = c.benchmark_group("encode");
-    for f in FORMATS {
-        g.bench_function(BenchmarkId::new(f.extension(), 128), |b| {
-            b.iter(|| encode(black_box(&px), f).unwrap())
+    for (label, f, e) in FORMATS {
+        g.bench_function(BenchmarkId::new(label, 128), |b| {
+            b.iter(|| encode(black_box(&px), f, e).unwrap())
+        });
+    }
+    g.finish();
+
+    // rav1e's speed presets at 128 px, quality 60: time here, bytes printed
+    // once (the speed/bytes trade-off behind `AVIF_SPEED`).
+    let mut g = c.benchmark_group("avif_speed");
+    g.sample_size(20);
+    for speed in [4u8, 6, 7, 8, 9, 10] {
+        let len = encode_avif_at(&px, 60, speed).unwrap().len();
+        eprintln!("avif_speed/{speed}/128: {len} bytes");
+        g.bench_function(BenchmarkId::new("128", speed), |b| {
+            b.iter(|| encode_avif_at(black_box(&px), 60, speed).unwrap())
         });
     }
     g.finish();

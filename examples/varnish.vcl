@@ -39,9 +39,17 @@ sub vcl_recv {
     if (req.url !~ "^/(c|avatar)(/|\?|$)") {
         return (pass);
     }
-    # The origin negotiates only WebP vs. not-WebP: collapse Accept to that
-    # so Vary: Accept does not store one object per browser.
-    if (req.http.Accept ~ "image/webp") {
+    # The origin negotiates AVIF > WebP > JPEG/PNG (src/negotiate.rs):
+    # collapse Accept to those classes so Vary: Accept stores at most one
+    # object per class and URL, not one per browser version. A type counts
+    # when it is listed by name without q=0 (wildcards promise nothing).
+    if (req.http.Accept ~ "(?i)(^|,)\s*image/avif\s*(,|$|;(?!\s*q\s*=\s*0(\.0*)?\s*(,|$)))") {
+        if (req.http.Accept ~ "(?i)(^|,)\s*image/webp\s*(,|$|;(?!\s*q\s*=\s*0(\.0*)?\s*(,|$)))") {
+            set req.http.Accept = "image/avif,image/webp";
+        } else {
+            set req.http.Accept = "image/avif";
+        }
+    } elsif (req.http.Accept ~ "(?i)(^|,)\s*image/webp\s*(,|$|;(?!\s*q\s*=\s*0(\.0*)?\s*(,|$)))") {
         set req.http.Accept = "image/webp";
     } else {
         unset req.http.Accept;

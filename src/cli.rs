@@ -50,7 +50,7 @@ pub enum Command {
         settings: Settings,
     },
     /// Render one generated default to a file (format from the extension:
-    /// .png, .jpg, .webp).
+    /// .png, .jpg, .webp, .avif).
     Render {
         /// identicon, retro, monsterid, wavatar, robohash, mp, blank, initials, color
         #[arg(long)]
@@ -266,7 +266,8 @@ fn format_of(path: &std::path::Path) -> anyhow::Result<crate::pipeline::OutputFo
         Some(e) if e == "png" => Ok(OutputFormat::Png),
         Some(e) if e == "jpg" || e == "jpeg" => Ok(OutputFormat::Jpeg),
         Some(e) if e == "webp" => Ok(OutputFormat::Webp),
-        _ => anyhow::bail!("output must end in .png, .jpg, .jpeg or .webp"),
+        Some(e) if e == "avif" => Ok(OutputFormat::Avif),
+        _ => anyhow::bail!("output must end in .png, .jpg, .jpeg, .webp or .avif"),
     }
 }
 
@@ -294,7 +295,7 @@ fn render(
     );
     let format = format_of(output)?;
     let px = crate::identicon::render(style, &seed_of(key), size, initials);
-    let bytes = crate::pipeline::encode(&px, format)?;
+    let bytes = crate::pipeline::encode(&px, format, crate::pipeline::Encoding::LOSSLESS)?;
     std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))?;
     println!(
         "wrote {} ({size}x{size} {})",
@@ -325,7 +326,11 @@ fn contact_sheet(output: &std::path::Path) -> anyhow::Result<()> {
         .collect();
     let refs: Vec<&[u8]> = seeds.iter().map(|s| s.as_slice()).collect();
     let px = crate::identicon::contact_sheet(&refs, &[16, 32, 64, 128]);
-    let bytes = crate::pipeline::encode(&px, crate::pipeline::OutputFormat::Png)?;
+    let bytes = crate::pipeline::encode(
+        &px,
+        crate::pipeline::OutputFormat::Png,
+        crate::pipeline::Encoding::LOSSLESS,
+    )?;
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -454,7 +459,7 @@ pub fn build_app_on(
     } = config;
     let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());
-    let service = Service::with_bus(render, store.clone(), metrics.clone(), bus);
+    let service = Service::new(render, store.clone(), metrics.clone(), bus);
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::Style;
-use crate::pipeline::Limits;
+use crate::pipeline::{Limits, Quality};
 
 /// Problems with the settings, reported at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,10 @@ pub struct RenderConfig {
     pub default_style: Style,
     /// Hosts a `d=<URL>` may redirect to (lower-case).
     pub default_url_allow: Vec<String>,
+    /// Lossy WebP and AVIF qualities.
+    pub quality: Quality,
+    /// Whether `Accept: image/avif` selects AVIF for photos.
+    pub avif_negotiate: bool,
 }
 
 /// How long browsers and CDNs keep answers, and how answers are tagged for purges.
@@ -172,6 +176,20 @@ fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name,
         why: why.into(),
+    }
+}
+
+/// An encoder quality: 1..=100, `default` when unset.
+fn check_quality(
+    name: &'static str,
+    flag: &str,
+    v: Option<u32>,
+    default: u8,
+) -> Result<u8, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(q @ 1..=100) => Ok(q as u8),
+        Some(q) => Err(invalid(name, format!("{flag} must be 1..=100, got {q}"))),
     }
 }
 
@@ -298,6 +316,10 @@ impl Config {
         if !(1..=5).contains(&nats_replicas) {
             return Err(invalid("nats_replicas", "must be 1..=5"));
         }
+        let quality = Quality {
+            webp: check_quality("webp_quality", "--webp-quality", s.webp_quality, 80)?,
+            avif: check_quality("avif_quality", "--avif-quality", s.avif_quality, 60)?,
+        };
         let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
             urls: nats_urls,
             replicas: nats_replicas,
@@ -344,6 +366,8 @@ impl Config {
                     .map(|h| h.trim().to_ascii_lowercase())
                     .filter(|h| !h.is_empty())
                     .collect(),
+                quality,
+                avif_negotiate: s.avif_negotiate.unwrap_or(true),
             },
             cache: CachePolicy {
                 identity_max_age: s.identity_max_age.unwrap_or(60),
@@ -383,6 +407,57 @@ mod tests {
         assert_eq!(c.cache.identity_max_age, 60);
         assert_eq!(c.render.default_style, Style::Identicon);
         assert!(!c.http.identity_redirect);
+        assert_eq!(c.render.quality, Quality { webp: 80, avif: 60 });
+        assert!(c.render.avif_negotiate);
+    }
+
+    #[test]
+    fn qualities_outside_1_to_100_refuse_start_naming_the_option() {
+        // (webp, avif) → Ok((webp, avif)) or Err(text the message must hold)
+        type Case<'a> = (Option<u32>, Option<u32>, Result<(u8, u8), &'a str>);
+        let cases: &[Case] = &[
+            (None, None, Ok((80, 60))),
+            (Some(1), Some(100), Ok((1, 100))),
+            (Some(100), Some(1), Ok((100, 1))),
+            (Some(0), None, Err("--webp-quality must be 1..=100, got 0")),
+            (
+                Some(101),
+                None,
+                Err("--webp-quality must be 1..=100, got 101"),
+            ),
+            (None, Some(0), Err("--avif-quality must be 1..=100, got 0")),
+            (
+                None,
+                Some(4000),
+                Err("--avif-quality must be 1..=100, got 4000"),
+            ),
+        ];
+        for &(webp, avif, ref want) in cases {
+            let s = Settings {
+                webp_quality: webp,
+                avif_quality: avif,
+                ..Default::default()
+            };
+            let got = Config::resolve(s, None)
+                .map(|c| (c.render.quality.webp, c.render.quality.avif))
+                .map_err(|e| e.to_string());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, *w),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
+                (g, w) => panic!("{webp:?}/{avif:?}: got {g:?}, want {w:?}"),
+            }
+        }
+        let file: Settings =
+            toml::from_str("webp_quality = 75\navif_quality = 50\navif_negotiate = false").unwrap();
+        let c = Config::resolve(file, None).unwrap();
+        assert_eq!(
+            (
+                c.render.quality.webp,
+                c.render.quality.avif,
+                c.render.avif_negotiate
+            ),
+            (75, 50, false)
+        );
     }
 
     #[test]

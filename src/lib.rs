@@ -13,6 +13,7 @@ pub mod identicon;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod negotiate;
 pub mod ops;
 pub mod pipeline;
 pub mod service;

@@ -307,6 +307,7 @@ pub struct Metrics {
     pub render_seconds: Histogram,
     pub renders: AtomicU64,
     pub render_panics: AtomicU64,
+    pub render_failures: AtomicU64,
     pub render_rejected: AtomicU64,
     pub uploads: AtomicU64,
     pub upload_rejected: AtomicU64,
@@ -402,7 +403,7 @@ impl Metrics {
             }
         }
         #[rustfmt::skip]
-        let counters: [(&str, &str, u64); 18] = [
+        let counters: [(&str, &str, u64); 19] = [
             ("avatar_edge_cache_hits_total", "Variant cache hits.", snap.cache_hits),
             ("avatar_edge_cache_misses_total", "Variant cache misses.", snap.cache_misses),
             ("avatar_edge_cache_evictions_total", "Variants evicted to stay within the byte budget.", snap.cache_evictions),
@@ -410,6 +411,7 @@ impl Metrics {
             ("avatar_edge_coalesced_waits_total", "Requests that waited for another request's render of the same variant.", snap.cache_coalesced),
             ("avatar_edge_renders_total", "Variants rendered (decode, resize, encode).", self.renders.load(Ordering::Relaxed)),
             ("avatar_edge_render_panics_total", "Renders that panicked (answered 500).", self.render_panics.load(Ordering::Relaxed)),
+            ("avatar_edge_render_failures_total", "Renders whose decode or encode failed (answered 500, never cached).", self.render_failures.load(Ordering::Relaxed)),
             ("avatar_edge_render_rejected_total", "Renders and uploads refused because their queue was full (503).", self.render_rejected.load(Ordering::Relaxed)),
             ("avatar_edge_uploads_total", "Uploads accepted.", self.uploads.load(Ordering::Relaxed)),
             ("avatar_edge_uploads_rejected_total", "Uploads refused (4xx).", self.upload_rejected.load(Ordering::Relaxed)),

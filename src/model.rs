@@ -1,7 +1,7 @@
 //! Plain domain values shared by every layer: content hashes, identity hashes,
 //! ratings, change events, output formats and the output-size limit
-//! ([`image`]), default styles ([`style`]), and whose fault an error is
-//! ([`fault`]).
+//! (`model/image.rs`), default styles (`model/style.rs`), and whose fault an
+//! error is (`model/fault.rs`, [`Fault`]).
 //!
 //! Invariants: every value here is valid by construction (parsing is the only way
 //! in), cheap to copy, and free of I/O. Nothing here knows HTTP or the disk, and
@@ -10,9 +10,12 @@
 mod fault;
 mod image;
 mod style;
+pub mod subscription;
 
 pub use fault::Fault;
-pub use image::{Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE};
+pub use image::{
+    Compression, Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE,
+};
 pub use style::Style;
 
 use std::fmt;

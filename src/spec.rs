@@ -14,6 +14,7 @@
 mod api;
 mod conditional;
 mod events;
+mod subscription;
 
 pub use api::{
     decode_key_segment, parse_rating_patch, parse_signed_url, parse_upload, parse_upload_url,
@@ -21,6 +22,7 @@ pub use api::{
 };
 pub use conditional::IfNoneMatch;
 pub use events::{parse_events, EventsRequest, MAX_EVENT_KEYS};
+pub use subscription::parse_subscription;
 
 use crate::model::{
     ContentHash, IdentityHash, OutputFormat, ParseError, Rating, Style,
@@ -67,6 +69,11 @@ pub enum SpecError {
     BadExpiry { max: u64 },
     #[error("expected {{\"rating\": \"g\" | \"pg\" | \"r\" | \"x\"}}")]
     BadRatingPatch,
+    /// Issue 14: a refused subscription (body, key, limits, id).
+    #[error(transparent)]
+    Subscription(#[from] crate::model::subscription::SubscriptionError),
+    #[error("use either keys or one sub")]
+    KeysAndSub,
 }
 
 /// Decoded `key=value` pairs of a query string (percent- and `+`-decoded).
@@ -96,6 +103,7 @@ fn parse_extension(ext: &str) -> Result<OutputFormat, SpecError> {
         "png" => Ok(OutputFormat::Png),
         "jpg" | "jpeg" => Ok(OutputFormat::Jpeg),
         "webp" => Ok(OutputFormat::Webp),
+        "avif" => Ok(OutputFormat::Avif),
         _ => Err(SpecError::BadExtension),
     }
 }
@@ -154,35 +162,6 @@ fn parse_lenient_size(v: &str) -> Option<u32> {
     Some(n.clamp(MIN_SIZE as u64, MAX_SIZE as u64) as u32)
 }
 
-/// Pick the output format from the `Accept` header when the URL named none:
-/// WebP when accepted, else PNG for images with alpha and JPEG otherwise.
-pub fn negotiate(accept: Option<&str>, has_alpha: bool) -> OutputFormat {
-    if accept.is_some_and(accepts_webp) {
-        OutputFormat::Webp
-    } else if has_alpha {
-        OutputFormat::Png
-    } else {
-        OutputFormat::Jpeg
-    }
-}
-
-fn accepts_webp(accept: &str) -> bool {
-    accept.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim();
-        if !media.eq_ignore_ascii_case("image/webp") {
-            return false;
-        }
-        // q=0 means "not acceptable".
-        !parts.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        })
-    })
-}
-
 /// What an identity URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityRef {
@@ -221,6 +200,8 @@ pub struct IdentityRequest {
     pub name: Option<String>,
     /// `initials=`, taking precedence over letters derived from `name`.
     pub initials: Option<String>,
+    /// `v=`: the identity version a live page asks for (issue 14).
+    pub version: Option<u64>,
 }
 
 /// Parse an identity URL. Never fails: this path must always answer an image.
@@ -250,6 +231,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
         max_rating: Rating::G,
         name: None,
         initials: None,
+        version: None,
     };
     let q = query.unwrap_or("");
     let q = &q[..floor_char_boundary(q, MAX_QUERY_LEN)];
@@ -272,6 +254,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
                     req.max_rating = r;
                 }
             }
+            "v" => req.version = v.parse().ok(),
             "name" => req.name = clean_text(&v),
             "initials" => req.initials = clean_initials(&v),
             _ => {}
@@ -399,22 +382,6 @@ mod tests {
         for (seg, q, want) in cases {
             let got = parse_content(seg, *q).map(|r| (r.size, r.format));
             assert_eq!(&got, want, "segment {seg:?} query {q:?}");
-        }
-    }
-
-    #[test]
-    fn negotiation_table() {
-        let cases = [
-            (None, false, OutputFormat::Jpeg),
-            (None, true, OutputFormat::Png),
-            (Some("image/avif,image/webp,*/*"), false, OutputFormat::Webp),
-            (Some("image/webp;q=0"), true, OutputFormat::Png),
-            (Some("image/webp; q=0.5"), true, OutputFormat::Webp),
-            (Some("IMAGE/WEBP"), false, OutputFormat::Webp),
-            (Some("image/png,image/*"), false, OutputFormat::Jpeg),
-        ];
-        for (accept, alpha, want) in cases {
-            assert_eq!(negotiate(accept, alpha), want, "{accept:?} alpha={alpha}");
         }
     }
 

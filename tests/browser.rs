@@ -1,11 +1,14 @@
 //! Real-browser test: the `avatar-edge` binary (with `--demo`) plus headless
 //! Chromium driven by `tests/browser/live.mjs` (playwright-core). The script
-//! serves a platform page on a second loopback origin that embeds
-//! `/v1/client.js` cross-origin, uploads through signed URLs in one of two
-//! tabs and checks that every avatar in both tabs changes within 1 s (content
-//! hash in the URL and pixel colour), then the invalid-file message and the
-//! demo page. Needs `/usr/bin/chromium` and `tests/browser/node_modules`;
-//! `scripts/test` installs both.
+//! serves pages with 2,000 identities on a second loopback origin that embed
+//! `/v1/client.js` (and `/v1/client.mjs`) cross-origin, and checks that
+//! without JavaScript every image is real, that uploads reach every image of
+//! the changed identities in three tabs within 1 s (pixels equal to the
+//! content URL's; an `r`-rated one stays the default at `r=g`), the request
+//! budget (one stream and at most two other requests per tab), the failure
+//! rules (404 stream → one re-subscribe, 413 → one console report), the
+//! invalid-file message and the demo page. Needs `/usr/bin/chromium` and
+//! `tests/browser/node_modules`; `scripts/test` installs both.
 
 mod common;
 
@@ -54,6 +57,32 @@ fn live_avatars_in_two_tabs_of_a_real_browser() {
     );
     let stale = server.request("GET", "/v1/client.0123456789abcdef.js", &[], b"");
     assert_eq!(stale.status, 404, "an old hash never gets the new bytes");
+    // The ES module and the type declarations.
+    let module = server.request("GET", "/v1/client.mjs", &[], b"");
+    assert_eq!(module.status, 200);
+    assert_eq!(
+        module.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(module.header("access-control-allow-origin"), Some("*"));
+    let text = String::from_utf8_lossy(&module.body);
+    assert!(text.contains("export function start(options)"));
+    let mhash = module.header("etag").unwrap().trim_matches('"').to_string();
+    let pinned_module = server.request("GET", &format!("/v1/client.{mhash}.mjs"), &[], b"");
+    assert_eq!(pinned_module.status, 200);
+    assert_eq!(pinned_module.body, module.body);
+    let wrong = server.request("GET", &format!("/v1/client.{hash16}.mjs"), &[], b"");
+    assert_eq!(
+        wrong.status, 404,
+        "the classic script's hash names no module"
+    );
+    let dts = server.request("GET", "/v1/client.d.ts", &[], b"");
+    assert_eq!(dts.status, 200);
+    assert_eq!(
+        dts.header("content-type"),
+        Some("application/typescript; charset=utf-8")
+    );
+    assert!(String::from_utf8_lossy(&dts.body).contains("export function start("));
     let demo = server.request("GET", "/demo", &[], b"");
     assert_eq!(demo.status, 200);
     let csp = demo.header("content-security-policy").unwrap();

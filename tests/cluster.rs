@@ -131,8 +131,17 @@ fn start_node(dir: &std::path::Path, nats: &str, hook: &str) -> Server {
     )
 }
 
+/// The cluster tests take turns: each starts its own nats-servers and nodes,
+/// and their latency bounds (100 ms, 2 s) are about one cluster on this
+/// machine, not several sharing two cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn three_nodes_on_a_three_server_jetstream_cluster() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start(dir.path(), 3);
     let urls = nats.urls();
@@ -395,6 +404,7 @@ impl Drop for DumpLogsOnPanic<'_> {
 
 #[test]
 fn unreachable_nats_at_start_is_an_error_naming_the_url() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("nats://127.0.0.1:{}", free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_avatar-edge"))
@@ -411,4 +421,90 @@ fn unreachable_nats_at_start_is_an_error_naming_the_url() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "must not start without its store");
     assert!(err.contains(&url), "the error names the URL: {err}");
+}
+
+/// Issue 14: a page's `POST /v1/subscriptions` may reach one node and its
+/// event stream another (the subscription lives in a NATS KV bucket); a
+/// change committed on a third node reaches that stream; a versioned identity
+/// URL answers that version on every node.
+#[test]
+fn subscriptions_span_the_nodes_of_a_cluster() {
+    let _turn = one_at_a_time();
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 1);
+    let urls = nats.urls();
+    let start = |name: &str| {
+        Server::start(
+            &dir.path().join(name),
+            &["--nats", &urls, "--render-threads", "1"],
+            Some(TOKEN),
+        )
+    };
+    let (n1, n2, n3) = (start("n1"), start("n2"), start("n3"));
+    let _dump = DumpLogsOnPanic(vec![&n1, &n2]);
+    let email = "span@example.org";
+    let mut keys: Vec<String> = (0..1500)
+        .map(|i| md5_hex(&format!("m{i}@example.org")))
+        .collect();
+    keys.push(md5_hex(email));
+    let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
+    let r = n1.request("POST", "/v1/subscriptions", &[], &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sub = json(&r);
+    let id = sub["id"].as_str().unwrap();
+    // Idempotent on another node: same id.
+    let again = json(&n3.request("POST", "/v1/subscriptions", &[], &body));
+    assert_eq!(again["id"], id);
+    // Unknown ids are a 404 on every node.
+    let unknown = format!("/v1/events?sub={}", "0".repeat(32));
+    assert_eq!(n2.request("GET", &unknown, &[], b"").status, 404);
+
+    // The stream on node 2, read raw (it never ends).
+    let mut s = std::net::TcpStream::connect(n2.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let after = sub["last_event_id"].as_u64().unwrap();
+    write!(
+        s,
+        "GET /v1/events?sub={id}&last_event_id={after} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let read_until =
+        |s: &mut std::net::TcpStream, seen: &mut String, needle: &str, limit: Duration| {
+            let t0 = Instant::now();
+            let mut buf = [0u8; 4096];
+            while !seen.contains(needle) {
+                assert!(
+                    t0.elapsed() < limit,
+                    "no {needle:?} within {limit:?}: {seen}"
+                );
+                match s.read(&mut buf) {
+                    Ok(0) => panic!("stream closed: {seen}"),
+                    Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(_) => {}
+                }
+            }
+        };
+    read_until(&mut s, &mut seen, ": connected", Duration::from_secs(5));
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let (hash, version) = upload(n3.addr, email, &png(7));
+    read_until(&mut s, &mut seen, &hash, Duration::from_secs(2));
+    // The page then asks every node for that version: each answers it.
+    for node in [&n1, &n2, &n3] {
+        let r = node.request(
+            "GET",
+            &format!("/avatar/{}?s=48&v={version}", md5_hex(email)),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        assert!(
+            r.header("content-location").unwrap().contains(&hash),
+            "node {} answers version {version}",
+            node.addr
+        );
+        assert_ne!(r.header("cache-control"), Some("no-store"));
+    }
 }

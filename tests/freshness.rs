@@ -69,6 +69,10 @@ impl Varnish {
     fn get(&self, path: &str) -> Reply {
         request(self.addr, "GET", path, &[], b"")
     }
+
+    fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        request(self.addr, "GET", path, headers, b"")
+    }
 }
 
 impl Drop for Varnish {
@@ -186,6 +190,70 @@ fn without_purging_varnish_keeps_the_old_avatar() {
         !fresh,
         "without purges the CDN must still hold the old bytes"
     );
+}
+
+/// (browser, class, Accept) rows of `fixtures/browser_accepts.tsv`.
+fn browser_accepts() -> Vec<(String, String, String)> {
+    String::from_utf8(fixture("browser_accepts.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+/// A dozen real browsers' `Accept` strings through examples/varnish.vcl: at
+/// most one cached object per negotiated class (avif, webp, other) and URL,
+/// each class served its own format, and every later fetch a hit.
+#[test]
+fn varnish_keeps_one_object_per_accept_class() {
+    let data = tempfile::tempdir().unwrap();
+    let backend_port = free_port();
+    let varnish = Varnish::start(backend_port);
+    let listen = format!("127.0.0.1:{backend_port}");
+    let server = Server::start_on(data.path(), &[], Some(TOKEN), &listen);
+    let email = "accept@example.org";
+    let info = upload(&server, email, "photo_grace_hopper_512x600.jpg");
+    let hash = info["hash"].as_str().unwrap().to_string();
+    let browsers = browser_accepts();
+    assert!(browsers.len() >= 12, "a dozen browsers");
+    let want_type = |class: &str| match class {
+        "avif" => "image/avif",
+        "webp" => "image/webp",
+        _ => "image/jpeg",
+    };
+    for path in [
+        format!("/c/{hash}?s=128"),
+        format!("/avatar/{}?s=64", md5_hex(email)),
+    ] {
+        let mut misses: Vec<String> = Vec::new();
+        for round in 0..2 {
+            for (browser, class, accept) in &browsers {
+                let r = varnish.get_with(&path, &[("Accept", accept)]);
+                assert_eq!(r.status, 200, "{browser} {path}");
+                assert_eq!(
+                    r.header("content-type"),
+                    Some(want_type(class)),
+                    "{browser} {path}"
+                );
+                assert_eq!(r.header("vary"), Some("Accept"), "{browser} {path}");
+                if r.header("x-cache") == Some("MISS") {
+                    assert_eq!(round, 0, "{browser} {path}: a miss on the second round");
+                    assert!(
+                        !misses.contains(class),
+                        "{browser} {path}: a second object for class {class}"
+                    );
+                    misses.push(class.clone());
+                }
+            }
+        }
+        misses.sort();
+        assert_eq!(misses, ["avif", "other", "webp"], "{path}");
+    }
+    drop(server);
 }
 
 /// What the receiver recorded: (event id header, signature header, body).

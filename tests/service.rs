@@ -87,9 +87,20 @@ async fn content_urls_render_exact_sizes_and_formats() {
         (format!("/c/{hash}.png?s=1"), "image/png", 1),
         (format!("/c/{hash}.png?s=2048"), "image/png", 2048),
         (format!("/c/{hash}.webp"), "image/webp", 80),
+        (format!("/c/{hash}.avif?s=64"), "image/avif", 64),
     ];
     for (uri, ct, size) in cases {
         let r = e.get(&uri).await;
+        if ct == "image/avif" {
+            // No AVIF decoder in the tree: the container says its size.
+            assert_eq!(r.status, 200, "{uri}");
+            assert_eq!(r.header("content-type"), ct, "{uri}");
+            assert_eq!(&r.body[4..12], b"ftypavif", "{uri}");
+            let at = r.body.windows(4).position(|w| w == b"ispe").unwrap();
+            let dim = |i: usize| u32::from_be_bytes(r.body[i..i + 4].try_into().unwrap());
+            assert_eq!((dim(at + 8), dim(at + 12)), (size, size), "{uri}");
+            continue;
+        }
         assert_eq!(r.status, 200, "{uri}");
         assert_eq!(r.header("content-type"), ct, "{uri}");
         assert_eq!(
@@ -114,19 +125,84 @@ async fn format_is_negotiated_from_accept_with_vary() {
     let logo = e
         .upload_ok("l@example.org", "logo_alpha_disc_512.png")
         .await;
+    let chromium = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+    // (master, Accept, content type with --avif-negotiate, without it)
     let cases = [
-        (&photo, "image/avif,image/webp,*/*", "image/webp"),
-        (&photo, "*/*", "image/jpeg"),
-        (&logo, "*/*", "image/png"),
-        (&logo, "image/webp", "image/webp"),
+        (&photo, chromium, "image/avif", "image/webp"),
+        (&photo, "image/webp,*/*", "image/webp", "image/webp"),
+        (
+            &photo,
+            "image/avif;q=0,image/webp",
+            "image/webp",
+            "image/webp",
+        ),
+        (&photo, "*/*", "image/jpeg", "image/jpeg"),
+        // The logo is flat art: lossless WebP wins, AVIF is never negotiated.
+        (&logo, chromium, "image/webp", "image/webp"),
+        (&logo, "image/avif", "image/png", "image/png"),
+        (&logo, "*/*", "image/png", "image/png"),
+        (&logo, "image/webp", "image/webp", "image/webp"),
     ];
-    for (v, accept, want) in cases {
+    let off = env_with(|c| c.render.avif_negotiate = false);
+    let photo_off = off
+        .upload_ok("p@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let logo_off = off
+        .upload_ok("l@example.org", "logo_alpha_disc_512.png")
+        .await;
+    assert_eq!(photo_off["hash"], photo["hash"]);
+    assert_eq!(logo_off["hash"], logo["hash"]);
+    for (v, accept, want_on, want_off) in cases {
         let uri = format!("/c/{}?s=64", v["hash"].as_str().unwrap());
-        let r = e.get_with(&uri, ("accept", accept)).await;
-        assert_eq!(r.status, 200);
-        assert_eq!(r.header("content-type"), want, "accept {accept}");
-        assert_eq!(r.header("vary"), "Accept");
+        for (env, want) in [(&e, want_on), (&off, want_off)] {
+            let r = env.get_with(&uri, ("accept", accept)).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("content-type"), want, "accept {accept}");
+            assert_eq!(r.header("vary"), "Accept");
+        }
     }
+    // Photos are lossy WebP, the logo lossless (decided at upload).
+    let webp = |v: &serde_json::Value| format!("/c/{}.webp?s=128", v["hash"].as_str().unwrap());
+    let p = e.get(&webp(&photo)).await.body;
+    let l = e.get(&webp(&logo)).await.body;
+    assert_eq!(&p[12..16], b"VP8 ", "photo: lossy WebP");
+    assert_eq!(&l[12..16], b"VP8L", "logo: lossless WebP");
+    // Generated defaults stay lossless and never negotiate AVIF.
+    let r = e
+        .get_with(
+            &format!("/avatar/{}?s=64&d=identicon", md5_hex("nobody@example.org")),
+            ("accept", chromium),
+        )
+        .await;
+    assert_eq!(r.header("content-type"), "image/webp");
+    assert!(r.body.windows(4).any(|w| w == b"VP8L"));
+}
+
+#[tokio::test]
+async fn an_encoder_failure_is_a_500_for_that_request_only_and_never_cached() {
+    // An AVIF quality the configuration would refuse makes the AVIF encoder
+    // fail on every render: the other formats of the same master still serve.
+    let e = env_with(|c| c.render.quality.avif = 0);
+    let v = e
+        .upload_ok("enc@example.org", "photo_grace_hopper_512x600.jpg")
+        .await;
+    let hash = v["hash"].as_str().unwrap();
+    for attempt in 1..=2u64 {
+        let r = e.get(&format!("/c/{hash}.avif?s=64")).await;
+        assert_eq!(r.status, 500, "attempt {attempt}");
+        assert_eq!(r.json()["error"], "internal");
+        let cc = r.headers.get("cache-control").map(|v| v.to_str().unwrap());
+        assert_ne!(cc, Some("public, max-age=31536000, immutable"));
+        // Not cached: the second request renders (and fails) again.
+        assert_eq!(e.metric("avatar_edge_render_failures_total"), attempt);
+    }
+    let inserts = e.metric("avatar_edge_cache_inserts_total");
+    for ext in ["webp", "jpg", "png"] {
+        let r = e.get(&format!("/c/{hash}.{ext}?s=64")).await;
+        assert_eq!(r.status, 200, "{ext}");
+    }
+    assert_eq!(e.metric("avatar_edge_cache_inserts_total"), inserts + 3);
+    assert_eq!(e.metric("avatar_edge_render_failures_total"), 2);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
-/// layers can be merged; [`Config::resolve`] fills in the defaults.
+/// layers can be merged; [`Config::resolve`](super::Config::resolve) fills in the defaults.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -127,6 +127,15 @@ pub struct Settings {
     /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
     #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+    /// Quality of lossy WebP variants (photos), 1-100; logos and flat art stay lossless [default: 80]
+    #[arg(long, env = "AVATAR_EDGE_WEBP_QUALITY")]
+    pub webp_quality: Option<u32>,
+    /// Quality of AVIF variants, 1-100 [default: 60]
+    #[arg(long, env = "AVATAR_EDGE_AVIF_QUALITY")]
+    pub avif_quality: Option<u32>,
+    /// Negotiate AVIF for photos when Accept lists image/avif (explicit .avif URLs are always served) [default: true]
+    #[arg(long, env = "AVATAR_EDGE_AVIF_NEGOTIATE", num_args = 0..=1, default_missing_value = "true")]
+    pub avif_negotiate: Option<bool>,
 }
 
 impl Settings {
@@ -187,7 +196,10 @@ impl Settings {
             token_file,
             max_upload_url_ttl,
             demo,
-            nats_replicas
+            nats_replicas,
+            webp_quality,
+            avif_quality,
+            avif_negotiate
         )
     }
 }

@@ -76,15 +76,20 @@ where
 
 /// Does the request carry a valid bearer token? Counts a failure.
 pub(super) fn check_token<B>(app: &App, req: &Request<B>) -> Result<(), HttpError> {
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if app.tokens.check(auth).is_some() {
+    if has_token(app, req) {
         return Ok(());
     }
     count_auth_failure(app);
     Err(HttpError::Unauthorized)
+}
+
+/// Does the request carry a valid bearer token? Counts nothing.
+fn has_token<B>(app: &App, req: &Request<B>) -> bool {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    app.tokens.check(auth).is_some()
 }
 
 pub(super) fn count_auth_failure(app: &App) {
@@ -97,11 +102,7 @@ pub(super) fn count_auth_failure(app: &App) {
 /// Is this request allowed to change `key`? A valid bearer token, or — for
 /// `PUT` only — a valid, unexpired signed-URL signature for exactly this key.
 fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<(), HttpError> {
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if app.tokens.check(auth).is_some() {
+    if has_token(app, req) {
         return Ok(());
     }
     let signed = req.method() == Method::PUT

@@ -1,5 +1,7 @@
-//! Static browser assets compiled into the binary: the live-avatar client
-//! (`/v1/client.js`, and `/v1/client.<hash16>.js` for immutable caching) and
+//! Static browser assets compiled into the binary: the live-avatar client as
+//! a classic script (`/v1/client.js`), as an ES module (`/v1/client.mjs`),
+//! both also as `/v1/client.<hash16>.{js,mjs}` for immutable caching, its
+//! TypeScript declarations (`/v1/client.d.ts`), and
 //! the demo platform page (`/demo`, `/demo/demo.js`, `/demo/demo.css`,
 //! `POST /demo/upload-url`, all only with `--demo`).
 //!
@@ -21,8 +23,20 @@ use super::router::method_not_allowed;
 use super::{App, Body};
 use crate::metrics::Route;
 
-/// The browser client (see its header comment for the integration snippet).
-pub const CLIENT_JS: &str = include_str!("../../assets/client.js");
+/// The browser client as a classic script: the shared core
+/// (`assets/client/core.js`) in a wrapper that starts it by itself.
+pub const CLIENT_JS: &str = concat!(
+    include_str!("../../assets/client/classic-head.js"),
+    include_str!("../../assets/client/core.js"),
+    include_str!("../../assets/client/classic-tail.js"),
+);
+/// The same core as an ES module exporting `start({ base })`.
+pub const CLIENT_MJS: &str = concat!(
+    include_str!("../../assets/client/core.js"),
+    include_str!("../../assets/client/module-tail.js"),
+);
+/// TypeScript declarations of both.
+pub const CLIENT_DTS: &str = include_str!("../../assets/client/client.d.ts");
 const DEMO_HTML: &str = include_str!("../../assets/demo.html");
 const DEMO_JS: &str = include_str!("../../assets/demo.js");
 const DEMO_CSS: &str = include_str!("../../assets/demo.css");
@@ -33,6 +47,7 @@ pub const DEMO_EMAIL: &str = "demo@avatar-edge.invalid";
 pub const DEMO_UPLOAD_URL_TTL: u64 = 300;
 
 const JS: &str = "text/javascript; charset=utf-8";
+const TS: &str = "application/typescript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
 const CLIENT_CACHE: &str = "public, max-age=300";
@@ -53,6 +68,11 @@ pub fn hash16(bytes: &[u8]) -> String {
 /// The immutable URL path of the current client: `/v1/client.<hash16>.js`.
 pub fn client_path() -> String {
     format!("/v1/client.{}.js", hash16(CLIENT_JS.as_bytes()))
+}
+
+/// The immutable URL path of the current module: `/v1/client.<hash16>.mjs`.
+pub fn module_path() -> String {
+    format!("/v1/client.{}.mjs", hash16(CLIENT_MJS.as_bytes()))
 }
 
 /// The demo page with its placeholders filled in.
@@ -76,17 +96,26 @@ pub(super) fn route(
     let read = *method == Method::GET || *method == Method::HEAD;
     let head = *method == Method::HEAD;
     if let Some(rest) = path.strip_prefix("/v1/client") {
-        let cache = match rest {
-            ".js" => CLIENT_CACHE,
-            _ => match rest.strip_prefix('.').and_then(|r| r.strip_suffix(".js")) {
-                Some(h) if h == hash16(CLIENT_JS.as_bytes()) => IMMUTABLE,
-                _ => return None,
-            },
+        let (text, content_type, cache) = match rest {
+            ".js" => (CLIENT_JS, JS, CLIENT_CACHE),
+            ".mjs" => (CLIENT_MJS, JS, CLIENT_CACHE),
+            ".d.ts" => (CLIENT_DTS, TS, CLIENT_CACHE),
+            _ => {
+                let (h, text) = match rest.strip_prefix('.') {
+                    Some(r) if r.ends_with(".mjs") => (&r[..r.len() - 4], CLIENT_MJS),
+                    Some(r) if r.ends_with(".js") => (&r[..r.len() - 3], CLIENT_JS),
+                    _ => return None,
+                };
+                if h != hash16(text.as_bytes()) {
+                    return None;
+                }
+                (text, JS, IMMUTABLE)
+            }
         };
         if !read {
             return Some((Route::ApiOther, method_not_allowed("GET, HEAD")));
         }
-        let mut r = asset(headers, head, CLIENT_JS, JS, cache);
+        let mut r = asset(headers, head, text, content_type, cache);
         r.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
@@ -173,6 +202,25 @@ mod tests {
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(h, hash16(CLIENT_JS.as_bytes()));
         assert_ne!(hash16(b"a"), hash16(b"b"));
+        let m = module_path();
+        assert_eq!(
+            m.strip_prefix("/v1/client.")
+                .and_then(|r| r.strip_suffix(".mjs")),
+            Some(hash16(CLIENT_MJS.as_bytes()).as_str())
+        );
+    }
+
+    #[test]
+    fn classic_and_module_share_one_core() {
+        let core = include_str!("../../assets/client/core.js");
+        assert!(CLIENT_JS.contains(core) && CLIENT_MJS.contains(core));
+        assert!(CLIENT_MJS.contains("export function start(options)"));
+        assert!(
+            !CLIENT_JS.contains("export "),
+            "a classic script cannot export"
+        );
+        assert!(CLIENT_JS.contains("window.AvatarEdge = createAvatarClient"));
+        assert!(CLIENT_DTS.contains("export function start(options: StartOptions): AvatarClient;"));
     }
 
     #[test]
@@ -183,12 +231,10 @@ mod tests {
         // md5("demo@avatar-edge.invalid"), as the identity URLs expect.
         use md5::Digest;
         let key = hex::encode(md5::Md5::digest(DEMO_EMAIL.as_bytes()));
-        assert_eq!(
-            html.matches(&format!("data-avatar-key=\"{key}\"")).count(),
-            5
-        );
+        assert_eq!(html.matches("data-avatar-live").count(), 5);
         for size in ["32", "256", "48"] {
-            assert!(html.contains(&format!("data-avatar-size=\"{size}\"")));
+            let src = format!("src=\"/avatar/{key}?s={size}&amp;d=identicon\"");
+            assert!(html.contains(&src), "{src}");
         }
     }
 

@@ -12,6 +12,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::Body;
+use crate::model::subscription::SubscriptionError;
 use crate::model::Fault;
 use crate::pipeline::PipelineError;
 use crate::service::ServiceError;
@@ -191,6 +192,7 @@ impl From<&ServiceError> for ApiError {
             ServiceError::Spec(SpecError::Key(k)) | ServiceError::Key(k) => {
                 ApiError::new(S::BAD_REQUEST, "bad_key", k.to_string())
             }
+            ServiceError::Spec(SpecError::Subscription(e)) => subscription_error(e),
             ServiceError::Spec(e) => ApiError::new(S::BAD_REQUEST, "bad_request", e.to_string()),
             ServiceError::ContentUnreadable => ApiError::new(
                 S::NOT_FOUND,
@@ -210,6 +212,20 @@ fn not_found(what: &str) -> ApiError {
         "not_found",
         format!("{what} not found"),
     )
+}
+
+/// Subscriptions (issue 14): the client's fault, always.
+fn subscription_error(e: &SubscriptionError) -> ApiError {
+    use StatusCode as S;
+    let (status, code) = match e {
+        SubscriptionError::BadBody(_) => (S::BAD_REQUEST, "bad_request"),
+        SubscriptionError::BadKey { .. } => (S::BAD_REQUEST, "bad_key"),
+        SubscriptionError::Empty => (S::BAD_REQUEST, "no_keys"),
+        SubscriptionError::BadId => (S::BAD_REQUEST, "bad_subscription"),
+        SubscriptionError::TooManyKeys { .. } => (S::PAYLOAD_TOO_LARGE, "too_many_keys"),
+        SubscriptionError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+    };
+    ApiError::new(status, code, e.to_string())
 }
 
 /// A client fault of the pipeline: the code names what is wrong with the upload.

@@ -1,4 +1,4 @@
-//! `GET /v1/events[?keys=h1,h2][&last_event_id=N]`: server-sent events of
+//! `GET /v1/events[?keys=h1,h2 | ?sub=<id>][&last_event_id=N]`: server-sent events of
 //! avatar changes. `Last-Event-ID` (or `last_event_id`) replays what was
 //! missed before going live; a comment line every 15 s keeps proxies from
 //! closing an idle stream. The stream itself is the service's
@@ -15,6 +15,7 @@ use http_body_util::Either;
 use super::error::error_response;
 use super::response::{NO_STORE, STAR};
 use super::{App, Body};
+use crate::service::ServiceError;
 use crate::spec;
 
 /// A response body fed by a channel (server-sent events, backup streams).
@@ -33,14 +34,22 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-pub(super) fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
-    let parsed = match spec::parse_events(
+pub(super) async fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
+    let mut parsed = match spec::parse_events(
         req.uri().query(),
         req.headers().get("last-event-id").map(|v| v.as_bytes()),
     ) {
         Ok(p) => p,
         Err(e) => return error_response(e),
     };
+    // Issue 14: `sub=` names the keys of a `POST /v1/subscriptions`.
+    if let Some(id) = parsed.sub {
+        match app.service.subscription(&id).await {
+            Ok(Some(keys)) => parsed.keys = keys.keys().to_vec(),
+            Ok(None) => return error_response(ServiceError::NotFound("subscription")),
+            Err(e) => return error_response(e),
+        }
+    }
     let rx = app.service.event_stream(parsed, app.shutdown.clone());
     let mut r = Response::new(Either::Right(BoxBody::new(ChannelBody(rx))));
     let h = r.headers_mut();

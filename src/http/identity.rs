@@ -25,7 +25,8 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
         .and_then(|v| v.to_str().ok());
     let head = req.method() == Method::HEAD;
     let negotiated = parsed.format.is_none();
-    let reply = match app.service.identity(&parsed, accept).await {
+    // Issue 14: a versioned URL (`v=`) waits for this node to reach that version.
+    let (reply, behind) = match app.service.identity_at_version(&parsed, accept).await {
         Ok(a) => a,
         Err(e) => return error_response(e),
     };
@@ -96,10 +97,15 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
             Err(_) => return error_response(HttpError::BadDefaultUrl),
         },
     };
+    let cacheable = cacheable && !behind;
     let h = r.headers_mut();
-    if reply.stale {
+    if behind {
+        h.insert(header::CACHE_CONTROL, NO_STORE);
+    }
+    if reply.stale && !behind {
         // Cut off from the cluster: the answer comes from this node's last
-        // replica of the index; keep it briefly and say so.
+        // replica of the index; keep it briefly and say so. (An answer behind
+        // the version its URL names stays `no-store`, stale or not.)
         h.insert(header::CACHE_CONTROL, STALE_CACHE_CONTROL);
         h.insert(header::WARNING, STALE_WARNING);
         h.insert(CDN_CACHE_CONTROL, STALE_CACHE_CONTROL);

@@ -29,6 +29,7 @@ pub mod park;
 mod response;
 mod router;
 pub mod server;
+mod subscriptions;
 mod upload_urls;
 
 use std::convert::Infallible;
@@ -70,6 +71,8 @@ pub struct App {
     pub deliveries: Arc<Deliveries>,
     /// Source of request ids (logs and `X-Request-Id` on 5xx answers).
     next_request_id: std::sync::atomic::AtomicU64,
+    /// How far back a new subscription's `recent` looks (issue 14), ms.
+    recent_window_ms: u64,
 }
 
 /// Shared handle.
@@ -94,6 +97,7 @@ impl App {
         deliveries: Arc<Deliveries>,
     ) -> App {
         App {
+            recent_window_ms: subscriptions::recent_window_ms(config.cache.identity_max_age),
             headers: Headers::new(&config.cache, &config.http),
             http: config.http,
             max_upload_url_ttl: config.max_upload_url_ttl,

@@ -7,7 +7,9 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::error::{error_response, HttpError};
 use super::response::text_response;
-use super::{api, assets, backup, content, events, identity, upload_urls, App, Body};
+use super::{
+    api, assets, backup, content, events, identity, subscriptions, upload_urls, App, Body,
+};
 use crate::metrics::Route;
 
 pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -41,7 +43,14 @@ where
         if method != Method::GET {
             return (Route::ApiOther, method_not_allowed("GET"));
         }
-        return (Route::ApiOther, events::events(app, &req));
+        return (Route::ApiOther, events::events(app, &req).await);
+    }
+    // Issue 14: subscriptions of any size for one event stream.
+    if path == "/v1/subscriptions" {
+        if method != Method::POST {
+            return (Route::ApiOther, method_not_allowed("POST"));
+        }
+        return (Route::ApiOther, subscriptions::create(app, req).await);
     }
     if path == "/v1/backup" {
         if method != Method::GET {

@@ -15,6 +15,7 @@ pub enum OutputFormat {
     Png,
     Jpeg,
     Webp,
+    Avif,
 }
 
 impl OutputFormat {
@@ -23,6 +24,7 @@ impl OutputFormat {
             OutputFormat::Png => "image/png",
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
         }
     }
     pub fn extension(&self) -> &'static str {
@@ -30,8 +32,21 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
         }
     }
+}
+
+/// How a master's WebP variants are compressed: decided once per master at
+/// upload (`pipeline::classify`) and stored in its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Photographic content: lossy WebP; AVIF may be negotiated.
+    Lossy,
+    /// Logos and flat art (and generated defaults), where lossless WebP is
+    /// smaller than lossy: lossless WebP, never a negotiated AVIF.
+    Lossless,
 }
 
 /// An upload crop rectangle, in the upright (EXIF-oriented) image's pixels.

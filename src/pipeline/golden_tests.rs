@@ -19,7 +19,7 @@ fn fixture(name: &str) -> Vec<u8> {
 fn write_golden(name: &str, px: &Pixels) {
     if let Ok(dir) = std::env::var("AVATAR_EDGE_WRITE_GOLDEN") {
         std::fs::create_dir_all(&dir).unwrap();
-        let png = encode(px, OutputFormat::Png).unwrap();
+        let png = encode(px, OutputFormat::Png, Encoding::LOSSLESS).unwrap();
         std::fs::write(format!("{dir}/{name}.png"), png).unwrap();
     }
 }
@@ -301,7 +301,7 @@ fn alpha_disc_has_no_dark_fringe() {
     assert!(n.has_alpha);
     for size in [16, 32, 50, 80, 128, 300, 700] {
         let rung = &n.ladder[pick_rung(&n.ladder.iter().map(|r| r.side).collect::<Vec<_>>(), size)];
-        let png = render(&rung.bytes, size, OutputFormat::Png).unwrap();
+        let png = render(&rung.bytes, size, OutputFormat::Png, Encoding::LOSSLESS).unwrap();
         let img = image::load_from_memory(&png).unwrap();
         let px = Pixels {
             width: size,
@@ -425,7 +425,7 @@ fn every_format_and_size_decodes_to_that_size() {
         for size in [1, 16, 32, 80, 128, 512, 2048] {
             let rung = &n.ladder[pick_rung(&sides, size)];
             for f in [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp] {
-                let out = render(&rung.bytes, size, f).unwrap();
+                let out = render(&rung.bytes, size, f, encoding(&n)).unwrap();
                 let fmt = image::guess_format(&out).unwrap();
                 let img = image::load_from_memory(&out).unwrap();
                 assert_eq!(
@@ -437,6 +437,7 @@ fn every_format_and_size_decodes_to_that_size() {
                     OutputFormat::Png => image::ImageFormat::Png,
                     OutputFormat::Jpeg => image::ImageFormat::Jpeg,
                     OutputFormat::Webp => image::ImageFormat::WebP,
+                    OutputFormat::Avif => image::ImageFormat::Avif,
                 };
                 assert_eq!(fmt, want);
                 if size == 80 {
@@ -580,14 +581,15 @@ fn outputs_carry_no_metadata() {
     ] {
         let n = normalized(name, None);
         let rung = &n.ladder[pick_rung(&n.ladder.iter().map(|r| r.side).collect::<Vec<_>>(), 128)];
-        let png = render(&rung.bytes, 128, OutputFormat::Png).unwrap();
+        let enc = encoding(&n);
+        let png = render(&rung.bytes, 128, OutputFormat::Png, enc).unwrap();
         for c in png_chunks(&png) {
             assert!(
                 ["IHDR", "IDAT", "IEND"].contains(&c.as_str()),
                 "{name}: PNG chunk {c}"
             );
         }
-        let jpg = render(&rung.bytes, 128, OutputFormat::Jpeg).unwrap();
+        let jpg = render(&rung.bytes, 128, OutputFormat::Jpeg, enc).unwrap();
         for m in jpeg_markers(&jpg) {
             // APP0 (JFIF) is fine; APP1 (EXIF/XMP), APP2 (ICC), COM are not.
             assert!(
@@ -595,7 +597,183 @@ fn outputs_carry_no_metadata() {
                 "{name}: JPEG marker {m:X}"
             );
         }
-        let webp = render(&rung.bytes, 128, OutputFormat::Webp).unwrap();
-        assert_eq!(riff_chunks(&webp), vec!["VP8L".to_string()], "{name}");
+        let webp = render(&rung.bytes, 128, OutputFormat::Webp, enc).unwrap();
+        let want: &[&str] = match (n.compression, n.has_alpha) {
+            (Compression::Lossless, _) => &["VP8L"],
+            (Compression::Lossy, false) => &["VP8 "],
+            (Compression::Lossy, true) => &["VP8X", "ALPH", "VP8 "],
+        };
+        assert_eq!(riff_chunks(&webp), want, "{name}");
+        let avif = render(&rung.bytes, 128, OutputFormat::Avif, enc).unwrap();
+        let boxes = avif_item_types(&avif);
+        assert!(
+            boxes.iter().all(|t| t == "av01"),
+            "{name}: AVIF items {boxes:?}"
+        );
+    }
+}
+
+/// Every `ispe` (image spatial extent) property of an AVIF file.
+fn avif_extents(b: &[u8]) -> Vec<(u32, u32)> {
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    b.windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"ispe")
+        .map(|(i, _)| (be(i + 8), be(i + 12)))
+        .collect()
+}
+
+/// Item types in an AVIF file's `iinf` (`infe` version 2+ boxes).
+fn avif_item_types(b: &[u8]) -> Vec<String> {
+    b.windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"infe")
+        .map(|(i, _)| String::from_utf8_lossy(&b[i + 12..i + 16]).into_owned())
+        .collect()
+}
+
+fn avif_has_alpha(b: &[u8]) -> bool {
+    let urn = b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha";
+    b.windows(urn.len()).any(|w| w == urn)
+}
+
+/// The encoding a master's variants get at the default qualities.
+fn encoding(n: &Normalized) -> Encoding {
+    Encoding {
+        compression: n.compression,
+        quality: Quality::DEFAULT,
+    }
+}
+
+/// Mean SSIM of the luma planes of two same-sized images (8×8 windows,
+/// stride 4, the usual constants): the lossy outputs' quality check.
+fn luma_ssim(a: &Pixels, b: &Pixels) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let luma = |px: &Pixels| -> Vec<f64> {
+        rgb(px)
+            .iter()
+            .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+            .collect()
+    };
+    let (la, lb) = (luma(a), luma(b));
+    let (w, h) = (a.width as usize, a.height as usize);
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let win = 8.min(w).min(h);
+    let (mut sum, mut n) = (0.0, 0usize);
+    let mut y = 0;
+    while y + win <= h {
+        let mut x = 0;
+        while x + win <= w {
+            let (mut ma, mut mb) = (0.0, 0.0);
+            for j in y..y + win {
+                for i in x..x + win {
+                    ma += la[j * w + i];
+                    mb += lb[j * w + i];
+                }
+            }
+            let k = (win * win) as f64;
+            let (ma, mb) = (ma / k, mb / k);
+            let (mut va, mut vb, mut cov) = (0.0, 0.0, 0.0);
+            for j in y..y + win {
+                for i in x..x + win {
+                    let (da, db) = (la[j * w + i] - ma, lb[j * w + i] - mb);
+                    va += da * da;
+                    vb += db * db;
+                    cov += da * db;
+                }
+            }
+            let (va, vb, cov) = (va / (k - 1.0), vb / (k - 1.0), cov / (k - 1.0));
+            sum += ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            n += 1;
+            x += 4;
+        }
+        y += 4;
+    }
+    sum / n as f64
+}
+
+#[test]
+fn lossy_webp_is_close_to_the_lossless_render_and_smaller() {
+    // Photos: lossy WebP at quality 80 against the exact (PNG) render.
+    for name in [
+        "photo_grace_hopper_512x600.jpg",
+        "photo_iphone_pug_displayp3_1024x768.jpg",
+        "photo_retina_baseline_1024.jpg",
+    ] {
+        let n = normalized(name, None);
+        assert_eq!(n.compression, Compression::Lossy, "{name}");
+        let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+        for size in [64, 128, 256] {
+            let rung = &n.ladder[pick_rung(&sides, size)];
+            let exact = render(&rung.bytes, size, OutputFormat::Png, encoding(&n)).unwrap();
+            let exact = from_dynamic(image::load_from_memory(&exact).unwrap());
+            let lossless =
+                render(&rung.bytes, size, OutputFormat::Webp, Encoding::LOSSLESS).unwrap();
+            let webp = render(&rung.bytes, size, OutputFormat::Webp, encoding(&n)).unwrap();
+            let jpeg = render(&rung.bytes, size, OutputFormat::Jpeg, encoding(&n)).unwrap();
+            let decoded = from_dynamic(image::load_from_memory(&webp).unwrap());
+            let ssim = luma_ssim(&exact, &decoded);
+            assert!(ssim >= 0.93, "{name} {size}: SSIM {ssim:.4}");
+            assert!(
+                webp.len() * 2 < lossless.len() && webp.len() < jpeg.len(),
+                "{name} {size}: lossy {} B, lossless {} B, JPEG {} B",
+                webp.len(),
+                lossless.len(),
+                jpeg.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn lossy_webp_keeps_alpha() {
+    let n = normalized("webp_lossy_alpha.webp", None);
+    assert!(n.has_alpha);
+    let rung = &n.ladder[0];
+    let side = rung.side;
+    let webp = render(&rung.bytes, side, OutputFormat::Webp, Encoding::LOSSY).unwrap();
+    let exact = decode_rung(&rung.bytes).unwrap();
+    let img = image::load_from_memory(&webp).unwrap();
+    assert!(img.color().has_alpha());
+    let got = img.into_rgba8().into_raw();
+    // Alpha is compressed losslessly: identical, plane for plane.
+    let alpha = |d: &[u8]| d.chunks_exact(4).map(|p| p[3]).collect::<Vec<u8>>();
+    assert_eq!(alpha(&got), alpha(&exact.data));
+}
+
+#[test]
+fn avif_is_square_sized_and_keeps_alpha() {
+    for (name, alpha) in [
+        ("photo_grace_hopper_512x600.jpg", false),
+        ("logo_alpha_disc_512.png", true),
+    ] {
+        let n = normalized(name, None);
+        let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+        for size in [1, 16, 80, 128, 256] {
+            let rung = &n.ladder[pick_rung(&sides, size)];
+            let avif = render(&rung.bytes, size, OutputFormat::Avif, encoding(&n)).unwrap();
+            assert_eq!(&avif[4..12], b"ftypavif", "{name} {size}");
+            // One `ispe`, shared by the colour item and the alpha item.
+            assert_eq!(avif_extents(&avif), vec![(size, size)], "{name} {size}");
+            let items = avif_item_types(&avif);
+            assert_eq!(items.len(), if alpha { 2 } else { 1 }, "{name} {size}");
+            assert_eq!(avif_has_alpha(&avif), alpha, "{name} {size}");
+        }
+    }
+}
+
+#[test]
+fn identicon_webp_stays_lossless_and_exact() {
+    for style in crate::identicon::Style::ALL {
+        let px = crate::identicon::render(style, b"golden", 64, Some("GH"));
+        let webp = encode(&px, OutputFormat::Webp, Encoding::LOSSLESS).unwrap();
+        assert_eq!(riff_chunks(&webp), vec!["VP8L".to_string()], "{style:?}");
+        let back = image::load_from_memory(&webp).unwrap();
+        let back = match px.layout {
+            Layout::Rgb8 => back.into_rgb8().into_raw(),
+            Layout::Rgba8 => back.into_rgba8().into_raw(),
+        };
+        assert_eq!(back, px.data, "{style:?}");
     }
 }

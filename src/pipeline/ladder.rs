@@ -18,12 +18,16 @@
 use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
 
+use super::classify::{classify, DECISION_SIDE};
 use super::color::to_srgb;
 use super::decode::{check_body, decode, decode_jpeg_shrunk};
 use super::encode::{decode_rung, encode, encode_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
 use super::resize::{crop_resize, resize_square};
-use super::{Crop, Layout, Limits, Normalized, OutputFormat, PipelineError, Pixels, Rung};
+use super::{
+    Compression, Crop, Encoding, Layout, Limits, Normalized, OutputFormat, PipelineError, Pixels,
+    Rung,
+};
 use crate::model::ContentHash;
 use crate::model::MAX_OUTPUT_SIDE;
 
@@ -153,6 +157,7 @@ fn normalize_with(
 
     let sides = ladder_sides(master_side);
     let mut ladder = Vec::with_capacity(sides.len());
+    let mut compression = None;
     let mut current = master;
     for (i, &side) in sides.iter().enumerate() {
         if i > 0 {
@@ -163,6 +168,11 @@ fn normalize_with(
             };
             current = crop_resize(&current, whole, side)?;
         }
+        // Lossy or lossless: decided once, on the largest rung <= 256 px
+        // (the last rung when every one is larger, which halving rules out).
+        if compression.is_none() && (side <= DECISION_SIDE || i + 1 == sides.len()) {
+            compression = Some(classify(&current)?);
+        }
         let bytes = encode_rung(&current)?;
         let hash = ContentHash::of(&bytes);
         ladder.push(Rung { side, bytes, hash });
@@ -170,6 +180,7 @@ fn normalize_with(
     Ok(Normalized {
         source_format: decoded.format,
         has_alpha,
+        compression: compression.unwrap_or(Compression::Lossless),
         ladder,
     })
 }
@@ -214,8 +225,14 @@ pub fn pick_rung(sides: &[u32], size: u32) -> usize {
     })
 }
 
-/// Renders a stored rung as a `size`×`size` variant in `format`.
-pub fn render(rung: &[u8], size: u32, format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
+/// Renders a stored rung as a `size`×`size` variant in `format`, encoded as
+/// `encoding` says (the master's compression, the configured qualities).
+pub fn render(
+    rung: &[u8],
+    size: u32,
+    format: OutputFormat,
+    encoding: Encoding,
+) -> Result<Vec<u8>, PipelineError> {
     if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
@@ -223,16 +240,18 @@ pub fn render(rung: &[u8], size: u32, format: OutputFormat) -> Result<Vec<u8>, P
     // A rung of exactly the requested side is already the Lanczos3 result
     // from its parent: encode it as it is (the common 64/128/256/512 sizes).
     if px.width == size && px.height == size {
-        return encode(&px, format);
+        return encode(&px, format, encoding);
     }
     let out = resize_square(&px, size)?;
-    encode(&out, format)
+    encode(&out, format, encoding)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const LOSSLESS: Encoding = Encoding::LOSSLESS;
 
     #[test]
     fn ladder_sides_table() {
@@ -404,15 +423,15 @@ mod tests {
     #[test]
     fn render_validates_size_before_decoding() {
         assert!(matches!(
-            render(b"junk", 0, OutputFormat::Png),
+            render(b"junk", 0, OutputFormat::Png, LOSSLESS),
             Err(PipelineError::BadSize(0))
         ));
         assert!(matches!(
-            render(b"junk", 2049, OutputFormat::Png),
+            render(b"junk", 2049, OutputFormat::Png, LOSSLESS),
             Err(PipelineError::BadSize(2049))
         ));
         assert!(matches!(
-            render(b"junk", 16, OutputFormat::Png),
+            render(b"junk", 16, OutputFormat::Png, LOSSLESS),
             Err(PipelineError::Internal(_))
         ));
     }

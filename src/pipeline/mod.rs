@@ -7,13 +7,17 @@
 //! Submodules: `sniff` (magic bytes), `decode` (limits, first frame, EXIF/ICC
 //! metadata), `geometry` (crop math), `resize` (fast_image_resize), `color`
 //! (ICC → sRGB with moxcms), `encode` (PNG/JPEG/WebP variants, QOI rungs),
-//! `ladder` (`normalize`, `render`, `pick_rung`, `render_cost`), `error`.
+//! `avif` (AVIF variants with rav1e), `classify` (the per-master lossy or
+//! lossless decision), `ladder` (`normalize`, `render`, `pick_rung`,
+//! `render_cost`), `error`.
 
 use crate::model::ContentHash;
 // The value types the pipeline works on live in `model` (shared with `spec`
 // and `identicon`, which must not import the pipeline).
-pub use crate::model::{Crop, Layout, OutputFormat, Pixels};
+pub use crate::model::{Compression, Crop, Layout, OutputFormat, Pixels};
 
+mod avif;
+mod classify;
 mod color;
 mod decode;
 mod encode;
@@ -26,6 +30,9 @@ mod sniff;
 #[cfg(test)]
 mod golden_tests;
 
+pub use avif::encode_avif_at;
+pub use avif::AVIF_SPEED;
+pub use classify::classify;
 pub use decode::probe;
 pub use encode::{decode_rung, encode, JPEG_QUALITY};
 pub use error::PipelineError;
@@ -35,7 +42,59 @@ pub use sniff::sniff;
 
 /// Bump when any change to decoding, resizing or encoding alters output bytes:
 /// it is part of every variant's ETag and cache key.
-pub const PIPELINE_VERSION: u32 = 1;
+/// (2: lossy WebP for photos, AVIF, progressive JPEG from 256 px.)
+pub const PIPELINE_VERSION: u32 = 2;
+
+/// Encoder qualities (1–100), from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quality {
+    /// Lossy WebP quality (libwebp's 0–100 scale) [default: 80].
+    pub webp: u8,
+    /// AVIF quality (ravif's 1–100 scale) [default: 60].
+    pub avif: u8,
+}
+
+impl Quality {
+    /// `--webp-quality 80`, `--avif-quality 60`.
+    pub const DEFAULT: Quality = Quality { webp: 80, avif: 60 };
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Quality::DEFAULT
+    }
+}
+
+/// Everything besides the pixels and the format that decides a variant's
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub quality: Quality,
+}
+
+impl Encoding {
+    /// Lossless WebP at the default qualities (generated defaults' goldens,
+    /// tests).
+    pub const LOSSLESS: Encoding = Encoding::lossless(Quality::DEFAULT);
+    /// Lossy WebP at the default qualities.
+    pub const LOSSY: Encoding = Encoding::lossy(Quality::DEFAULT);
+
+    /// Lossless where the format allows it (generated defaults).
+    pub const fn lossless(quality: Quality) -> Self {
+        Encoding {
+            compression: Compression::Lossless,
+            quality,
+        }
+    }
+    /// Lossy WebP (photos).
+    pub const fn lossy(quality: Quality) -> Self {
+        Encoding {
+            compression: Compression::Lossy,
+            quality,
+        }
+    }
+}
 
 /// Formats accepted for upload (sniffed from bytes, never from Content-Type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +130,8 @@ pub struct Rung {
 pub struct Normalized {
     pub source_format: SourceFormat,
     pub has_alpha: bool,
+    /// Lossy or lossless WebP for this master ([`classify`]).
+    pub compression: Compression,
     /// Largest first; `ladder[0]` is the master whose hash names the avatar.
     pub ladder: Vec<Rung>,
 }

@@ -1,6 +1,6 @@
 //! The avatar API's use cases: upload, describe, change the rating, delete.
 //!
-//! Every change goes through [`Service::apply`]: commit, then the one
+//! Every change goes through `Service::apply`: commit, then the one
 //! post-commit path (forget cached manifests — any commit may garbage-collect
 //! a master). The store announces the committed event itself.
 
@@ -79,6 +79,7 @@ impl Service {
         let manifest = Manifest {
             hash: normalized.ladder[0].hash,
             has_alpha: normalized.has_alpha,
+            compression: Some(normalized.compression),
             source_format: source_format_name(normalized.source_format).into(),
             rungs: normalized
                 .ladder

@@ -66,7 +66,10 @@ async fn stream_events(
     tx: mpsc::Sender<Bytes>,
     req: EventsRequest,
 ) {
-    let keys = req.keys;
+    // Sorted for `events::matches` (a binary search per alias).
+    let mut keys = req.keys;
+    keys.sort_unstable();
+    keys.dedup();
     if tx
         .send(Bytes::from_static(b": connected\nretry: 1000\n\n"))
         .await

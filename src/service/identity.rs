@@ -4,8 +4,9 @@
 
 use super::defaults::{self, Plan, Policy, Subject};
 use super::{Service, ServiceError, Variant};
-use crate::model::{ContentHash, IdentityHash};
-use crate::spec::{self, ContentRequest, IdentityRef, IdentityRequest};
+use crate::model::{Compression, ContentHash, IdentityHash};
+use crate::negotiate::{negotiate, Offer};
+use crate::spec::{ContentRequest, IdentityRef, IdentityRequest};
 use crate::store::IdentityRecord;
 
 /// How an identity URL is answered.
@@ -117,20 +118,22 @@ impl Service {
                 .await;
         };
         let record = record.expect("eligible implies a record");
-        let manifest = match self.store.manifest(&avatar.hash).await {
-            Ok(Some(m)) => m,
-            Ok(None) | Err(_) => {
+        // From the manifest cache, as on `/c/` (a hit reads no index).
+        let entry = match self.content_entry(&avatar.hash).await {
+            Ok(entry) => entry,
+            Err(_) => {
                 tracing::error!(identity = %hash, master = %avatar.hash, "bound master unreadable; serving a fault default");
                 return self.fault_default(req, &hash, accept).await;
             }
         };
+        let manifest = &entry.manifest;
         let creq = ContentRequest {
             hash: manifest.hash,
             size: req.size,
             format: req.format,
         };
-        let key = self.content_key(&creq, &manifest, accept);
-        match self.content_variant(&manifest, key).await {
+        let key = self.content_key(&creq, manifest, accept);
+        match self.content_variant(manifest, key).await {
             Ok((variant, _)) => {
                 let content_url = format!(
                     "/c/{}.{}?s={}",
@@ -183,8 +186,14 @@ impl Service {
             Plan::Redirect(url) => return Ok(IdentityAnswer::Redirect(url)),
             Plan::Generate(g) => g,
         };
-        // Generated images have hard edges: PNG unless WebP is accepted.
-        let format = req.format.unwrap_or_else(|| spec::negotiate(accept, true));
+        // Generated images have hard edges: lossless, PNG unless WebP is
+        // accepted (never a negotiated AVIF).
+        let offer = Offer {
+            has_alpha: true,
+            compression: Compression::Lossless,
+            avif: false,
+        };
+        let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         let variant = self
             .generated(g.style, g.seed.as_slice(), g.initials, req.size, format)
             .await?;

@@ -22,6 +22,7 @@ pub mod defaults;
 mod events;
 mod identity;
 mod render;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use crate::workers::{Pool, PoolError};
 pub use avatars::AvatarInfo;
 pub use identity::{IdentityAnswer, IdentityReply};
 pub use render::{ContentAnswer, ContentEntry, ContentReply, Variant, VariantKey};
+pub use subscriptions::Subscribed;
 
 /// Everything a use case can fail with; `http::error` maps each to a status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,24 +115,28 @@ pub struct Service {
     manifest_generation: std::sync::atomic::AtomicU64,
     /// Decode/resize/encode of variants and defaults.
     pool: Pool,
+    /// Event-stream subscriptions (issue 14): the store's shared ones, or
+    /// this node's memory.
+    subscriptions: Arc<dyn crate::store::subscriptions::SubscriptionStore>,
     /// Upload normalization: its own threads and queue, so a flood of cold
     /// renders cannot starve uploads (nor a burst of uploads stall renders).
     uploads: Pool,
 }
 
 impl Service {
-    pub fn new(config: RenderConfig, store: SharedStore, metrics: Arc<Metrics>) -> Service {
-        Service::with_bus(config, store, metrics, Bus::new())
-    }
-
-    /// Like [`Service::new`], on a bus the store already publishes to.
-    pub fn with_bus(
+    /// The service on `store`, announcing on `bus` — the bus the store was
+    /// given as its publisher (`cli::build_app_on` wires both), so event
+    /// streams and delivery workers see every commit.
+    pub fn new(
         config: RenderConfig,
         store: SharedStore,
         metrics: Arc<Metrics>,
         bus: Bus,
     ) -> Service {
         Service {
+            subscriptions: store.subscriptions().unwrap_or_else(|| {
+                Arc::new(crate::store::subscriptions::MemorySubscriptions::default())
+            }),
             bus,
             cache: Cache::new(config.cache_bytes),
             manifests: Cache::new(MANIFEST_CACHE_BYTES),

@@ -13,8 +13,9 @@ use super::{Service, ServiceError};
 use crate::cache::{Cache, Outcome, Weighted};
 use crate::identicon;
 use crate::model::{ContentHash, OutputFormat, Style};
-use crate::pipeline::{self, PIPELINE_VERSION};
-use crate::spec::{self, ContentRequest, IfNoneMatch};
+use crate::negotiate::{negotiate, Offer};
+use crate::pipeline::{self, Encoding, PIPELINE_VERSION};
+use crate::spec::{ContentRequest, IfNoneMatch};
 use crate::store::Manifest;
 
 /// What a variant is made from. Content-derived only (see module doc).
@@ -153,9 +154,12 @@ impl Service {
         manifest: &Manifest,
         accept: Option<&str>,
     ) -> VariantKey {
-        let format = req
-            .format
-            .unwrap_or_else(|| spec::negotiate(accept, manifest.has_alpha));
+        let offer = Offer {
+            has_alpha: manifest.has_alpha,
+            compression: manifest.compression(),
+            avif: self.config.avif_negotiate,
+        };
+        let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         VariantKey::Content {
             hash: manifest.hash,
             size: req.size,
@@ -174,7 +178,10 @@ impl Service {
     /// The manifest of a master from memory, or from the store (then kept),
     /// or `NotFound`. What the `/c/` route uses: a hit costs a shard lock and
     /// an `Arc` clone instead of an index read and a JSON parse.
-    async fn content_entry(&self, hash: &ContentHash) -> Result<Arc<ContentEntry>, ServiceError> {
+    pub(super) async fn content_entry(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Arc<ContentEntry>, ServiceError> {
         use std::sync::atomic::Ordering::SeqCst;
         if let Some(e) = self.manifests.get(hash) {
             return Ok(e);
@@ -231,6 +238,10 @@ impl Service {
             .ok_or(ServiceError::ContentUnreadable)?;
         let cost = pipeline::render_cost(rung.side, size);
         let rung = rung.blob;
+        let encoding = Encoding {
+            compression: manifest.compression(),
+            quality: self.config.quality,
+        };
         // The ETag is only needed when rendering (a hit carries its own).
         let etag_key = key.clone();
         self.cache
@@ -241,22 +252,24 @@ impl Service {
                 // hand-off instead of two); other stores fetch first.
                 let body = if self.store.blobs_are_local() {
                     let store = self.store.clone();
-                    self.on_pool(cost, move || -> Result<Vec<u8>, ServiceError> {
+                    let job = self.on_pool(cost, move || -> Result<Vec<u8>, ServiceError> {
                         let bytes = store
                             .blob_blocking(&rung)
                             .unwrap_or(Ok(None))?
                             .ok_or(ServiceError::ContentUnreadable)?;
-                        Ok(pipeline::render(&bytes, size, format)?)
-                    })
-                    .await??
+                        Ok(pipeline::render(&bytes, size, format, encoding)?)
+                    });
+                    self.render_result(job.await.and_then(|r| r))?
                 } else {
                     let bytes = self
                         .store
                         .blob(&rung)
                         .await?
                         .ok_or(ServiceError::ContentUnreadable)?;
-                    self.on_pool(cost, move || pipeline::render(&bytes, size, format))
-                        .await??
+                    let job = self.on_pool(cost, move || {
+                        pipeline::render(&bytes, size, format, encoding)
+                    });
+                    self.render_result(job.await.and_then(|r| Ok(r?)))?
                 };
                 self.metrics.render_seconds.observe(started.elapsed());
                 self.metrics
@@ -269,6 +282,18 @@ impl Service {
                 })
             })
             .await
+    }
+
+    /// Counts a render whose decode or encode failed (a 500 for that request
+    /// only, logged with its request id by the HTTP layer; the cache stores
+    /// nothing for it).
+    fn render_result<T>(&self, r: Result<T, ServiceError>) -> Result<T, ServiceError> {
+        if let Err(ServiceError::Pipeline(_)) = &r {
+            self.metrics
+                .render_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
     }
 
     /// A generated default (cached, coalesced).
@@ -293,17 +318,19 @@ impl Service {
             size,
             format,
         };
-        let etag = key.etag();
-        let seed = seed.to_vec();
+        // The ETag and the seed copy only when rendering (a hit carries its own).
+        let etag_key = key.clone();
+        let encoding = Encoding::lossless(self.config.quality);
         let (v, _) = self
             .cache
             .get_or_produce(key, || async move {
-                let body = self
-                    .on_pool(pipeline::render_cost(size, size), move || {
-                        let px = identicon::render(style, &seed, size, initials.as_deref());
-                        pipeline::encode(&px, format)
-                    })
-                    .await??;
+                let etag = etag_key.etag();
+                let seed = seed.to_vec();
+                let job = self.on_pool(pipeline::render_cost(size, size), move || {
+                    let px = identicon::render(style, &seed, size, initials.as_deref());
+                    pipeline::encode(&px, format, encoding)
+                });
+                let body = self.render_result(job.await.and_then(|r| Ok(r?)))?;
                 Ok(Variant {
                     body: Bytes::from(body),
                     etag,

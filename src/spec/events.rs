@@ -2,6 +2,7 @@
 //! with an optional `Last-Event-ID` header (which wins over the parameter).
 
 use super::{query_pairs, SpecError};
+use crate::model::subscription::SubscriptionId;
 use crate::model::IdentityHash;
 
 /// Largest number of identity keys one event stream may filter on.
@@ -14,6 +15,8 @@ pub struct EventsRequest {
     pub keys: Vec<IdentityHash>,
     /// Replay events after this id before going live.
     pub last_event_id: Option<u64>,
+    /// `sub=`: the keys of a `POST /v1/subscriptions` (issue 14), instead of `keys`.
+    pub sub: Option<SubscriptionId>,
 }
 
 /// Parse the query string and the `Last-Event-ID` header value (raw bytes;
@@ -25,6 +28,11 @@ pub fn parse_events(
     let mut out = EventsRequest::default();
     for (k, v) in query_pairs(query.unwrap_or(""))? {
         match k.as_str() {
+            "sub" if out.sub.is_some() || !out.keys.is_empty() => {
+                return Err(SpecError::KeysAndSub)
+            }
+            "sub" => out.sub = Some(v.trim().parse()?),
+            "keys" if out.sub.is_some() => return Err(SpecError::KeysAndSub),
             "keys" => {
                 for part in v.split(',').filter(|p| !p.is_empty()) {
                     let h = part.trim().parse().map_err(|_| SpecError::BadEventKeys)?;
@@ -73,6 +81,26 @@ mod tests {
             (String::new(), Some(b"x"), SpecError::BadLastEventIdHeader),
             ("a=%ff".into(), None, SpecError::BadQuery),
         ];
+        // Issue 14: one `sub`, never together with `keys`.
+        let sub = "0123456789abcdef0123456789ABCDEF";
+        let r = parse_events(Some(&format!("sub={sub}&last_event_id=3")), None).unwrap();
+        assert_eq!(r.sub.map(|s| s.to_string()), Some(sub.to_lowercase()));
+        assert!(r.keys.is_empty());
+        for q in [
+            format!("sub={sub}&keys={MD5}"),
+            format!("keys={MD5}&sub={sub}"),
+            format!("sub={sub}&sub={sub}"),
+        ] {
+            assert_eq!(
+                parse_events(Some(&q), None),
+                Err(SpecError::KeysAndSub),
+                "{q}"
+            );
+        }
+        assert!(matches!(
+            parse_events(Some("sub=xyz"), None),
+            Err(SpecError::Subscription(_))
+        ));
         for (q, h, want) in cases {
             assert_eq!(parse_events(Some(&q), h), Err(want), "{q:?}");
         }

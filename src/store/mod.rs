@@ -22,6 +22,7 @@ pub mod blobs;
 pub mod change;
 pub mod embedded;
 pub mod nats;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::ChangeEvent;
-use crate::model::{ContentHash, IdentityHash, Rating};
+use crate::model::{Compression, ContentHash, IdentityHash, Rating};
 
 /// Store failures. `Unavailable`/`Full` are the server's fault or the disk's,
 /// never the client's.
@@ -75,11 +76,27 @@ pub struct Manifest {
     pub source_format: String,
     /// Largest first; `rungs[0].blob == hash`.
     pub rungs: Vec<RungRef>,
+    /// Lossy or lossless WebP, decided at upload (`pipeline::classify`).
+    /// Absent in manifests written before the decision existed: see
+    /// [`Manifest::compression`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
 }
 
 impl Manifest {
     pub fn side(&self) -> u32 {
         self.rungs.first().map_or(0, |r| r.side)
+    }
+
+    /// The master's compression. Masters stored before the decision existed
+    /// keep what they had (lossless WebP) unless they were JPEG uploads,
+    /// which are photos: never larger than before, lighter where it is safe.
+    pub fn compression(&self) -> Compression {
+        self.compression.unwrap_or(if self.source_format == "jpeg" {
+            Compression::Lossy
+        } else {
+            Compression::Lossless
+        })
     }
 }
 
@@ -199,6 +216,12 @@ pub trait Store: Send + Sync + 'static {
     /// Write store-specific metric families (registered with
     /// [`crate::metrics::Metrics::register`] by the composition root).
     fn collect_metrics(&self, _out: &mut crate::metrics::Exposition) {}
+    /// Issue 14: where event-stream subscriptions are kept so that every node
+    /// serving this store finds them; `None`: this node's memory is enough
+    /// (one node). Called once, at start-up.
+    fn subscriptions(&self) -> Option<Arc<dyn subscriptions::SubscriptionStore>> {
+        None
+    }
     /// A consistent snapshot for an online backup, written out later
     /// ([`backup`]). Blocking: call it from a blocking thread.
     fn snapshot(&self) -> Result<Box<dyn backup::BackupWriter>, StoreError> {
@@ -332,4 +355,38 @@ fn secret_file(
     f.write_all(b"\n")?;
     f.sync_all()?;
     Ok((token, path, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_without_a_compression_decision_still_load() {
+        let h = "ab".repeat(32);
+        let old = |fmt: &str| {
+            format!(
+                r#"{{"hash":"{h}","has_alpha":false,"source_format":"{fmt}","rungs":[{{"side":64,"blob":"{h}","len":9}}]}}"#
+            )
+        };
+        // (stored JSON, expected compression)
+        let cases = [
+            (old("jpeg"), Compression::Lossy),
+            (old("png"), Compression::Lossless),
+            (old("gif"), Compression::Lossless),
+            (old("webp"), Compression::Lossless),
+        ];
+        for (json, want) in cases {
+            let m: Manifest = serde_json::from_str(&json).unwrap();
+            assert_eq!((m.compression, m.compression()), (None, want), "{json}");
+            // Written back unchanged: no field appears out of nowhere.
+            assert_eq!(serde_json::to_string(&m).unwrap(), json);
+        }
+        let mut m: Manifest = serde_json::from_str(&old("jpeg")).unwrap();
+        m.compression = Some(Compression::Lossless);
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(r#""compression":"lossless""#), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.compression(), Compression::Lossless);
+    }
 }

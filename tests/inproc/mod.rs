@@ -19,6 +19,8 @@ pub struct Env {
     pub app: Arc<App>,
     /// The data directory (kept alive as long as the app).
     pub dir: tempfile::TempDir,
+    /// Kept so event streams stay open (a dropped sender ends them).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
@@ -30,6 +32,7 @@ pub fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
     Env {
         app: built.app,
         dir,
+        shutdown: built.shutdown,
     }
 }
 

@@ -12,6 +12,7 @@ fn master(seed: &[u8]) -> NewMaster {
         hash: ContentHash::of(&rung0),
         has_alpha: false,
         source_format: "png".into(),
+        compression: None,
         rungs: vec![
             RungRef {
                 side: 128,

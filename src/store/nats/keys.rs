@@ -72,7 +72,7 @@ pub(super) fn manifest_key(h: &ContentHash) -> String {
 /// Opens a bucket, creating it when missing: with `replicas`, or with one on a
 /// single non-clustered server; if creating fails because another node made
 /// it meanwhile, opens that one.
-async fn open_or_create<T, GE, CE, G, C>(
+pub(super) async fn open_or_create<T, GE, CE, G, C>(
     what: &str,
     replicas: usize,
     get: impl Fn() -> G,

@@ -51,6 +51,7 @@ mod keys;
 mod objects;
 mod queue;
 mod replica;
+mod subscriptions;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -64,6 +65,7 @@ pub use keys::{StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
 use objects::{BlobCache, BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS};
 pub use queue::durable_name;
 use replica::Replica;
+pub use subscriptions::{NatsSubscriptions, SUBSCRIPTION_BUCKET};
 
 use super::{
     Change, ChangeEvent, Committed, DeliveryQueue, IdentityRecord, Manifest, NewMaster, Publish,
@@ -238,6 +240,16 @@ impl Store for NatsStore {
         change: Change,
     ) -> Result<Committed, StoreError> {
         self.commit_change(master, change).await
+    }
+
+    // Issue 14: subscriptions in a KV bucket, so a POST to one node and the
+    // stream on another agree.
+    fn subscriptions(&self) -> Option<Arc<dyn super::subscriptions::SubscriptionStore>> {
+        let replicas = self.inner.stream.cached_info().config.num_replicas;
+        Some(Arc::new(NatsSubscriptions::new(
+            self.inner.js.clone(),
+            replicas,
+        )))
     }
 
     async fn identity(&self, alias: &IdentityHash) -> Result<Option<IdentityRecord>, StoreError> {
