@@ -7,6 +7,8 @@
 #   bench/bytes.sh                   # builds release, makes the venv
 #   ROUNDS=10 bench/bytes.sh         # more cold-render samples (default 5)
 #   SKIP_COLD=1 bench/bytes.sh       # bytes and SSIM only (deterministic)
+#   SKIP_BYTES=1 bench/bytes.sh      # cold-render times only
+#   EDGE_ARGS='--avif-quality 75' bench/bytes.sh   # extra server options
 #   BIN=target/debug/avatar-edge SKIP_COLD=1 bench/bytes.sh   # no release build
 #
 # Writes target/bytes.json (every row) and docs/bench-bytes.svg (the chart).
@@ -44,11 +46,13 @@ start_edge() { # $1 port, $2 data dir, $3 cache MiB
   echo "avatar-edge did not start" >&2; cat "$2.log" >&2; exit 1
 }
 
-PORT=$(free_port)
-start_edge "$PORT" "$work/data" 256
-echo "== bytes and SSIM (deterministic)"
-timeout 600 "$VENV/bin/python" bench/bytes.py "127.0.0.1:$PORT" "$TOKEN" \
-  "${CARGO_TARGET_DIR:-target}/bytes.json" docs/bench-bytes.svg
+if [ -z "${SKIP_BYTES:-}" ]; then
+  PORT=$(free_port)
+  start_edge "$PORT" "$work/data" 256
+  echo "== bytes and SSIM (deterministic)"
+  timeout 600 "$VENV/bin/python" bench/bytes.py "127.0.0.1:$PORT" "$TOKEN" \
+    "${CARGO_TARGET_DIR:-target}/bytes.json" docs/bench-bytes.svg
+fi
 
 if [ -z "${SKIP_COLD:-}" ]; then
   COLD=$(free_port)

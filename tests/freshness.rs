@@ -214,7 +214,7 @@ fn varnish_keeps_one_object_per_accept_class() {
     let backend_port = free_port();
     let varnish = Varnish::start(backend_port);
     let listen = format!("127.0.0.1:{backend_port}");
-    let server = Server::start_on(data.path(), &[], Some(TOKEN), &listen);
+    let server = Server::start_on(data.path(), &["--avif-negotiate"], Some(TOKEN), &listen);
     let email = "accept@example.org";
     let info = upload(&server, email, "photo_grace_hopper_512x600.jpg");
     let hash = info["hash"].as_str().unwrap().to_string();

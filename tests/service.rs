@@ -118,7 +118,7 @@ async fn content_urls_render_exact_sizes_and_formats() {
 
 #[tokio::test]
 async fn format_is_negotiated_from_accept_with_vary() {
-    let e = env();
+    let e = env_with(|c| c.render.avif_negotiate = true);
     let photo = e
         .upload_ok("p@example.org", "photo_grace_hopper_512x600.jpg")
         .await;
@@ -151,7 +151,7 @@ async fn format_is_negotiated_from_accept_with_vary() {
         )
         .await;
     assert_eq!(small.header("content-type"), "image/webp");
-    let off = env_with(|c| c.render.avif_negotiate = false);
+    let off = env();
     let photo_off = off
         .upload_ok("p@example.org", "photo_grace_hopper_512x600.jpg")
         .await;

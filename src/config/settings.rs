@@ -133,7 +133,7 @@ pub struct Settings {
     /// Quality of AVIF variants, 1-100 [default: 80]
     #[arg(long, env = "AVATAR_EDGE_AVIF_QUALITY")]
     pub avif_quality: Option<u32>,
-    /// Negotiate AVIF for photos when Accept lists image/avif (explicit .avif URLs are always served) [default: true]
+    /// Negotiate AVIF for photos of 128 px and more when Accept lists image/avif (explicit .avif URLs are always served; off by default: a cold AVIF render takes ~50 ms) [default: false]
     #[arg(long, env = "AVATAR_EDGE_AVIF_NEGOTIATE", num_args = 0..=1, default_missing_value = "true")]
     pub avif_negotiate: Option<bool>,
 }
