@@ -238,6 +238,7 @@ mod tests {
                 hash,
                 has_alpha: false,
                 source_format: "png".into(),
+                compression: None,
                 rungs: vec![RungRef {
                     side: 64,
                     blob: hash,
