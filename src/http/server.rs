@@ -1,6 +1,7 @@
-//! The accept loop: connection limit, first-byte and header timeouts, a total
-//! request timeout, HTTP/1.1 with parked idle connections, HTTP/2 with prior
-//! knowledge, graceful shutdown.
+//! The accept loop: connection limit, first-byte and header timeouts,
+//! HTTP/1.1 with parked idle connections, HTTP/2 with prior knowledge,
+//! graceful shutdown. Each request carries its connection's peer address
+//! ([`PeerAddr`]); `handle` applies the total request timeout.
 //!
 //! Each connection is one task:
 //!
