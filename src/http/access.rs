@@ -84,7 +84,13 @@ impl RequestIds {
             }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:016x}-{n:x}", self.prefix)).expect("hex is a header")
+        // Formatted on the stack: the header value is the one allocation.
+        let mut buf = [0u8; 33];
+        let mut rest = &mut buf[..];
+        std::io::Write::write_fmt(&mut rest, format_args!("{:016x}-{n:x}", self.prefix))
+            .expect("33 bytes hold two 64-bit hex numbers and a dash");
+        let len = 33 - rest.len();
+        HeaderValue::from_bytes(&buf[..len]).expect("hex is a header value")
     }
 }
 
