@@ -386,6 +386,80 @@ mod tests {
         }
     }
 
+    /// A log sink for one test: JSON lines into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_body_is_logged_at_once_and_a_stream_when_it_ends_with_its_bytes() {
+        use http_body_util::{BodyExt, Full, StreamBody};
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let lines = || -> Vec<serde_json::Value> {
+            String::from_utf8(sink.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let mut req = Request::get("/v1/events?keys=alice@example.org")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr("10.0.0.1:4000".parse().unwrap()));
+        let id = HeaderValue::from_static("stream-1");
+
+        // A full body: logged by `finish`, with its length.
+        let entry = Entry::new(&req, &id, Instant::now(), false);
+        let mut full: Response<Body> = Response::new(Either::Left(Full::new(Bytes::from("abc"))));
+        full.extensions_mut().insert(CacheOutcome::Coalesced);
+        drop(entry.finish(full));
+        let l = lines();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0]["bytes"], 3);
+        assert_eq!(l[0]["cache"], "coalesced");
+        assert_eq!(l[0]["client"], "10.0.0.1");
+        assert_eq!(l[0]["path"], "/v1/events");
+        assert_eq!(l[0]["route"], "events");
+
+        // A stream: nothing until it ends, then the bytes it sent.
+        let entry = Entry::new(&req, &id, Instant::now(), true);
+        let frames = futures_util::stream::iter(
+            ["data: 1\n\n", "data: 22\n\n"]
+                .map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s)))),
+        );
+        let stream: Response<Body> =
+            Response::new(Either::Right(BoxBody::new(StreamBody::new(frames))));
+        let resp = entry.finish(stream);
+        assert_eq!(lines().len(), 1, "not logged before the stream ends");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 19);
+        let l = lines();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1]["bytes"], 19);
+        assert_eq!(l[1]["status"], 200);
+        assert_eq!(l[1]["request_id"], "stream-1");
+        assert_eq!(l[1]["client"], "203.0.113.9");
+        assert!(l[1].get("cache").is_none());
+    }
+
     #[test]
     fn the_client_is_the_peer_unless_forwarded_for_is_trusted() {
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
