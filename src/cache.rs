@@ -56,6 +56,17 @@ pub enum Outcome {
     Produced,
 }
 
+impl Outcome {
+    /// As the access log says it: `hit`, `miss` (produced here) or `coalesced`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Produced => "miss",
+        }
+    }
+}
+
 /// Counters, read by `/metrics`.
 #[derive(Debug, Default)]
 pub struct CacheStats {

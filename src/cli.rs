@@ -138,13 +138,10 @@ fn ops_config(
 /// Parse arguments and run.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `serve` and `import` log as their settings say, once resolved.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Import { .. }) {
+        crate::logging::init(&Default::default(), false);
+    }
     match cli.command {
         Command::Serve { config, settings } => {
             let file = match &config {
@@ -153,6 +150,7 @@ pub fn main() -> anyhow::Result<()> {
             };
             let token = std::env::var("AVATAR_EDGE_TOKEN").ok();
             let config = Config::resolve(settings.or(file), token)?;
+            crate::logging::init(&config.log, config.http.access_log);
             // Blocking threads do blob reads and index commits (renders are
             // bounded by their own pools): cap them so a burst of cold misses
             // cannot start hundreds of threads, each with its own stack and
@@ -175,6 +173,7 @@ pub fn main() -> anyhow::Result<()> {
                 None => Settings::default(),
             };
             let config = Config::resolve(settings.or(file), None)?;
+            crate::logging::init(&config.log, false);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -456,6 +455,7 @@ pub fn build_app_on(
         cache,
         delivery,
         store: _,
+        log: _,
     } = config;
     let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());

@@ -43,6 +43,24 @@ pub struct Config {
     pub cache: CachePolicy,
     pub delivery: DeliveryConfig,
     pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+/// Format of the log lines on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging, set up once at start (`logging::init`).
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// `None`: text when stderr is a terminal, JSON otherwise.
+    pub format: Option<LogFormat>,
 }
 
 /// The HTTP face: listener, timeouts, connection bound, browsers.
@@ -58,6 +76,11 @@ pub struct HttpConfig {
     pub identity_redirect: bool,
     /// Serve the demo page at `/demo`.
     pub demo: bool,
+    /// Log one line per request (target `avatar_edge::access`).
+    pub access_log: bool,
+    /// Take the client address of the access log from the last hop of
+    /// `X-Forwarded-For` instead of the socket peer.
+    pub trust_forwarded_for: bool,
 }
 
 /// Who may change avatars: the admin token, named tokens, signed URLs.
@@ -346,6 +369,8 @@ impl Config {
                 cors_origins,
                 identity_redirect: s.identity_redirect.unwrap_or(false),
                 demo: s.demo.unwrap_or(false),
+                access_log: s.access_log.unwrap_or(false),
+                trust_forwarded_for: s.trust_forwarded_for.unwrap_or(false),
             },
             auth: AuthConfig {
                 token,
@@ -389,6 +414,9 @@ impl Config {
             store: StoreConfig {
                 data_dir: s.data.unwrap_or_else(|| PathBuf::from("avatar-data")),
                 nats,
+            },
+            log: LogConfig {
+                format: s.log_format,
             },
         })
     }

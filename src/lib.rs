@@ -11,6 +11,7 @@ pub mod events;
 pub mod http;
 pub mod identicon;
 pub mod import;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod negotiate;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, LogFormat};
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
 /// layers can be merged; [`Config::resolve`](super::Config::resolve) fills in the defaults.
@@ -136,6 +136,15 @@ pub struct Settings {
     /// Negotiate AVIF for photos of 128 px and more when Accept lists image/avif (explicit .avif URLs are always served; off by default: a cold AVIF render takes ~50 ms) [default: false]
     #[arg(long, env = "AVATAR_EDGE_AVIF_NEGOTIATE", num_args = 0..=1, default_missing_value = "true")]
     pub avif_negotiate: Option<bool>,
+    /// Format of the log lines on stderr: text or json (one object per line) [default: text when stderr is a terminal, else json]
+    #[arg(long, env = "AVATAR_EDGE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log one line per request (request id, method, route class, redacted path, status, bytes, duration, cache outcome, client address)
+    #[arg(long, env = "AVATAR_EDGE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
+    pub access_log: Option<bool>,
+    /// Log the client address from the last hop of X-Forwarded-For instead of the socket peer (only behind a proxy or CDN that sets it)
+    #[arg(long, env = "AVATAR_EDGE_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded_for: Option<bool>,
 }
 
 impl Settings {
@@ -199,7 +208,10 @@ impl Settings {
             nats_replicas,
             webp_quality,
             avif_quality,
-            avif_negotiate
+            avif_negotiate,
+            log_format,
+            access_log,
+            trust_forwarded_for
         )
     }
 }

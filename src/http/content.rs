@@ -55,5 +55,8 @@ pub(super) async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Respo
     // the pre-built hex value, whatever the separator).
     app.headers
         .insert_surrogate_key(r.headers_mut(), &reply.surrogate_key);
+    if let Some(outcome) = reply.cache {
+        r.extensions_mut().insert(outcome);
+    }
     r
 }

@@ -97,6 +97,9 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
             Err(_) => return error_response(HttpError::BadDefaultUrl),
         },
     };
+    if let Some(outcome) = reply.cache {
+        r.extensions_mut().insert(outcome);
+    }
     let cacheable = cacheable && !behind;
     let h = r.headers_mut();
     if behind {

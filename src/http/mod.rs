@@ -6,16 +6,19 @@
 //! (client script, demo) — `response` (bodies, CORS, security headers,
 //! surrogate keys, cache lifetimes), [`error`] (the one mapping from errors to
 //! status codes), [`auth`] (tokens, signed URLs), [`server`] (accept loop),
-//! [`park`] (idle keep-alive connections), [`client`] (outbound HTTP).
+//! [`park`] (idle keep-alive connections), [`client`] (outbound HTTP),
+//! [`access`] (request ids, the access log, what a log line may say).
 //!
 //! [`handle`] is a plain async function from a request to a response, so
 //! service tests call it without a socket. Handlers parse with `spec`, call
 //! one use-case method of the [`Service`], and shape the answer; they never
 //! reach the store, the bus or the configuration through the service.
 //!
-//! Every response carries `X-Content-Type-Options: nosniff`; non-image
-//! responses also carry a restrictive `Content-Security-Policy`.
+//! Every response carries `X-Content-Type-Options: nosniff` and its
+//! `X-Request-Id`; non-image responses also carry a restrictive
+//! `Content-Security-Policy`.
 
+pub mod access;
 mod api;
 pub mod assets;
 pub mod auth;
@@ -36,7 +39,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{Either, Full};
@@ -69,8 +72,8 @@ pub struct App {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Outbox delivery state (for `/metrics`).
     pub deliveries: Arc<Deliveries>,
-    /// Source of request ids (logs and `X-Request-Id` on 5xx answers).
-    next_request_id: std::sync::atomic::AtomicU64,
+    /// Source of request ids (`X-Request-Id` on every answer, log lines).
+    request_ids: access::RequestIds,
     /// How far back a new subscription's `recent` looks (issue 14), ms.
     recent_window_ms: u64,
 }
@@ -106,7 +109,7 @@ impl App {
             shutdown,
             deliveries,
             service,
-            next_request_id: std::sync::atomic::AtomicU64::new(1),
+            request_ids: access::RequestIds::new(),
         }
     }
 
@@ -116,7 +119,9 @@ impl App {
     }
 }
 
-/// Handle one request. Never fails: errors become JSON responses.
+/// Handle one request. Never fails: errors become JSON responses. The
+/// whole request (body included, not a streamed answer) runs under the
+/// configured request timeout.
 pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -130,34 +135,48 @@ where
     } else {
         None
     };
-    let id = app
-        .next_request_id
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = app.request_ids.for_request(req.headers());
+    let access = app
+        .http
+        .access_log
+        .then(|| access::Entry::new(&req, &id, started, app.http.trust_forwarded_for));
     // Cheap clones (reference counts), kept for the log line of a failure.
     let (method, uri) = (req.method().clone(), req.uri().clone());
+    let limit = app.http.request_timeout;
     let (route, mut resp) = if method == Method::OPTIONS {
         (Route::ApiOther, response::preflight())
     } else {
-        router::route(app, req).await
+        match tokio::time::timeout(limit, router::route(app, req)).await {
+            Ok(answer) => answer,
+            Err(_) => (
+                Route::Other,
+                error_response(error::HttpError::Timeout(limit.as_secs())),
+            ),
+        }
     };
-    if resp.status().is_server_error() {
+    if resp.status().is_server_error() && resp.status() != StatusCode::SERVICE_UNAVAILABLE {
         // Overload (503) is expected under pressure and counted in metrics;
         // logging each one would flood the log exactly when it matters.
-        if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
-            let detail = resp.extensions().get::<ErrorDetail>().map(|d| d.0.as_str());
-            tracing::error!(request_id = id, method = %method, path = %uri.path(), status = resp.status().as_u16(), error = detail.unwrap_or(""), "request failed");
-        }
-        resp.headers_mut().insert(
-            HeaderName::from_static("x-request-id"),
-            HeaderValue::from(id),
+        let detail = resp.extensions().get::<ErrorDetail>().map(|d| d.0.as_str());
+        tracing::error!(
+            request_id = id.to_str().unwrap_or(""),
+            method = %method,
+            path = %access::redact(&uri),
+            status = resp.status().as_u16(),
+            error = detail.unwrap_or(""),
+            "request failed"
         );
     }
     let h = resp.headers_mut();
+    h.insert(access::X_REQUEST_ID, id);
     if api {
         app.headers.apply_cors(h, origin.as_ref());
     }
     response::apply_security_headers(h);
     app.service
         .record_request(route, class, resp.status().as_u16(), started.elapsed());
-    resp
+    match access {
+        Some(entry) => entry.finish(resp),
+        None => resp,
+    }
 }

@@ -1,6 +1,7 @@
-//! The accept loop: connection limit, first-byte and header timeouts, a total
-//! request timeout, HTTP/1.1 with parked idle connections, HTTP/2 with prior
-//! knowledge, graceful shutdown.
+//! The accept loop: connection limit, first-byte and header timeouts,
+//! HTTP/1.1 with parked idle connections, HTTP/2 with prior knowledge,
+//! graceful shutdown. Each request carries its connection's peer address
+//! ([`PeerAddr`]); `handle` applies the total request timeout.
 //!
 //! Each connection is one task:
 //!
@@ -20,6 +21,7 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,9 +36,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::error::HttpError;
+use super::access::PeerAddr;
 use super::park::{ConnState, Parkable, Tracked};
-use super::{error_response, handle, Body, SharedApp};
+use super::{handle, Body, SharedApp};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -44,33 +46,28 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-async fn handle_with_timeout(app: SharedApp, req: Request<Incoming>) -> Response<Body> {
-    let limit = app.http_config().request_timeout;
-    match tokio::time::timeout(limit, handle(&app, req)).await {
-        Ok(r) => r,
-        Err(_) => error_response(HttpError::Timeout(limit.as_secs())),
-    }
-}
-
 type ServiceFuture =
     Pin<Box<dyn Future<Output = Result<Response<Tracked<Body>>, Infallible>> + Send>>;
 
-/// The per-connection service: every request is marked in flight on `state`
-/// until its response body is dropped.
+/// The per-connection service: every request carries the connection's
+/// peer address and is marked in flight on `state` until its response body
+/// is dropped.
 fn service(
     app: SharedApp,
     state: Arc<ConnState>,
+    peer: SocketAddr,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Tracked<Body>>,
     Error = Infallible,
     Future = ServiceFuture,
 > + Clone {
-    service_fn(move |req| -> ServiceFuture {
+    service_fn(move |mut req: Request<Incoming>| -> ServiceFuture {
         let guard = state.start();
         let app = app.clone();
+        req.extensions_mut().insert(PeerAddr(peer));
         Box::pin(async move {
-            let resp = handle_with_timeout(app, req).await;
+            let resp = handle(&app, req).await;
             Ok(resp.map(|body| Tracked::new(body, guard)))
         })
     })
@@ -132,7 +129,7 @@ pub async fn serve(
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -150,7 +147,7 @@ pub async fn serve(
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            connection(app, &protocols, stream, stop).await;
+            connection(app, &protocols, stream, peer, stop).await;
         });
     }
     drop(listener);
@@ -206,6 +203,7 @@ async fn connection(
     app: SharedApp,
     protocols: &Protocols,
     stream: TcpStream,
+    peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
     let metrics = app.service.metrics();
@@ -214,11 +212,11 @@ async fn connection(
     // a parked connection costs.
     match Box::pin(preface(&stream, protocols.header_timeout)).await {
         None => return,
-        Some(true) => return Box::pin(serve_h2(app.clone(), protocols, stream, stop)).await,
+        Some(true) => return Box::pin(serve_h2(app.clone(), protocols, stream, peer, stop)).await,
         Some(false) => {}
     }
     let state = Arc::new(ConnState::default());
-    let svc = service(app.clone(), state.clone());
+    let svc = service(app.clone(), state.clone(), peer);
     let mut stream = stream;
     loop {
         let serve = serve_h1(protocols, stream, &state, svc.clone(), &mut stop);
@@ -282,9 +280,10 @@ async fn serve_h2(
     app: SharedApp,
     protocols: &Protocols,
     stream: TcpStream,
+    peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let svc = service(app, Arc::new(ConnState::default()));
+    let svc = service(app, Arc::new(ConnState::default()), peer);
     let conn = protocols.http2.serve_connection(TokioIo::new(stream), svc);
     let mut conn = std::pin::pin!(conn);
     let ended = tokio::select! {

@@ -3,7 +3,7 @@
 //! with the surrogate keys the answer depends on.
 
 use super::defaults::{self, Plan, Policy, Subject};
-use super::{Service, ServiceError, Variant};
+use super::{CacheOutcome, Service, ServiceError, Variant};
 use crate::model::{Compression, ContentHash, IdentityHash};
 use crate::negotiate::{negotiate, Offer};
 use crate::spec::{ContentRequest, IdentityRef, IdentityRequest};
@@ -44,7 +44,12 @@ pub struct IdentityReply {
     /// The answer comes from an index replica cut off from its cluster: keep
     /// it briefly and say so.
     pub stale: bool,
+    /// How the variant cache answered (`None`: no image was looked up).
+    pub cache: Option<CacheOutcome>,
 }
+
+/// An answer and how the variant cache answered for it.
+type Answered = (IdentityAnswer, Option<CacheOutcome>);
 
 impl Service {
     /// Answer an identity URL, with the surrogate keys the answer depends on
@@ -56,7 +61,7 @@ impl Service {
         req: &IdentityRequest,
         accept: Option<&str>,
     ) -> Result<IdentityReply, ServiceError> {
-        let answer = self.identity_answer(req, accept).await?;
+        let (answer, cache) = self.identity_answer(req, accept).await?;
         let mut keys: Vec<String> = Vec::new();
         if let IdentityRef::Hash(h) = req.identity {
             keys.push(h.to_hex());
@@ -79,6 +84,7 @@ impl Service {
             answer,
             keys,
             stale: self.store.index_stale(),
+            cache,
         })
     }
 
@@ -86,7 +92,7 @@ impl Service {
         &self,
         req: &IdentityRequest,
         accept: Option<&str>,
-    ) -> Result<IdentityAnswer, ServiceError> {
+    ) -> Result<Answered, ServiceError> {
         let hash = match req.identity {
             IdentityRef::Invalid => {
                 return self
@@ -134,19 +140,20 @@ impl Service {
         };
         let key = self.content_key(&creq, manifest, accept);
         match self.content_variant(manifest, key).await {
-            Ok((variant, _)) => {
+            Ok((variant, outcome)) => {
                 let content_url = format!(
                     "/c/{}.{}?s={}",
                     manifest.hash,
                     variant.format.extension(),
                     req.size
                 );
-                Ok(IdentityAnswer::Avatar {
+                let answer = IdentityAnswer::Avatar {
                     variant,
                     content_url,
                     hash: manifest.hash,
                     record,
-                })
+                };
+                Ok((answer, Some(outcome)))
             }
             Err(ServiceError::Pool(e)) => Err(ServiceError::Pool(e)),
             Err(e) => {
@@ -161,7 +168,7 @@ impl Service {
         req: &IdentityRequest,
         hash: &IdentityHash,
         accept: Option<&str>,
-    ) -> Result<IdentityAnswer, ServiceError> {
+    ) -> Result<Answered, ServiceError> {
         self.metrics
             .fault_defaults
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -176,14 +183,14 @@ impl Service {
         subject: Subject<'_>,
         accept: Option<&str>,
         record: Option<IdentityRecord>,
-    ) -> Result<IdentityAnswer, ServiceError> {
+    ) -> Result<Answered, ServiceError> {
         let policy = Policy {
             style: self.config.default_style,
             url_allow: &self.config.default_url_allow,
         };
         let g = match defaults::plan(req, subject, &policy) {
-            Plan::NotFound => return Ok(IdentityAnswer::NotFound),
-            Plan::Redirect(url) => return Ok(IdentityAnswer::Redirect(url)),
+            Plan::NotFound => return Ok((IdentityAnswer::NotFound, None)),
+            Plan::Redirect(url) => return Ok((IdentityAnswer::Redirect(url), None)),
             Plan::Generate(g) => g,
         };
         // Generated images have hard edges: lossless, PNG unless WebP is
@@ -195,14 +202,15 @@ impl Service {
             size: req.size,
         };
         let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
-        let variant = self
+        let (variant, outcome) = self
             .generated(g.style, g.seed.as_slice(), g.initials, req.size, format)
             .await?;
-        Ok(IdentityAnswer::Default {
+        let answer = IdentityAnswer::Default {
             variant,
             reason: g.reason,
             fault: !g.cacheable,
             record,
-        })
+        };
+        Ok((answer, Some(outcome)))
     }
 }

@@ -37,6 +37,7 @@ use crate::store::backup::BackupWriter;
 use crate::store::{SharedStore, StoreError};
 use crate::workers::{Pool, PoolError};
 
+pub use crate::cache::Outcome as CacheOutcome;
 pub use avatars::AvatarInfo;
 pub use identity::{IdentityAnswer, IdentityReply};
 pub use render::{ContentAnswer, ContentEntry, ContentReply, Variant, VariantKey};

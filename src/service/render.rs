@@ -116,6 +116,8 @@ pub struct ContentReply {
     pub answer: ContentAnswer,
     /// The master's hash in hex, pre-built as a header value.
     pub surrogate_key: HeaderValue,
+    /// How the variant cache answered (`None`: nothing was looked up).
+    pub cache: Option<Outcome>,
 }
 
 impl Service {
@@ -137,13 +139,15 @@ impl Service {
                 return Ok(ContentReply {
                     answer: ContentAnswer::NotModified { etag },
                     surrogate_key: entry.surrogate_key.clone(),
+                    cache: None,
                 });
             }
         }
-        let (variant, _) = self.content_variant(&entry.manifest, key).await?;
+        let (variant, outcome) = self.content_variant(&entry.manifest, key).await?;
         Ok(ContentReply {
             answer: ContentAnswer::Variant(variant),
             surrogate_key: entry.surrogate_key.clone(),
+            cache: Some(outcome),
         })
     }
 
@@ -305,7 +309,7 @@ impl Service {
         initials: Option<String>,
         size: u32,
         format: OutputFormat,
-    ) -> Result<Variant, ServiceError> {
+    ) -> Result<(Variant, Outcome), ServiceError> {
         let mut h = blake3::Hasher::new();
         h.update(&(seed.len() as u64).to_le_bytes());
         h.update(seed);
@@ -322,7 +326,7 @@ impl Service {
         // The ETag and the seed copy only when rendering (a hit carries its own).
         let etag_key = key.clone();
         let encoding = Encoding::lossless(self.config.quality);
-        let (v, _) = self
+        let (v, outcome) = self
             .cache
             .get_or_produce(key, || async move {
                 let etag = etag_key.etag();
@@ -342,6 +346,6 @@ impl Service {
         self.metrics
             .defaults_served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(v)
+        Ok((v, outcome))
     }
 }

@@ -55,12 +55,7 @@ impl Server {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("server logs its address within 30 s");
             if line.contains("avatar-edge listening") {
-                let addr = line
-                    .split("address=")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .and_then(|s| s.parse().ok())
-                    .expect("address in the log line");
+                let addr = listening_address(&line).expect("address in the log line");
                 return Server {
                     child,
                     addr,
@@ -92,6 +87,20 @@ impl Server {
             .status();
         wait_with_timeout(&mut self.child, Duration::from_secs(40))
     }
+}
+
+/// The address of the "listening" line, text (`address=…`) or JSON
+/// (`"address":"…"`, the default when stderr is not a terminal).
+pub fn listening_address(line: &str) -> Option<SocketAddr> {
+    let text = line
+        .split("address=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next());
+    let json = line
+        .split("\"address\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next());
+    text.or(json).and_then(|s| s.parse().ok())
 }
 
 impl Drop for Server {

@@ -1,0 +1,71 @@
+//! Log set-up, once at start: lines on stderr as text (a terminal) or one
+//! JSON object per line (a log pipeline), filtered by `RUST_LOG` (default
+//! `info`). The access log (`--access-log`, target [`ACCESS_TARGET`]) is
+//! written by `http` and stays on whatever `RUST_LOG` says: asking for it is
+//! explicit.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// The target of the access log's events: one event per request.
+pub const ACCESS_TARGET: &str = "avatar_edge::access";
+
+/// The format in force: the configured one, else text on a terminal and
+/// JSON otherwise.
+pub fn format(config: &LogConfig, stderr_is_terminal: bool) -> LogFormat {
+    config.format.unwrap_or(if stderr_is_terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    })
+}
+
+/// Install the global subscriber (call once, before anything logs).
+pub fn init(config: &LogConfig, access_log: bool) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if access_log {
+        filter = filter.add_directive(
+            format!("{ACCESS_TARGET}=info")
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format(config, terminal) {
+        LogFormat::Text => builder.with_ansi(terminal).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_text_on_a_terminal_and_json_otherwise() {
+        // (configured, terminal) → format
+        let cases = [
+            (None, true, LogFormat::Text),
+            (None, false, LogFormat::Json),
+            (Some(LogFormat::Text), false, LogFormat::Text),
+            (Some(LogFormat::Json), true, LogFormat::Json),
+        ];
+        for (format_setting, terminal, want) in cases {
+            let c = LogConfig {
+                format: format_setting,
+            };
+            assert_eq!(format(&c, terminal), want, "{format_setting:?} {terminal}");
+        }
+    }
+}
