@@ -196,6 +196,11 @@ impl Service {
         }
     }
 
+    /// Why this node cannot serve correct answers yet (`/readyz`), or `None`.
+    pub fn unready_reason(&self) -> Option<&'static str> {
+        self.store.unready_reason()
+    }
+
     /// The Prometheus text of the service's metrics and the store's.
     pub fn metrics_text(&self) -> String {
         self.metrics.render(&self.snapshot())
