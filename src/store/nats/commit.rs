@@ -20,9 +20,16 @@
 //! until the survivor lists it, so a crash between any two steps leaves every
 //! answer correct: before step 3 the merge has not happened for anyone; after
 //! it, it has for everyone.
+//!
+//! Every read a write decides on goes to the stream leader, never to a
+//! replica a direct get may reach (it can lag the last acknowledged write).
+//! A conditional write the server refuses because another write to the key
+//! came first, or is still in flight, is a lost race ([`lost_race`]): the
+//! change is re-read and retried with jittered backoff, never answered 503.
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
@@ -94,48 +101,50 @@ impl NatsStore {
             let _ = getrandom::fill(&mut r);
             tokio::time::sleep(Duration::from_millis(1 + u64::from(r[0]) % cap)).await;
         }
-        Err(StoreError::Unavailable(
-            "too much contention on one identity".into(),
-        ))
+        Err(StoreError::Unavailable(format!(
+            "an identity write lost {CAS_ATTEMPTS} compare-and-set races in a row"
+        )))
     }
 
-    /// The alias entry's primary, read from the bucket (not the replica).
-    async fn primary_of(&self, alias: &IdentityHash) -> Result<Option<IdentityHash>, StoreError> {
-        let v = self.kv_get(alias_key(alias), "index read").await?;
-        Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())))
-    }
-
-    /// What `i.<primary>` holds and its revision (0: never written), read
-    /// from the stream leader (not a possibly lagging replica).
-    async fn read_slot(&self, primary: IdentityHash) -> Result<Slot, StoreError> {
-        let subject = format!("$KV.{INDEX_BUCKET}.{}", identity_key(&primary));
+    /// KV key `key`'s last message, from the stream leader: its sequence
+    /// (0: never written) and value (`None`: never written, or deleted).
+    /// `STREAM.MSG.GET` is answered by the leader alone, which acknowledges
+    /// a write only once it has applied it; a direct get (`kv.get`, the
+    /// bucket allows them) may be answered by a replica that has not.
+    async fn read_last(&self, key: &str) -> Result<(u64, Option<Bytes>), StoreError> {
+        let subject = format!("$KV.{INDEX_BUCKET}.{key}");
         match self
             .inner
             .stream
             .get_last_raw_message_by_subject(&subject)
             .await
         {
-            Ok(m) => Ok(Slot {
-                primary,
-                seq: m.sequence,
-                value: if is_put(&m.headers) {
-                    Some(Stored::decode(&m.payload)?)
-                } else {
-                    None
-                },
-            }),
+            Ok(m) => Ok((m.sequence, is_put(&m.headers).then_some(m.payload))),
             Err(e)
                 if e.kind()
                     == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
             {
-                Ok(Slot {
-                    primary,
-                    seq: 0,
-                    value: None,
-                })
+                Ok((0, None))
             }
             Err(e) => Err(self.fail("index read")(e)),
         }
+    }
+
+    /// The alias entry's primary, read from the stream leader.
+    async fn primary_of(&self, alias: &IdentityHash) -> Result<Option<IdentityHash>, StoreError> {
+        let (_, v) = self.read_last(&alias_key(alias)).await?;
+        Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())))
+    }
+
+    /// What `i.<primary>` holds and its revision (0: never written), read
+    /// from the stream leader.
+    async fn read_slot(&self, primary: IdentityHash) -> Result<Slot, StoreError> {
+        let (seq, value) = self.read_last(&identity_key(&primary)).await?;
+        Ok(Slot {
+            primary,
+            seq,
+            value: value.as_deref().map(Stored::decode).transpose()?,
+        })
     }
 
     /// Write `value` to `i.<primary>` if its revision is still `expect`
@@ -162,12 +171,7 @@ impl NatsStore {
             .await;
         match ack {
             Ok(a) => Ok(Some(a.sequence)),
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                Ok(None)
-            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || lost_race(&e) => Ok(None),
             Err(e) => Err(self.fail("index write")(e)),
         }
     }
@@ -353,26 +357,35 @@ impl NatsStore {
     }
 }
 
-/// Did a create-if-absent lose to another writer? `kv.create` says
-/// `AlreadyExists` only when its follow-up read sees the key; that read may
-/// be served by a replica that has not applied the winning write yet, and
-/// then the error is the server's "wrong last sequence" instead.
-fn lost_create(e: &kv::CreateError) -> bool {
-    if e.kind() == kv::CreateErrorKind::AlreadyExists {
-        return true;
-    }
-    let mut source: Option<&dyn std::error::Error> = Some(e);
+/// JetStream's refusals of a conditional write that mean "re-read and try
+/// again", by `err_code`:
+/// - 10071: another write to the key came first (the key's sequence moved);
+/// - 10164: the same, in the clustered leader's constant form — another
+///   conditional write to the key is still in flight (proposed, not yet
+///   applied), so this one cannot be checked and is refused. Two writers on
+///   one identity meet this one. `async-nats` maps only 10071 to
+///   `PublishErrorKind::WrongLastSequence`; 10164 arrives as `Other`;
+/// - 10163: the leader cannot check per-key sequences yet (just elected).
+const RETRY_CODES: [u64; 3] = [10071, 10164, 10163];
+
+/// Is `e` (or an error it wraps) a JetStream refusal in [`RETRY_CODES`]?
+fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(err) = source {
-        if err
-            .to_string()
-            .to_ascii_lowercase()
-            .contains("wrong last sequence")
-        {
-            return true;
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
+            return RETRY_CODES.contains(&js.error_code().0);
         }
         source = err.source();
     }
     false
+}
+
+/// Did a create-if-absent lose to another writer? `kv.create` says
+/// `AlreadyExists` only when its follow-up read (a direct get, possibly from
+/// a lagging replica) sees the key; otherwise it returns the refused write's
+/// own error, a [`lost_race`] one.
+fn lost_create(e: &kv::CreateError) -> bool {
+    e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(e)
 }
 
 /// What `i.<primary>` holds, with the revision a write there must expect.
@@ -397,5 +410,66 @@ fn forward(
             aliases: aliases.to_vec(),
             avatar: avatar.clone(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::PublishError;
+    use async_nats::jetstream::kv::{CreateError, CreateErrorKind, UpdateError, UpdateErrorKind};
+
+    use super::*;
+
+    /// A JetStream API error as the server sends it.
+    fn server(err_code: u64, description: &str) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": err_code, "description": description,
+        }))
+        .unwrap()
+    }
+
+    /// How async-nats 0.51 wraps a refused publish ack: only 10071 gets its
+    /// own kind.
+    fn ack(err_code: u64, description: &str) -> PublishError {
+        let kind = if err_code == 10071 {
+            PublishErrorKind::WrongLastSequence
+        } else {
+            PublishErrorKind::Other
+        };
+        PublishError::with_source(kind, server(err_code, description))
+    }
+
+    #[test]
+    fn refusals_that_are_lost_races() {
+        for (err_code, description, want) in [
+            (10071, "wrong last sequence: 41", true),
+            (10164, "wrong last sequence", true),
+            (
+                10163,
+                "expected last sequence per subject temporarily unavailable",
+                true,
+            ),
+            (10054, "message size exceeds maximum allowed", false),
+            (10077, "maximum messages exceeded", false),
+            (10008, "JetStream system temporarily unavailable", false),
+        ] {
+            assert_eq!(lost_race(&ack(err_code, description)), want, "{err_code}");
+            // kv.create: the refused update, when its follow-up read does not
+            // see the winner yet.
+            let update = UpdateError::from(ack(err_code, description));
+            let create = CreateError::from(update);
+            assert_eq!(lost_create(&create), want, "create, {err_code}");
+        }
+        // No answer from the server is not a refusal (the write may land).
+        for kind in [PublishErrorKind::TimedOut, PublishErrorKind::BrokenPipe] {
+            assert!(!lost_race(&PublishError::new(kind)), "{kind}");
+        }
+        assert!(lost_create(&CreateError::new(
+            CreateErrorKind::AlreadyExists
+        )));
+        assert!(!lost_create(&CreateError::new(CreateErrorKind::Publish)));
+        assert!(!lost_create(&CreateError::from(UpdateError::new(
+            UpdateErrorKind::TimedOut
+        ))));
     }
 }

@@ -193,6 +193,9 @@ impl NatsStore {
     /// Maps a NATS failure to `Unavailable` (503 upstream) and counts it.
     fn fail<E: std::fmt::Display>(&self, what: &'static str) -> impl FnOnce(E) -> StoreError + '_ {
         move |e| {
+            // Not every 503 is logged (http/mod.rs); this says which NATS
+            // operation failed and how, for RUST_LOG=avatar_edge=debug.
+            tracing::debug!(what, error = %e, "NATS operation failed");
             self.count_bucket_error();
             StoreError::Unavailable(format!("NATS {what}: {e}"))
         }
