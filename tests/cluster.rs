@@ -1,6 +1,7 @@
 //! Several avatar-edge nodes on a real three-server NATS JetStream cluster
 //! (`nats-server`, loopback ports, own store directories): propagation within
-//! 100 ms at every size, no lost update under concurrent changes, delivery of
+//! 100 ms at every size, no lost update under concurrent changes (and many
+//! writers on one identity through two nodes, every one acknowledged), delivery of
 //! each webhook once cluster-wide, a NATS server lost, an avatar-edge node
 //! lost mid-burst, the whole cluster lost (stale answers, 503 uploads) and
 //! automatic recovery. Plus: an unreachable NATS at start is a clear error.
