@@ -38,7 +38,7 @@ TOKEN=bytes-bench-token-0123456789
 
 start_edge() { # $1 port, $2 data dir, $3 cache MiB
   AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$1" --data "$2" \
-    --cache-mb "$3" >/dev/null 2>"$2.log" &
+    --cache-mb "$3" ${EDGE_ARGS:-} >/dev/null 2>"$2.log" &
   PIDS+=($!); EDGE_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done
   echo "avatar-edge did not start" >&2; cat "$2.log" >&2; exit 1

@@ -74,6 +74,65 @@ pub enum Command {
         #[arg(short = 'o', long = "output", default_value = "docs/styles.png")]
         output: PathBuf,
     },
+    /// Take a consistent online backup of a running server (embedded store:
+    /// index and every blob it references, plus the admin token and signing
+    /// key) into <dir>, which must be empty or new. Uploads continue meanwhile.
+    /// Authenticates with AVATAR_EDGE_TOKEN, else <data>/admin.token.
+    Backup {
+        /// Directory to write the backup into
+        dir: PathBuf,
+        /// Base URL of the server [default: http://<listen> of the settings]
+        #[arg(long)]
+        url: Option<String>,
+        /// TOML file with the server settings (listen, data)
+        #[arg(long, env = "AVATAR_EDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address the server listens on [default: 127.0.0.1:8080]
+        #[arg(long, env = "AVATAR_EDGE_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory holding admin.token [default: ./avatar-data]
+        #[arg(long, env = "AVATAR_EDGE_DATA")]
+        data: Option<PathBuf>,
+    },
+    /// Restore a backup directory into an empty (or new) data directory, with
+    /// the server stopped. Every blob is verified, then the restored index.
+    Restore {
+        /// Directory written by `avatar-edge backup`
+        backup: PathBuf,
+        /// TOML file with the server settings (data)
+        #[arg(long, env = "AVATAR_EDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory to restore into [default: ./avatar-data]
+        #[arg(long, env = "AVATAR_EDGE_DATA")]
+        data: Option<PathBuf>,
+    },
+    /// Write man pages or shell completions into <dir> (packaging).
+    #[command(hide = true)]
+    Generate {
+        /// man or completions
+        what: crate::ops::Artifact,
+        /// Output directory
+        dir: PathBuf,
+    },
+}
+
+/// Settings for the operators' commands: file settings under `listen`/`data`
+/// given on the command line.
+fn ops_config(
+    config: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    data: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let file = match &config {
+        Some(p) => Settings::from_file(p)?,
+        None => Settings::default(),
+    };
+    let cli = Settings {
+        listen,
+        data,
+        ..Settings::default()
+    };
+    Ok(Config::resolve(cli.or(file), None)?)
 }
 
 /// Parse arguments and run.
@@ -130,6 +189,70 @@ pub fn main() -> anyhow::Result<()> {
             output,
         } => render(&style, &key, size, initials.as_deref(), &output),
         Command::ContactSheet { output } => contact_sheet(&output),
+        Command::Backup {
+            dir,
+            url,
+            config,
+            listen,
+            data,
+        } => {
+            let config = ops_config(config, listen, data)?;
+            let url = url.unwrap_or_else(|| {
+                let mut addr = config.http.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            });
+            let token = match std::env::var("AVATAR_EDGE_TOKEN") {
+                Ok(t) if !t.trim().is_empty() => t,
+                _ => store::backup::local_admin_token(&config.store.data_dir)?,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let info = runtime.block_on(crate::ops::backup(&url, &token, &dir))?;
+            println!(
+                "backup of {url} written to {}: {} identities, {} blobs ({} bytes)",
+                dir.display(),
+                info.identities,
+                info.blobs,
+                info.blob_bytes
+            );
+            if !info.missing.is_empty() {
+                eprintln!(
+                    "warning: {} blobs the index references were missing or corrupt on the server and are not in the backup: {}",
+                    info.missing.len(),
+                    info.missing.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Restore {
+            backup,
+            config,
+            data,
+        } => {
+            let config = ops_config(config, None, data)?;
+            let r = crate::ops::restore(&backup, &config.store.data_dir)?;
+            println!(
+                "restored {} into {}: {} identities, {} blobs (backup taken by avatar-edge {})",
+                backup.display(),
+                config.store.data_dir.display(),
+                r.info.identities,
+                r.blobs,
+                r.info.version
+            );
+            Ok(())
+        }
+        Command::Generate { what, dir } => {
+            use clap::CommandFactory;
+            for name in crate::ops::generate(Cli::command(), what, &dir)? {
+                println!("wrote {name}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -320,9 +443,7 @@ pub fn build_app_on(
     if let Some(path) = &config.auth.token_file {
         let named = store::read_token_file(path).map_err(anyhow::Error::msg)?;
         tracing::info!(path = %path.display(), count = named.len(), "loaded named API tokens");
-        for (name, t) in named {
-            tokens.add(name, &t);
-        }
+        tokens.set_named(&named);
     }
     let signing_key = match &config.auth.signing_key {
         Some(k) => k.clone(),
@@ -379,8 +500,10 @@ pub fn build_app_on(
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.http.listen;
+    let token_file = config.auth.token_file.clone();
     let built = build(config, true).await?;
     let app = built.app.clone();
+    crate::ops::reload_tokens_on_sighup(app.clone(), token_file)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

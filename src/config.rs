@@ -321,8 +321,18 @@ impl Config {
             return Err(invalid("nats_replicas", "must be 1..=5"));
         }
         let quality = Quality {
-            webp: check_quality("webp_quality", "--webp-quality", s.webp_quality, 80)?,
-            avif: check_quality("avif_quality", "--avif-quality", s.avif_quality, 60)?,
+            webp: check_quality(
+                "webp_quality",
+                "--webp-quality",
+                s.webp_quality,
+                Quality::DEFAULT.webp,
+            )?,
+            avif: check_quality(
+                "avif_quality",
+                "--avif-quality",
+                s.avif_quality,
+                Quality::DEFAULT.avif,
+            )?,
         };
         let security = nats::security(&s, |k| std::env::var(k).ok())?;
         let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
@@ -413,7 +423,7 @@ mod tests {
         assert_eq!(c.cache.identity_max_age, 60);
         assert_eq!(c.render.default_style, Style::Identicon);
         assert!(!c.http.identity_redirect);
-        assert_eq!(c.render.quality, Quality { webp: 80, avif: 60 });
+        assert_eq!(c.render.quality, Quality { webp: 80, avif: 80 });
         assert!(c.render.avif_negotiate);
     }
 
@@ -422,7 +432,7 @@ mod tests {
         // (webp, avif) → Ok((webp, avif)) or Err(text the message must hold)
         type Case<'a> = (Option<u32>, Option<u32>, Result<(u8, u8), &'a str>);
         let cases: &[Case] = &[
-            (None, None, Ok((80, 60))),
+            (None, None, Ok((80, 80))),
             (Some(1), Some(100), Ok((1, 100))),
             (Some(100), Some(1), Ok((100, 1))),
             (Some(0), None, Err("--webp-quality must be 1..=100, got 0")),

@@ -14,6 +14,7 @@ pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod negotiate;
+pub mod ops;
 pub mod pipeline;
 pub mod service;
 pub mod spec;

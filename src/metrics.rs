@@ -10,6 +10,8 @@
 //! Other modules (delivery, the NATS store) write their families through it
 //! from a collector registered with [`Metrics::register`] at start-up.
 
+pub mod process;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -50,6 +52,64 @@ impl Route {
             Route::Other => "other",
         }
     }
+}
+
+/// Route classes, for the request-duration histograms (`route` label) and
+/// the access log: what kind of traffic a request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    Content,
+    Identity,
+    Api,
+    Events,
+    Asset,
+    Other,
+}
+
+impl RouteClass {
+    const ALL: [RouteClass; 6] = [
+        RouteClass::Content,
+        RouteClass::Identity,
+        RouteClass::Api,
+        RouteClass::Events,
+        RouteClass::Asset,
+        RouteClass::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Content => "content",
+            RouteClass::Identity => "identity",
+            RouteClass::Api => "api",
+            RouteClass::Events => "events",
+            RouteClass::Asset => "asset",
+            RouteClass::Other => "other",
+        }
+    }
+
+    /// The class of a request path (health, metrics and unknown paths are `other`).
+    pub fn of_path(path: &str) -> RouteClass {
+        if path.starts_with("/c/") {
+            RouteClass::Content
+        } else if path == "/avatar" || path.starts_with("/avatar/") {
+            RouteClass::Identity
+        } else if path == "/v1/events" {
+            RouteClass::Events
+        } else if path.starts_with("/v1/client") || path == "/demo" || path.starts_with("/demo/") {
+            RouteClass::Asset
+        } else if path.starts_with("/v1/") {
+            RouteClass::Api
+        } else {
+            RouteClass::Other
+        }
+    }
+}
+
+/// Status classes of the duration histograms.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class_index(status: u16) -> usize {
+    (status / 100).clamp(1, 5) as usize - 1
 }
 
 /// Status codes tracked individually; anything else counts as "other".
@@ -182,17 +242,44 @@ impl Exposition {
 
     /// A histogram: cumulative buckets, sum (seconds) and count.
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.histograms(name, help, [(&[][..], h)]);
+    }
+
+    /// One histogram family with a series per label set (empty series are
+    /// left out, as a counter that never moved would be).
+    pub fn histograms<'h>(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (&'h [(&'h str, &'h str)], &'h Histogram)>,
+    ) {
         let mut f = self.family(name, Kind::Histogram, help);
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += h.counts[i].load(Ordering::Relaxed);
-            f.suffixed("_bucket", &[("le", &b.to_string())], cumulative);
+        for (labels, h) in series {
+            let total = h.count();
+            if total == 0 && !labels.is_empty() {
+                continue;
+            }
+            let mut cumulative = 0;
+            let with_le = |le: &str| -> Vec<(&str, String)> {
+                let mut l: Vec<(&str, String)> =
+                    labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+                l.push(("le", le.to_string()));
+                l
+            };
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += h.counts[i].load(Ordering::Relaxed);
+                let l = with_le(&b.to_string());
+                let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                f.suffixed("_bucket", &l, cumulative);
+            }
+            cumulative += h.counts[BUCKETS.len()].load(Ordering::Relaxed);
+            let l = with_le("+Inf");
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.suffixed("_bucket", &l, cumulative);
+            let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            f.suffixed("_sum", labels, sum);
+            f.suffixed("_count", labels, cumulative);
         }
-        cumulative += h.counts[BUCKETS.len()].load(Ordering::Relaxed);
-        f.suffixed("_bucket", &[("le", "+Inf")], cumulative);
-        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        f.suffixed("_sum", &[], sum);
-        f.suffixed("_count", &[], cumulative);
     }
 
     /// The text.
@@ -218,6 +305,8 @@ impl std::fmt::Debug for Collectors {
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+    /// Time to answer (to the response head), by route class and status class.
+    durations: [[Histogram; STATUS_CLASSES.len()]; RouteClass::ALL.len()],
     pub render_seconds: Histogram,
     pub renders: AtomicU64,
     pub render_panics: AtomicU64,
@@ -228,6 +317,10 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     pub defaults_served: AtomicU64,
     pub fault_defaults: AtomicU64,
+    /// Token-file reloads (SIGHUP) that replaced the named tokens.
+    pub token_reloads: AtomicU64,
+    /// Token-file reloads that failed (the old tokens stay in force).
+    pub token_reload_failures: AtomicU64,
     /// Open client connections (gauge, kept by the accept loop).
     pub connections_open: AtomicU64,
     /// Idle keep-alive connections parked without hyper state (gauge).
@@ -264,6 +357,15 @@ impl Metrics {
     pub fn request(&self, route: Route, status: u16) {
         let r = Route::ALL.iter().position(|x| *x == route).unwrap_or(0);
         self.requests[r][status_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Time one request took to its response head.
+    pub fn request_duration(&self, class: RouteClass, status: u16, took: Duration) {
+        let c = RouteClass::ALL
+            .iter()
+            .position(|x| *x == class)
+            .unwrap_or(0);
+        self.durations[c][status_class_index(status)].observe(took);
     }
 
     /// Requests counted for `route` with `status` (tests, benches).
@@ -304,7 +406,7 @@ impl Metrics {
             }
         }
         #[rustfmt::skip]
-        let counters: [(&str, &str, u64); 17] = [
+        let counters: [(&str, &str, u64); 19] = [
             ("avatar_edge_cache_hits_total", "Variant cache hits.", snap.cache_hits),
             ("avatar_edge_cache_misses_total", "Variant cache misses.", snap.cache_misses),
             ("avatar_edge_cache_evictions_total", "Variants evicted to stay within the byte budget.", snap.cache_evictions),
@@ -319,6 +421,8 @@ impl Metrics {
             ("avatar_edge_auth_failures_total", "Requests refused for a missing or wrong token.", self.auth_failures.load(Ordering::Relaxed)),
             ("avatar_edge_defaults_served_total", "Generated defaults served.", self.defaults_served.load(Ordering::Relaxed)),
             ("avatar_edge_fault_defaults_total", "Defaults served because of an internal fault (no-store).", self.fault_defaults.load(Ordering::Relaxed)),
+            ("avatar_edge_token_reloads_total", "Token-file reloads (SIGHUP) that replaced the named API tokens.", self.token_reloads.load(Ordering::Relaxed)),
+            ("avatar_edge_token_reload_failures_total", "Token-file reloads that failed; the previous tokens stay in force.", self.token_reload_failures.load(Ordering::Relaxed)),
             ("avatar_edge_blobs_corrupt_total", "Blob reads whose bytes did not match their hash.", snap.blobs_corrupt),
             ("avatar_edge_blobs_written_total", "Blobs written.", snap.blobs_written),
             ("avatar_edge_blobs_deleted_total", "Unreferenced blobs deleted.", snap.blobs_deleted),
@@ -341,6 +445,23 @@ impl Metrics {
         for (name, help, v) in gauges {
             out.gauge(name, help, v);
         }
+        let labels: Vec<[(&str, &str); 2]> = RouteClass::ALL
+            .iter()
+            .flat_map(|c| {
+                STATUS_CLASSES
+                    .iter()
+                    .map(|s| [("route", c.as_str()), ("status_class", *s)])
+            })
+            .collect();
+        out.histograms(
+            "avatar_edge_request_duration_seconds",
+            "Time from a request to its response head (streams: to the first byte), by route class and status class.",
+            labels
+                .iter()
+                .zip(self.durations.iter().flatten())
+                .map(|(l, h)| (&l[..], h)),
+        );
+        process::collect(&mut out);
         out.histogram(
             "avatar_edge_render_seconds",
             "Time to render one variant (decode, resize, encode), queue wait excluded.",
@@ -381,6 +502,48 @@ mod tests {
         assert!(text.contains("avatar_edge_render_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("avatar_edge_render_seconds_bucket{le=\"+Inf\"} 2"));
         assert_eq!(m.requests(Route::Content, 200), 2);
+    }
+
+    #[test]
+    fn durations_by_route_class_and_status_class() {
+        let cases = [
+            ("/c/abc", RouteClass::Content),
+            ("/avatar/abc", RouteClass::Identity),
+            ("/avatar", RouteClass::Identity),
+            ("/v1/events", RouteClass::Events),
+            ("/v1/client.js", RouteClass::Asset),
+            ("/demo/demo.js", RouteClass::Asset),
+            ("/v1/avatars/x", RouteClass::Api),
+            ("/v1/backup", RouteClass::Api),
+            ("/metrics", RouteClass::Other),
+            ("/avatarx", RouteClass::Other),
+        ];
+        for (path, class) in cases {
+            assert_eq!(RouteClass::of_path(path), class, "{path}");
+        }
+        let m = Metrics::new();
+        m.request_duration(RouteClass::Content, 200, Duration::from_micros(300));
+        m.request_duration(RouteClass::Content, 304, Duration::from_millis(3));
+        m.request_duration(RouteClass::Api, 503, Duration::from_secs(9));
+        let text = m.render(&Snapshot::default());
+        let d = "avatar_edge_request_duration_seconds";
+        assert!(
+            text.contains(&format!(
+                "{d}_bucket{{route=\"content\",status_class=\"2xx\",le=\"0.0005\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "{d}_count{{route=\"content\",status_class=\"3xx\"}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "{d}_bucket{{route=\"api\",status_class=\"5xx\",le=\"+Inf\"}} 1"
+        )));
+        assert!(
+            !text.contains(&format!("{d}_count{{route=\"identity\"")),
+            "empty series are left out"
+        );
+        assert_eq!(text.matches(&format!("# TYPE {d} histogram")).count(), 1);
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn varnish_keeps_one_object_per_accept_class() {
     };
     for path in [
         format!("/c/{hash}?s=128"),
-        format!("/avatar/{}?s=64", md5_hex(email)),
+        format!("/avatar/{}?s=128", md5_hex(email)),
     ] {
         let mut misses: Vec<String> = Vec::new();
         for round in 0..2 {

@@ -143,6 +143,14 @@ async fn format_is_negotiated_from_accept_with_vary() {
         (&logo, "*/*", "image/png", "image/png"),
         (&logo, "image/webp", "image/webp", "image/webp"),
     ];
+    // Below AVIF_MIN_SIDE a photo negotiates WebP (AVIF is larger there).
+    let small = e
+        .get_with(
+            &format!("/c/{}?s=64", photo["hash"].as_str().unwrap()),
+            ("accept", chromium),
+        )
+        .await;
+    assert_eq!(small.header("content-type"), "image/webp");
     let off = env_with(|c| c.render.avif_negotiate = false);
     let photo_off = off
         .upload_ok("p@example.org", "photo_grace_hopper_512x600.jpg")
@@ -153,7 +161,7 @@ async fn format_is_negotiated_from_accept_with_vary() {
     assert_eq!(photo_off["hash"], photo["hash"]);
     assert_eq!(logo_off["hash"], logo["hash"]);
     for (v, accept, want_on, want_off) in cases {
-        let uri = format!("/c/{}?s=64", v["hash"].as_str().unwrap());
+        let uri = format!("/c/{}?s=128", v["hash"].as_str().unwrap());
         for (env, want) in [(&e, want_on), (&off, want_off)] {
             let r = env.get_with(&uri, ("accept", accept)).await;
             assert_eq!(r.status, 200);
@@ -579,6 +587,80 @@ async fn platform_url_forms_all_answer_images_of_the_right_size() {
             96,
             None,
             Some("mp"),
+        ),
+        // The recipes of README "Switching your platform", as each sends them.
+        // GitLab gitlab.rb gravatar_ssl_url: /avatar/%{hash}?s=%{size}&d=identicon
+        (
+            format!("/avatar/{md5}?s=80&d=identicon"),
+            200,
+            80,
+            None,
+            None,
+        ),
+        // Gitea/Forgejo GRAVATAR_SOURCE + md5 + url.Values{d, s}.Encode()
+        (
+            format!("/avatar/{md5}?d=identicon&s=290"),
+            200,
+            290,
+            None,
+            None,
+        ),
+        (
+            format!("/avatar/{unknown}?d=identicon&s=28"),
+            200,
+            28,
+            None,
+            Some("identicon"),
+        ),
+        // Discourse gravatar_base_url: the download and the template
+        (
+            format!("/avatar/{md5}.png?s=1000&d=404&reset_cache=aB3x_"),
+            200,
+            1000,
+            Some("image/png"),
+            None,
+        ),
+        (
+            format!("/avatar/{unknown}.png?s=1000&d=404&reset_cache=aB3x_"),
+            404,
+            0,
+            None,
+            Some("404"),
+        ),
+        (
+            format!("/avatar/{md5}.png?s=45&r=pg&d=identicon"),
+            200,
+            45,
+            Some("image/png"),
+            None,
+        ),
+        // WordPress pre_get_avatar_data snippet: sha256, http_build_query order
+        (format!("/avatar/{sha}?s=96&r=g&d=mm"), 200, 96, None, None),
+        (
+            format!(
+                "/avatar/{}?s=192&r=g&d=mm",
+                sha256_hex("nobody@example.org")
+            ),
+            200,
+            192,
+            None,
+            Some("mp"),
+        ),
+        (
+            format!("/avatar/{sha}?s=96&r=g&d=identicon&f=y"),
+            200,
+            96,
+            None,
+            Some("identicon"),
+        ),
+        // Libravatar federation (DNS SRV → this host): md5 or sha256, s= and d=
+        (format!("/avatar/{sha}?s=80&d=retro"), 200, 80, None, None),
+        (
+            format!("/avatar/{unknown}?s=80&d=retro"),
+            200,
+            80,
+            None,
+            Some("retro"),
         ),
         // Upper-case hash, .jpg, clamped and junk sizes
         (

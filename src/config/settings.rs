@@ -130,7 +130,7 @@ pub struct Settings {
     /// Quality of lossy WebP variants (photos), 1-100; logos and flat art stay lossless [default: 80]
     #[arg(long, env = "AVATAR_EDGE_WEBP_QUALITY")]
     pub webp_quality: Option<u32>,
-    /// Quality of AVIF variants, 1-100 [default: 60]
+    /// Quality of AVIF variants, 1-100 [default: 80]
     #[arg(long, env = "AVATAR_EDGE_AVIF_QUALITY")]
     pub avif_quality: Option<u32>,
     /// Negotiate AVIF for photos when Accept lists image/avif (explicit .avif URLs are always served) [default: true]

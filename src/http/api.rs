@@ -92,7 +92,7 @@ fn has_token<B>(app: &App, req: &Request<B>) -> bool {
     app.tokens.check(auth).is_some()
 }
 
-fn count_auth_failure(app: &App) {
+pub(super) fn count_auth_failure(app: &App) {
     app.service
         .metrics()
         .auth_failures

@@ -12,45 +12,72 @@ pub fn unix_seconds() -> u64 {
         .unwrap_or(0)
 }
 
-/// The set of accepted tokens.
+/// The named tokens of the token file, swapped as a whole on reload.
+type Named = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Vec<(String, blake3::Hash)>>>>;
+
+/// The set of accepted tokens: fixed ones (the admin token) and the named
+/// ones of the token file, which [`Tokens::set_named`] swaps as a whole when
+/// the file is reloaded (SIGHUP) — requests in flight are unaffected. Clones
+/// share the named set, so a reload reaches every clone.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Vec<(String, blake3::Hash)>,
+    fixed: Vec<(String, blake3::Hash)>,
+    named: Named,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.entries.iter().map(|(n, _)| n.as_str()).collect();
+        let named = self.named_now();
+        let names: Vec<&str> = self
+            .fixed
+            .iter()
+            .chain(named.iter())
+            .map(|(n, _)| n.as_str())
+            .collect();
         f.debug_struct("Tokens").field("names", &names).finish()
     }
 }
 
 impl Tokens {
-    /// Add a named token.
+    /// Add a fixed named token (kept across reloads).
     pub fn add(&mut self, name: impl Into<String>, token: &str) {
-        self.entries
+        self.fixed
             .push((name.into(), blake3::hash(token.as_bytes())));
     }
 
+    /// Replace every token of the token file with `named` (`(name, token)`).
+    pub fn set_named(&self, named: &[(String, String)]) {
+        let hashed: Vec<(String, blake3::Hash)> = named
+            .iter()
+            .map(|(n, t)| (n.clone(), blake3::hash(t.as_bytes())))
+            .collect();
+        *self.named.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(hashed);
+    }
+
+    fn named_now(&self) -> std::sync::Arc<Vec<(String, blake3::Hash)>> {
+        self.named.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The name of the token in an `Authorization: Bearer …` header value, if valid.
-    pub fn check(&self, authorization: Option<&[u8]>) -> Option<&str> {
+    pub fn check(&self, authorization: Option<&[u8]>) -> Option<String> {
         let value = authorization?;
         let token = value
             .strip_prefix(b"Bearer ")
             .or_else(|| value.strip_prefix(b"bearer "))?;
         let digest = blake3::hash(token.trim_ascii());
+        let named = self.named_now();
         // Compare against every entry so timing does not reveal which matched.
         let mut found = None;
-        for (name, h) in &self.entries {
+        for (name, h) in self.fixed.iter().chain(named.iter()) {
             if *h == digest {
-                found = Some(name.as_str());
+                found = Some(name);
             }
         }
-        found
+        found.cloned()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.fixed.is_empty() && self.named_now().is_empty()
     }
 }
 
@@ -62,8 +89,10 @@ mod tests {
     fn check_table() {
         let mut t = Tokens::default();
         t.add("admin", "s3cret-token-0123456789");
-        t.add("next", "rotated-token-9876543210");
+        t.set_named(&[("old".into(), "retired-token-0123456789".into())]);
+        t.set_named(&[("next".into(), "rotated-token-9876543210".into())]);
         let cases: &[(Option<&[u8]>, Option<&str>)] = &[
+            (Some(b"Bearer retired-token-0123456789"), None),
             (Some(b"Bearer s3cret-token-0123456789"), Some("admin")),
             (Some(b"Bearer rotated-token-9876543210"), Some("next")),
             (Some(b"bearer s3cret-token-0123456789 "), Some("admin")),
@@ -74,7 +103,7 @@ mod tests {
         ];
         for (header, want) in cases {
             assert_eq!(
-                t.check(*header),
+                t.check(*header).as_deref(),
                 *want,
                 "{:?}",
                 header.map(String::from_utf8_lossy)

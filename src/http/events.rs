@@ -18,8 +18,8 @@ use super::{App, Body};
 use crate::service::ServiceError;
 use crate::spec;
 
-/// A response body fed by a channel (server-sent events).
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+/// A response body fed by a channel (server-sent events, backup streams).
+pub(super) struct ChannelBody(pub(super) tokio::sync::mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

@@ -1,7 +1,8 @@
 //! The HTTP face, the only module that knows hyper. Split by concern:
 //! `router` (path and method → URL family), one module per family —
 //! `content` (`/c/`), `identity` (`/avatar/`), `api` (`/v1/avatars/…`),
-//! `upload_urls` (`/v1/upload-urls`), `events` (`/v1/events`), [`assets`]
+//! `upload_urls` (`/v1/upload-urls`), `events` (`/v1/events`), `backup`
+//! (`/v1/backup`), [`assets`]
 //! (client script, demo) — `response` (bodies, CORS, security headers,
 //! surrogate keys, cache lifetimes), [`error`] (the one mapping from errors to
 //! status codes), [`auth`] (tokens, signed URLs), [`server`] (accept loop),
@@ -18,6 +19,7 @@
 mod api;
 pub mod assets;
 pub mod auth;
+mod backup;
 pub mod client;
 mod content;
 pub mod error;
@@ -121,6 +123,8 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let started = std::time::Instant::now();
+    let class = crate::metrics::RouteClass::of_path(req.uri().path());
     let api = req.uri().path().starts_with("/v1/");
     let origin = if api {
         req.headers().get(header::ORIGIN).cloned()
@@ -154,6 +158,7 @@ where
         app.headers.apply_cors(h, origin.as_ref());
     }
     response::apply_security_headers(h);
-    app.service.metrics().request(route, resp.status().as_u16());
+    app.service
+        .record_request(route, class, resp.status().as_u16(), started.elapsed());
     resp
 }

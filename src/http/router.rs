@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::error::{error_response, HttpError};
 use super::response::text_response;
 use super::{
-    api, assets, content, events, health, identity, subscriptions, upload_urls, App, Body,
+    api, assets, backup, content, events, health, identity, subscriptions, upload_urls, App, Body,
 };
 use crate::metrics::Route;
 
@@ -51,6 +51,12 @@ where
             return (Route::ApiOther, method_not_allowed("POST"));
         }
         return (Route::ApiOther, subscriptions::create(app, req).await);
+    }
+    if path == "/v1/backup" {
+        if method != Method::GET {
+            return (Route::ApiOther, method_not_allowed("GET"));
+        }
+        return (Route::ApiOther, backup::backup(app, &req).await);
     }
     if path == "/v1/upload-urls" {
         if method != Method::POST {

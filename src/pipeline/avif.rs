@@ -22,7 +22,7 @@ pub(crate) fn encode_avif(px: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineE
     encode_avif_at(px, quality, AVIF_SPEED)
 }
 
-/// [`encode_avif`] at an explicit speed (the benchmark compares speeds).
+/// `encode_avif` at an explicit speed (the benchmark compares speeds).
 pub fn encode_avif_at(px: &Pixels, quality: u8, speed: u8) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
     let q = f32::from(quality.clamp(1, 100));

@@ -192,6 +192,7 @@ impl Service {
             has_alpha: true,
             compression: Compression::Lossless,
             avif: false,
+            size: req.size,
         };
         let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         let variant = self

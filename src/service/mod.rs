@@ -29,10 +29,11 @@ use std::sync::Arc;
 use crate::cache::Cache;
 use crate::config::RenderConfig;
 use crate::events::Bus;
-use crate::metrics::{Metrics, Snapshot};
+use crate::metrics::{Metrics, Route, RouteClass, Snapshot};
 use crate::model::{ContentHash, Fault, ParseError};
 use crate::pipeline::PipelineError;
 use crate::spec::SpecError;
+use crate::store::backup::BackupWriter;
 use crate::store::{SharedStore, StoreError};
 use crate::workers::{Pool, PoolError};
 
@@ -199,6 +200,30 @@ impl Service {
     /// Why this node cannot serve correct answers yet (`/readyz`), or `None`.
     pub fn unready_reason(&self) -> Option<&'static str> {
         self.store.unready_reason()
+    }
+
+    /// Count one answered request: by route and status, and its time to the
+    /// response head by route class and status class.
+    pub fn record_request(
+        &self,
+        route: Route,
+        class: RouteClass,
+        status: u16,
+        took: std::time::Duration,
+    ) {
+        self.metrics.request(route, status);
+        self.metrics.request_duration(class, status, took);
+    }
+
+    /// A consistent snapshot of the store for an online backup, taken on a
+    /// blocking thread. It pins its data until written out
+    /// ([`BackupWriter::write_to`], blocking too) or dropped.
+    pub async fn backup_snapshot(&self) -> Result<Box<dyn BackupWriter>, ServiceError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.snapshot()).await {
+            Ok(taken) => Ok(taken?),
+            Err(e) => Err(PoolError::Panicked(format!("taking the backup snapshot: {e}")).into()),
+        }
     }
 
     /// The Prometheus text of the service's metrics and the store's.

@@ -158,6 +158,7 @@ impl Service {
             has_alpha: manifest.has_alpha,
             compression: manifest.compression(),
             avif: self.config.avif_negotiate,
+            size: req.size,
         };
         let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
         VariantKey::Content {

@@ -47,6 +47,16 @@ impl BlobDir {
         })
     }
 
+    /// The data directory this blob directory belongs to.
+    pub fn root(&self) -> &Path {
+        self.blobs.parent().expect("blobs live under a root")
+    }
+
+    /// Scratch space on the same file system (emptied at every open).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Where the blob named `hash` lives.
     pub fn path_of(&self, hash: &ContentHash) -> PathBuf {
         let h = hash.to_hex();

@@ -17,6 +17,7 @@
 //!   it was built with, so callers never publish (and never ask whether to);
 //! - only this module touches the disk.
 
+pub mod backup;
 pub mod blobs;
 pub mod change;
 pub mod embedded;
@@ -225,6 +226,13 @@ pub trait Store: Send + Sync + 'static {
     /// (one node). Called once, at start-up.
     fn subscriptions(&self) -> Option<Arc<dyn subscriptions::SubscriptionStore>> {
         None
+    }
+    /// A consistent snapshot for an online backup, written out later
+    /// ([`backup`]). Blocking: call it from a blocking thread.
+    fn snapshot(&self) -> Result<Box<dyn backup::BackupWriter>, StoreError> {
+        Err(StoreError::Unavailable(
+            "online backup covers the embedded store; back up a NATS cluster's streams with NATS' own tools".into(),
+        ))
     }
 }
 

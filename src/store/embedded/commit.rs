@@ -144,7 +144,7 @@ impl EmbeddedStore {
         // Unreferenced blobs go. A crash here only leaves orphan files, never
         // a dangling reference.
         for r in garbage {
-            if let Err(e) = inner.blobs.remove(&r.blob) {
+            if let Err(e) = inner.pins.collect(&inner.blobs, &r.blob) {
                 tracing::warn!(blob = %r.blob, error = %e, "could not remove unreferenced blob");
             }
         }

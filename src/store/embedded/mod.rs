@@ -10,6 +10,7 @@
 //! blob can never be deleted between an upload's durability check and the
 //! commit that references it. Reads take no lock.
 
+mod backup;
 mod commit;
 
 use std::path::Path;
@@ -64,6 +65,8 @@ struct Inner {
     db: Database,
     blobs: BlobDir,
     write_lock: Mutex<()>,
+    /// Deferred blob deletion while a backup runs (see `backup.rs`).
+    pins: backup::GcPins,
 }
 
 /// Files + redb; cheap to clone.
@@ -96,6 +99,7 @@ impl EmbeddedStore {
                 db,
                 blobs,
                 write_lock: Mutex::new(()),
+                pins: Default::default(),
             }),
             publish: Publish::nowhere(),
         })
@@ -240,6 +244,10 @@ impl Store for EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn super::backup::BackupWriter>, StoreError> {
+        self.snapshot_blocking()
     }
 
     fn stats(&self) -> StoreStats {
