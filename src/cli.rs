@@ -398,7 +398,10 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let bus = crate::events::Bus::new();
     let store = crate::store::nats::NatsStore::connect(&opts, publish_on(&bus))
         .await
-        .with_context(|| format!("starting on the NATS cluster {}", opts.urls.join(",")))?;
+        .with_context(|| {
+            let urls = crate::store::nats::redacted_urls(&opts.urls);
+            format!("starting on the NATS cluster {urls}")
+        })?;
     if deliver {
         let names: Vec<String> = config.delivery.targets.iter().map(|t| t.name()).collect();
         store
@@ -407,7 +410,7 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
             .context("creating the delivery consumers on NATS")?;
     }
     tracing::info!(
-        urls = %opts.urls.join(","),
+        urls = %crate::store::nats::redacted_urls(&opts.urls),
         identities = store.replica_len(),
         "index replica loaded from NATS JetStream"
     );

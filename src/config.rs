@@ -5,8 +5,10 @@
 //! group and the TOML schema, so a setting has one name everywhere
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
+mod nats;
 mod settings;
 
+pub use nats::{NatsSecurity, Secret};
 pub use settings::Settings;
 
 use std::net::SocketAddr;
@@ -193,6 +195,8 @@ pub struct NatsOptions {
     pub urls: Vec<String>,
     /// Replicas of each bucket (1 for a single dev server; 3 in production).
     pub replicas: usize,
+    /// Authentication and TLS.
+    pub security: NatsSecurity,
 }
 
 fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
@@ -353,9 +357,11 @@ impl Config {
                 Quality::DEFAULT.avif,
             )?,
         };
+        let security = nats::security(&s, |k| std::env::var(k).ok())?;
         let nats = (!nats_urls.is_empty()).then_some(NatsOptions {
             urls: nats_urls,
             replicas: nats_replicas,
+            security,
         });
         let listen = s
             .listen

@@ -24,17 +24,19 @@ pub enum Route {
     ApiAvatars,
     ApiOther,
     Health,
+    Ready,
     Metrics,
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 8] = [
         Route::Content,
         Route::Identity,
         Route::ApiAvatars,
         Route::ApiOther,
         Route::Health,
+        Route::Ready,
         Route::Metrics,
         Route::Other,
     ];
@@ -45,6 +47,7 @@ impl Route {
             Route::ApiAvatars => "api_avatars",
             Route::ApiOther => "api_other",
             Route::Health => "healthz",
+            Route::Ready => "readyz",
             Route::Metrics => "metrics",
             Route::Other => "other",
         }

@@ -461,12 +461,19 @@ async fn health_and_metrics() {
     let e = env();
     let h = e.get("/healthz").await;
     assert_eq!((h.status, &h.body[..]), (StatusCode::OK, &b"ok\n"[..]));
+    // The embedded store is open: ready.
+    let r = e.get("/readyz").await;
+    assert_eq!(
+        (r.status, &r.body[..]),
+        (StatusCode::OK, &b"{\"status\":\"ready\"}\n"[..])
+    );
     e.get("/c/zz").await;
     let m = e.get("/metrics").await;
     let text = String::from_utf8(m.body.to_vec()).unwrap();
     for needle in [
         "avatar_edge_requests_total{route=\"content\",status=\"400\"} 1",
         "avatar_edge_requests_total{route=\"healthz\",status=\"200\"} 1",
+        "avatar_edge_requests_total{route=\"readyz\",status=\"200\"} 1",
         "avatar_edge_cache_hits_total",
         "avatar_edge_cache_evictions_total",
         "avatar_edge_cache_bytes",

@@ -145,6 +145,22 @@ pub struct Settings {
     /// Log the client address from the last hop of X-Forwarded-For instead of the socket peer (only behind a proxy or CDN that sets it)
     #[arg(long, env = "AVATAR_EDGE_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded_for: Option<bool>,
+
+    // --- Secured NATS (issue 15). User/password and token come from the
+    // environment only (AVATAR_EDGE_NATS_USER / _PASSWORD / _TOKEN), never
+    // from the command line or the settings file. ---
+    /// NATS credentials file (JWT + NKey seed, as `nsc` writes it) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS servers' TLS certificates; TLS is then required [default: system roots for tls:// URLs]
+    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (with --nats-tls-key) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert [default: none]
+    #[arg(long, env = "AVATAR_EDGE_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -211,7 +227,11 @@ impl Settings {
             avif_negotiate,
             log_format,
             access_log,
-            trust_forwarded_for
+            trust_forwarded_for,
+            nats_creds,
+            nats_tls_ca,
+            nats_tls_cert,
+            nats_tls_key
         )
     }
 }

@@ -53,6 +53,9 @@ pub enum HttpError {
     Timeout(u64),
     #[error("default URL is not a valid header value")]
     BadDefaultUrl,
+    /// `/readyz` while the node cannot serve correct answers: the reason.
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
 }
 
 #[derive(Serialize)]
@@ -125,6 +128,7 @@ impl From<&HttpError> for ApiError {
             HttpError::BadBody(_) => (S::BAD_REQUEST, "bad_body"),
             HttpError::Timeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),
             HttpError::BadDefaultUrl => (S::BAD_REQUEST, "bad_default"),
+            HttpError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready"),
         };
         let mut a = ApiError::new(status, code, e.to_string());
         if let HttpError::MethodNotAllowed(allow) = e {

@@ -27,6 +27,7 @@ pub mod client;
 mod content;
 pub mod error;
 mod events;
+mod health;
 mod identity;
 pub mod park;
 mod response;

@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::error::{error_response, HttpError};
 use super::response::text_response;
 use super::{
-    api, assets, backup, content, events, identity, subscriptions, upload_urls, App, Body,
+    api, assets, backup, content, events, health, identity, subscriptions, upload_urls, App, Body,
 };
 use crate::metrics::Route;
 
@@ -71,10 +71,8 @@ where
         return answer;
     }
     match (path.as_str(), &method) {
-        ("/healthz", m) if *m == Method::GET || *m == Method::HEAD => (
-            Route::Health,
-            text_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-        ),
+        ("/healthz", _) if read => (Route::Health, health::healthz()),
+        ("/readyz", _) if read => (Route::Ready, health::readyz(app)),
         ("/metrics", &Method::GET) => {
             // Delivery and the store registered their collectors with the
             // one writer at start-up (cli::build_app_on).
@@ -84,7 +82,9 @@ where
                 text_response(StatusCode::OK, "text/plain; version=0.0.4", text),
             )
         }
-        ("/healthz", _) | ("/metrics", _) => (Route::Other, method_not_allowed("GET")),
+        ("/healthz", _) | ("/readyz", _) | ("/metrics", _) => {
+            (Route::Other, method_not_allowed("GET"))
+        }
         _ => (Route::Other, error_response(HttpError::RouteNotFound)),
     }
 }

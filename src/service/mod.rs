@@ -198,6 +198,11 @@ impl Service {
         }
     }
 
+    /// Why this node cannot serve correct answers yet (`/readyz`), or `None`.
+    pub fn unready_reason(&self) -> Option<&'static str> {
+        self.store.unready_reason()
+    }
+
     /// Count one answered request: by route and status, and its time to the
     /// response head by route class and status class.
     pub fn record_request(

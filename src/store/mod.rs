@@ -213,6 +213,11 @@ pub trait Store: Send + Sync + 'static {
     fn index_stale(&self) -> bool {
         false
     }
+    /// Why this node cannot serve correct answers yet (`/readyz` answers 503
+    /// with it), or `None` when it can. An open embedded store is ready.
+    fn unready_reason(&self) -> Option<&'static str> {
+        None
+    }
     /// Write store-specific metric families (registered with
     /// [`crate::metrics::Metrics::register`] by the composition root).
     fn collect_metrics(&self, _out: &mut crate::metrics::Exposition) {}

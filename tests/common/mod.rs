@@ -269,6 +269,8 @@ pub struct NatsCluster {
     monitor_ports: Vec<u16>,
     args: Vec<Vec<String>>,
     procs: Vec<Option<Child>>,
+    /// Each server's log file (its tail is shown when it fails to start).
+    logs: Vec<std::path::PathBuf>,
 }
 
 impl NatsCluster {
@@ -285,9 +287,13 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut args = Vec::new();
+        let logs: Vec<std::path::PathBuf> =
+            (0..n).map(|i| dir.join(format!("nats{i}.log"))).collect();
         for i in 0..n {
             let store = dir.join(format!("nats{i}"));
             let mut a: Vec<String> = vec![
+                "-l".into(),
+                logs[i].display().to_string(),
                 "-a".into(),
                 "127.0.0.1".into(),
                 "-p".into(),
@@ -317,6 +323,7 @@ impl NatsCluster {
             monitor_ports,
             args,
             procs: (0..n).map(|_| None).collect(),
+            logs,
         };
         for i in 0..n {
             c.spawn(i);
@@ -345,10 +352,15 @@ impl NatsCluster {
                 .ok()
                 .filter(|r| r.status == 200)
         });
-        assert!(
-            ok.is_some(),
-            "nats-server {i} did not become healthy in 30 s"
-        );
+        if ok.is_none() {
+            let log = std::fs::read_to_string(&self.logs[i]).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "nats-server {i} did not become healthy in 30 s; the end of its log:\n{}",
+                tail.join("\n")
+            );
+        }
     }
 
     /// `nats://…` URLs of every server, comma-separated.

@@ -1,18 +1,47 @@
 //! Writes: the master's blobs and manifest first (durable before anything
-//! names them), then the identity record by compare-and-set on the index
-//! stream, applying the one commit rule ([`crate::store::change`]) to the
-//! records as of the stream position the write expects.
+//! names them), then the identity record by a compare-and-set on that
+//! identity's key alone, applying the one commit rule
+//! ([`crate::store::change`]) to the records as of the revisions the write
+//! expects. Writes to different identities never conflict.
+//!
+//! A bind that joins several records (an md5-only and a sha256-only identity,
+//! then the email naming both) writes in this order, each write a
+//! compare-and-set on its own key's revision:
+//! 1. claim unclaimed alias entries (`a.<alias>`, create-if-absent);
+//! 2. a [`Forward`] at every other primary the bind resolves to (`i.<p>`:
+//!    "merged into the survivor, by this bind, from this record") — from
+//!    here on every writer that resolves to `p` is sent to the survivor, and
+//!    any writer that finds the merge unfinished finishes it first;
+//! 3. the survivor's record — the event, as for every change;
+//! 4. alias entries re-pointed at the survivor (a shortcut: forwards already
+//!    lead there).
+//!
+//! Readers (the replica) answer a forwarded alias with the record as it was
+//! until the survivor lists it, so a crash between any two steps leaves every
+//! answer correct: before step 3 the merge has not happened for anyone; after
+//! it, it has for everyone.
+//!
+//! Every read a write decides on goes to the stream leader, never to a
+//! replica a direct get may reach (it can lag the last acknowledged write).
+//! A conditional write the server refuses because another write to the key
+//! came first, or is still in flight, is a lost race ([`lost_race`]): the
+//! change is re-read and retried with jittered backoff, never answered 503.
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use super::keys::{alias_key, identity_key, is_put, manifest_key, StoredRecord, INDEX_BUCKET};
+use super::keys::{
+    alias_key, identity_key, is_put, manifest_key, Forward, Stored, StoredRecord, INDEX_BUCKET,
+};
 use super::NatsStore;
 use crate::model::IdentityHash;
 use crate::store::change::{self, Outcome};
-use crate::store::{now_ms, Change, Committed, IdentityRecord, NewMaster, Store, StoreError};
+use crate::store::{
+    now_ms, AvatarRef, Change, Committed, IdentityRecord, NewMaster, Store, StoreError,
+};
 
 /// Compare-and-set attempts before a commit gives up.
 const CAS_ATTEMPTS: usize = 40;
@@ -45,7 +74,7 @@ impl NatsStore {
                     .await
                 {
                     Ok(_) => {}
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                    Err(e) if lost_create(&e) => {}
                     Err(e) => return Err(self.fail("manifest write")(e)),
                 }
                 self.write_replica()
@@ -65,54 +94,127 @@ impl NatsStore {
             if let Some(c) = self.try_commit(&change).await? {
                 return Ok(c);
             }
-            // Lost a compare-and-set race (any write to the bucket counts):
+            // Lost a compare-and-set race on one of this change's keys:
             // back off with jitter so racing nodes spread out, then re-read.
             let cap = 2u64 << attempt.min(5);
             let mut r = [0u8; 1];
             let _ = getrandom::fill(&mut r);
             tokio::time::sleep(Duration::from_millis(1 + u64::from(r[0]) % cap)).await;
         }
-        Err(StoreError::Unavailable(
-            "too much contention on one identity".into(),
-        ))
+        Err(StoreError::Unavailable(format!(
+            "an identity write lost {CAS_ATTEMPTS} compare-and-set races in a row"
+        )))
     }
 
-    /// The alias entry's primary, read from the bucket (not the replica).
-    async fn primary_of(&self, alias: &IdentityHash) -> Result<Option<IdentityHash>, StoreError> {
-        let v = self.kv_get(alias_key(alias), "index read").await?;
-        Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())))
-    }
-
-    /// The record stored under `i.<primary>`, with its stream sequence, read
-    /// from the stream leader (not a possibly lagging replica).
-    async fn read_record(
-        &self,
-        primary: &IdentityHash,
-    ) -> Result<Option<(u64, StoredRecord)>, StoreError> {
-        let subject = format!("$KV.{INDEX_BUCKET}.{}", identity_key(primary));
+    /// KV key `key`'s last message, from the stream leader: its sequence
+    /// (0: never written) and value (`None`: never written, or deleted).
+    /// `STREAM.MSG.GET` is answered by the leader alone, which acknowledges
+    /// a write only once it has applied it; a direct get (`kv.get`, the
+    /// bucket allows them) may be answered by a replica that has not.
+    async fn read_last(&self, key: &str) -> Result<(u64, Option<Bytes>), StoreError> {
+        let subject = format!("$KV.{INDEX_BUCKET}.{key}");
         match self
             .inner
             .stream
             .get_last_raw_message_by_subject(&subject)
             .await
         {
-            Ok(m) if is_put(&m.headers) => Ok(Some((
-                m.sequence,
-                serde_json::from_slice(&m.payload)
-                    .map_err(|err| StoreError::Index(format!("corrupt record: {err}")))?,
-            ))),
-            Ok(_) => Ok(None),
+            Ok(m) => Ok((m.sequence, is_put(&m.headers).then_some(m.payload))),
             Err(e)
                 if e.kind()
                     == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
             {
-                Ok(None)
+                Ok((0, None))
             }
             Err(e) => Err(self.fail("index read")(e)),
         }
     }
 
-    /// One compare-and-set attempt. `Ok(None)`: lost a race, try again.
+    /// The alias entry's primary, read from the stream leader.
+    async fn primary_of(&self, alias: &IdentityHash) -> Result<Option<IdentityHash>, StoreError> {
+        let (_, v) = self.read_last(&alias_key(alias)).await?;
+        Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())))
+    }
+
+    /// What `i.<primary>` holds and its revision (0: never written), read
+    /// from the stream leader.
+    async fn read_slot(&self, primary: IdentityHash) -> Result<Slot, StoreError> {
+        let (seq, value) = self.read_last(&identity_key(&primary)).await?;
+        Ok(Slot {
+            primary,
+            seq,
+            value: value.as_deref().map(Stored::decode).transpose()?,
+        })
+    }
+
+    /// Write `value` to `i.<primary>` if its revision is still `expect`
+    /// (`Nats-Expected-Last-Subject-Sequence`; 0 = never written). `Ok(None)`:
+    /// another write came first.
+    async fn write_slot(
+        &self,
+        primary: &IdentityHash,
+        expect: u64,
+        value: &Stored,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expect.to_string().as_str(),
+        );
+        let subject = format!("$KV.{INDEX_BUCKET}.{}", identity_key(primary));
+        let ack = self
+            .inner
+            .js
+            .publish_with_headers(subject, headers, value.encode()?)
+            .await
+            .map_err(self.fail("index write"))?
+            .await;
+        match ack {
+            Ok(a) => Ok(Some(a.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || lost_race(&e) => Ok(None),
+            Err(e) => Err(self.fail("index write")(e)),
+        }
+    }
+
+    /// Finish the merge a writer left half done (its forward at `from` is
+    /// written, the survivor `target` does not list `from` yet): apply its
+    /// bind to the survivor. Losing the race to another finisher is fine.
+    async fn finish_merge(
+        &self,
+        from: IdentityHash,
+        moved: &Forward,
+        target: Slot,
+    ) -> Result<(), StoreError> {
+        let mut current: Vec<IdentityRecord> = Vec::new();
+        if let Some(Stored::Record(r)) = &target.value {
+            current.push(r.record.clone());
+        }
+        current.extend(moved.record.clone());
+        let bind = Change::Bind {
+            aliases: moved.aliases.clone(),
+            avatar: moved.avatar.clone(),
+        };
+        let Outcome::Changed(t) = change::apply(&current, Some(moved.to), &bind, now_ms())? else {
+            return Ok(());
+        };
+        if t.record.primary() != moved.to || !t.record.aliases.contains(&from) {
+            return Err(StoreError::Index(format!(
+                "forward from {from} to {} cannot be finished",
+                moved.to
+            )));
+        }
+        tracing::info!(%from, to = %moved.to, "finishing an interrupted identity merge");
+        let stored = Stored::Record(StoredRecord {
+            record: t.record,
+            previous: t.previous,
+        });
+        if let Some(written) = self.write_slot(&moved.to, target.seq, &stored).await? {
+            self.apply_identity(moved.to, written, stored);
+        }
+        Ok(())
+    }
+
+    /// One attempt. `Ok(None)`: lost a race on one of its keys, try again.
     async fn try_commit(&self, change: &Change) -> Result<Option<Committed>, StoreError> {
         let kv = &self.inner.kv;
         let lookup = change::lookup_aliases(change);
@@ -140,36 +242,46 @@ impl NatsStore {
                 .await
             {
                 Ok(_) => entries.push((a, claimed)),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+                Err(e) if lost_create(&e) => return Ok(None),
                 Err(e) => return Err(self.fail("index write")(e)),
             }
         }
-        // The stream's last sequence, then every record the entries name as of
-        // it. The write below expects that last sequence: nothing may have
-        // been written since.
-        let last = self
-            .inner
-            .stream
-            .clone()
-            .info()
-            .await
-            .map_err(self.fail("index status"))?
-            .state
-            .last_sequence;
         let mut primaries = vec![claimed];
         for (_, p) in &entries {
             if !primaries.contains(p) {
                 primaries.push(*p);
             }
         }
-        let mut current: Vec<IdentityRecord> = Vec::new();
-        for p in &primaries {
-            match self.read_record(p).await? {
-                Some((seq, _)) if seq > last => return Ok(None), // changed after `last`
-                Some((_, stored)) => current.push(stored.record),
-                None => {}
+        // Each primary's slot, following finished merges; an unfinished one
+        // is finished first (then this change starts over).
+        let mut slots: Vec<Slot> = Vec::new();
+        for mut p in primaries {
+            for _ in 0..4 {
+                if slots.iter().any(|s| s.primary == p) {
+                    break;
+                }
+                let slot = self.read_slot(p).await?;
+                let Some(Stored::Forward { moved }) = &slot.value else {
+                    slots.push(slot);
+                    break;
+                };
+                let target = self.read_slot(moved.to).await?;
+                let done = matches!(&target.value,
+                    Some(Stored::Record(r)) if r.record.aliases.contains(&p));
+                if !done {
+                    self.finish_merge(p, moved, target).await?;
+                    return Ok(None);
+                }
+                p = moved.to;
             }
         }
+        let current: Vec<IdentityRecord> = slots
+            .iter()
+            .filter_map(|s| match &s.value {
+                Some(Stored::Record(r)) => Some(r.record.clone()),
+                _ => None,
+            })
+            .collect();
         let t = match change::apply(&current, Some(claimed), change, now_ms())? {
             Outcome::Unchanged(record) => {
                 return Ok(Some(Committed {
@@ -180,6 +292,25 @@ impl NatsStore {
             Outcome::Changed(t) => t,
         };
         let primary = t.record.primary();
+        let Some(expect) = slots.iter().find(|s| s.primary == primary).map(|s| s.seq) else {
+            return Err(StoreError::Index(format!("{primary} was not read")));
+        };
+        // Forwards at every other primary this change resolved to: only a
+        // bind reaches more than one.
+        let mut forwards = Vec::new();
+        if let Change::Bind { aliases, avatar } = change {
+            for s in slots.iter().filter(|s| s.primary != primary) {
+                let record = match &s.value {
+                    Some(Stored::Record(r)) => Some(r.record.clone()),
+                    _ => None,
+                };
+                let fwd = forward(primary, record, aliases, avatar);
+                match self.write_slot(&s.primary, s.seq, &fwd).await? {
+                    Some(seq) => forwards.push((s.primary, seq, fwd)),
+                    None => return Ok(None),
+                }
+            }
+        }
         // Alias entries to point here once the record lists them: those that
         // name another primary, and every alias of an absorbed record.
         let mut repoint: Vec<IdentityHash> = entries
@@ -198,34 +329,11 @@ impl NatsStore {
             record: t.record,
             previous: t.previous,
         };
-        let value =
-            Bytes::from(serde_json::to_vec(&stored).map_err(|e| StoreError::Index(e.to_string()))?);
-        // Compare-and-set on the whole stream's last sequence. The per-subject
-        // expectation (`kv.update`) is not safe against concurrent writers on
-        // clustered streams before nats-server 2.9.21 (nats-server#4320);
-        // the stream-wide one counts in-flight proposals.
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-            last.to_string().as_str(),
-        );
-        let subject = format!("$KV.{INDEX_BUCKET}.{}", identity_key(&primary));
-        let ack = self
-            .inner
-            .js
-            .publish_with_headers(subject, headers, value)
-            .await
-            .map_err(self.fail("index write"))?
-            .await;
-        let written = match ack {
-            Ok(a) => a.sequence,
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(self.fail("index write")(e)),
+        let value = Stored::Record(stored.clone());
+        let Some(written) = self.write_slot(&primary, expect, &value).await? else {
+            // The forwards written above stay: the retry (or any writer
+            // meeting them) finishes this merge.
+            return Ok(None);
         };
         // After the record lists them, so no alias ever points at a record
         // without it.
@@ -234,14 +342,134 @@ impl NatsStore {
                 .await
                 .map_err(self.fail("index write"))?;
         }
+        // Read-your-writes on this node, without waiting for the watch (which
+        // then finds the revisions applied and announces nothing).
+        for (p, seq, fwd) in forwards {
+            self.apply_identity(p, seq, fwd);
+        }
         let record = stored.record.clone();
         let event = stored.event(written);
-        // Read-your-writes on this node, without waiting for the watch (which
-        // then finds the revision applied and announces nothing).
-        self.apply_identity(written, stored);
+        self.apply_identity(primary, written, value);
         Ok(Some(Committed {
             record,
             event: Some(event),
         }))
+    }
+}
+
+/// JetStream's refusals of a conditional write that mean "re-read and try
+/// again", by `err_code`:
+/// - 10071: another write to the key came first (the key's sequence moved);
+/// - 10164: the same, in the clustered leader's constant form — another
+///   conditional write to the key is still in flight (proposed, not yet
+///   applied), so this one cannot be checked and is refused. Two writers on
+///   one identity meet this one. `async-nats` maps only 10071 to
+///   `PublishErrorKind::WrongLastSequence`; 10164 arrives as `Other`;
+/// - 10163: the leader cannot check per-key sequences yet (just elected).
+const RETRY_CODES: [u64; 3] = [10071, 10164, 10163];
+
+/// Is `e` (or an error it wraps) a JetStream refusal in [`RETRY_CODES`]?
+fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
+            return RETRY_CODES.contains(&js.error_code().0);
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Did a create-if-absent lose to another writer? `kv.create` says
+/// `AlreadyExists` only when its follow-up read (a direct get, possibly from
+/// a lagging replica) sees the key; otherwise it returns the refused write's
+/// own error, a [`lost_race`] one.
+fn lost_create(e: &kv::CreateError) -> bool {
+    e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(e)
+}
+
+/// What `i.<primary>` holds, with the revision a write there must expect.
+struct Slot {
+    primary: IdentityHash,
+    /// Revision of the key's last message (0: never written).
+    seq: u64,
+    /// `None`: no value (never written, or deleted).
+    value: Option<Stored>,
+}
+
+fn forward(
+    to: IdentityHash,
+    record: Option<IdentityRecord>,
+    aliases: &[IdentityHash],
+    avatar: &AvatarRef,
+) -> Stored {
+    Stored::Forward {
+        moved: Forward {
+            to,
+            record,
+            aliases: aliases.to_vec(),
+            avatar: avatar.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::PublishError;
+    use async_nats::jetstream::kv::{CreateError, CreateErrorKind, UpdateError, UpdateErrorKind};
+
+    use super::*;
+
+    /// A JetStream API error as the server sends it.
+    fn server(err_code: u64, description: &str) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": err_code, "description": description,
+        }))
+        .unwrap()
+    }
+
+    /// How async-nats 0.51 wraps a refused publish ack: only 10071 gets its
+    /// own kind.
+    fn ack(err_code: u64, description: &str) -> PublishError {
+        let kind = if err_code == 10071 {
+            PublishErrorKind::WrongLastSequence
+        } else {
+            PublishErrorKind::Other
+        };
+        PublishError::with_source(kind, server(err_code, description))
+    }
+
+    #[test]
+    fn refusals_that_are_lost_races() {
+        for (err_code, description, want) in [
+            (10071, "wrong last sequence: 41", true),
+            (10164, "wrong last sequence", true),
+            (
+                10163,
+                "expected last sequence per subject temporarily unavailable",
+                true,
+            ),
+            (10054, "message size exceeds maximum allowed", false),
+            (10077, "maximum messages exceeded", false),
+            (10008, "JetStream system temporarily unavailable", false),
+        ] {
+            assert_eq!(lost_race(&ack(err_code, description)), want, "{err_code}");
+            // kv.create: the refused update, when its follow-up read does not
+            // see the winner yet.
+            let update = UpdateError::from(ack(err_code, description));
+            let create = CreateError::from(update);
+            assert_eq!(lost_create(&create), want, "create, {err_code}");
+        }
+        // No answer from the server is not a refusal (the write may land).
+        for kind in [PublishErrorKind::TimedOut, PublishErrorKind::BrokenPipe] {
+            assert!(!lost_race(&PublishError::new(kind)), "{kind}");
+        }
+        assert!(lost_create(&CreateError::new(
+            CreateErrorKind::AlreadyExists
+        )));
+        assert!(!lost_create(&CreateError::new(CreateErrorKind::Publish)));
+        assert!(!lost_create(&CreateError::from(UpdateError::new(
+            UpdateErrorKind::TimedOut
+        ))));
     }
 }

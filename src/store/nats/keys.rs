@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
 use crate::store::change::event_of;
-use crate::store::{IdentityRecord, StoreError};
+use crate::store::{AvatarRef, IdentityRecord, StoreError};
 
 /// The KV bucket holding identities, aliases and manifests.
 pub const INDEX_BUCKET: &str = "avatar_edge_index";
@@ -32,12 +32,61 @@ impl StoredRecord {
     }
 }
 
+/// What `i.<p>` holds once `p` was merged into another record: the record
+/// as it was (if any) and the bind that merged it, so that whoever finds the
+/// merge unfinished (its writer died between this write and the survivor's)
+/// can finish it. A forward is permanent: every writer that resolves to `p`
+/// follows it, so nobody writes `i.<p>` again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The surviving primary.
+    pub to: IdentityHash,
+    /// `p`'s record as it was when it was merged (none: only an alias entry
+    /// named `p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<IdentityRecord>,
+    /// The merging bind: its aliases and avatar.
+    pub aliases: Vec<IdentityHash>,
+    pub avatar: AvatarRef,
+}
+
+/// The value under `i.<p>`: a record (an event) or a forward (not an event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stored {
+    Forward { moved: Forward },
+    Record(StoredRecord),
+}
+
+impl Stored {
+    pub fn decode(value: &[u8]) -> Result<Stored, StoreError> {
+        serde_json::from_slice(value)
+            .map_err(|e| StoreError::Index(format!("corrupt index record: {e}")))
+    }
+
+    pub fn encode(&self) -> Result<bytes::Bytes, StoreError> {
+        serde_json::to_vec(self)
+            .map(bytes::Bytes::from)
+            .map_err(|e| StoreError::Index(e.to_string()))
+    }
+
+    /// The change event of this write at `revision` (forwards are none).
+    pub fn event(&self, revision: u64) -> Option<ChangeEvent> {
+        match self {
+            Stored::Record(r) => Some(r.event(revision)),
+            Stored::Forward { .. } => None,
+        }
+    }
+}
+
 /// What a KV key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Key {
     Identity(IdentityHash),
     Alias(IdentityHash),
     Manifest(ContentHash),
+    /// `p.<node>`: a node's watch probe (proves its watch delivers).
+    Probe,
 }
 
 impl Key {
@@ -47,6 +96,7 @@ impl Key {
             "i" => hex.parse().ok().map(Key::Identity),
             "a" => hex.parse().ok().map(Key::Alias),
             "m" => hex.parse().ok().map(Key::Manifest),
+            "p" => Some(Key::Probe),
             _ => None,
         }
     }
@@ -64,6 +114,15 @@ pub(super) fn identity_key(h: &IdentityHash) -> String {
 }
 pub(super) fn alias_key(h: &IdentityHash) -> String {
     format!("a.{}", h.to_hex())
+}
+/// A node's watch probe key: one per process, random.
+pub(super) fn probe_key() -> String {
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        "p.{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 pub(super) fn manifest_key(h: &ContentHash) -> String {
     format!("m.{}", h.to_hex())
@@ -159,9 +218,30 @@ pub(super) mod tests {
         assert_eq!(Key::parse(&alias_key(&h)), Some(Key::Alias(h)));
         let c = ContentHash([7; 32]);
         assert_eq!(Key::parse(&manifest_key(&c)), Some(Key::Manifest(c)));
+        assert_eq!(Key::parse(&probe_key()), Some(Key::Probe));
+        assert_ne!(probe_key(), probe_key());
         for junk in ["", "i", "x.00", "i.zz", "m.00"] {
             assert_eq!(Key::parse(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn records_and_forwards_decode_apart() {
+        let r = Stored::Record(stored("a@example.org", 2, 1));
+        assert_eq!(Stored::decode(&r.encode().unwrap()).unwrap(), r);
+        assert!(r.event(7).is_some());
+        let s = stored("b@example.org", 1, 2).record;
+        let f = Stored::Forward {
+            moved: Forward {
+                to: s.aliases[0],
+                record: Some(s.clone()),
+                aliases: s.aliases.clone(),
+                avatar: s.avatar.clone().unwrap(),
+            },
+        };
+        assert_eq!(Stored::decode(&f.encode().unwrap()).unwrap(), f);
+        assert_eq!(f.event(8), None, "a forward is not an event");
+        assert!(Stored::decode(b"{}").is_err());
     }
 
     #[test]

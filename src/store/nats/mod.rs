@@ -4,7 +4,8 @@
 //!
 //! Layout (bucket names are fixed, replicas are a setting):
 //! - KV bucket [`INDEX_BUCKET`] (history 64): `i.<primary hex>` → the identity
-//!   record *and* its change event ([`StoredRecord`]); `a.<alias hex>` → the
+//!   record *and* its change event ([`StoredRecord`]), or a [`Forward`] once
+//!   merged into another record (not an event); `a.<alias hex>` → the
 //!   primary hash (written with create-if-absent before the record names it);
 //!   `m.<master hex>` → the master's manifest (immutable per hash).
 //! - Object store bucket [`BLOB_BUCKET`]: rung blobs named by BLAKE3 hex
@@ -17,15 +18,16 @@
 //!   and acknowledged after delivery (at least once; receivers dedupe by id).
 //!
 //! Invariants:
-//! - every identity write is a compare-and-set on the bucket stream's last
-//!   sequence (`Nats-Expected-Last-Sequence`), the record read from the stream
-//!   leader as of that sequence, retried on conflict, so two nodes changing
-//!   one identity cannot lose an update; what a change does to the records
-//!   is the one commit rule of [`crate::store::change`], as in the embedded
-//!   store. (The per-key revision check that `kv.update` uses is not safe
-//!   against concurrent writers on clustered streams before nats-server
-//!   2.9.21 — nats-server#4320 — and Debian ships 2.9.10.) The price: writes
-//!   to *different* identities also conflict and retry;
+//! - every identity write is a compare-and-set on that identity's key alone
+//!   (`Nats-Expected-Last-Subject-Sequence`, the record read from the stream
+//!   leader at that revision), retried on conflict: two nodes changing one
+//!   identity cannot lose an update, and writes to different identities
+//!   never conflict. A bind joining several records first writes a
+//!   [`Forward`] at each absorbed one (see `commit`), so the single node's
+//!   merge rule holds here too. What a change does to the records is the
+//!   one commit rule of [`crate::store::change`], as in the embedded store.
+//!   (Per-key checks are safe on clustered streams from nats-server 2.9.21,
+//!   nats-server#4320; the minimum supported server is [`MIN_SERVER`].)
 //! - blobs and the manifest are durable (JetStream-acknowledged) before the
 //!   record that references them is written; blobs are never deleted (no GC:
 //!   unreferenced masters are an accepted leak, see README);
@@ -37,8 +39,8 @@
 //!   or the local commit) announces its event through the store's [`Publish`],
 //!   once.
 //!
-//! Files: `keys` (layout, buckets), `replica` (watch and replica), `commit`
-//! (writes), `objects` (blobs), `queue` (delivery consumers); this file holds
+//! Files: `connect` (connection, minimum server version, redaction), `keys`
+//! (layout, buckets), `replica` (watch and replica), `commit` (writes), `objects` (blobs), `queue` (delivery consumers); this file holds
 //! the connection, the [`Store`] implementation and the metrics.
 //!
 //! Failure: with the connection down, commits answer
@@ -47,6 +49,7 @@
 //! [`Store::index_stale`] says so; the client reconnects by itself.
 
 mod commit;
+mod connect;
 mod keys;
 mod objects;
 mod queue;
@@ -60,8 +63,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store};
 use bytes::Bytes;
 
+pub use connect::{check_version, redact, redacted_urls, MIN_SERVER};
 use keys::{manifest_key, open_blobs, open_kv};
-pub use keys::{StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
+pub use keys::{Forward, Stored, StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
 use objects::{BlobCache, BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS};
 pub use queue::durable_name;
 use replica::Replica;
@@ -103,6 +107,11 @@ struct Inner {
     /// True while the replica is kept current: a watch is delivering, or
     /// catch-up reads succeed while no watch can be created.
     watching: AtomicBool,
+    /// True once the current watch delivered this node's probe, written
+    /// after the watch started: changes from other nodes arrive.
+    live: AtomicBool,
+    /// This node's probe key (`p.<random>`).
+    probe: String,
     /// Blobs of recently bound masters, fetched when the change arrives so the
     /// first render on this node does not wait for the object store.
     blob_cache: BlobCache,
@@ -119,40 +128,9 @@ impl NatsStore {
     /// the replica applies (this node's and other nodes') is announced through
     /// `publish`, once. Fails (naming the URLs) when no server answers.
     pub async fn connect(opts: &NatsOptions, publish: Publish) -> Result<NatsStore, StoreError> {
-        let joined = opts.urls.join(",");
-        let addrs = opts
-            .urls
-            .iter()
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Unavailable(format!("invalid NATS URL in {joined}: {e}")))?;
+        let joined = connect::redacted_urls(&opts.urls);
         let reconnects = Arc::new(AtomicU64::new(0));
-        let counter = reconnects.clone();
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(3))
-            .request_timeout(Some(Duration::from_secs(3)))
-            .max_reconnects(None)
-            .reconnect_delay_callback(|n| Duration::from_millis((50u64 << n.min(4)).min(1000)))
-            .event_callback(move |event| {
-                let counter = counter.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!("NATS connection (re)established");
-                        }
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!("NATS connection lost; reconnecting")
-                        }
-                        other => tracing::debug!(event = %other, "NATS event"),
-                    }
-                }
-            })
-            .connect(addrs)
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to NATS at {joined}: {e}"))
-            })?;
+        let client = connect::connect(opts, reconnects.clone()).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(3));
         let replicas = opts.replicas.max(1);
@@ -176,6 +154,8 @@ impl NatsStore {
                 },
                 publish,
                 watching: AtomicBool::new(false),
+                live: AtomicBool::new(false),
+                probe: keys::probe_key(),
                 blob_cache: BlobCache::with_shards(BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS),
             }),
         };
@@ -192,7 +172,7 @@ impl NatsStore {
 
     /// Identities in the local replica (for tests and metrics).
     pub fn replica_len(&self) -> usize {
-        self.read_replica().records.len()
+        self.read_replica().identities()
     }
 
     fn read_replica(&self) -> std::sync::RwLockReadGuard<'_, Replica> {
@@ -213,6 +193,9 @@ impl NatsStore {
     /// Maps a NATS failure to `Unavailable` (503 upstream) and counts it.
     fn fail<E: std::fmt::Display>(&self, what: &'static str) -> impl FnOnce(E) -> StoreError + '_ {
         move |e| {
+            // Not every 503 is logged (http/mod.rs); this says which NATS
+            // operation failed and how, for RUST_LOG=avatar_edge=debug.
+            tracing::debug!(what, error = %e, "NATS operation failed");
             self.count_bucket_error();
             StoreError::Unavailable(format!("NATS {what}: {e}"))
         }
@@ -253,10 +236,7 @@ impl Store for NatsStore {
     }
 
     async fn identity(&self, alias: &IdentityHash) -> Result<Option<IdentityRecord>, StoreError> {
-        Ok(self
-            .read_replica()
-            .lookup(alias)
-            .map(|(_, s)| s.record.clone()))
+        Ok(self.read_replica().lookup(alias).cloned())
     }
 
     async fn manifest(&self, hash: &ContentHash) -> Result<Option<Manifest>, StoreError> {
@@ -313,6 +293,18 @@ impl Store for NatsStore {
 
     fn index_stale(&self) -> bool {
         !self.connected() || !self.inner.watching.load(Ordering::Relaxed)
+    }
+
+    fn unready_reason(&self) -> Option<&'static str> {
+        if !self.connected() {
+            Some("NATS connection lost: the index replica may be stale")
+        } else if !self.inner.watching.load(Ordering::Relaxed) {
+            Some("index watch down: catching up")
+        } else if !self.inner.live.load(Ordering::Relaxed) {
+            Some("index watch starting: not yet confirmed live")
+        } else {
+            None
+        }
     }
 
     fn collect_metrics(&self, out: &mut Exposition) {

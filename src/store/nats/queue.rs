@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 
-use super::keys::{StoredRecord, INDEX_BUCKET};
+use super::keys::{Stored, INDEX_BUCKET};
 use super::NatsStore;
 use crate::store::{ChangeEvent, DeliveryQueue, StoreError};
 
@@ -113,12 +113,18 @@ impl DeliveryQueue for NatsQueue {
                 }
             };
             let seq = m.info().map(|i| i.stream_sequence);
-            let parsed = serde_json::from_slice::<StoredRecord>(&m.payload);
+            let parsed = Stored::decode(&m.payload);
             match (seq, parsed) {
-                (Ok(seq), Ok(stored)) => {
-                    events.push(stored.event(seq));
-                    self.inflight.push(m);
-                }
+                (Ok(seq), Ok(stored)) => match stored.event(seq) {
+                    Some(event) => {
+                        events.push(event);
+                        self.inflight.push(m);
+                    }
+                    // A forward (merge in progress) is not an event.
+                    None => {
+                        let _ = m.ack().await;
+                    }
+                },
                 _ => {
                     // Not an event (corrupt): acknowledge so it never blocks the queue.
                     tracing::error!(subject = %m.subject, "undecodable event skipped");

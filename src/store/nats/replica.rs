@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::keys::{is_put, Key, StoredRecord, INDEX_BUCKET};
+use super::keys::{is_put, Key, Stored, INDEX_BUCKET};
 use super::NatsStore;
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
-use crate::store::{now_ms, Manifest, StoreError};
+use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
 
 /// Events kept in memory for SSE resume (`events_after`).
 const RECENT_EVENTS: usize = 10_000;
@@ -24,8 +25,8 @@ const LIVENESS_EVERY: Duration = Duration::from_millis(250);
 /// The node-local copy of the index.
 #[derive(Default)]
 pub(super) struct Replica {
-    /// Primary → (revision, record).
-    pub(super) records: HashMap<IdentityHash, (u64, StoredRecord)>,
+    /// Primary → (revision, record or forward).
+    pub(super) records: HashMap<IdentityHash, (u64, Stored)>,
     /// Alias → primary (from `a.` keys, else from records).
     pub(super) aliases: HashMap<IdentityHash, IdentityHash>,
     pub(super) manifests: HashMap<ContentHash, Manifest>,
@@ -36,14 +37,45 @@ pub(super) struct Replica {
 }
 
 impl Replica {
-    pub(super) fn lookup(&self, alias: &IdentityHash) -> Option<&(u64, StoredRecord)> {
-        let primary = self.aliases.get(alias).unwrap_or(alias);
-        self.records.get(primary)
+    /// The record `alias` names. A forward counts once its target lists the
+    /// forwarded primary (the merge finished); until then the forwarded
+    /// record as it was answers, so no reader sees a half-done merge.
+    pub(super) fn lookup(&self, alias: &IdentityHash) -> Option<&IdentityRecord> {
+        let mut primary = *self.aliases.get(alias).unwrap_or(alias);
+        for _ in 0..4 {
+            match &self.records.get(&primary)?.1 {
+                Stored::Record(r) => return Some(&r.record),
+                Stored::Forward { moved } => {
+                    let done = matches!(
+                        self.records.get(&moved.to),
+                        Some((_, Stored::Record(r))) if r.record.aliases.contains(&primary)
+                    );
+                    if !done {
+                        return moved.record.as_ref();
+                    }
+                    primary = moved.to;
+                }
+            }
+        }
+        None
     }
 
-    /// Apply an identity record at `revision`; returns its event when it is new here.
-    fn apply_record(&mut self, revision: u64, stored: StoredRecord) -> Option<ChangeEvent> {
-        let primary = stored.record.primary();
+    /// Identities (records, not forwards) in the replica.
+    pub(super) fn identities(&self) -> usize {
+        self.records
+            .values()
+            .filter(|(_, s)| matches!(s, Stored::Record(_)))
+            .count()
+    }
+
+    /// Apply the value of `i.<primary>` at `revision`; returns its event
+    /// when it is new here and a record (forwards are not events).
+    fn apply_record(
+        &mut self,
+        primary: IdentityHash,
+        revision: u64,
+        stored: Stored,
+    ) -> Option<ChangeEvent> {
         if self
             .records
             .get(&primary)
@@ -51,11 +83,14 @@ impl Replica {
         {
             return None;
         }
-        for a in &stored.record.aliases {
-            self.aliases.entry(*a).or_insert(primary);
-        }
         let event = stored.event(revision);
+        if let Stored::Record(r) = &stored {
+            for a in &r.record.aliases {
+                self.aliases.entry(*a).or_insert(primary);
+            }
+        }
         self.records.insert(primary, (revision, stored));
+        let event = event?;
         if revision > self.head {
             self.head = revision;
         }
@@ -122,6 +157,8 @@ impl NatsStore {
                 }
             };
             self.inner.watching.store(true, Ordering::Relaxed);
+            self.inner.live.store(false, Ordering::Relaxed);
+            self.probe().await;
             if last <= applied || last == 0 {
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
@@ -135,6 +172,9 @@ impl NatsStore {
                     entry = watch.next() => match entry {
                         Some(Ok(e)) => {
                             applied = applied.max(e.revision);
+                            if e.key == self.inner.probe {
+                                self.inner.live.store(true, Ordering::Relaxed);
+                            }
                             self.apply_entry(&e);
                             if e.delta == 0 {
                                 if let Some(r) = ready.take() {
@@ -151,6 +191,9 @@ impl NatsStore {
                     _ = tick.tick() => {
                         if ready.is_some() {
                             continue; // still loading
+                        }
+                        if !self.inner.live.load(Ordering::Relaxed) {
+                            self.probe().await; // the last one may have failed
                         }
                         match self.behind(applied).await {
                             Some(true) => {
@@ -171,6 +214,17 @@ impl NatsStore {
                 }
             }
             self.inner.watching.store(false, Ordering::Relaxed);
+            self.inner.live.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Write this node's probe key; the watch marks itself live when the
+    /// write comes back through it (`/readyz`).
+    async fn probe(&self) {
+        let at = Bytes::from(now_ms().to_string());
+        if let Err(e) = self.inner.kv.put(self.inner.probe.clone(), at).await {
+            self.count_bucket_error();
+            tracing::warn!(error = %e, "writing the watch probe");
         }
     }
 
@@ -238,10 +292,13 @@ impl NatsStore {
     /// event, unless the replica had it already. Returns the event when new.
     pub(super) fn apply_identity(
         &self,
+        primary: IdentityHash,
         revision: u64,
-        stored: StoredRecord,
+        stored: Stored,
     ) -> Option<ChangeEvent> {
-        let event = self.write_replica().apply_record(revision, stored)?;
+        let event = self
+            .write_replica()
+            .apply_record(primary, revision, stored)?;
         self.inner.publish.publish(event.clone());
         Some(event)
     }
@@ -252,10 +309,10 @@ impl NatsStore {
             return;
         }
         match Key::parse(key) {
-            Some(Key::Identity(_)) => match serde_json::from_slice::<StoredRecord>(value) {
+            Some(Key::Identity(primary)) => match Stored::decode(value) {
                 Ok(stored) => {
-                    let lag = now_ms().saturating_sub(stored.record.updated_ms);
-                    if let Some(ev) = self.apply_identity(revision, stored) {
+                    if let Some(ev) = self.apply_identity(primary, revision, stored) {
+                        let lag = now_ms().saturating_sub(ev.at);
                         if let Some(h) = ev.hash {
                             let this = self.clone();
                             tokio::spawn(async move { this.prefetch(&h).await });
@@ -287,6 +344,7 @@ impl NatsStore {
                 }
                 Err(err) => tracing::error!(key = %key, error = %err, "corrupt manifest"),
             },
+            Some(Key::Probe) => {}
             None => tracing::warn!(key = %key, "unknown key in the index bucket"),
         }
     }
@@ -299,24 +357,59 @@ mod tests {
     #[test]
     fn replica_applies_each_revision_once_and_in_order() {
         let mut r = Replica::default();
-        let a1 = stored("a@example.org", 1, 1);
+        let a1 = Stored::Record(stored("a@example.org", 1, 1));
         let a2 = stored("a@example.org", 2, 2);
-        assert_eq!(r.apply_record(5, a1.clone()).unwrap().id, 5);
+        let p = a2.record.primary();
+        assert_eq!(r.apply_record(p, 5, a1.clone()).unwrap().id, 5);
         assert!(
-            r.apply_record(5, a1.clone()).is_none(),
+            r.apply_record(p, 5, a1.clone()).is_none(),
             "same revision twice"
         );
-        assert_eq!(r.apply_record(9, a2.clone()).unwrap().version, 2);
+        let sha = a2.record.aliases[1];
+        assert_eq!(r.apply_record(p, 9, Stored::Record(a2)).unwrap().version, 2);
         assert!(
-            r.apply_record(7, a1).is_none(),
+            r.apply_record(p, 7, a1).is_none(),
             "an older revision never wins"
         );
-        let sha = a2.record.aliases[1];
-        assert_eq!(r.lookup(&sha).unwrap().1.record.version, 2);
+        assert_eq!(r.lookup(&sha).unwrap().version, 2);
         // An event applied out of order still lands in id order.
-        r.apply_record(8, stored("b@example.org", 1, 3));
+        let b = stored("b@example.org", 1, 3);
+        r.apply_record(b.record.primary(), 8, Stored::Record(b));
         let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![5, 8, 9]);
         assert_eq!(r.head, 9);
+    }
+
+    #[test]
+    fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
+        use super::super::keys::Forward;
+        let mut r = Replica::default();
+        // An md5-only identity and a sha256-only one, then the bind joining them.
+        let full = stored("a@example.org", 1, 1).record;
+        let (md5, sha) = (full.aliases[0], full.aliases[1]);
+        let mut m = stored("a@example.org", 1, 1);
+        m.record.aliases = vec![md5];
+        let mut s = stored("a@example.org", 1, 2);
+        s.record.aliases = vec![sha];
+        r.apply_record(md5, 1, Stored::Record(m.clone()));
+        r.apply_record(sha, 2, Stored::Record(s.clone()));
+        r.aliases.insert(sha, sha);
+        let fwd = Stored::Forward {
+            moved: Forward {
+                to: md5,
+                record: Some(s.record.clone()),
+                aliases: full.aliases.clone(),
+                avatar: full.avatar.clone().unwrap(),
+            },
+        };
+        assert!(r.apply_record(sha, 3, fwd).is_none(), "not an event");
+        // Merge not finished: sha still answers with its own record.
+        assert_eq!(r.lookup(&sha), Some(&s.record));
+        let mut merged = stored("a@example.org", 2, 3);
+        merged.record.aliases = vec![md5, sha];
+        r.apply_record(md5, 4, Stored::Record(merged.clone()));
+        assert_eq!(r.lookup(&sha), Some(&merged.record));
+        assert_eq!(r.lookup(&md5), Some(&merged.record));
+        assert_eq!(r.identities(), 1);
     }
 }
