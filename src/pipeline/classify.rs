@@ -52,14 +52,8 @@ fn libwebp_lossless_len(px: &Pixels) -> Result<usize, PipelineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::fixture;
     use crate::pipeline::{decode_rung, normalize, Layout, Limits};
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
 
     #[test]
     fn photos_are_lossy_flat_art_is_lossless() {

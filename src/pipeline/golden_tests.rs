@@ -11,11 +11,6 @@
 use super::*;
 use image::GenericImageView;
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 fn write_golden(name: &str, px: &Pixels) {
     if let Ok(dir) = std::env::var("AVATAR_EDGE_WRITE_GOLDEN") {
         std::fs::create_dir_all(&dir).unwrap();

@@ -249,6 +249,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::fixture;
     use proptest::prelude::*;
 
     const LOSSLESS: Encoding = Encoding::LOSSLESS;
@@ -288,13 +289,6 @@ mod tests {
         }
         assert_eq!(pick_rung(&[], 10), 0);
         assert_eq!(pick_rung(&[100], 2048), 0);
-    }
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     /// Mean absolute channel difference of two same-sized rungs.

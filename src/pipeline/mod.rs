@@ -30,6 +30,13 @@ mod sniff;
 #[cfg(test)]
 mod golden_tests;
 
+/// A file of `fixtures/` (tests of this module's parts).
+#[cfg(test)]
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 pub use avif::encode_avif_at;
 pub use avif::AVIF_SPEED;
 pub use classify::classify;

@@ -268,6 +268,7 @@ fn describe_unsupported(b: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::fixture;
 
     #[test]
     fn accepted_magics() {
@@ -417,13 +418,6 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("truncated JPEG"), "{e}");
-    }
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     #[test]
