@@ -376,6 +376,7 @@ mod tests {
             proptest::option::of(0u8..4),
             1u64..1_000_000,
             0u64..2_000_000,
+            any::<bool>(),
         );
         let change = prop_oneof![
             (proptest::collection::vec(0u8..6, 1..=2), 0u8..4, 0u8..4).prop_map(|(a, av, r)| {
@@ -407,13 +408,17 @@ mod tests {
             .prop_map(|(recs, change, now)| {
                 let mut next = 0u8;
                 let mut out = Vec::new();
-                for (n, av, version, ms) in recs {
+                for (n, av, version, ms, hidden) in recs {
                     if next as usize + n > 6 {
                         break;
                     }
                     let aliases: Vec<u8> = (next..next + n as u8).collect();
                     next += n as u8;
-                    out.push(record(&aliases, av, version, ms));
+                    let mut r = record(&aliases, av, version, ms);
+                    if let Some(a) = r.avatar.as_mut() {
+                        a.blocked = hidden; // taken down
+                    }
+                    out.push(r);
                 }
                 (out, change, now)
             })
@@ -476,6 +481,11 @@ mod tests {
             let e = t.event(1);
             prop_assert_eq!((e.version, e.at), (t.record.version, t.record.updated_ms));
             prop_assert!(e.previous.is_none() || e.previous != e.hash);
+            // A hidden avatar is never announced; hiding moves no reference.
+            prop_assert_eq!(e.hash, t.record.avatar.as_ref().and_then(AvatarRef::visible));
+            if matches!(change, Change::Block { .. }) {
+                prop_assert!(t.refs.is_empty(), "a takedown keeps its master");
+            }
         }
 
         #[test]
