@@ -1066,6 +1066,13 @@ fn takedowns_reach_every_node_of_a_cluster_within_two_seconds() {
         put(n3.addr, "again@example.org", &body).unwrap().status,
         200
     );
+    // Taken down again after a lift (the deleted key is written anew).
+    let r = n3.request("POST", "/v1/takedowns", &[(k, &v)], req.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let again = eventually(Duration::from_secs(2), || {
+        (n1.request("GET", &content[0], &[], b"").status == 410).then_some(())
+    });
+    assert!(again.is_some(), "the second takedown reaches node 1");
 
     // One audit trail for the cluster, read through any node.
     let audit = json(&n3.request("GET", "/v1/audit", &[(k, &v)], b""));
@@ -1075,5 +1082,8 @@ fn takedowns_reach_every_node_of_a_cluster_within_two_seconds() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["upload", "takedown", "lift", "upload"]);
+    assert_eq!(
+        actions,
+        ["upload", "takedown", "lift", "upload", "takedown"]
+    );
 }
