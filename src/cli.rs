@@ -378,7 +378,8 @@ pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
     let dir = &config.store.data_dir;
     let store = EmbeddedStore::open(dir)
         .with_context(|| format!("opening the data directory {}", dir.display()))?
-        .publishing(publish_on(&bus));
+        .publishing(publish_on(&bus))
+        .audit_retention(config.store.audit_retention);
     build_app_on(config, deliver, Arc::new(store), bus)
 }
 
@@ -402,6 +403,11 @@ pub async fn build(config: Config, deliver: bool) -> anyhow::Result<Built> {
             let urls = crate::store::nats::redacted_urls(&opts.urls);
             format!("starting on the NATS cluster {urls}")
         })?;
+    // Issue 16: the audit trail's stream.
+    store
+        .open_audit(config.store.audit_retention)
+        .await
+        .context("opening the audit stream on NATS")?;
     if deliver {
         let names: Vec<String> = config.delivery.targets.iter().map(|t| t.name()).collect();
         store

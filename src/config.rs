@@ -186,6 +186,8 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// The NATS cluster this node runs on; `None` = the embedded single-node store.
     pub nats: Option<NatsOptions>,
+    /// Issue 16: how long the audit trail keeps its entries.
+    pub audit_retention: std::time::Duration,
 }
 
 /// How to reach the cluster.
@@ -420,6 +422,9 @@ impl Config {
             store: StoreConfig {
                 data_dir: s.data.unwrap_or_else(|| PathBuf::from("avatar-data")),
                 nats,
+                audit_retention: std::time::Duration::from_secs(
+                    u64::from(s.audit_retention_days.unwrap_or(365).clamp(1, 36_500)) * 86_400,
+                ),
             },
             log: LogConfig {
                 format: s.log_format,

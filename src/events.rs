@@ -103,10 +103,11 @@ pub fn matches(e: &ChangeEvent, keys: &[IdentityHash]) -> bool {
 }
 
 /// The surrogate keys a change invalidates: every alias, plus the content
-/// hashes of the new and the replaced avatar.
+/// hashes of the new and the replaced avatar (the new one's `/c/` URLs may
+/// hold a cached 410 from a takedown this change lifts, issue 16).
 pub fn purge_keys(e: &ChangeEvent) -> Vec<String> {
     let mut keys: Vec<String> = e.aliases.iter().map(|a| a.to_hex()).collect();
-    keys.extend(e.previous.iter().map(|h| h.to_hex()));
+    keys.extend(e.hash.iter().chain(&e.previous).map(|h| h.to_hex()));
     keys
 }
 
@@ -149,7 +150,7 @@ mod tests {
         let other = crate::model::IdentityKeys::parse("b@example.org").unwrap();
         assert!(!matches(&e, &other.aliases));
         let keys = purge_keys(&e);
-        assert_eq!(keys.len(), 3);
-        assert!(keys.contains(&"02".repeat(32)));
+        assert_eq!(keys.len(), 4);
+        assert!(keys.contains(&"01".repeat(32)) && keys.contains(&"02".repeat(32)));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::service::{Service, ServiceError};
+use crate::service::{Actor, Service, ServiceError};
 use crate::spec::UploadParams;
 
 /// What happened to one file.
@@ -87,7 +87,7 @@ pub async fn import_file(service: &Service, path: &Path) -> FileOutcome {
     };
     let before = service.describe(&key).await.ok();
     match service
-        .upload(&key, UploadParams::default(), bytes.into())
+        .upload(&Actor::admin(), &key, UploadParams::default(), bytes.into())
         .await
     {
         Ok(info) => match before {

@@ -132,6 +132,8 @@ pub fn reload_tokens_on_sighup(
                     app.tokens.set_named(&named);
                     metrics.token_reloads.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(path = %path.display(), count = named.len(), "reloaded named API tokens");
+                    // Issue 16: the audit trail records every reload.
+                    app.service.audit_tokens_reloaded(named.len()).await;
                 }
                 Err(e) => {
                     metrics

@@ -14,6 +14,7 @@
 mod api;
 mod conditional;
 mod events;
+mod moderation;
 mod subscription;
 
 pub use api::{
@@ -22,6 +23,9 @@ pub use api::{
 };
 pub use conditional::IfNoneMatch;
 pub use events::{parse_events, EventsRequest, MAX_EVENT_KEYS};
+pub use moderation::{
+    parse_audit_page, parse_takedown, parse_takedown_page, TakedownRequest, TakedownTarget,
+};
 pub use subscription::parse_subscription;
 
 use crate::model::{
@@ -74,6 +78,12 @@ pub enum SpecError {
     Subscription(#[from] crate::model::subscription::SubscriptionError),
     #[error("use either keys or one sub")]
     KeysAndSub,
+    /// Issue 16: a refused moderation request, naming the field.
+    #[error("{field}: {problem}")]
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// Decoded `key=value` pairs of a query string (percent- and `+`-decoded).

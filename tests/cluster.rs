@@ -972,3 +972,118 @@ fn secured_nats_with_tls_client_certificates_and_a_password() {
         "the password leaked into the log"
     );
 }
+
+/// Issue 16: a takedown through node 1 answers 410 on nodes 2 and 3 within
+/// 2 s (the `t.` key rides the index watch), the identity shows its default
+/// there, a re-upload through node 3 is refused, the audit trail is shared,
+/// and a lift through node 2 brings everything back everywhere.
+#[test]
+fn takedowns_reach_every_node_of_a_cluster_within_two_seconds() {
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 3);
+    let urls = nats.urls();
+    let start = |name: &str| {
+        Server::start(
+            &dir.path().join(name),
+            &[
+                "--nats",
+                &urls,
+                "--nats-replicas",
+                "3",
+                "--render-threads",
+                "1",
+            ],
+            Some(TOKEN),
+        )
+    };
+    let (n1, n2, n3) = (start("n1"), start("n2"), start("n3"));
+    let _dump = DumpLogsOnPanic(vec![&n1, &n2, &n3]);
+    for n in [&n1, &n2, &n3] {
+        eventually(Duration::from_secs(10), || {
+            readyz(n.addr).filter(|(s, _)| *s == 200)
+        })
+        .expect("every node becomes ready");
+    }
+    let email = "gone@example.org";
+    let md5 = md5_hex(email);
+    let body = png(16);
+    let (hash, _) = upload(n1.addr, email, &body);
+    let content = [format!("/c/{hash}?s=64"), format!("/c/{hash}.png?s=32")];
+    for n in [&n2, &n3] {
+        let served = eventually(Duration::from_secs(5), || {
+            content
+                .iter()
+                .all(|p| n.request("GET", p, &[], b"").status == 200)
+                .then_some(())
+        });
+        assert!(served.is_some(), "node {} serves the upload", n.addr);
+    }
+
+    let (k, v) = auth();
+    let req = format!(r#"{{"hash":"{hash}","reason":"cluster"}}"#);
+    let r = n1.request("POST", "/v1/takedowns", &[(k, &v)], req.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let taken = Instant::now();
+    let everywhere = |want: u16, default: bool| {
+        eventually(Duration::from_secs(2), || {
+            [&n1, &n2, &n3]
+                .iter()
+                .all(|n| {
+                    let avatar = n.request("GET", &format!("/avatar/{md5}?s=48"), &[], b"");
+                    content
+                        .iter()
+                        .all(|p| n.request("GET", p, &[], b"").status == want)
+                        && avatar.header("x-avatar-default").is_some() == default
+                })
+                .then_some(())
+        })
+    };
+    assert!(
+        everywhere(410, true).is_some(),
+        "410 and defaults on every node within 2 s"
+    );
+    eprintln!("takedown visible on every node after {:?}", taken.elapsed());
+    let r = n3.request("GET", &content[0], &[], b"");
+    assert_eq!(json(&r)["error"], "gone");
+    let refused = put(n3.addr, "again@example.org", &body).unwrap();
+    assert_eq!(
+        refused.status,
+        451,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let list = json(&n2.request("GET", "/v1/takedowns", &[(k, &v)], b""));
+    assert_eq!(list["takedowns"][0]["hash"], hash.as_str());
+
+    let r = n2.request("DELETE", &format!("/v1/takedowns/{hash}"), &[(k, &v)], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        everywhere(200, false).is_some(),
+        "the lift reaches every node within 2 s"
+    );
+    assert_eq!(
+        put(n3.addr, "again@example.org", &body).unwrap().status,
+        200
+    );
+    // Taken down again after a lift (the deleted key is written anew).
+    let r = n3.request("POST", "/v1/takedowns", &[(k, &v)], req.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let again = eventually(Duration::from_secs(2), || {
+        (n1.request("GET", &content[0], &[], b"").status == 410).then_some(())
+    });
+    assert!(again.is_some(), "the second takedown reaches node 1");
+
+    // One audit trail for the cluster, read through any node.
+    let audit = json(&n3.request("GET", "/v1/audit", &[(k, &v)], b""));
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["upload", "takedown", "lift", "upload", "takedown"]
+    );
+}

@@ -463,3 +463,88 @@ fn event_streams_resume_from_last_event_id() {
     let live = read_events(&mut resumed, 1);
     assert_eq!(live[0].1["version"], 4);
 }
+
+/// Issue 16: a takedown purges every cached size and format of the content
+/// and the identities showing it; the 410s Varnish then caches carry the
+/// content's key, so the lift purges them again.
+#[test]
+fn varnish_drops_every_cached_size_of_taken_down_content_and_a_lift_restores_it() {
+    let data = tempfile::tempdir().unwrap();
+    let backend_port = free_port();
+    let varnish = Varnish::start(backend_port);
+    let listen = format!("127.0.0.1:{backend_port}");
+    let purge_url = format!("http://{}/", varnish.addr);
+    let server = Server::start_on(
+        data.path(),
+        &["--purge-endpoint", purge_url.as_str()],
+        Some(TOKEN),
+        &listen,
+    );
+    let email = "takedown@example.org";
+    let info = upload(&server, email, "photo_grace_hopper_512x600.jpg");
+    let hash = info["hash"].as_str().unwrap().to_string();
+    let delivered = |n: u64| {
+        eventually(Duration::from_secs(10), || {
+            let m = server.request("GET", "/metrics", &[], b"");
+            String::from_utf8_lossy(&m.body)
+                .lines()
+                .filter(|l| l.starts_with("avatar_edge_delivered_events_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .any(|v| v >= n)
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(delivered(1), "the upload's purge was acknowledged");
+    let md5 = md5_hex(email);
+    let content = [
+        format!("/c/{hash}?s=32"),
+        format!("/c/{hash}.webp?s=128"),
+        format!("/c/{hash}.png?s=256"),
+        format!("/c/{hash}.jpg"),
+    ];
+    let identity = [
+        format!("/avatar/{md5}?s=32"),
+        format!("/avatar/{md5}?s=256"),
+    ];
+    for p in content.iter().chain(&identity) {
+        assert_eq!(varnish.get(p).status, 200, "{p}");
+        let again = varnish.get(p);
+        assert_eq!(again.header("x-cache"), Some("HIT"), "{p} cached");
+    }
+
+    let (ak, av) = auth();
+    let body = format!(r#"{{"hash":"{hash}","reason":"test"}}"#);
+    let r = server.request("POST", "/v1/takedowns", &[(ak, &av)], body.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let gone = eventually(Duration::from_secs(2), || {
+        let content_gone = content.iter().all(|p| varnish.get(p).status == 410);
+        let defaults = identity
+            .iter()
+            .all(|p| varnish.get(p).header("x-avatar-default").is_some());
+        (content_gone && defaults).then_some(())
+    });
+    assert!(gone.is_some(), "every cached size purged within 2 s");
+    for p in &content {
+        let r = varnish.get(p);
+        assert_eq!(r.header("x-cache"), Some("HIT"), "{p}: the 410 is cached");
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["error"], "gone", "{p}");
+    }
+
+    let lift = format!("/v1/takedowns/{hash}");
+    let r = server.request("DELETE", &lift, &[(ak, &av)], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let back = eventually(Duration::from_secs(2), || {
+        let content_back = content.iter().all(|p| varnish.get(p).status == 200);
+        let avatars = identity
+            .iter()
+            .all(|p| varnish.get(p).header("x-avatar-default").is_none());
+        (content_back && avatars).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the lift purged the cached 410s and defaults"
+    );
+    drop(server);
+}

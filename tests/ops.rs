@@ -179,6 +179,29 @@ fn sighup_reloads_the_token_file_on_open_connections_and_keeps_the_old_tokens_on
         200,
         "the admin token stays"
     );
+    // Issue 16: the reload is in the audit trail, by the operator.
+    let bearer = format!("Bearer {second}");
+    let reloads = eventually(Duration::from_secs(10), || {
+        let r = request(
+            server.addr,
+            "GET",
+            "/v1/audit",
+            &[("authorization", &bearer)],
+            b"",
+        );
+        let j: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        let entries = j["entries"].as_array()?.clone();
+        (!entries.is_empty()).then_some(entries)
+    })
+    .expect("an audit entry");
+    assert_eq!(
+        (reloads.len(), &reloads[0]["action"], &reloads[0]["actor"]),
+        (
+            1,
+            &serde_json::json!("tokens_reloaded"),
+            &serde_json::json!("admin")
+        )
+    );
 
     // A token file that cannot be read: the previous tokens stay, one error.
     std::fs::remove_file(&tokens).unwrap();

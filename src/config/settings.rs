@@ -161,6 +161,11 @@ pub struct Settings {
     /// Private key (PEM) of --nats-tls-cert [default: none]
     #[arg(long, env = "AVATAR_EDGE_NATS_TLS_KEY")]
     pub nats_tls_key: Option<PathBuf>,
+
+    // --- Moderation (issue 16): takedowns and the audit trail. ---
+    /// Days the audit trail keeps its entries (uploads, deletes, ratings, takedowns, lifts, token reloads) [default: 365]
+    #[arg(long, env = "AVATAR_EDGE_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Settings {
@@ -231,7 +236,8 @@ impl Settings {
             nats_creds,
             nats_tls_ca,
             nats_tls_cert,
-            nats_tls_key
+            nats_tls_key,
+            audit_retention_days
         )
     }
 }

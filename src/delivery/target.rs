@@ -137,7 +137,8 @@ pub(super) mod tests {
         .request(&evs);
         assert_eq!(x.method, "PURGE");
         assert_eq!(x.headers[0].0, "xkey-purge");
-        assert_eq!(x.headers[0].1.split(' ').count(), 2, "deduplicated aliases");
+        // Two aliases (deduplicated across the events) and each event's content.
+        assert_eq!(x.headers[0].1.split(' ').count(), 4, "deduplicated keys");
         let f = Target::Purge {
             url: "https://api.fastly.com/service/x/purge".into(),
             style: PurgeStyle::Fastly,
@@ -155,7 +156,7 @@ pub(super) mod tests {
         }
         .request(&evs);
         let body: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
-        assert_eq!(body["tags"].as_array().unwrap().len(), 2);
+        assert_eq!(body["tags"].as_array().unwrap().len(), 4);
         let w = Target::Webhook {
             url: "http://127.0.0.1:1/hook".into(),
             secret: Some("s".into()),

@@ -270,6 +270,9 @@ mod tests {
         }
     }
 
+    use crate::store::moderation::{AuditEntry, Takedown};
+    use crate::store::StoreError;
+
     /// An embedded store that offers one fake delivery queue.
     struct QueueStore {
         inner: crate::store::embedded::EmbeddedStore,
@@ -321,6 +324,35 @@ mod tests {
         }
         fn delivery_queue(&self, _target: &str) -> Option<Box<dyn DeliveryQueue>> {
             self.queue.lock().unwrap().take()
+        }
+        // Issue 16: moderation, as the embedded store does it.
+        fn blocked(&self, h: &ContentHash) -> bool {
+            self.inner.blocked(h)
+        }
+        async fn put_takedown(&self, t: Takedown) -> Result<Option<Takedown>, StoreError> {
+            self.inner.put_takedown(t).await
+        }
+        async fn remove_takedown(&self, h: &ContentHash) -> Result<Option<Takedown>, StoreError> {
+            self.inner.remove_takedown(h).await
+        }
+        async fn takedowns(
+            &self,
+            after: Option<ContentHash>,
+            limit: usize,
+        ) -> Result<Vec<Takedown>, StoreError> {
+            self.inner.takedowns(after, limit).await
+        }
+        async fn bound_to(
+            &self,
+            h: &ContentHash,
+        ) -> Result<Vec<crate::model::IdentityHash>, StoreError> {
+            self.inner.bound_to(h).await
+        }
+        async fn append_audit(&self, e: AuditEntry) -> Result<u64, StoreError> {
+            self.inner.append_audit(e).await
+        }
+        async fn audit_after(&self, after: u64, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit_after(after, n).await
         }
     }
 

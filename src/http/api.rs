@@ -11,6 +11,7 @@ use super::error::{error_response, HttpError};
 use super::response::{json_response, status_only};
 use super::{App, Body};
 use crate::model::IdentityKeys;
+use crate::service::Actor;
 use crate::spec;
 
 /// Largest JSON body of the small API requests (rating, upload URLs).
@@ -28,16 +29,18 @@ where
     };
     let svc = &app.service;
     let method = req.method().clone();
-    if method != Method::GET && method != Method::HEAD {
-        if let Err(e) = authorize(app, &req, &key) {
-            return error_response(e);
-        }
-    }
-    match method {
-        Method::GET | Method::HEAD => match svc.describe(&key).await {
+    if method == Method::GET || method == Method::HEAD {
+        return match svc.describe(&key).await {
             Ok(info) => json_response(StatusCode::OK, &info),
             Err(e) => error_response(e),
-        },
+        };
+    }
+    // Who is asking: the audit trail's actor.
+    let actor = match authorize(app, &req, &key) {
+        Ok(actor) => actor,
+        Err(e) => return error_response(e),
+    };
+    match method {
         Method::PUT => {
             let params = match spec::parse_upload(req.uri().query()) {
                 Ok(p) => p,
@@ -47,7 +50,7 @@ where
                 Ok(b) => b,
                 Err(e) => return error_response(e),
             };
-            match svc.upload(&key, params, body).await {
+            match svc.upload(&actor, &key, params, body).await {
                 Ok(info) => json_response(StatusCode::OK, &info),
                 Err(e) => error_response(e),
             }
@@ -61,12 +64,12 @@ where
                 Ok(r) => r,
                 Err(e) => return error_response(e),
             };
-            match svc.set_rating(&key, rating).await {
+            match svc.set_rating(&actor, &key, rating).await {
                 Ok(info) => json_response(StatusCode::OK, &info),
                 Err(e) => error_response(e),
             }
         }
-        Method::DELETE => match svc.delete(&key).await {
+        Method::DELETE => match svc.delete(&actor, &key).await {
             Ok(()) => status_only(StatusCode::NO_CONTENT),
             Err(e) => error_response(e),
         },
@@ -76,20 +79,26 @@ where
 
 /// Does the request carry a valid bearer token? Counts a failure.
 pub(super) fn check_token<B>(app: &App, req: &Request<B>) -> Result<(), HttpError> {
-    if has_token(app, req) {
-        return Ok(());
+    token_actor(app, req).map(|_| ())
+}
+
+/// The actor of a request that must carry a valid bearer token (its name).
+/// Counts a failure.
+pub(super) fn token_actor<B>(app: &App, req: &Request<B>) -> Result<Actor, HttpError> {
+    if let Some(name) = token_name(app, req) {
+        return Ok(Actor::Token(name));
     }
     count_auth_failure(app);
     Err(HttpError::Unauthorized)
 }
 
-/// Does the request carry a valid bearer token? Counts nothing.
-fn has_token<B>(app: &App, req: &Request<B>) -> bool {
+/// The name of the request's valid bearer token, if any. Counts nothing.
+fn token_name<B>(app: &App, req: &Request<B>) -> Option<String> {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    app.tokens.check(auth).is_some()
+    app.tokens.check(auth)
 }
 
 pub(super) fn count_auth_failure(app: &App) {
@@ -99,11 +108,12 @@ pub(super) fn count_auth_failure(app: &App) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Is this request allowed to change `key`? A valid bearer token, or — for
-/// `PUT` only — a valid, unexpired signed-URL signature for exactly this key.
-fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<(), HttpError> {
-    if has_token(app, req) {
-        return Ok(());
+/// Is this request allowed to change `key`, and who is it? A valid bearer
+/// token (its name), or — for `PUT` only — a valid, unexpired signed-URL
+/// signature for exactly this key.
+fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<Actor, HttpError> {
+    if let Some(name) = token_name(app, req) {
+        return Ok(Actor::Token(name));
     }
     let signed = req.method() == Method::PUT
         && match (
@@ -124,7 +134,7 @@ fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<(), HttpError>
             _ => false,
         };
     if signed {
-        return Ok(());
+        return Ok(Actor::SignedUrl);
     }
     count_auth_failure(app);
     Err(HttpError::Unauthorized)

@@ -6,9 +6,13 @@ use http::header;
 use http::{Method, Request, Response, StatusCode};
 
 use super::error::error_response;
-use super::response::{if_none_match, status_only, variant_response, STAR, VARY_ACCEPT};
+use super::response::{
+    if_none_match, status_only, variant_response, CDN_CACHE_CONTROL, STAR, SURROGATE_CONTROL,
+    VARY_ACCEPT,
+};
 use super::{App, Body};
-use crate::service::ContentAnswer;
+use crate::model::ContentHash;
+use crate::service::{ContentAnswer, ServiceError};
 use crate::spec;
 
 /// `rest` is the path after `/c/`.
@@ -27,6 +31,7 @@ pub(super) async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Respo
         .await
     {
         Ok(r) => r,
+        Err(ServiceError::Gone(hash)) => return gone(app, &hash),
         Err(e) => return error_response(e),
     };
     let negotiated = parsed.format.is_none();
@@ -58,5 +63,22 @@ pub(super) async fn content<B>(app: &App, req: &Request<B>, rest: &str) -> Respo
     if let Some(outcome) = reply.cache {
         r.extensions_mut().insert(outcome);
     }
+    r
+}
+
+/// Issue 16: taken-down content answers 410 with the JSON error, cached like
+/// an identity answer (briefly in browsers, until purged at the CDN) and
+/// tagged with the content's surrogate key, so a lift's purge reaches it.
+fn gone(app: &App, hash: &ContentHash) -> Response<Body> {
+    let mut r = error_response(ServiceError::Gone(*hash));
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        app.headers.identity_cache_control.clone(),
+    );
+    h.insert(CDN_CACHE_CONTROL, app.headers.cdn_cache_control.clone());
+    h.insert(SURROGATE_CONTROL, app.headers.surrogate_control.clone());
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+    app.headers.insert_surrogate_keys(h, &[hash.to_hex()]);
     r
 }

@@ -206,6 +206,11 @@ impl From<&ServiceError> for ApiError {
             ServiceError::Pipeline(p) => pipeline_error(p),
             ServiceError::NotFound(what) => not_found(what),
             ServiceError::Store(_) | ServiceError::Pool(_) => not_found("avatar"),
+            // Issue 16: takedowns.
+            ServiceError::Blocked(_) => {
+                ApiError::new(S::UNAVAILABLE_FOR_LEGAL_REASONS, "blocked", e.to_string())
+            }
+            ServiceError::Gone(_) => ApiError::new(S::GONE, "gone", e.to_string()),
         }
     }
 }
@@ -255,6 +260,7 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ContentHash;
     use crate::workers::PoolError;
     use std::sync::Arc;
 
@@ -301,6 +307,13 @@ mod tests {
                 "storage_unavailable",
             ),
             (ServiceError::NotFound("avatar"), 404, "not_found"),
+            (ServiceError::Blocked(ContentHash([1; 32])), 451, "blocked"),
+            (ServiceError::Gone(ContentHash([1; 32])), 410, "gone"),
+            (
+                ServiceError::from(StoreError::Blocked(ContentHash([1; 32]))),
+                451,
+                "blocked",
+            ),
         ];
         for (err, status, code) in cases {
             let a = ApiError::from(&err);

@@ -29,6 +29,7 @@ pub mod error;
 mod events;
 mod health;
 mod identity;
+mod moderation;
 pub mod park;
 mod response;
 mod router;

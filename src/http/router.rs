@@ -8,7 +8,8 @@ use http::{Method, Request, Response, StatusCode};
 use super::error::{error_response, HttpError};
 use super::response::text_response;
 use super::{
-    api, assets, backup, content, events, health, identity, subscriptions, upload_urls, App, Body,
+    api, assets, backup, content, events, health, identity, moderation, subscriptions, upload_urls,
+    App, Body,
 };
 use crate::metrics::Route;
 
@@ -63,6 +64,19 @@ where
             return (Route::ApiOther, method_not_allowed("POST"));
         }
         return (Route::ApiOther, upload_urls::upload_urls(app, req).await);
+    }
+    // Issue 16: takedowns and the audit trail.
+    if let Some(rest) = path
+        .strip_prefix("/v1/takedowns")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        return (Route::ApiOther, moderation::takedowns(app, req, rest).await);
+    }
+    if path == "/v1/audit" {
+        if method != Method::GET {
+            return (Route::ApiOther, method_not_allowed("GET"));
+        }
+        return (Route::ApiOther, moderation::audit(app, &req).await);
     }
     if let Some(key) = path.strip_prefix("/v1/avatars/") {
         return (Route::ApiAvatars, api::avatars(app, req, key).await);

@@ -7,10 +7,12 @@
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::audit::{Actor, Audited};
 use super::{Service, ServiceError};
 use crate::model::{IdentityKeys, Rating};
 use crate::pipeline::{self, SourceFormat};
 use crate::spec::UploadParams;
+use crate::store::moderation::AuditAction;
 use crate::store::{AvatarRef, Change, Committed, IdentityRecord, Manifest, NewMaster, RungRef};
 
 /// The JSON description of an identity's avatar (`/v1/avatars/{key}`).
@@ -28,6 +30,9 @@ pub struct AvatarInfo {
     pub rating: &'static str,
     /// Unix milliseconds of the last change.
     pub updated: u64,
+    /// Issue 16: the content is taken down (the identity shows its default).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 impl Service {
@@ -35,25 +40,43 @@ impl Service {
     /// path: forget cached manifests (even when the commit failed: it may
     /// have collected blobs before failing). The store has announced the
     /// event through its publisher by the time this returns.
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         master: Option<NewMaster>,
         change: Change,
-    ) -> Result<IdentityRecord, ServiceError> {
+    ) -> Result<Committed, ServiceError> {
         let committed = self.store.commit(master, change).await;
         self.forget_manifests();
-        let Committed { record, .. } = committed?;
-        Ok(record)
+        Ok(committed?)
+    }
+
+    /// Issue 16: the audit entry of a committed API change (none for a no-op).
+    async fn audit_change(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        c: &Committed,
+        detail: String,
+    ) {
+        let Some(event) = &c.event else { return };
+        let what = Audited {
+            action,
+            key: Some(event.key.to_hex()),
+            hash: c.record.avatar.as_ref().map(|a| a.hash).or(event.previous),
+            detail: Some(detail),
+        };
+        self.audit(actor, what).await;
     }
 
     /// Normalize and store an upload, then bind it to the key's identity.
     pub async fn upload(
         &self,
+        actor: &Actor,
         key: &str,
         params: UploadParams,
         body: Bytes,
     ) -> Result<AvatarInfo, ServiceError> {
-        let result = self.upload_inner(key, params, body).await;
+        let result = self.upload_inner(actor, key, params, body).await;
         let counter = match &result {
             Ok(_) => &self.metrics.uploads,
             Err(_) => &self.metrics.upload_rejected,
@@ -64,6 +87,7 @@ impl Service {
 
     async fn upload_inner(
         &self,
+        actor: &Actor,
         key: &str,
         params: UploadParams,
         body: Bytes,
@@ -104,10 +128,16 @@ impl Service {
             avatar: AvatarRef {
                 hash: manifest.hash,
                 rating: params.rating.unwrap_or_default(),
+                blocked: false,
             },
         };
-        let record = self.apply(Some(master), change).await?;
-        Ok(info(&keys.key, &record, &manifest))
+        // Issue 16: taken-down content is refused (451) under any key.
+        self.refuse_taken_down(&manifest.hash)?;
+        let rating = params.rating.unwrap_or_default().as_str();
+        let c = self.apply(Some(master), change).await?;
+        self.audit_change(actor, AuditAction::Upload, &c, format!("rating {rating}"))
+            .await;
+        Ok(info(&keys.key, &c.record, &manifest))
     }
 
     /// Describe the avatar bound to `key`.
@@ -123,23 +153,34 @@ impl Service {
     }
 
     /// Change the rating of `key`'s avatar (no re-upload needed).
-    pub async fn set_rating(&self, key: &str, rating: Rating) -> Result<AvatarInfo, ServiceError> {
+    pub async fn set_rating(
+        &self,
+        actor: &Actor,
+        key: &str,
+        rating: Rating,
+    ) -> Result<AvatarInfo, ServiceError> {
         let keys = IdentityKeys::parse(key)?;
         let change = Change::SetRating {
             alias: keys.aliases[0],
             rating,
         };
-        let record = self.apply(None, change).await?;
-        self.describe_record(&keys.key, &record).await
+        let c = self.apply(None, change).await?;
+        let detail = format!("rating {}", rating.as_str());
+        self.audit_change(actor, AuditAction::Rating, &c, detail)
+            .await;
+        self.describe_record(&keys.key, &c.record).await
     }
 
     /// Unbind `key`'s identity from its avatar.
-    pub async fn delete(&self, key: &str) -> Result<(), ServiceError> {
+    pub async fn delete(&self, actor: &Actor, key: &str) -> Result<(), ServiceError> {
         let keys = IdentityKeys::parse(key)?;
         let change = Change::Unbind {
             alias: keys.aliases[0],
         };
-        self.apply(None, change).await.map(|_| ())
+        let c = self.apply(None, change).await?;
+        self.audit_change(actor, AuditAction::Delete, &c, "unbound".into())
+            .await;
+        Ok(())
     }
 
     /// The API description of `record`'s avatar (`NotFound` when unbound).
@@ -184,5 +225,6 @@ fn info(key: &str, record: &IdentityRecord, manifest: &Manifest) -> AvatarInfo {
         format: manifest.source_format.clone(),
         rating: rating.as_str(),
         updated: record.updated_ms,
+        blocked: record.avatar.as_ref().is_some_and(|a| a.blocked),
     }
 }

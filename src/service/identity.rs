@@ -117,6 +117,9 @@ impl Service {
             .as_ref()
             .and_then(|r| r.avatar.as_ref())
             .filter(|a| !req.force_default && a.rating <= req.max_rating)
+            // Issue 16: a taken-down avatar is not shown (the record's flag,
+            // and the takedown itself for a bind that raced it).
+            .filter(|a| !a.blocked && !self.store.blocked(&a.hash))
             .cloned();
         let Some(avatar) = eligible else {
             return self

@@ -17,12 +17,14 @@
 //! - fields are private: callers (the HTTP layer, the import) use the
 //!   methods here and never reach the store, the bus or the configuration.
 
+mod audit;
 pub mod avatars;
 pub mod defaults;
 mod events;
 mod identity;
 mod render;
 mod subscriptions;
+mod takedowns;
 
 use std::sync::Arc;
 
@@ -38,10 +40,12 @@ use crate::store::{SharedStore, StoreError};
 use crate::workers::{Pool, PoolError};
 
 pub use crate::cache::Outcome as CacheOutcome;
+pub use audit::{Actor, AuditPage};
 pub use avatars::AvatarInfo;
 pub use identity::{IdentityAnswer, IdentityReply};
 pub use render::{ContentAnswer, ContentEntry, ContentReply, Variant, VariantKey};
 pub use subscriptions::Subscribed;
+pub use takedowns::{TakedownInfo, TakedownPage};
 
 /// Everything a use case can fail with; `http::error` maps each to a status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,15 +64,23 @@ pub enum ServiceError {
     ContentUnreadable,
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// Issue 16: an upload of content that is taken down.
+    #[error("this content was taken down and may not be uploaded again")]
+    Blocked(ContentHash),
+    /// Issue 16: `/c/` of content that is taken down.
+    #[error("this content was taken down")]
+    Gone(ContentHash),
 }
 
 impl ServiceError {
     /// Whose fault: the one classification the HTTP mapping reads.
     pub fn fault(&self) -> Fault {
         match self {
-            ServiceError::Spec(_) | ServiceError::Key(_) | ServiceError::NotFound(_) => {
-                Fault::Client
-            }
+            ServiceError::Spec(_)
+            | ServiceError::Key(_)
+            | ServiceError::NotFound(_)
+            | ServiceError::Blocked(_)
+            | ServiceError::Gone(_) => Fault::Client,
             // Missing or corrupt stored content answers 404 (the URL names
             // nothing servable), and is counted as corrupt blobs by the store.
             ServiceError::ContentUnreadable => Fault::Client,
@@ -76,7 +88,7 @@ impl ServiceError {
             ServiceError::Pool(PoolError::Busy) => Fault::Unavailable,
             ServiceError::Pool(PoolError::Panicked(_)) => Fault::Server,
             ServiceError::Store(s) => match s.as_ref() {
-                StoreError::NotFound => Fault::Client,
+                StoreError::NotFound | StoreError::Blocked(_) => Fault::Client,
                 StoreError::Full | StoreError::Unavailable(_) => Fault::Unavailable,
                 StoreError::Index(_) | StoreError::Io(_) => Fault::Server,
             },
@@ -94,6 +106,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ServiceError::NotFound("avatar"),
+            StoreError::Blocked(h) => ServiceError::Blocked(h),
             e => ServiceError::Store(Arc::new(e)),
         }
     }

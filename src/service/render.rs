@@ -131,6 +131,10 @@ impl Service {
         accept: Option<&str>,
         if_none_match: Option<IfNoneMatch<'_>>,
     ) -> Result<ContentReply, ServiceError> {
+        // Issue 16: taken-down content is gone, in every size and format.
+        if self.store.blocked(&req.hash) {
+            return Err(ServiceError::Gone(req.hash));
+        }
         let entry = self.content_entry(&req.hash).await?;
         let key = self.content_key(req, &entry.manifest, accept);
         if let Some(inm) = if_none_match {

@@ -57,7 +57,7 @@ pub fn event_of(record: &IdentityRecord, previous: Option<ContentHash>, id: u64)
         id,
         key: record.primary(),
         aliases: record.aliases.clone(),
-        hash: record.avatar.as_ref().map(|a| a.hash),
+        hash: record.avatar.as_ref().and_then(AvatarRef::visible),
         previous,
         version: record.version,
         at: record.updated_ms,
@@ -68,7 +68,9 @@ pub fn event_of(record: &IdentityRecord, previous: Option<ContentHash>, id: u64)
 pub fn lookup_aliases(change: &Change) -> Vec<IdentityHash> {
     match change {
         Change::Bind { aliases, .. } => aliases.clone(),
-        Change::Unbind { alias } | Change::SetRating { alias, .. } => vec![*alias],
+        Change::Unbind { alias }
+        | Change::SetRating { alias, .. }
+        | Change::Block { alias, .. } => vec![*alias],
     }
 }
 
@@ -116,12 +118,27 @@ pub fn apply(
                 ..
             }) => (
                 Some(AvatarRef {
-                    hash: a.hash,
                     rating: *rating,
+                    ..a.clone()
                 }),
                 aliases.clone(),
             ),
             _ => return Err(StoreError::NotFound),
+        },
+        // A takedown (or its lift) touches only an identity still showing
+        // that content; one rebound or deleted meanwhile stays as it is.
+        Change::Block { hash, blocked, .. } => match survivor {
+            Some(r) => match &r.avatar {
+                Some(a) if a.hash == *hash => (
+                    Some(AvatarRef {
+                        blocked: *blocked,
+                        ..a.clone()
+                    }),
+                    r.aliases.clone(),
+                ),
+                _ => return Ok(Outcome::Unchanged(r.clone())),
+            },
+            None => return Err(StoreError::NotFound),
         },
     };
     if let [only] = current {
@@ -141,10 +158,13 @@ pub fn apply(
         .map(|r| r.updated_ms.saturating_add(1))
         .fold(now, u64::max);
     let new_hash = avatar.as_ref().map(|a| a.hash);
+    // What pages saw before (a hidden avatar is not seen), so a takedown
+    // purges the content it hides.
+    let shown = avatar.as_ref().and_then(AvatarRef::visible);
     let previous = current
         .iter()
-        .filter_map(|r| r.avatar.as_ref().map(|a| a.hash))
-        .find(|h| Some(*h) != new_hash);
+        .filter_map(|r| r.avatar.as_ref().and_then(AvatarRef::visible))
+        .find(|h| Some(*h) != shown);
     let mut refs: Vec<(ContentHash, i64)> = new_hash.map(|h| (h, 1)).into_iter().collect();
     for h in current
         .iter()
@@ -184,6 +204,7 @@ mod tests {
         AvatarRef {
             hash: ContentHash([n; 32]),
             rating,
+            blocked: false,
         }
     }
 
@@ -303,6 +324,51 @@ mod tests {
         assert_eq!((t.previous, t.refs.len()), (None, 0));
     }
 
+    #[test]
+    fn a_takedown_hides_the_avatar_keeps_its_master_and_a_lift_shows_it_again() {
+        let live = [record(&[1], Some(4), 2, 10)];
+        let block = |hash: u8, blocked| Change::Block {
+            alias: alias(1),
+            hash: ContentHash([hash; 32]),
+            blocked,
+        };
+        let t = changed(apply(&live, None, &block(4, true), 20).unwrap());
+        assert!(t.record.avatar.as_ref().unwrap().blocked);
+        assert_eq!((t.record.version, t.refs.len()), (3, 0), "master kept");
+        let e = t.event(5);
+        assert_eq!((e.hash, e.previous), (None, Some(ContentHash([4; 32]))));
+        let hidden = std::slice::from_ref(&t.record);
+        assert_eq!(
+            apply(hidden, None, &block(4, true), 30).unwrap(),
+            Outcome::Unchanged(t.record.clone()),
+            "taking down twice changes nothing"
+        );
+        let r = Change::SetRating {
+            alias: alias(1),
+            rating: Rating::X,
+        };
+        assert!(
+            changed(apply(hidden, None, &r, 30).unwrap())
+                .record
+                .avatar
+                .unwrap()
+                .blocked
+        );
+        let l = changed(apply(hidden, None, &block(4, false), 30).unwrap());
+        assert_eq!((&l.record.avatar, l.record.version), (&live[0].avatar, 4));
+        let e = l.event(6);
+        assert_eq!((e.hash, e.previous), (Some(ContentHash([4; 32])), None));
+        // Other content, or no identity: nothing to hide.
+        assert_eq!(
+            apply(&live, None, &block(5, true), 20).unwrap(),
+            Outcome::Unchanged(live[0].clone())
+        );
+        assert!(matches!(
+            apply(&[], None, &block(4, true), 1),
+            Err(StoreError::NotFound)
+        ));
+    }
+
     /// Records over disjoint aliases drawn from 0..6, and a change on them.
     fn world() -> impl Strategy<Value = (Vec<IdentityRecord>, Change, u64)> {
         let rec = (
@@ -310,6 +376,7 @@ mod tests {
             proptest::option::of(0u8..4),
             1u64..1_000_000,
             0u64..2_000_000,
+            any::<bool>(),
         );
         let change = prop_oneof![
             (proptest::collection::vec(0u8..6, 1..=2), 0u8..4, 0u8..4).prop_map(|(a, av, r)| {
@@ -327,6 +394,11 @@ mod tests {
                 alias: alias(a),
                 rating: rating(r),
             }),
+            (0u8..6, 0u8..4, any::<bool>()).prop_map(|(a, h, blocked)| Change::Block {
+                alias: alias(a),
+                hash: ContentHash([h; 32]),
+                blocked,
+            }),
         ];
         (
             proptest::collection::vec(rec, 0..4),
@@ -336,13 +408,17 @@ mod tests {
             .prop_map(|(recs, change, now)| {
                 let mut next = 0u8;
                 let mut out = Vec::new();
-                for (n, av, version, ms) in recs {
+                for (n, av, version, ms, hidden) in recs {
                     if next as usize + n > 6 {
                         break;
                     }
                     let aliases: Vec<u8> = (next..next + n as u8).collect();
                     next += n as u8;
-                    out.push(record(&aliases, av, version, ms));
+                    let mut r = record(&aliases, av, version, ms);
+                    if let Some(a) = r.avatar.as_mut() {
+                        a.blocked = hidden; // taken down
+                    }
+                    out.push(r);
                 }
                 (out, change, now)
             })
@@ -405,6 +481,11 @@ mod tests {
             let e = t.event(1);
             prop_assert_eq!((e.version, e.at), (t.record.version, t.record.updated_ms));
             prop_assert!(e.previous.is_none() || e.previous != e.hash);
+            // A hidden avatar is never announced; hiding moves no reference.
+            prop_assert_eq!(e.hash, t.record.avatar.as_ref().and_then(AvatarRef::visible));
+            if matches!(change, Change::Block { .. }) {
+                prop_assert!(t.refs.is_empty(), "a takedown keeps its master");
+            }
         }
 
         #[test]

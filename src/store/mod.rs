@@ -21,6 +21,7 @@ pub mod backup;
 pub mod blobs;
 pub mod change;
 pub mod embedded;
+pub mod moderation;
 pub mod nats;
 pub mod subscriptions;
 
@@ -46,6 +47,9 @@ pub enum StoreError {
     Index(String),
     #[error("I/O error: {0}")]
     Io(String),
+    /// Issue 16: the content is taken down; nothing may bind it.
+    #[error("content {0} is taken down")]
+    Blocked(ContentHash),
 }
 
 impl From<std::io::Error> for StoreError {
@@ -105,6 +109,17 @@ impl Manifest {
 pub struct AvatarRef {
     pub hash: ContentHash,
     pub rating: Rating,
+    /// Issue 16: the content is taken down; the identity shows its default
+    /// (and its events say "no avatar") until the takedown is lifted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
+}
+
+impl AvatarRef {
+    /// The content the identity shows: none while taken down.
+    pub fn visible(&self) -> Option<ContentHash> {
+        (!self.blocked).then_some(self.hash)
+    }
 }
 
 /// An identity: all its hash aliases, its avatar (or none), its version.
@@ -137,6 +152,13 @@ pub enum Change {
     Unbind { alias: IdentityHash },
     /// Change the rating of the identity's current avatar.
     SetRating { alias: IdentityHash, rating: Rating },
+    /// Issue 16: hide (`blocked`) or show again the identity's avatar if it is
+    /// `hash` (a takedown or its lift); anything else is left as it is.
+    Block {
+        alias: IdentityHash,
+        hash: ContentHash,
+        blocked: bool,
+    },
 }
 
 /// The outcome of a [`Store::commit`].
@@ -234,6 +256,37 @@ pub trait Store: Send + Sync + 'static {
             "online backup covers the embedded store; back up a NATS cluster's streams with NATS' own tools".into(),
         ))
     }
+
+    // Issue 16: moderation (see `moderation`).
+    /// Is `hash` taken down? Answered from memory (the hot `/c/` path asks).
+    fn blocked(&self, hash: &ContentHash) -> bool;
+    /// Record a takedown; when `t.hash` is already taken down nothing is
+    /// written and the existing record comes back.
+    async fn put_takedown(
+        &self,
+        t: moderation::Takedown,
+    ) -> Result<Option<moderation::Takedown>, StoreError>;
+    /// Remove the takedown of `hash`, returning it (`None`: there was none).
+    async fn remove_takedown(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Option<moderation::Takedown>, StoreError>;
+    /// Takedowns in hash order after `after`, at most `limit`.
+    async fn takedowns(
+        &self,
+        after: Option<ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<moderation::Takedown>, StoreError>;
+    /// Primaries of the identities whose avatar is `hash` (hidden or not).
+    async fn bound_to(&self, hash: &ContentHash) -> Result<Vec<IdentityHash>, StoreError>;
+    /// Append an entry to the audit log durably; returns its id (ids grow).
+    async fn append_audit(&self, entry: moderation::AuditEntry) -> Result<u64, StoreError>;
+    /// Audit entries with `id > after`, oldest first, at most `limit`.
+    async fn audit_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<moderation::AuditEntry>, StoreError>;
 }
 
 /// Undelivered events of one delivery target, handed out so that each goes to

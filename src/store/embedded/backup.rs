@@ -159,6 +159,8 @@ impl Snapshot {
         copy_table(rtx, &wtx, BLOB_REFS)?;
         copy_table(rtx, &wtx, EVENTS)?;
         copy_table(rtx, &wtx, META)?;
+        copy_table(rtx, &wtx, super::moderation::TAKEDOWNS)?;
+        copy_table(rtx, &wtx, super::moderation::AUDIT)?;
         wtx.commit().map_err(idx)?;
         drop(db);
 
@@ -255,6 +257,7 @@ mod tests {
             avatar: AvatarRef {
                 hash: m.manifest.hash,
                 rating: Rating::G,
+                blocked: false,
             },
         }
     }

@@ -29,6 +29,13 @@ impl EmbeddedStore {
             }
         }
         let _guard = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Issue 16: taken-down content binds nowhere (takedowns are written
+        // under this lock, so none lands between this check and the commit).
+        if let Change::Bind { avatar, .. } = &change {
+            if self.is_blocked(&avatar.hash) {
+                return Err(StoreError::Blocked(avatar.hash));
+            }
+        }
         // Under the lock: a concurrent GC may have removed a blob we share.
         if let Some(m) = &master {
             for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {

@@ -12,10 +12,11 @@
 
 mod backup;
 mod commit;
+mod moderation;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -26,6 +27,7 @@ use super::{
     StoreError, StoreStats,
 };
 use crate::model::{ContentHash, IdentityHash};
+use crate::store::moderation::{AuditEntry, Takedown, DEFAULT_AUDIT_RETENTION};
 
 const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("identities");
 const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
@@ -67,6 +69,8 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Deferred blob deletion while a backup runs (see `backup.rs`).
     pins: backup::GcPins,
+    /// Issue 16: taken-down masters (the `takedowns` table, in memory).
+    blocked: RwLock<std::collections::HashSet<ContentHash>>,
 }
 
 /// Files + redb; cheap to clone.
@@ -74,6 +78,8 @@ struct Inner {
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
     publish: Publish,
+    /// How long audit entries are kept (issue 16).
+    audit_retention: std::time::Duration,
 }
 
 impl EmbeddedStore {
@@ -92,17 +98,30 @@ impl EmbeddedStore {
             tx.open_table(BLOB_REFS).map_err(idx)?;
             tx.open_table(EVENTS).map_err(idx)?;
             tx.open_table(META).map_err(idx)?;
+            tx.open_table(moderation::TAKEDOWNS).map_err(idx)?;
+            tx.open_table(moderation::AUDIT).map_err(idx)?;
         }
         tx.commit().map_err(idx)?;
+        let blocked = RwLock::new(moderation::load_blocked(&db)?);
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
                 blobs,
                 write_lock: Mutex::new(()),
                 pins: Default::default(),
+                blocked,
             }),
             publish: Publish::nowhere(),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         })
+    }
+
+    /// The same store, keeping audit entries for `retention` (issue 16).
+    pub fn audit_retention(self, retention: std::time::Duration) -> EmbeddedStore {
+        EmbeddedStore {
+            audit_retention: retention,
+            ..self
+        }
     }
 
     /// The same store, announcing every committed event through `publish`.
@@ -257,6 +276,38 @@ impl Store for EmbeddedStore {
             blobs_written: b.written.load(Ordering::Relaxed),
             blobs_deleted: b.deleted.load(Ordering::Relaxed),
         }
+    }
+
+    fn blocked(&self, hash: &ContentHash) -> bool {
+        self.is_blocked(hash)
+    }
+
+    async fn put_takedown(&self, t: Takedown) -> Result<Option<Takedown>, StoreError> {
+        self.put_takedown_now(t).await
+    }
+
+    async fn remove_takedown(&self, hash: &ContentHash) -> Result<Option<Takedown>, StoreError> {
+        self.remove_takedown_now(*hash).await
+    }
+
+    async fn takedowns(
+        &self,
+        after: Option<ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<Takedown>, StoreError> {
+        self.takedowns_now(after, limit)
+    }
+
+    async fn bound_to(&self, hash: &ContentHash) -> Result<Vec<IdentityHash>, StoreError> {
+        self.bound_to_now(*hash).await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        self.append_audit_now(entry).await
+    }
+
+    async fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_after_now(after, limit)
     }
 }
 

@@ -4,6 +4,7 @@ use super::*;
 use crate::model::{IdentityKeys, Rating};
 use crate::store::AvatarRef;
 use crate::store::RungRef;
+use crate::store::{now_ms, Store};
 
 fn master(seed: &[u8]) -> NewMaster {
     let rung0 = Bytes::from([b"rung0:", seed].concat());
@@ -48,6 +49,7 @@ fn bind(keys: &IdentityKeys, m: &NewMaster) -> Change {
         avatar: AvatarRef {
             hash: m.manifest.hash,
             rating: Rating::G,
+            blocked: false,
         },
     }
 }
@@ -201,4 +203,85 @@ async fn every_committed_event_is_published_once_in_order() {
     assert!(unbind(&s, alice.aliases[0]).await.is_err());
     let seen = seen.lock().unwrap();
     assert_eq!(*seen, vec![c1.event.unwrap(), c2.event.unwrap()]);
+}
+
+fn takedown(m: &NewMaster) -> crate::store::moderation::Takedown {
+    crate::store::moderation::Takedown {
+        hash: m.manifest.hash,
+        reason: "test".into(),
+        actor: "admin".into(),
+        at: 1,
+    }
+}
+
+#[tokio::test]
+async fn taken_down_content_binds_nowhere_and_the_takedown_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = IdentityKeys::parse("alice@example.org").unwrap();
+    let bob = IdentityKeys::parse("bob@example.org").unwrap();
+    let a = master(b"a");
+    {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+        assert_eq!(s.put_takedown(takedown(&a)).await.unwrap(), None);
+        assert_eq!(
+            s.put_takedown(takedown(&a)).await.unwrap(),
+            Some(takedown(&a)),
+            "a second takedown answers the first"
+        );
+        assert!(s.blocked(&a.manifest.hash));
+        assert_eq!(
+            s.bound_to(&a.manifest.hash).await.unwrap(),
+            vec![alice.aliases[0]]
+        );
+    }
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(s.blocked(&a.manifest.hash), "loaded at open");
+    let refused = s.commit(Some(a.clone()), bind(&bob, &a)).await;
+    assert!(matches!(refused, Err(StoreError::Blocked(h)) if h == a.manifest.hash));
+    assert_eq!(s.identity(&bob.aliases[0]).await.unwrap(), None);
+    let listed = s.takedowns(None, 10).await.unwrap();
+    assert_eq!(listed, vec![takedown(&a)]);
+    assert_eq!(
+        s.remove_takedown(&a.manifest.hash).await.unwrap(),
+        Some(takedown(&a))
+    );
+    assert_eq!(s.remove_takedown(&a.manifest.hash).await.unwrap(), None);
+    assert!(!s.blocked(&a.manifest.hash));
+    s.commit(Some(a.clone()), bind(&bob, &a)).await.unwrap();
+}
+
+#[tokio::test]
+async fn audit_entries_get_growing_ids_and_expire_after_the_retention() {
+    use crate::store::moderation::{AuditAction, AuditEntry};
+    let (_dir, s) = temp_store();
+    let s = s.audit_retention(std::time::Duration::from_secs(3600));
+    let entry = |at: u64| AuditEntry {
+        id: 0,
+        at,
+        actor: "admin".into(),
+        action: AuditAction::Upload,
+        key: None,
+        hash: None,
+        detail: None,
+    };
+    let old = now_ms() - 7200 * 1000;
+    assert_eq!(s.append_audit(entry(old)).await.unwrap(), 1);
+    assert_eq!(s.append_audit(entry(old + 1)).await.unwrap(), 2);
+    // Expired entries go as appends pass them (these two at once).
+    assert_eq!(s.append_audit(entry(now_ms())).await.unwrap(), 3);
+    let ids: Vec<u64> = s
+        .audit_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![3]);
+    assert_eq!(s.append_audit(entry(now_ms())).await.unwrap(), 4);
+    let page = s.audit_after(3, 10).await.unwrap();
+    assert_eq!(
+        (page.len(), page[0].id, page[0].actor.as_str()),
+        (1, 4, "admin")
+    );
 }

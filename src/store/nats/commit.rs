@@ -83,6 +83,10 @@ impl NatsStore {
             }
         }
         if let Change::Bind { avatar, .. } = &change {
+            // Issue 16: taken-down content binds nowhere.
+            if self.is_blocked(&avatar.hash) {
+                return Err(StoreError::Blocked(avatar.hash));
+            }
             if self.manifest(&avatar.hash).await?.is_none() {
                 return Err(StoreError::Index(format!(
                     "master {} is not stored",
@@ -111,7 +115,7 @@ impl NatsStore {
     /// `STREAM.MSG.GET` is answered by the leader alone, which acknowledges
     /// a write only once it has applied it; a direct get (`kv.get`, the
     /// bucket allows them) may be answered by a replica that has not.
-    async fn read_last(&self, key: &str) -> Result<(u64, Option<Bytes>), StoreError> {
+    pub(super) async fn read_last(&self, key: &str) -> Result<(u64, Option<Bytes>), StoreError> {
         let subject = format!("$KV.{INDEX_BUCKET}.{key}");
         match self
             .inner

@@ -87,6 +87,8 @@ pub(super) enum Key {
     Manifest(ContentHash),
     /// `p.<node>`: a node's watch probe (proves its watch delivers).
     Probe,
+    /// `t.<master>`: a takedown (issue 16).
+    Takedown(ContentHash),
 }
 
 impl Key {
@@ -97,6 +99,7 @@ impl Key {
             "a" => hex.parse().ok().map(Key::Alias),
             "m" => hex.parse().ok().map(Key::Manifest),
             "p" => Some(Key::Probe),
+            "t" => hex.parse().ok().map(Key::Takedown),
             _ => None,
         }
     }
@@ -218,6 +221,8 @@ pub(super) mod tests {
         assert_eq!(Key::parse(&alias_key(&h)), Some(Key::Alias(h)));
         let c = ContentHash([7; 32]);
         assert_eq!(Key::parse(&manifest_key(&c)), Some(Key::Manifest(c)));
+        let t = super::super::moderation::takedown_key(&c);
+        assert_eq!(Key::parse(&t), Some(Key::Takedown(c)));
         assert_eq!(Key::parse(&probe_key()), Some(Key::Probe));
         assert_ne!(probe_key(), probe_key());
         for junk in ["", "i", "x.00", "i.zz", "m.00"] {
@@ -269,6 +274,7 @@ pub(super) mod tests {
                 avatar: Some(AvatarRef {
                     hash: ContentHash([seed; 32]),
                     rating: Rating::G,
+                    blocked: false,
                 }),
                 version,
                 updated_ms: 1000 + version,

@@ -51,6 +51,7 @@
 mod commit;
 mod connect;
 mod keys;
+mod moderation;
 mod objects;
 mod queue;
 mod replica;
@@ -77,6 +78,7 @@ use super::{
 };
 use crate::metrics::{Exposition, Histogram};
 use crate::model::{ContentHash, IdentityHash};
+use crate::store::moderation::{AuditEntry, Takedown};
 
 /// How to reach the cluster (a setting, defined with the configuration).
 pub use crate::config::NatsOptions;
@@ -115,6 +117,8 @@ struct Inner {
     /// Blobs of recently bound masters, fetched when the change arrives so the
     /// first render on this node does not wait for the object store.
     blob_cache: BlobCache,
+    /// Issue 16: the audit stream, once opened ([`NatsStore::open_audit`]).
+    audit: std::sync::OnceLock<jetstream::stream::Stream>,
 }
 
 /// NATS JetStream store; cheap to clone.
@@ -157,6 +161,7 @@ impl NatsStore {
                 live: AtomicBool::new(false),
                 probe: keys::probe_key(),
                 blob_cache: BlobCache::with_shards(BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS),
+                audit: Default::default(),
             }),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -345,5 +350,37 @@ impl Store for NatsStore {
             "1 while identity answers come from a replica cut off from NATS.",
             u64::from(self.index_stale()),
         );
+    }
+
+    fn blocked(&self, hash: &ContentHash) -> bool {
+        self.is_blocked(hash)
+    }
+
+    async fn put_takedown(&self, t: Takedown) -> Result<Option<Takedown>, StoreError> {
+        self.put_takedown_now(t).await
+    }
+
+    async fn remove_takedown(&self, hash: &ContentHash) -> Result<Option<Takedown>, StoreError> {
+        self.remove_takedown_now(*hash).await
+    }
+
+    async fn takedowns(
+        &self,
+        after: Option<ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<Takedown>, StoreError> {
+        Ok(self.takedowns_now(after, limit))
+    }
+
+    async fn bound_to(&self, hash: &ContentHash) -> Result<Vec<IdentityHash>, StoreError> {
+        Ok(self.bound_to_now(hash))
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        self.append_audit_now(entry).await
+    }
+
+    async fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_after_now(after, limit).await
     }
 }

@@ -34,6 +34,8 @@ pub(super) struct Replica {
     pub(super) recent: VecDeque<ChangeEvent>,
     /// Highest event id applied.
     pub(super) head: u64,
+    /// Issue 16: content taken down (`t.` keys).
+    pub(super) takedowns: super::moderation::Takedowns,
 }
 
 impl Replica {
@@ -305,6 +307,10 @@ impl NatsStore {
 
     /// Apply one bucket message (from the watch or a catch-up read).
     fn apply(&self, key: &str, revision: u64, value: &[u8], put: bool) {
+        if let Some(Key::Takedown(hash)) = Key::parse(key) {
+            // A lift is a delete: both matter here.
+            return self.apply_takedown(key, hash, revision, put.then_some(value));
+        }
         if !put {
             return;
         }
@@ -344,7 +350,7 @@ impl NatsStore {
                 }
                 Err(err) => tracing::error!(key = %key, error = %err, "corrupt manifest"),
             },
-            Some(Key::Probe) => {}
+            Some(Key::Probe) | Some(Key::Takedown(_)) => {}
             None => tracing::warn!(key = %key, "unknown key in the index bucket"),
         }
     }
