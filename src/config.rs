@@ -6,9 +6,11 @@
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
 mod nats;
+mod policy;
 mod settings;
 
 pub use nats::{NatsSecurity, Secret};
+pub use policy::{HookConfig, HookFailureMode, PolicyConfig};
 pub use settings::Settings;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    /// Issue 16: the upload policy hook.
+    pub policy: PolicyConfig,
 }
 
 /// Format of the log lines on stderr (`--log-format`).
@@ -282,6 +286,7 @@ impl Config {
                 Err(invalid(name, format!("{u:?} is not an http(s) URL")))
             }
         };
+        let policy = policy::resolve(&s, &check_url)?;
         let mut targets = Vec::new();
         for u in s.purge_endpoint.iter().filter(|u| !u.trim().is_empty()) {
             targets.push(Target::Purge {
@@ -424,6 +429,7 @@ impl Config {
             log: LogConfig {
                 format: s.log_format,
             },
+            policy,
         })
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, LogFormat};
+use super::{ConfigError, HookFailureMode, LogFormat};
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
 /// layers can be merged; [`Config::resolve`](super::Config::resolve) fills in the defaults.
@@ -161,6 +161,18 @@ pub struct Settings {
     /// Private key (PEM) of --nats-tls-cert [default: none]
     #[arg(long, env = "AVATAR_EDGE_NATS_TLS_KEY")]
     pub nats_tls_key: Option<PathBuf>,
+
+    // --- Upload policy hook (issue 16 item 2). Set by the operator only,
+    // never taken from a request. ---
+    /// URL every normalized upload is POSTed to before it is accepted (JSON: key, hash, width, height, format and a 256 px JPEG preview in base64); 2xx accepts, 403/422 refuses (422 rejected_by_policy) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_HOOK")]
+    pub upload_hook: Option<String>,
+    /// Time the upload hook has to answer, the whole exchange, seconds [default: 5]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_HOOK_TIMEOUT")]
+    pub upload_hook_timeout: Option<u64>,
+    /// When the hook fails (timeout, no connection, other status, invalid or oversized answer): closed = 503 + Retry-After, nothing stored; open = accept [default: closed]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_HOOK_FAILURE", value_enum)]
+    pub upload_hook_failure: Option<HookFailureMode>,
 }
 
 impl Settings {
@@ -231,7 +243,10 @@ impl Settings {
             nats_creds,
             nats_tls_ca,
             nats_tls_cert,
-            nats_tls_key
+            nats_tls_key,
+            upload_hook,
+            upload_hook_timeout,
+            upload_hook_failure
         )
     }
 }

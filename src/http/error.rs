@@ -29,6 +29,8 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// `Retry-After`, seconds, when it is not the 503's default of 1.
+    pub retry_after: Option<u64>,
 }
 
 /// The internal detail of a server fault, attached to its response for the
@@ -72,6 +74,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -92,14 +95,17 @@ impl ApiError {
         .expect("error bodies serialize")
     }
 
-    /// The response: status, JSON body, `no-store`; `Retry-After` on a 503.
+    /// The response: status, JSON body, `no-store`; `Retry-After` on a 503
+    /// (1 s unless the error says otherwise) and wherever the error sets it.
     pub fn response(&self) -> Response<Body> {
         let mut r = Response::new(super::response::full(Bytes::from(self.json())));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, super::response::JSON);
         h.insert(header::CACHE_CONTROL, super::response::NO_STORE);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Some(allow) = self.allow {
@@ -183,12 +189,21 @@ impl From<&ServiceError> for ApiError {
                         "storage_unavailable",
                         "the server's storage is read-only or unavailable",
                     ),
+                    // Issue 16: the policy hook failed and failures are closed.
+                    ServiceError::Policy(_) => ApiError {
+                        retry_after: Some(crate::policy::RETRY_AFTER_SECS),
+                        ..ApiError::new(
+                            S::SERVICE_UNAVAILABLE,
+                            "policy_unavailable",
+                            "the upload could not be checked against the platform's policy; retry shortly",
+                        )
+                    },
                     _ => ApiError::new(
                         S::SERVICE_UNAVAILABLE,
                         "overloaded",
                         "too many images queued for processing; retry shortly",
                     ),
-                }
+                };
             }
             Fault::Client => {}
         }
@@ -205,6 +220,9 @@ impl From<&ServiceError> for ApiError {
             ),
             ServiceError::Pipeline(p) => pipeline_error(p),
             ServiceError::NotFound(what) => not_found(what),
+            ServiceError::Policy(p) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "rejected_by_policy", p.to_string())
+            }
             ServiceError::Store(_) | ServiceError::Pool(_) => not_found("avatar"),
         }
     }
@@ -255,6 +273,7 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{HookError, HookFailure};
     use crate::workers::PoolError;
     use std::sync::Arc;
 
@@ -301,6 +320,16 @@ mod tests {
                 "storage_unavailable",
             ),
             (ServiceError::NotFound("avatar"), 404, "not_found"),
+            (
+                HookError::Rejected("nudity".into()).into(),
+                422,
+                "rejected_by_policy",
+            ),
+            (
+                HookError::Unavailable(HookFailure::Timeout(5)).into(),
+                503,
+                "policy_unavailable",
+            ),
         ];
         for (err, status, code) in cases {
             let a = ApiError::from(&err);
@@ -309,6 +338,13 @@ mod tests {
             assert_eq!(body["error"], code);
             assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
+        let r = ApiError::from(&ServiceError::from(HookError::Rejected("nudity".into())));
+        assert_eq!(r.message, "nudity", "the hook's reason is the message");
+        let r = ApiError::from(&ServiceError::from(HookError::Unavailable(
+            HookFailure::Status(500),
+        )))
+        .response();
+        assert_eq!(r.headers()["retry-after"], "5");
         // Internal details never leak.
         let a = ApiError::from(&ServiceError::from(PipelineError::Internal(
             "secret path /x".into(),

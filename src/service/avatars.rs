@@ -99,11 +99,15 @@ impl Service {
                 .map(|r| Bytes::from(r.bytes))
                 .collect(),
         };
+        let rating = params.rating.unwrap_or_default();
+        // Issue 16: the operator's policy hook decides before anything is stored.
+        self.check_policy(&keys.key, rating, &manifest, &master.rungs)
+            .await?;
         let change = Change::Bind {
             aliases: keys.aliases.clone(),
             avatar: AvatarRef {
                 hash: manifest.hash,
-                rating: params.rating.unwrap_or_default(),
+                rating,
             },
         };
         let record = self.apply(Some(master), change).await?;
