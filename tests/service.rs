@@ -1320,3 +1320,114 @@ async fn every_done_means_upload_renders_at_three_sizes_and_formats() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 16: privacy of the event stream, rate limits.
+
+/// `GET uri` (optionally with the admin token, from `peer`): the status and
+/// headers, and the body when it is a stream (else it is read whole).
+async fn open_events(
+    e: &Env,
+    uri: &str,
+    token: bool,
+    peer: Option<&str>,
+) -> (Resp, Option<avatar_edge::http::Body>) {
+    let mut b = Request::get(uri);
+    if token {
+        b = b.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let mut req = b.body(Full::default()).unwrap();
+    if let Some(p) = peer {
+        req.extensions_mut()
+            .insert(avatar_edge::http::access::PeerAddr(p.parse().unwrap()));
+    }
+    let (parts, body) = avatar_edge::http::handle(&e.app, req).await.into_parts();
+    let streaming = parts.headers.get("content-type").map(|v| v.as_bytes())
+        == Some(b"text/event-stream".as_slice());
+    let mut r = Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::new(),
+    };
+    if streaming {
+        return (r, Some(body));
+    }
+    use http_body_util::BodyExt;
+    r.body = body.collect().await.unwrap().to_bytes();
+    (r, None)
+}
+
+/// Read `body` until an `avatar` event arrives (within 5 s): its data.
+async fn next_avatar_event(body: &mut avatar_edge::http::Body) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    let read = async {
+        loop {
+            let frame = body.frame().await.expect("stream open").unwrap();
+            if let Some(d) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(d));
+            }
+            if let Some(at) = text.find("event: avatar\ndata: ") {
+                let rest = &text[at + 20..];
+                if let Some(end) = rest.find('\n') {
+                    return serde_json::from_str(&rest[..end]).unwrap();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("an event within 5 s")
+}
+
+#[tokio::test]
+async fn the_unfiltered_event_stream_needs_a_token_and_keyed_streams_stay_public() {
+    let e = env();
+    let md5 = md5_hex("watched@example.org");
+    let failures = e.metric("avatar_edge_auth_failures_total");
+    // Without a key filter: every identity's changes, so a token is required.
+    for uri in [
+        "/v1/events",
+        "/v1/events?keys=",
+        "/v1/events?last_event_id=1",
+    ] {
+        let (r, stream) = open_events(&e, uri, false, None).await;
+        assert_eq!(r.status, 401, "{uri}");
+        assert!(stream.is_none());
+        assert_eq!(r.json()["error"], "unauthorized", "{uri}");
+    }
+    assert_eq!(e.metric("avatar_edge_auth_failures_total"), failures + 3);
+    // With the token it streams every change.
+    let (r, all) = open_events(&e, "/v1/events", true, None).await;
+    assert_eq!(r.status, 200);
+    let mut all = all.unwrap();
+    // Keyed streams need no token: `keys=` and `sub=`.
+    let (r, keyed) = open_events(&e, &format!("/v1/events?keys={md5}"), false, None).await;
+    assert_eq!(r.status, 200);
+    let mut keyed = keyed.unwrap();
+    let sub = post_json(
+        &e,
+        "/v1/subscriptions",
+        None,
+        &format!(r#"{{"keys":["{md5}"]}}"#),
+    )
+    .await;
+    assert_eq!(sub.status, 200, "{}", String::from_utf8_lossy(&sub.body));
+    let uri = sub.json()["events"].as_str().unwrap().to_string();
+    let (r, by_sub) = open_events(&e, &uri, false, None).await;
+    assert_eq!(r.status, 200);
+    let mut by_sub = by_sub.unwrap();
+
+    e.upload_ok("watched@example.org", "logo_alpha_disc_512.png")
+        .await;
+    for stream in [&mut all, &mut keyed, &mut by_sub] {
+        let ev = next_avatar_event(stream).await;
+        assert!(
+            ev["aliases"]
+                .as_array()
+                .unwrap()
+                .contains(&md5.clone().into()),
+            "{ev}"
+        );
+    }
+}

@@ -3,6 +3,11 @@
 //! missed before going live; a comment line every 15 s keeps proxies from
 //! closing an idle stream. The stream itself is the service's
 //! ([`crate::service::Service::event_stream`]); this is its HTTP shape.
+//!
+//! Privacy (issue 16 item 4): the unfiltered stream — every identity that
+//! changes, with timestamps — needs a token; a keyed stream (`keys=` or
+//! `sub=`, what the browser client uses) stays public, since a page already
+//! shows those avatars.
 
 use std::convert::Infallible;
 
@@ -12,6 +17,7 @@ use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::Either;
 
+use super::api::check_token;
 use super::error::error_response;
 use super::response::{NO_STORE, STAR};
 use super::{App, Body};
@@ -42,6 +48,11 @@ pub(super) async fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
         Ok(p) => p,
         Err(e) => return error_response(e),
     };
+    if parsed.keys.is_empty() && parsed.sub.is_none() {
+        if let Err(e) = check_token(app, req) {
+            return error_response(e);
+        }
+    }
     // Issue 14: `sub=` names the keys of a `POST /v1/subscriptions`.
     if let Some(id) = parsed.sub {
         match app.service.subscription(&id).await {
