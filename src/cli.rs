@@ -501,6 +501,7 @@ pub fn build_app_on(
         http,
         cache,
         max_upload_url_ttl: auth.max_upload_url_ttl,
+        limits: policy.limits,
     };
     let app = Arc::new(App::new(
         service, app_config, tokens, signer, rx, deliveries,

@@ -1431,3 +1431,192 @@ async fn the_unfiltered_event_stream_needs_a_token_and_keyed_streams_stay_public
         );
     }
 }
+
+/// `req` as if it came over a socket from `peer` (`ip:port`).
+async fn send_from(e: &Env, mut req: Request<Full<Bytes>>, peer: &str) -> Resp {
+    req.extensions_mut()
+        .insert(avatar_edge::http::access::PeerAddr(peer.parse().unwrap()));
+    e.send(req).await
+}
+
+/// A signed upload URL for `key` (minted with the token).
+async fn mint(e: &Env, key: &str) -> String {
+    let r = post_json(
+        e,
+        "/v1/upload-urls",
+        Some(&format!("Bearer {TOKEN}")),
+        &format!(r#"{{"key":"{key}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    r.json()["url"].as_str().unwrap().to_string()
+}
+
+async fn signed_put(e: &Env, url: &str, peer: &str, xff: Option<&str>) -> Resp {
+    let mut b = Request::put(url);
+    if let Some(x) = xff {
+        b = b.header("x-forwarded-for", x);
+    }
+    let req = b
+        .body(Full::new(Bytes::from(fixture(
+            "photo_adobergb_chart_512.jpg",
+        ))))
+        .unwrap();
+    send_from(e, req, peer).await
+}
+
+fn assert_rate_limited(r: &Resp) -> u64 {
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "rate_limited");
+    assert!(!r.json()["message"].as_str().unwrap().is_empty());
+    let after: u64 = r.header("retry-after").parse().unwrap();
+    assert!(after >= 1, "Retry-After: {after}");
+    after
+}
+
+#[tokio::test]
+async fn signed_uploads_are_limited_per_address_by_default_and_token_uploads_are_not() {
+    let e = env();
+    let a = "192.0.2.1:4000";
+    // The default: 10 per minute per address, each for another key.
+    for i in 0..10 {
+        let url = mint(&e, &format!("user{i}@example.org")).await;
+        let r = signed_put(&e, &url, a, None).await;
+        assert_eq!(
+            r.status,
+            200,
+            "upload {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let url = mint(&e, "user10@example.org").await;
+    let after = assert_rate_limited(&signed_put(&e, &url, a, None).await);
+    assert!(
+        (5..=6).contains(&after),
+        "10/min: one upload every 6 s, got {after}"
+    );
+    let r = e.get("/v1/avatars/user10@example.org").await;
+    assert_eq!(r.status, 404, "nothing stored");
+    // Another address is not affected; the same address with a token neither.
+    assert_eq!(
+        signed_put(&e, &url, "192.0.2.2:4000", None).await.status,
+        200
+    );
+    for _ in 0..12 {
+        let req = Request::put("/v1/avatars/platform@example.org")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(fixture(
+                "photo_adobergb_chart_512.jpg",
+            ))))
+            .unwrap();
+        assert_eq!(
+            send_from(&e, req, a).await.status,
+            200,
+            "token calls are not limited"
+        );
+    }
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"uploads_per_address\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn signed_uploads_are_limited_per_key_and_forwarded_for_only_from_named_proxies() {
+    let e = env_with(|c| {
+        c.policy.limits.uploads_per_address = 2;
+        c.policy.limits.uploads_per_key = 3;
+        c.http.trust_forwarded_for =
+            avatar_edge::config::TrustedProxies::parse(&["10.0.0.0/8".to_string()]).unwrap();
+    });
+    let url = mint(&e, "popular@example.org").await;
+    let proxy = "10.1.1.1:80";
+    // Behind the named proxy, each X-Forwarded-For client has its own budget…
+    for i in 0..3 {
+        let client = format!("203.0.113.{i}");
+        let r = signed_put(&e, &url, proxy, Some(&client)).await;
+        assert_eq!(r.status, 200, "{client}");
+    }
+    // …but the key's budget is shared: the fourth upload for it is refused.
+    let r = signed_put(&e, &url, proxy, Some("203.0.113.9")).await;
+    assert_rate_limited(&r);
+    assert!(r.json()["message"].as_str().unwrap().contains("key"));
+    // A peer that is not a named proxy cannot pick its address by header.
+    let other = mint(&e, "other@example.org").await;
+    let stranger = "198.51.100.7:5000";
+    for i in 0..2 {
+        let spoof = format!("203.0.113.{}", 100 + i);
+        assert_eq!(
+            signed_put(&e, &other, stranger, Some(&spoof)).await.status,
+            200
+        );
+    }
+    assert_rate_limited(&signed_put(&e, &other, stranger, Some("203.0.113.200")).await);
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"uploads_per_key\"}"),
+        1
+    );
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"uploads_per_address\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn anonymous_keyed_event_streams_are_limited_per_address_while_open() {
+    let e = env_with(|c| c.policy.limits.event_streams_per_address = 2);
+    let uri = format!("/v1/events?keys={}", md5_hex("a@example.org"));
+    let a = Some("192.0.2.1:4000");
+    let (r1, s1) = open_events(&e, &uri, false, a).await;
+    let (r2, _s2) = open_events(&e, &uri, false, a).await;
+    assert_eq!((r1.status, r2.status), (StatusCode::OK, StatusCode::OK));
+    let (r3, s3) = open_events(&e, &uri, false, a).await;
+    assert!(s3.is_none());
+    assert_rate_limited(&r3);
+    // Another address, and a token, are not limited.
+    assert_eq!(
+        open_events(&e, &uri, false, Some("192.0.2.2:4000"))
+            .await
+            .0
+            .status,
+        200
+    );
+    let mut with_token = Vec::new();
+    for _ in 0..3 {
+        let (r, s) = open_events(&e, &uri, true, a).await;
+        assert_eq!(r.status, 200);
+        with_token.push(s);
+    }
+    // A closed stream gives its slot back.
+    drop(s1);
+    let (r4, _s4) = open_events(&e, &uri, false, a).await;
+    assert_eq!(r4.status, 200);
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"event_streams_per_address\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn anonymous_subscriptions_are_rate_limited_per_address() {
+    let e = env_with(|c| c.policy.limits.subscriptions_per_address = 2);
+    let body = format!(r#"{{"keys":["{}"]}}"#, md5_hex("a@example.org"));
+    let post = |token: bool| {
+        let mut b = Request::post("/v1/subscriptions");
+        if token {
+            b = b.header("authorization", format!("Bearer {TOKEN}"));
+        }
+        b.body(Full::new(Bytes::from(body.clone()))).unwrap()
+    };
+    let a = "192.0.2.1:4000";
+    for _ in 0..2 {
+        assert_eq!(send_from(&e, post(false), a).await.status, 200);
+    }
+    assert_rate_limited(&send_from(&e, post(false), a).await);
+    assert_eq!(
+        send_from(&e, post(true), a).await.status,
+        200,
+        "token: not limited"
+    );
+    assert_eq!(send_from(&e, post(false), "192.0.2.2:1").await.status, 200);
+}

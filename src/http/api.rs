@@ -7,7 +7,9 @@ use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use super::access;
 use super::error::{error_response, HttpError};
+use super::limits::ClientKey;
 use super::response::{json_response, status_only};
 use super::{App, Body};
 use crate::model::IdentityKeys;
@@ -84,7 +86,7 @@ pub(super) fn check_token<B>(app: &App, req: &Request<B>) -> Result<(), HttpErro
 }
 
 /// Does the request carry a valid bearer token? Counts nothing.
-fn has_token<B>(app: &App, req: &Request<B>) -> bool {
+pub(super) fn has_token<B>(app: &App, req: &Request<B>) -> bool {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -100,7 +102,9 @@ pub(super) fn count_auth_failure(app: &App) {
 }
 
 /// Is this request allowed to change `key`? A valid bearer token, or — for
-/// `PUT` only — a valid, unexpired signed-URL signature for exactly this key.
+/// `PUT` only — a valid, unexpired signed-URL signature for exactly this key,
+/// within the rate limits of anonymous uploads (issue 16: per client address
+/// and per key; 429 over them).
 fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<(), HttpError> {
     if has_token(app, req) {
         return Ok(());
@@ -124,6 +128,11 @@ fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<(), HttpError>
             _ => false,
         };
     if signed {
+        let client = access::client_of(req, &app.http.trust_forwarded_for);
+        let key = IdentityKeys::parse(key).map(|k| k.key).unwrap_or_default();
+        app.limits
+            .signed_upload(ClientKey::of(client), &key)
+            .map_err(HttpError::from)?;
         return Ok(());
     }
     count_auth_failure(app);

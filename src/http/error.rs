@@ -58,6 +58,12 @@ pub enum HttpError {
     /// `/readyz` while the node cannot serve correct answers: the reason.
     #[error("not ready: {0}")]
     NotReady(&'static str),
+    /// Issue 16: an anonymous client over a rate limit (`http::limits`).
+    #[error("{what}; retry in {retry_after} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -135,10 +141,14 @@ impl From<&HttpError> for ApiError {
             HttpError::Timeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),
             HttpError::BadDefaultUrl => (S::BAD_REQUEST, "bad_default"),
             HttpError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready"),
+            HttpError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
         };
         let mut a = ApiError::new(status, code, e.to_string());
         if let HttpError::MethodNotAllowed(allow) = e {
             a.allow = Some(allow);
+        }
+        if let HttpError::RateLimited { retry_after, .. } = e {
+            a.retry_after = Some(*retry_after);
         }
         a
     }
@@ -338,6 +348,12 @@ mod tests {
             assert_eq!(body["error"], code);
             assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
+        let r = ApiError::from(HttpError::RateLimited {
+            what: "too many uploads",
+            retry_after: 6,
+        });
+        assert_eq!((r.status.as_u16(), r.code), (429, "rate_limited"));
+        assert_eq!(r.response().headers()["retry-after"], "6");
         let r = ApiError::from(&ServiceError::from(HookError::Rejected("nudity".into())));
         assert_eq!(r.message, "nudity", "the hook's reason is the message");
         let r = ApiError::from(&ServiceError::from(HookError::Unavailable(
