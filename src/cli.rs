@@ -465,10 +465,24 @@ pub fn build_app_on(
         delivery,
         store: _,
         log: _,
+        policy,
     } = config;
     let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());
-    let service = Service::new(render, store.clone(), metrics.clone(), bus);
+    // Issue 16: the upload policy hook, when the operator set one.
+    let hook = match policy.hook {
+        Some(h) => {
+            tracing::info!(url = %h.url, failure = ?h.failure, "uploads are checked by the policy hook");
+            let transport =
+                crate::http::client::HttpTransport::new().context("loading the TLS trust store")?;
+            let hook = Arc::new(crate::policy::UploadHook::new(h, Arc::new(transport)));
+            let h = hook.clone();
+            metrics.register(move |out| h.write_metrics(out));
+            Some(hook)
+        }
+        None => None,
+    };
+    let service = Service::new(render, store.clone(), metrics.clone(), bus).with_upload_hook(hook);
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,
@@ -493,6 +507,7 @@ pub fn build_app_on(
         http,
         cache,
         max_upload_url_ttl: auth.max_upload_url_ttl,
+        limits: policy.limits,
     };
     let app = Arc::new(App::new(
         service, app_config, tokens, signer, rx, deliveries,

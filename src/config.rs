@@ -6,9 +6,11 @@
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
 mod nats;
+mod policy;
 mod settings;
 
 pub use nats::{NatsSecurity, Secret};
+pub use policy::{HookConfig, HookFailureMode, PolicyConfig, RateLimits, TrustedProxies};
 pub use settings::Settings;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    /// Issue 16: the upload policy hook.
+    pub policy: PolicyConfig,
 }
 
 /// Format of the log lines on stderr (`--log-format`).
@@ -80,9 +84,9 @@ pub struct HttpConfig {
     pub demo: bool,
     /// Log one line per request (target `avatar_edge::access`).
     pub access_log: bool,
-    /// Take the client address of the access log from the last hop of
-    /// `X-Forwarded-For` instead of the socket peer.
-    pub trust_forwarded_for: bool,
+    /// Whose `X-Forwarded-For` names the client (the access log, the rate
+    /// limits) instead of the socket peer.
+    pub trust_forwarded_for: TrustedProxies,
 }
 
 /// Who may change avatars: the admin token, named tokens, signed URLs.
@@ -284,6 +288,9 @@ impl Config {
                 Err(invalid(name, format!("{u:?} is not an http(s) URL")))
             }
         };
+        let policy = policy::resolve(&s, &check_url)?;
+        let trust_forwarded_for = TrustedProxies::parse(&s.trust_forwarded_for)
+            .map_err(|e| invalid("trust_forwarded_for", e))?;
         let mut targets = Vec::new();
         for u in s.purge_endpoint.iter().filter(|u| !u.trim().is_empty()) {
             targets.push(Target::Purge {
@@ -378,7 +385,7 @@ impl Config {
                 identity_redirect: s.identity_redirect.unwrap_or(false),
                 demo: s.demo.unwrap_or(false),
                 access_log: s.access_log.unwrap_or(false),
-                trust_forwarded_for: s.trust_forwarded_for.unwrap_or(false),
+                trust_forwarded_for,
             },
             auth: AuthConfig {
                 token,
@@ -429,6 +436,7 @@ impl Config {
             log: LogConfig {
                 format: s.log_format,
             },
+            policy,
         })
     }
 

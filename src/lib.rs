@@ -17,6 +17,7 @@ pub mod model;
 pub mod negotiate;
 pub mod ops;
 pub mod pipeline;
+pub mod policy;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -1320,3 +1320,303 @@ async fn every_done_means_upload_renders_at_three_sizes_and_formats() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 16: privacy of the event stream, rate limits.
+
+/// `GET uri` (optionally with the admin token, from `peer`): the status and
+/// headers, and the body when it is a stream (else it is read whole).
+async fn open_events(
+    e: &Env,
+    uri: &str,
+    token: bool,
+    peer: Option<&str>,
+) -> (Resp, Option<avatar_edge::http::Body>) {
+    let mut b = Request::get(uri);
+    if token {
+        b = b.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let mut req = b.body(Full::default()).unwrap();
+    if let Some(p) = peer {
+        req.extensions_mut()
+            .insert(avatar_edge::http::access::PeerAddr(p.parse().unwrap()));
+    }
+    let (parts, body) = avatar_edge::http::handle(&e.app, req).await.into_parts();
+    let streaming = parts.headers.get("content-type").map(|v| v.as_bytes())
+        == Some(b"text/event-stream".as_slice());
+    let mut r = Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::new(),
+    };
+    if streaming {
+        return (r, Some(body));
+    }
+    use http_body_util::BodyExt;
+    r.body = body.collect().await.unwrap().to_bytes();
+    (r, None)
+}
+
+/// Read `body` until an `avatar` event arrives (within 5 s): its data.
+async fn next_avatar_event(body: &mut avatar_edge::http::Body) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    let read = async {
+        loop {
+            let frame = body.frame().await.expect("stream open").unwrap();
+            if let Some(d) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(d));
+            }
+            if let Some(at) = text.find("event: avatar\ndata: ") {
+                let rest = &text[at + 20..];
+                if let Some(end) = rest.find('\n') {
+                    return serde_json::from_str(&rest[..end]).unwrap();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("an event within 5 s")
+}
+
+#[tokio::test]
+async fn the_unfiltered_event_stream_needs_a_token_and_keyed_streams_stay_public() {
+    let e = env();
+    let md5 = md5_hex("watched@example.org");
+    let failures = e.metric("avatar_edge_auth_failures_total");
+    // Without a key filter: every identity's changes, so a token is required.
+    for uri in [
+        "/v1/events",
+        "/v1/events?keys=",
+        "/v1/events?last_event_id=1",
+    ] {
+        let (r, stream) = open_events(&e, uri, false, None).await;
+        assert_eq!(r.status, 401, "{uri}");
+        assert!(stream.is_none());
+        assert_eq!(r.json()["error"], "unauthorized", "{uri}");
+    }
+    assert_eq!(e.metric("avatar_edge_auth_failures_total"), failures + 3);
+    // With the token it streams every change.
+    let (r, all) = open_events(&e, "/v1/events", true, None).await;
+    assert_eq!(r.status, 200);
+    let mut all = all.unwrap();
+    // Keyed streams need no token: `keys=` and `sub=`.
+    let (r, keyed) = open_events(&e, &format!("/v1/events?keys={md5}"), false, None).await;
+    assert_eq!(r.status, 200);
+    let mut keyed = keyed.unwrap();
+    let sub = post_json(
+        &e,
+        "/v1/subscriptions",
+        None,
+        &format!(r#"{{"keys":["{md5}"]}}"#),
+    )
+    .await;
+    assert_eq!(sub.status, 200, "{}", String::from_utf8_lossy(&sub.body));
+    let uri = sub.json()["events"].as_str().unwrap().to_string();
+    let (r, by_sub) = open_events(&e, &uri, false, None).await;
+    assert_eq!(r.status, 200);
+    let mut by_sub = by_sub.unwrap();
+
+    e.upload_ok("watched@example.org", "logo_alpha_disc_512.png")
+        .await;
+    for stream in [&mut all, &mut keyed, &mut by_sub] {
+        let ev = next_avatar_event(stream).await;
+        assert!(
+            ev["aliases"]
+                .as_array()
+                .unwrap()
+                .contains(&md5.clone().into()),
+            "{ev}"
+        );
+    }
+}
+
+/// `req` as if it came over a socket from `peer` (`ip:port`).
+async fn send_from(e: &Env, mut req: Request<Full<Bytes>>, peer: &str) -> Resp {
+    req.extensions_mut()
+        .insert(avatar_edge::http::access::PeerAddr(peer.parse().unwrap()));
+    e.send(req).await
+}
+
+/// A signed upload URL for `key` (minted with the token).
+async fn mint(e: &Env, key: &str) -> String {
+    let r = post_json(
+        e,
+        "/v1/upload-urls",
+        Some(&format!("Bearer {TOKEN}")),
+        &format!(r#"{{"key":"{key}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    r.json()["url"].as_str().unwrap().to_string()
+}
+
+async fn signed_put(e: &Env, url: &str, peer: &str, xff: Option<&str>) -> Resp {
+    let mut b = Request::put(url);
+    if let Some(x) = xff {
+        b = b.header("x-forwarded-for", x);
+    }
+    let req = b
+        .body(Full::new(Bytes::from(fixture(
+            "photo_adobergb_chart_512.jpg",
+        ))))
+        .unwrap();
+    send_from(e, req, peer).await
+}
+
+fn assert_rate_limited(r: &Resp) -> u64 {
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "rate_limited");
+    assert!(!r.json()["message"].as_str().unwrap().is_empty());
+    let after: u64 = r.header("retry-after").parse().unwrap();
+    assert!(after >= 1, "Retry-After: {after}");
+    after
+}
+
+#[tokio::test]
+async fn signed_uploads_are_limited_per_address_by_default_and_token_uploads_are_not() {
+    let e = env();
+    let a = "192.0.2.1:4000";
+    // The default: 10 per minute per address, each for another key.
+    for i in 0..10 {
+        let url = mint(&e, &format!("user{i}@example.org")).await;
+        let r = signed_put(&e, &url, a, None).await;
+        assert_eq!(
+            r.status,
+            200,
+            "upload {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let url = mint(&e, "user10@example.org").await;
+    let after = assert_rate_limited(&signed_put(&e, &url, a, None).await);
+    assert!(
+        (5..=6).contains(&after),
+        "10/min: one upload every 6 s, got {after}"
+    );
+    let r = e.get("/v1/avatars/user10@example.org").await;
+    assert_eq!(r.status, 404, "nothing stored");
+    // Another address is not affected; the same address with a token neither.
+    assert_eq!(
+        signed_put(&e, &url, "192.0.2.2:4000", None).await.status,
+        200
+    );
+    for _ in 0..12 {
+        let req = Request::put("/v1/avatars/platform@example.org")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(fixture(
+                "photo_adobergb_chart_512.jpg",
+            ))))
+            .unwrap();
+        assert_eq!(
+            send_from(&e, req, a).await.status,
+            200,
+            "token calls are not limited"
+        );
+    }
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"uploads_per_address\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn signed_uploads_are_limited_per_key_and_forwarded_for_only_from_named_proxies() {
+    let e = env_with(|c| {
+        c.policy.limits.uploads_per_address = 2;
+        c.policy.limits.uploads_per_key = 3;
+        c.http.trust_forwarded_for =
+            avatar_edge::config::TrustedProxies::parse(&["10.0.0.0/8".to_string()]).unwrap();
+    });
+    let url = mint(&e, "popular@example.org").await;
+    let proxy = "10.1.1.1:80";
+    // Behind the named proxy, each X-Forwarded-For client has its own budget…
+    for i in 0..3 {
+        let client = format!("203.0.113.{i}");
+        let r = signed_put(&e, &url, proxy, Some(&client)).await;
+        assert_eq!(r.status, 200, "{client}");
+    }
+    // …but the key's budget is shared: the fourth upload for it is refused.
+    let r = signed_put(&e, &url, proxy, Some("203.0.113.9")).await;
+    assert_rate_limited(&r);
+    assert!(r.json()["message"].as_str().unwrap().contains("key"));
+    // A peer that is not a named proxy cannot pick its address by header.
+    let other = mint(&e, "other@example.org").await;
+    let stranger = "198.51.100.7:5000";
+    for i in 0..2 {
+        let spoof = format!("203.0.113.{}", 100 + i);
+        assert_eq!(
+            signed_put(&e, &other, stranger, Some(&spoof)).await.status,
+            200
+        );
+    }
+    assert_rate_limited(&signed_put(&e, &other, stranger, Some("203.0.113.200")).await);
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"uploads_per_key\"}"),
+        1
+    );
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"uploads_per_address\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn anonymous_keyed_event_streams_are_limited_per_address_while_open() {
+    let e = env_with(|c| c.policy.limits.event_streams_per_address = 2);
+    let uri = format!("/v1/events?keys={}", md5_hex("a@example.org"));
+    let a = Some("192.0.2.1:4000");
+    let (r1, s1) = open_events(&e, &uri, false, a).await;
+    let (r2, _s2) = open_events(&e, &uri, false, a).await;
+    assert_eq!((r1.status, r2.status), (StatusCode::OK, StatusCode::OK));
+    let (r3, s3) = open_events(&e, &uri, false, a).await;
+    assert!(s3.is_none());
+    assert_rate_limited(&r3);
+    // Another address, and a token, are not limited.
+    assert_eq!(
+        open_events(&e, &uri, false, Some("192.0.2.2:4000"))
+            .await
+            .0
+            .status,
+        200
+    );
+    let mut with_token = Vec::new();
+    for _ in 0..3 {
+        let (r, s) = open_events(&e, &uri, true, a).await;
+        assert_eq!(r.status, 200);
+        with_token.push(s);
+    }
+    // A closed stream gives its slot back.
+    drop(s1);
+    let (r4, _s4) = open_events(&e, &uri, false, a).await;
+    assert_eq!(r4.status, 200);
+    assert_eq!(
+        e.metric("avatar_edge_rate_limited_total{limit=\"event_streams_per_address\"}"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn anonymous_subscriptions_are_rate_limited_per_address() {
+    let e = env_with(|c| c.policy.limits.subscriptions_per_address = 2);
+    let body = format!(r#"{{"keys":["{}"]}}"#, md5_hex("a@example.org"));
+    let post = |token: bool| {
+        let mut b = Request::post("/v1/subscriptions");
+        if token {
+            b = b.header("authorization", format!("Bearer {TOKEN}"));
+        }
+        b.body(Full::new(Bytes::from(body.clone()))).unwrap()
+    };
+    let a = "192.0.2.1:4000";
+    for _ in 0..2 {
+        assert_eq!(send_from(&e, post(false), a).await.status, 200);
+    }
+    assert_rate_limited(&send_from(&e, post(false), a).await);
+    assert_eq!(
+        send_from(&e, post(true), a).await.status,
+        200,
+        "token: not limited"
+    );
+    assert_eq!(send_from(&e, post(false), "192.0.2.2:1").await.status, 200);
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, LogFormat};
+use super::{ConfigError, HookFailureMode, LogFormat};
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
 /// layers can be merged; [`Config::resolve`](super::Config::resolve) fills in the defaults.
@@ -142,9 +142,16 @@ pub struct Settings {
     /// Log one line per request (request id, method, route class, redacted path, status, bytes, duration, cache outcome, client address)
     #[arg(long, env = "AVATAR_EDGE_ACCESS_LOG", num_args = 0..=1, default_missing_value = "true")]
     pub access_log: Option<bool>,
-    /// Log the client address from the last hop of X-Forwarded-For instead of the socket peer (only behind a proxy or CDN that sets it)
-    #[arg(long, env = "AVATAR_EDGE_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
-    pub trust_forwarded_for: Option<bool>,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the client (access log, rate limits): the nearest hop that is not one of them; `true` (the bare flag) believes any peer's last hop [default: none, the socket peer]
+    #[arg(
+        long,
+        env = "AVATAR_EDGE_TRUST_FORWARDED_FOR",
+        value_delimiter = ',',
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(deserialize_with = "bool_or_list")]
+    pub trust_forwarded_for: Vec<String>,
 
     // --- Secured NATS (issue 15). User/password and token come from the
     // environment only (AVATAR_EDGE_NATS_USER / _PASSWORD / _TOKEN), never
@@ -166,6 +173,49 @@ pub struct Settings {
     /// Days the audit trail keeps its entries (uploads, deletes, ratings, takedowns, lifts, token reloads) [default: 365]
     #[arg(long, env = "AVATAR_EDGE_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
+    // --- Upload policy hook (issue 16 item 2). Set by the operator only,
+    // never taken from a request. ---
+    /// URL every normalized upload is POSTed to before it is accepted (JSON: key, hash, width, height, format and a 256 px JPEG preview in base64); 2xx accepts, 403/422 refuses (422 rejected_by_policy) [default: none]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_HOOK")]
+    pub upload_hook: Option<String>,
+    /// Time the upload hook has to answer, the whole exchange, seconds [default: 5]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_HOOK_TIMEOUT")]
+    pub upload_hook_timeout: Option<u64>,
+    /// When the hook fails (timeout, no connection, other status, invalid or oversized answer): closed = 503 + Retry-After, nothing stored; open = accept [default: closed]
+    #[arg(long, env = "AVATAR_EDGE_UPLOAD_HOOK_FAILURE", value_enum)]
+    pub upload_hook_failure: Option<HookFailureMode>,
+
+    // --- Rate limits (issue 16 item 5): anonymous clients only, token calls
+    // are never limited; 0 turns a limit off. ---
+    /// Uploads through signed URLs per client address per minute (a burst of as many) [default: 10]
+    #[arg(long, env = "AVATAR_EDGE_SIGNED_UPLOADS_PER_ADDRESS")]
+    pub signed_uploads_per_address: Option<u32>,
+    /// Uploads through signed URLs per key per minute [default: 10]
+    #[arg(long, env = "AVATAR_EDGE_SIGNED_UPLOADS_PER_KEY")]
+    pub signed_uploads_per_key: Option<u32>,
+    /// Keyed event streams one client address may hold open at once without a token [default: 20]
+    #[arg(long, env = "AVATAR_EDGE_EVENT_STREAMS_PER_ADDRESS")]
+    pub event_streams_per_address: Option<u32>,
+    /// POST /v1/subscriptions per client address per minute without a token [default: 60]
+    #[arg(long, env = "AVATAR_EDGE_SUBSCRIPTIONS_PER_ADDRESS")]
+    pub subscriptions_per_address: Option<u32>,
+}
+
+/// `trust_forwarded_for` in a file: `true`/`false` (as before), one
+/// address or network, or a list of them.
+fn bool_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Bool(bool),
+        One(String),
+        List(Vec<String>),
+    }
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => vec![b.to_string()],
+        Value::One(s) => vec![s],
+        Value::List(l) => l,
+    })
 }
 
 impl Settings {
@@ -199,6 +249,7 @@ impl Settings {
                 webhook: list(self.webhook, lower.webhook),
                 cors_origin: list(self.cors_origin, lower.cors_origin),
                 nats: list(self.nats, lower.nats),
+                trust_forwarded_for: list(self.trust_forwarded_for, lower.trust_forwarded_for),
             } };
         }
         pick!(
@@ -232,12 +283,18 @@ impl Settings {
             avif_negotiate,
             log_format,
             access_log,
-            trust_forwarded_for,
             nats_creds,
             nats_tls_ca,
             nats_tls_cert,
             nats_tls_key,
-            audit_retention_days
+            audit_retention_days,
+            upload_hook,
+            upload_hook_timeout,
+            upload_hook_failure,
+            signed_uploads_per_address,
+            signed_uploads_per_key,
+            event_streams_per_address,
+            subscriptions_per_address
         )
     }
 }

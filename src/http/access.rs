@@ -31,6 +31,7 @@ use http_body_util::Either;
 use hyper::body::{Frame, SizeHint};
 
 use super::Body;
+use crate::config::TrustedProxies;
 use crate::logging::ACCESS_TARGET;
 use crate::metrics::RouteClass;
 use crate::model::{IdentityHash, IdentityKeys};
@@ -153,21 +154,52 @@ fn redact_key(raw: &str) -> String {
     }
 }
 
-/// The client address to log: the last hop of `X-Forwarded-For` when it is
-/// trusted and holds an address, else the socket peer.
-pub fn client_addr(headers: &HeaderMap, peer: Option<SocketAddr>, trust: bool) -> Option<IpAddr> {
-    let forwarded = trust
-        .then(|| headers.get_all("x-forwarded-for").iter().next_back())
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
+/// The client's address (the access log, the rate limits): the socket
+/// peer, unless `X-Forwarded-For` is believed (`--trust-forwarded-for`):
+/// - `Any` (the bare flag): its last hop when that is an address;
+/// - `Listed` proxies, and the peer is one of them: walking the hops from the
+///   right, the first that is not a listed proxy (the leftmost when all are;
+///   a hop that is not an address ends the walk at the hop before it).
+pub fn client_addr(
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    trusted: &TrustedProxies,
+) -> Option<IpAddr> {
+    let peer = peer.map(|p| p.ip().to_canonical());
+    // Right to left; a header value that is not text is one bad hop.
+    let mut hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("?").rsplit(','))
         .map(str::trim)
-        .and_then(|hop| {
+        .filter(|h| !h.is_empty())
+        .map(|hop| {
             hop.parse::<IpAddr>()
                 .ok()
                 .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+                .map(|ip| ip.to_canonical())
         });
-    forwarded.or(peer.map(|p| p.ip()))
+    match trusted {
+        TrustedProxies::None => peer,
+        TrustedProxies::Any => hops.next().flatten().or(peer),
+        TrustedProxies::Listed(_) => {
+            let mut client = peer?;
+            while trusted.trusts(client) {
+                match hops.next().flatten() {
+                    Some(hop) => client = hop,
+                    None => break,
+                }
+            }
+            Some(client)
+        }
+    }
+}
+
+/// [`client_addr`] of a request (its peer from the [`PeerAddr`] extension).
+pub(super) fn client_of<B>(req: &Request<B>, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    client_addr(req.headers(), peer, trusted)
 }
 
 /// What the access line says about a request, gathered as it comes in.
@@ -183,14 +215,18 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub fn new<B>(req: &Request<B>, id: &HeaderValue, started: Instant, trust: bool) -> Entry {
-        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+    pub fn new<B>(
+        req: &Request<B>,
+        id: &HeaderValue,
+        started: Instant,
+        trusted: &TrustedProxies,
+    ) -> Entry {
         Entry {
             id: id.clone(),
             method: req.method().clone(),
             class: RouteClass::of_path(req.uri().path()),
             path: redact(req.uri()),
-            client: client_addr(req.headers(), peer, trust),
+            client: client_of(req, trusted),
             started,
             status: 0,
             cache: None,
@@ -427,7 +463,7 @@ mod tests {
         let id = HeaderValue::from_static("stream-1");
 
         // A full body: logged by `finish`, with its length.
-        let entry = Entry::new(&req, &id, Instant::now(), false);
+        let entry = Entry::new(&req, &id, Instant::now(), &TrustedProxies::None);
         let mut full: Response<Body> = Response::new(Either::Left(Full::new(Bytes::from("abc"))));
         full.extensions_mut().insert(CacheOutcome::Coalesced);
         drop(entry.finish(full));
@@ -440,7 +476,7 @@ mod tests {
         assert_eq!(l[0]["route"], "events");
 
         // A stream: nothing until it ends, then the bytes it sent.
-        let entry = Entry::new(&req, &id, Instant::now(), true);
+        let entry = Entry::new(&req, &id, Instant::now(), &TrustedProxies::Any);
         let frames = futures_util::stream::iter(
             ["data: 1\n\n", "data: 22\n\n"]
                 .map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(s)))),
@@ -463,36 +499,89 @@ mod tests {
     #[test]
     fn the_client_is_the_peer_unless_forwarded_for_is_trusted() {
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        // (X-Forwarded-For values, trusted, peer) → logged address
-        type Case<'a> = (&'a [&'a str], bool, Option<SocketAddr>, Option<&'a str>);
+        let stranger: SocketAddr = "192.0.2.50:5000".parse().unwrap();
+        let any = TrustedProxies::Any;
+        let none = TrustedProxies::None;
+        let listed =
+            TrustedProxies::parse(&["10.0.0.0/24".to_string(), "172.16.0.9".to_string()]).unwrap();
+        // (X-Forwarded-For values, trusted, peer) → the client
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a TrustedProxies,
+            Option<SocketAddr>,
+            Option<&'a str>,
+        );
         let cases: &[Case] = &[
-            (&[], false, Some(peer), Some("10.0.0.1")),
-            (&[], true, Some(peer), Some("10.0.0.1")),
-            (&["203.0.113.9"], false, Some(peer), Some("10.0.0.1")),
-            (&["203.0.113.9"], true, Some(peer), Some("203.0.113.9")),
+            (&[], &none, Some(peer), Some("10.0.0.1")),
+            (&[], &any, Some(peer), Some("10.0.0.1")),
+            (&["203.0.113.9"], &none, Some(peer), Some("10.0.0.1")),
+            (&["203.0.113.9"], &any, Some(peer), Some("203.0.113.9")),
             (
                 &["198.51.100.1, 203.0.113.9"],
-                true,
+                &any,
                 Some(peer),
                 Some("203.0.113.9"),
             ),
             (
                 &["198.51.100.1", "2001:db8::1"],
-                true,
+                &any,
                 Some(peer),
                 Some("2001:db8::1"),
             ),
-            (&["203.0.113.9:443"], true, None, Some("203.0.113.9")),
-            (&["not-an-address"], true, Some(peer), Some("10.0.0.1")),
-            (&[], false, None, None),
+            (&["203.0.113.9:443"], &any, None, Some("203.0.113.9")),
+            (&["not-an-address"], &any, Some(peer), Some("10.0.0.1")),
+            (&[], &none, None, None),
+            // Named proxies: only a listed peer's header counts…
+            (
+                &["203.0.113.9"],
+                &listed,
+                Some(stranger),
+                Some("192.0.2.50"),
+            ),
+            (&["203.0.113.9"], &listed, Some(peer), Some("203.0.113.9")),
+            (&["203.0.113.9"], &listed, None, None),
+            // …and a client cannot hide behind a hop it wrote itself: the
+            // nearest untrusted hop wins, listed proxies are skipped.
+            (
+                &["6.6.6.6, 203.0.113.9, 172.16.0.9"],
+                &listed,
+                Some(peer),
+                Some("203.0.113.9"),
+            ),
+            (
+                &["6.6.6.6, 203.0.113.9", "10.0.0.7"],
+                &listed,
+                Some(peer),
+                Some("203.0.113.9"),
+            ),
+            (
+                &["10.0.0.2, 172.16.0.9"],
+                &listed,
+                Some(peer),
+                Some("10.0.0.2"),
+            ),
+            (&["junk, 10.0.0.3"], &listed, Some(peer), Some("10.0.0.3")),
+            (&[], &listed, Some(peer), Some("10.0.0.1")),
+            (
+                &["[2001:db8::7]:443"],
+                &listed,
+                Some(peer),
+                Some("2001:db8::7"),
+            ),
+            (
+                &["203.0.113.9"],
+                &listed,
+                Some("[::ffff:10.0.0.1]:80".parse().unwrap()),
+                Some("203.0.113.9"),
+            ),
         ];
-        for (xff, trust, peer, want) in cases {
+        for (xff, trusted, peer, want) in cases {
             let mut h = HeaderMap::new();
             for v in *xff {
                 h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
             }
-            let got = client_addr(&h, *peer, *trust).map(|a| a.to_string());
-            assert_eq!(got.as_deref(), *want, "{xff:?} {trust}");
+            let got = client_addr(&h, *peer, trusted).map(|a| a.to_string());
+            assert_eq!(got.as_deref(), *want, "{xff:?} {trusted:?} {peer:?}");
         }
     }
 }

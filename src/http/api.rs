@@ -7,7 +7,9 @@ use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use super::access;
 use super::error::{error_response, HttpError};
+use super::limits::ClientKey;
 use super::response::{json_response, status_only};
 use super::{App, Body};
 use crate::model::IdentityKeys;
@@ -92,6 +94,11 @@ pub(super) fn token_actor<B>(app: &App, req: &Request<B>) -> Result<Actor, HttpE
     Err(HttpError::Unauthorized)
 }
 
+/// Does the request carry a valid bearer token? Counts nothing.
+pub(super) fn has_token<B>(app: &App, req: &Request<B>) -> bool {
+    token_name(app, req).is_some()
+}
+
 /// The name of the request's valid bearer token, if any. Counts nothing.
 fn token_name<B>(app: &App, req: &Request<B>) -> Option<String> {
     let auth = req
@@ -110,7 +117,8 @@ pub(super) fn count_auth_failure(app: &App) {
 
 /// Is this request allowed to change `key`, and who is it? A valid bearer
 /// token (its name), or — for `PUT` only — a valid, unexpired signed-URL
-/// signature for exactly this key.
+/// signature for exactly this key, within the rate limits of anonymous
+/// uploads (issue 16: per client address and per key; 429 over them).
 fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<Actor, HttpError> {
     if let Some(name) = token_name(app, req) {
         return Ok(Actor::Token(name));
@@ -134,6 +142,11 @@ fn authorize<B>(app: &App, req: &Request<B>, key: &str) -> Result<Actor, HttpErr
             _ => false,
         };
     if signed {
+        let client = access::client_of(req, &app.http.trust_forwarded_for);
+        let key = IdentityKeys::parse(key).map(|k| k.key).unwrap_or_default();
+        app.limits
+            .signed_upload(ClientKey::of(client), &key)
+            .map_err(HttpError::from)?;
         return Ok(Actor::SignedUrl);
     }
     count_auth_failure(app);

@@ -1,16 +1,21 @@
-//! Outbound HTTP(S) for purges and webhooks: hyper-util's pooled client with
-//! rustls (ring, the OS trust store) and a per-request timeout. Implements
-//! the transport the delivery workers use.
+//! Outbound HTTP(S) for purges, webhooks and the upload policy hook:
+//! hyper-util's pooled client with rustls (ring, the OS trust store).
+//! Implements the transport the delivery workers use (with a per-request
+//! timeout) and the policy hook's (bounded answer; the hook times the
+//! whole exchange itself).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::{header, HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::delivery::{Outbound, Transport};
+use crate::policy::{HookFailure, HookTransport};
+
+const USER_AGENT: &str = concat!("avatar-edge/", env!("CARGO_PKG_VERSION"));
 
 /// Time allowed for one delivery request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,10 +49,7 @@ impl Transport for HttpTransport {
             req = req.header(name, value);
         }
         let req = req
-            .header(
-                "user-agent",
-                concat!("avatar-edge/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, USER_AGENT)
             .body(Full::new(out.body))
             .map_err(|e| e.to_string())?;
         let fut = async {
@@ -60,5 +62,60 @@ impl Transport for HttpTransport {
         tokio::time::timeout(REQUEST_TIMEOUT, fut)
             .await
             .map_err(|_| "timed out".to_string())?
+    }
+}
+
+/// An error with its chain of sources, one line (hyper-util's client error
+/// says "client error (Connect)" and keeps the why in its sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl HookTransport for HttpTransport {
+    async fn post_json(
+        &self,
+        url: &str,
+        body: Bytes,
+        max_answer: usize,
+    ) -> Result<(u16, Bytes), HookFailure> {
+        let req = Request::post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
+            .body(Full::new(body))
+            .map_err(|e| HookFailure::Connect(e.to_string()))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                HookFailure::Connect(chain(&e))
+            } else {
+                HookFailure::Protocol(chain(&e))
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let declared = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_answer as u64) {
+            return Err(HookFailure::TooLarge(max_answer));
+        }
+        match Limited::new(resp.into_body(), max_answer).collect().await {
+            Ok(c) => Ok((status, c.to_bytes())),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(HookFailure::TooLarge(max_answer))
+            }
+            Err(e) => Err(HookFailure::Protocol(chain(e.as_ref()))),
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// `Retry-After`, seconds, when it is not the 503's default of 1.
+    pub retry_after: Option<u64>,
 }
 
 /// The internal detail of a server fault, attached to its response for the
@@ -56,6 +58,12 @@ pub enum HttpError {
     /// `/readyz` while the node cannot serve correct answers: the reason.
     #[error("not ready: {0}")]
     NotReady(&'static str),
+    /// Issue 16: an anonymous client over a rate limit (`http::limits`).
+    #[error("{what}; retry in {retry_after} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -72,6 +80,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -92,14 +101,17 @@ impl ApiError {
         .expect("error bodies serialize")
     }
 
-    /// The response: status, JSON body, `no-store`; `Retry-After` on a 503.
+    /// The response: status, JSON body, `no-store`; `Retry-After` on a 503
+    /// (1 s unless the error says otherwise) and wherever the error sets it.
     pub fn response(&self) -> Response<Body> {
         let mut r = Response::new(super::response::full(Bytes::from(self.json())));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, super::response::JSON);
         h.insert(header::CACHE_CONTROL, super::response::NO_STORE);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Some(allow) = self.allow {
@@ -129,10 +141,14 @@ impl From<&HttpError> for ApiError {
             HttpError::Timeout(_) => (S::REQUEST_TIMEOUT, "request_timeout"),
             HttpError::BadDefaultUrl => (S::BAD_REQUEST, "bad_default"),
             HttpError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready"),
+            HttpError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
         };
         let mut a = ApiError::new(status, code, e.to_string());
         if let HttpError::MethodNotAllowed(allow) = e {
             a.allow = Some(allow);
+        }
+        if let HttpError::RateLimited { retry_after, .. } = e {
+            a.retry_after = Some(*retry_after);
         }
         a
     }
@@ -183,12 +199,21 @@ impl From<&ServiceError> for ApiError {
                         "storage_unavailable",
                         "the server's storage is read-only or unavailable",
                     ),
+                    // Issue 16: the policy hook failed and failures are closed.
+                    ServiceError::Policy(_) => ApiError {
+                        retry_after: Some(crate::policy::RETRY_AFTER_SECS),
+                        ..ApiError::new(
+                            S::SERVICE_UNAVAILABLE,
+                            "policy_unavailable",
+                            "the upload could not be checked against the platform's policy; retry shortly",
+                        )
+                    },
                     _ => ApiError::new(
                         S::SERVICE_UNAVAILABLE,
                         "overloaded",
                         "too many images queued for processing; retry shortly",
                     ),
-                }
+                };
             }
             Fault::Client => {}
         }
@@ -205,6 +230,9 @@ impl From<&ServiceError> for ApiError {
             ),
             ServiceError::Pipeline(p) => pipeline_error(p),
             ServiceError::NotFound(what) => not_found(what),
+            ServiceError::Policy(p) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "rejected_by_policy", p.to_string())
+            }
             ServiceError::Store(_) | ServiceError::Pool(_) => not_found("avatar"),
             // Issue 16: takedowns.
             ServiceError::Blocked(_) => {
@@ -261,6 +289,7 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
 mod tests {
     use super::*;
     use crate::model::ContentHash;
+    use crate::policy::{HookError, HookFailure};
     use crate::workers::PoolError;
     use std::sync::Arc;
 
@@ -313,6 +342,15 @@ mod tests {
                 ServiceError::from(StoreError::Blocked(ContentHash([1; 32]))),
                 451,
                 "blocked",
+            (
+                HookError::Rejected("nudity".into()).into(),
+                422,
+                "rejected_by_policy",
+            ),
+            (
+                HookError::Unavailable(HookFailure::Timeout(5)).into(),
+                503,
+                "policy_unavailable",
             ),
         ];
         for (err, status, code) in cases {
@@ -322,6 +360,19 @@ mod tests {
             assert_eq!(body["error"], code);
             assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
+        let r = ApiError::from(HttpError::RateLimited {
+            what: "too many uploads",
+            retry_after: 6,
+        });
+        assert_eq!((r.status.as_u16(), r.code), (429, "rate_limited"));
+        assert_eq!(r.response().headers()["retry-after"], "6");
+        let r = ApiError::from(&ServiceError::from(HookError::Rejected("nudity".into())));
+        assert_eq!(r.message, "nudity", "the hook's reason is the message");
+        let r = ApiError::from(&ServiceError::from(HookError::Unavailable(
+            HookFailure::Status(500),
+        )))
+        .response();
+        assert_eq!(r.headers()["retry-after"], "5");
         // Internal details never leak.
         let a = ApiError::from(&ServiceError::from(PipelineError::Internal(
             "secret path /x".into(),

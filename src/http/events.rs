@@ -3,6 +3,13 @@
 //! missed before going live; a comment line every 15 s keeps proxies from
 //! closing an idle stream. The stream itself is the service's
 //! ([`crate::service::Service::event_stream`]); this is its HTTP shape.
+//!
+//! Privacy (issue 16 item 4): the unfiltered stream — every identity that
+//! changes, with timestamps — needs a token; a keyed stream (`keys=` or
+//! `sub=`, what the browser client uses) stays public, since a page already
+//! shows those avatars. Anonymous keyed streams are limited per client
+//! address (`--event-streams-per-address`, open at once): the slot is held by
+//! the response body and released when it is dropped.
 
 use std::convert::Infallible;
 
@@ -12,7 +19,10 @@ use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::Either;
 
-use super::error::error_response;
+use super::access::client_of;
+use super::api::{check_token, has_token};
+use super::error::{error_response, HttpError};
+use super::limits::{ClientKey, StreamSlot};
 use super::response::{NO_STORE, STAR};
 use super::{App, Body};
 use crate::service::ServiceError;
@@ -34,6 +44,24 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// An event stream's body, holding its client's stream slot (if limited)
+/// until hyper drops it.
+struct Slotted {
+    body: ChannelBody,
+    _slot: Option<StreamSlot>,
+}
+
+impl hyper::body::Body for Slotted {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}
+
 pub(super) async fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
     let mut parsed = match spec::parse_events(
         req.uri().query(),
@@ -41,6 +69,20 @@ pub(super) async fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
     ) {
         Ok(p) => p,
         Err(e) => return error_response(e),
+    };
+    let slot = if parsed.keys.is_empty() && parsed.sub.is_none() {
+        if let Err(e) = check_token(app, req) {
+            return error_response(e);
+        }
+        None
+    } else if has_token(app, req) {
+        None
+    } else {
+        let client = client_of(req, &app.http.trust_forwarded_for);
+        match app.limits.open_stream(ClientKey::of(client)) {
+            Ok(slot) => slot,
+            Err(r) => return error_response(HttpError::from(r)),
+        }
     };
     // Issue 14: `sub=` names the keys of a `POST /v1/subscriptions`.
     if let Some(id) = parsed.sub {
@@ -51,7 +93,11 @@ pub(super) async fn events<B>(app: &App, req: &Request<B>) -> Response<Body> {
         }
     }
     let rx = app.service.event_stream(parsed, app.shutdown.clone());
-    let mut r = Response::new(Either::Right(BoxBody::new(ChannelBody(rx))));
+    let body = Slotted {
+        body: ChannelBody(rx),
+        _slot: slot,
+    };
+    let mut r = Response::new(Either::Right(BoxBody::new(body)));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

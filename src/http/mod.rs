@@ -7,7 +7,8 @@
 //! surrogate keys, cache lifetimes), [`error`] (the one mapping from errors to
 //! status codes), [`auth`] (tokens, signed URLs), [`server`] (accept loop),
 //! [`park`] (idle keep-alive connections), [`client`] (outbound HTTP),
-//! [`access`] (request ids, the access log, what a log line may say).
+//! [`access`] (request ids, the access log, what a log line may say),
+//! `limits` (rate limits of anonymous clients, issue 16).
 //!
 //! [`handle`] is a plain async function from a request to a response, so
 //! service tests call it without a socket. Handlers parse with `spec`, call
@@ -30,6 +31,7 @@ mod events;
 mod health;
 mod identity;
 mod moderation;
+mod limits;
 pub mod park;
 mod response;
 mod router;
@@ -78,6 +80,8 @@ pub struct App {
     request_ids: access::RequestIds,
     /// How far back a new subscription's `recent` looks (issue 14), ms.
     recent_window_ms: u64,
+    /// Issue 16: rate limits of anonymous clients.
+    limits: Arc<limits::RateLimiter>,
 }
 
 /// Shared handle.
@@ -90,6 +94,8 @@ pub struct AppConfig {
     pub cache: CachePolicy,
     /// Longest lifetime of a signed upload URL, seconds.
     pub max_upload_url_ttl: u64,
+    /// Issue 16: rate limits of anonymous clients.
+    pub limits: crate::config::RateLimits,
 }
 
 impl App {
@@ -101,7 +107,11 @@ impl App {
         shutdown: tokio::sync::watch::Receiver<bool>,
         deliveries: Arc<Deliveries>,
     ) -> App {
+        let limits = Arc::new(limits::RateLimiter::new(&config.limits));
+        let l = limits.clone();
+        service.metrics().register(move |out| l.write_metrics(out));
         App {
+            limits,
             recent_window_ms: subscriptions::recent_window_ms(config.cache.identity_max_age),
             headers: Headers::new(&config.cache, &config.http),
             http: config.http,
@@ -141,7 +151,7 @@ where
     let access = app
         .http
         .access_log
-        .then(|| access::Entry::new(&req, &id, started, app.http.trust_forwarded_for));
+        .then(|| access::Entry::new(&req, &id, started, &app.http.trust_forwarded_for));
     // Cheap clones (reference counts), kept for the log line of a failure.
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let limit = app.http.request_timeout;

@@ -11,7 +11,8 @@
 //! ([`App::recent_window_ms`]) to `{"version", "hash"}`, so a page whose
 //! browser still holds an older identity answer catches up without a request
 //! per identity. Public like keyed event streams (a page already shows these
-//! avatars); per-address rate limits fit in front of it (issue 16).
+//! avatars); anonymous requests are rate-limited per client address (issue 16,
+//! `--subscriptions-per-address`).
 //!
 //! Errors (mapped in `error`): malformed body or key → 400 naming the first
 //! bad key, nothing stored; too many keys or too large a body → 413.
@@ -19,8 +20,10 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use super::api::read_body;
+use super::access::client_of;
+use super::api::{has_token, read_body};
 use super::error::{error_response, HttpError};
+use super::limits::ClientKey;
 use super::response::json_response;
 use super::{App, Body};
 use crate::model::subscription::{SubscriptionError, MAX_SUBSCRIPTION_BODY, SUBSCRIPTION_TTL};
@@ -40,6 +43,13 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Issue 16: anonymous subscriptions are rate-limited per client address.
+    if !has_token(app, &req) {
+        let client = client_of(&req, &app.http.trust_forwarded_for);
+        if let Err(r) = app.limits.subscription(ClientKey::of(client)) {
+            return error_response(HttpError::from(r));
+        }
+    }
     let body = match read_body(req, MAX_SUBSCRIPTION_BODY).await {
         Ok(b) => b,
         Err(HttpError::BodyTooLarge(_)) => {

@@ -123,20 +123,29 @@ impl Service {
                 .map(|r| Bytes::from(r.bytes))
                 .collect(),
         };
+        let rating = params.rating.unwrap_or_default();
+        // Issue 16: taken-down content is refused (451) under any key, before
+        // the policy hook ever sees it.
+        self.refuse_taken_down(&manifest.hash)?;
+        // Issue 16: the operator's policy hook decides before anything is stored.
+        self.check_policy(&keys.key, rating, &manifest, &master.rungs)
+            .await?;
         let change = Change::Bind {
             aliases: keys.aliases.clone(),
             avatar: AvatarRef {
                 hash: manifest.hash,
-                rating: params.rating.unwrap_or_default(),
+                rating,
                 blocked: false,
             },
         };
-        // Issue 16: taken-down content is refused (451) under any key.
-        self.refuse_taken_down(&manifest.hash)?;
-        let rating = params.rating.unwrap_or_default().as_str();
         let c = self.apply(Some(master), change).await?;
-        self.audit_change(actor, AuditAction::Upload, &c, format!("rating {rating}"))
-            .await;
+        self.audit_change(
+            actor,
+            AuditAction::Upload,
+            &c,
+            format!("rating {}", rating.as_str()),
+        )
+        .await;
         Ok(info(&keys.key, &c.record, &manifest))
     }
 

@@ -22,6 +22,7 @@ pub mod avatars;
 pub mod defaults;
 mod events;
 mod identity;
+mod policy;
 mod render;
 mod subscriptions;
 mod takedowns;
@@ -70,6 +71,9 @@ pub enum ServiceError {
     /// Issue 16: `/c/` of content that is taken down.
     #[error("this content was taken down")]
     Gone(ContentHash),
+    /// Issue 16: the upload policy hook refused the upload or failed closed.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::HookError),
 }
 
 impl ServiceError {
@@ -85,6 +89,7 @@ impl ServiceError {
             // nothing servable), and is counted as corrupt blobs by the store.
             ServiceError::ContentUnreadable => Fault::Client,
             ServiceError::Pipeline(p) => p.fault(),
+            ServiceError::Policy(p) => p.fault(),
             ServiceError::Pool(PoolError::Busy) => Fault::Unavailable,
             ServiceError::Pool(PoolError::Panicked(_)) => Fault::Server,
             ServiceError::Store(s) => match s.as_ref() {
@@ -135,6 +140,8 @@ pub struct Service {
     /// Upload normalization: its own threads and queue, so a flood of cold
     /// renders cannot starve uploads (nor a burst of uploads stall renders).
     uploads: Pool,
+    /// Issue 16: the operator's upload policy hook, asked before a commit.
+    hook: Option<Arc<crate::policy::UploadHook>>,
 }
 
 impl Service {
@@ -161,6 +168,7 @@ impl Service {
                 config.render_memory,
             ),
             uploads: Pool::new(config.upload_threads, config.upload_queue),
+            hook: None,
             config,
             store,
             metrics,
