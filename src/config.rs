@@ -5,9 +5,11 @@
 //! group and the TOML schema, so a setting has one name everywhere
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
+mod fallback;
 mod nats;
 mod settings;
 
+pub use fallback::{check_upstream, FallbackConfig};
 pub use nats::{NatsSecurity, Secret};
 pub use settings::Settings;
 
@@ -46,6 +48,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    /// Issue 17: upstream avatar services (the migration proxy).
+    pub fallback: FallbackConfig,
 }
 
 /// Format of the log lines on stderr (`--log-format`).
@@ -363,6 +367,7 @@ impl Config {
             replicas: nats_replicas,
             security,
         });
+        let fallback_config = fallback::resolve(&s)?;
         let listen = s
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -424,6 +429,7 @@ impl Config {
             log: LogConfig {
                 format: s.log_format,
             },
+            fallback: fallback_config,
         })
     }
 

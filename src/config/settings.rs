@@ -161,6 +161,30 @@ pub struct Settings {
     /// Private key (PEM) of --nats-tls-cert [default: none]
     #[arg(long, env = "AVATAR_EDGE_NATS_TLS_KEY")]
     pub nats_tls_key: Option<PathBuf>,
+
+    // --- Migration proxy (issue 17): fall back to upstream avatar services. ---
+    /// Gravatar-compatible base URL asked for identities without a local avatar, e.g. https://gravatar.example/avatar/ (repeatable, tried in order; comma-separated in env) [default: none]
+    #[arg(
+        long = "fallback-upstream",
+        env = "AVATAR_EDGE_FALLBACK_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub fallback_upstream: Vec<String>,
+    /// Time allowed for one upstream fetch, headers and body together (redirects included), seconds; fractions allowed [default: 2]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_TIMEOUT")]
+    pub fallback_timeout: Option<f64>,
+    /// Lifetime of a fetched upstream avatar, seconds [default: 86400]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_TTL")]
+    pub fallback_ttl: Option<u64>,
+    /// Lifetime of an upstream "not found" (404/410), seconds [default: 3600]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_NEGATIVE_TTL")]
+    pub fallback_negative_ttl: Option<u64>,
+    /// Fall back to the upstream for identities whose local avatar was deleted (else a delete is final) [default: false]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_AFTER_DELETE", num_args = 0..=1, default_missing_value = "true")]
+    pub fallback_after_delete: Option<bool>,
+    /// Store a fetched upstream avatar as the identity's own (version 1, source "fallback") [default: false]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_ADOPT", num_args = 0..=1, default_missing_value = "true")]
+    pub fallback_adopt: Option<bool>,
 }
 
 impl Settings {
@@ -194,6 +218,7 @@ impl Settings {
                 webhook: list(self.webhook, lower.webhook),
                 cors_origin: list(self.cors_origin, lower.cors_origin),
                 nats: list(self.nats, lower.nats),
+                fallback_upstream: list(self.fallback_upstream, lower.fallback_upstream),
             } };
         }
         pick!(
@@ -231,7 +256,12 @@ impl Settings {
             nats_creds,
             nats_tls_ca,
             nats_tls_cert,
-            nats_tls_key
+            nats_tls_key,
+            fallback_timeout,
+            fallback_ttl,
+            fallback_negative_ttl,
+            fallback_after_delete,
+            fallback_adopt
         )
     }
 }

@@ -322,6 +322,20 @@ mod tests {
         fn delivery_queue(&self, _target: &str) -> Option<Box<dyn DeliveryQueue>> {
             self.queue.lock().unwrap().take()
         }
+        async fn fallback(
+            &self,
+            h: &crate::model::IdentityHash,
+        ) -> Result<Option<crate::store::FallbackEntry>, crate::store::StoreError> {
+            self.inner.fallback(h).await
+        }
+        async fn put_fallback(
+            &self,
+            h: &crate::model::IdentityHash,
+            e: crate::store::FallbackEntry,
+            m: Option<crate::store::NewMaster>,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.put_fallback(h, e, m).await
+        }
     }
 
     /// Refuses the first request, accepts the rest; records what it sent.

@@ -28,6 +28,10 @@ pub struct AvatarInfo {
     pub rating: &'static str,
     /// Unix milliseconds of the last change.
     pub updated: u64,
+    /// Issue 17: `fallback` for an avatar adopted from an upstream service;
+    /// absent for uploads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
 }
 
 impl Service {
@@ -35,7 +39,7 @@ impl Service {
     /// path: forget cached manifests (even when the commit failed: it may
     /// have collected blobs before failing). The store has announced the
     /// event through its publisher by the time this returns.
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         master: Option<NewMaster>,
         change: Change,
@@ -76,34 +80,14 @@ impl Service {
                 pipeline::normalize(&body, crop, &limits)
             })
             .await??;
-        let manifest = Manifest {
-            hash: normalized.ladder[0].hash,
-            has_alpha: normalized.has_alpha,
-            compression: Some(normalized.compression),
-            source_format: source_format_name(normalized.source_format).into(),
-            rungs: normalized
-                .ladder
-                .iter()
-                .map(|r| RungRef {
-                    side: r.side,
-                    blob: r.hash,
-                    len: r.bytes.len() as u64,
-                })
-                .collect(),
-        };
-        let master = NewMaster {
-            manifest: manifest.clone(),
-            rungs: normalized
-                .ladder
-                .into_iter()
-                .map(|r| Bytes::from(r.bytes))
-                .collect(),
-        };
+        let master = new_master(normalized);
+        let manifest = master.manifest.clone();
         let change = Change::Bind {
             aliases: keys.aliases.clone(),
             avatar: AvatarRef {
                 hash: manifest.hash,
                 rating: params.rating.unwrap_or_default(),
+                source: None,
             },
         };
         let record = self.apply(Some(master), change).await?;
@@ -162,6 +146,33 @@ impl Service {
     }
 }
 
+/// A normalized upload as the store keeps it: its manifest and rungs.
+pub(super) fn new_master(normalized: pipeline::Normalized) -> NewMaster {
+    let manifest = Manifest {
+        hash: normalized.ladder[0].hash,
+        has_alpha: normalized.has_alpha,
+        compression: Some(normalized.compression),
+        source_format: source_format_name(normalized.source_format).into(),
+        rungs: normalized
+            .ladder
+            .iter()
+            .map(|r| RungRef {
+                side: r.side,
+                blob: r.hash,
+                len: r.bytes.len() as u64,
+            })
+            .collect(),
+    };
+    NewMaster {
+        manifest,
+        rungs: normalized
+            .ladder
+            .into_iter()
+            .map(|r| Bytes::from(r.bytes))
+            .collect(),
+    }
+}
+
 fn source_format_name(f: SourceFormat) -> &'static str {
     match f {
         SourceFormat::Jpeg => "jpeg",
@@ -184,5 +195,10 @@ fn info(key: &str, record: &IdentityRecord, manifest: &Manifest) -> AvatarInfo {
         format: manifest.source_format.clone(),
         rating: rating.as_str(),
         updated: record.updated_ms,
+        source: record
+            .avatar
+            .as_ref()
+            .and_then(|a| a.source)
+            .map(|s| s.as_str()),
     }
 }

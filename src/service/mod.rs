@@ -2,7 +2,8 @@
 //! delete — one post-commit path), `render` (content variants and generated
 //! defaults, cached and coalesced; the `/c/` answer), `identity` (the
 //! `/avatar/` answer), [`defaults`] (the pure default-avatar policy),
-//! `events` (live event streams with replay). Async orchestration of
+//! `events` (live event streams with replay), `fallback` (issue 17: the
+//! upstreams asked for identities without a local avatar). Async orchestration of
 //! cache → store → render pool; no HTTP types beyond header values.
 //!
 //! Invariants:
@@ -20,6 +21,7 @@
 pub mod avatars;
 pub mod defaults;
 mod events;
+mod fallback;
 mod identity;
 mod render;
 mod subscriptions;
@@ -39,7 +41,8 @@ use crate::workers::{Pool, PoolError};
 
 pub use crate::cache::Outcome as CacheOutcome;
 pub use avatars::AvatarInfo;
-pub use identity::{IdentityAnswer, IdentityReply};
+pub use fallback::Adopted;
+pub use identity::{IdentityAnswer, IdentityReply, Lifetime};
 pub use render::{ContentAnswer, ContentEntry, ContentReply, Variant, VariantKey};
 pub use subscriptions::Subscribed;
 
@@ -122,6 +125,9 @@ pub struct Service {
     /// Upload normalization: its own threads and queue, so a flood of cold
     /// renders cannot starve uploads (nor a burst of uploads stall renders).
     uploads: Pool,
+    /// Issue 17: the upstreams asked for identities without a local avatar
+    /// (`None`: no `--fallback-upstream`).
+    fallback: Option<Arc<fallback::FallbackState>>,
 }
 
 impl Service {
@@ -148,6 +154,7 @@ impl Service {
                 config.render_memory,
             ),
             uploads: Pool::new(config.upload_threads, config.upload_queue),
+            fallback: None,
             config,
             store,
             metrics,

@@ -48,6 +48,7 @@ fn bind(keys: &IdentityKeys, m: &NewMaster) -> Change {
         avatar: AvatarRef {
             hash: m.manifest.hash,
             rating: Rating::G,
+            source: None,
         },
     }
 }

@@ -269,6 +269,7 @@ pub(super) mod tests {
                 avatar: Some(AvatarRef {
                     hash: ContentHash([seed; 32]),
                     rating: Rating::G,
+                    source: None,
                 }),
                 version,
                 updated_ms: 1000 + version,
