@@ -564,3 +564,144 @@ fn a_local_upload_replaces_the_fallback_in_varnish_at_once() {
     .expect("the upload's purge reaches Varnish");
     assert_eq!(fresh.header("x-avatar-source"), None);
 }
+
+/// An upstream avatar-edge holding `emails`' avatars.
+fn upstream_with(dir: &std::path::Path, emails: &[&str]) -> Server {
+    let up = Server::start(dir, &[], Some(TOKEN));
+    let (ak, av) = auth();
+    for e in emails {
+        let r = up.request(
+            "PUT",
+            &format!("/v1/avatars/{}", e.replace('@', "%40")),
+            &[(ak, &av)],
+            &fixture("photo_grace_hopper_512x600.jpg"),
+        );
+        assert_eq!(r.status, 200);
+    }
+    up
+}
+
+fn describe(server: &Server, hash: &str) -> serde_json::Value {
+    let (ak, av) = auth();
+    let r = server.request("GET", &format!("/v1/avatars/{hash}"), &[(ak, &av)], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn adopting_makes_the_upstream_avatar_the_identitys_own_until_a_local_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream_with(&dir.path().join("up"), &["adopt@example.org"]);
+    let base = format!("http://{}/avatar/", up.addr);
+    let edge = edge(&dir.path().join("edge"), &[base], &["--fallback-adopt"]);
+    let before = upstream_identity_requests(&up);
+    let hash = md5_hex("adopt@example.org");
+    let path = format!("/avatar/{hash}?s=64");
+    let first = edge.request("GET", &path, &[], b"");
+    assert_eq!(first.header("x-avatar-source"), Some("fallback"));
+    let info = describe(&edge, &hash);
+    assert_eq!(info["version"], 1);
+    assert_eq!(info["source"], "fallback");
+    // Now the identity's own: served as a local avatar, the upstream left alone.
+    let r = edge.request("GET", &path, &[], b"");
+    assert_eq!(r.header("x-avatar-source"), None);
+    assert_eq!(r.body, first.body);
+    assert_eq!(upstream_identity_requests(&up) - before, 1);
+    // The user's own upload replaces it.
+    let (ak, av) = auth();
+    let r = edge.request(
+        "PUT",
+        &format!("/v1/avatars/{hash}"),
+        &[(ak, &av)],
+        &fixture("logo_alpha_500.png"),
+    );
+    assert_eq!(r.status, 200);
+    let info = describe(&edge, &hash);
+    assert_eq!(
+        (info["version"].as_u64(), info.get("source")),
+        (Some(2), None)
+    );
+}
+
+#[test]
+fn after_a_delete_the_upstream_is_asked_only_with_fallback_after_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream_with(&dir.path().join("up"), &["again@example.org"]);
+    let base = format!("http://{}/avatar/", up.addr);
+    let hash = md5_hex("again@example.org");
+    let path = format!("/avatar/{hash}?s=64");
+    let (ak, av) = auth();
+    for (extra, source) in [
+        (&[][..], None),
+        (&["--fallback-after-delete"][..], Some("fallback")),
+    ] {
+        let sub = dir.path().join(format!("edge{}", extra.len()));
+        let edge = edge(&sub, std::slice::from_ref(&base), extra);
+        let key = format!("/v1/avatars/{hash}");
+        let r = edge.request("PUT", &key, &[(ak, &av)], &fixture("logo_alpha_500.png"));
+        assert_eq!(r.status, 200);
+        assert_eq!(edge.request("DELETE", &key, &[(ak, &av)], b"").status, 204);
+        let r = edge.request("GET", &path, &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-avatar-source"), source, "{extra:?}");
+    }
+}
+
+#[test]
+fn import_from_upstream_adopts_a_list_of_hashes_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream_with(
+        &dir.path().join("up"),
+        &["one@example.org", "two@example.org"],
+    );
+    let data = dir.path().join("data");
+    let known = [md5_hex("one@example.org"), md5_hex("two@example.org")];
+    let unknown = md5_hex("three@example.org");
+    let list = dir.path().join("hashes.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# from the old platform\n{}\n{}\n{unknown}\nnot-a-hash\n",
+            known[0], known[1]
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_avatar-edge"))
+            .args(["import", "--from-upstream"])
+            .arg(format!("http://{}/avatar/", up.addr))
+            .arg("--hashes")
+            .arg(&list)
+            .arg("--data")
+            .arg(&data)
+            .args(["--concurrency", "2"])
+            .env_remove("AVATAR_EDGE_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stderr.contains(":5: not a 32/64-hex hash"), "{stderr}");
+        stdout
+    };
+    let first = run();
+    assert!(
+        first.contains("imported 2, already present 0, not found upstream 1, failed 0"),
+        "{first}"
+    );
+    let again = run();
+    assert!(
+        again.contains("imported 0, already present 2, not found upstream 1, failed 0"),
+        "{again}"
+    );
+    let edge = Server::start(&data, &[], Some(TOKEN));
+    for h in &known {
+        let info = describe(&edge, h);
+        assert_eq!(
+            (info["version"].as_u64(), info["source"].as_str()),
+            (Some(1), Some("fallback"))
+        );
+        let r = edge.request("GET", &format!("/avatar/{h}?s=48"), &[], b"");
+        assert_eq!((r.status, r.header("x-avatar-default")), (200, None));
+    }
+}
