@@ -705,3 +705,39 @@ fn import_from_upstream_adopts_a_list_of_hashes_and_resumes() {
         assert_eq!((r.status, r.header("x-avatar-default")), (200, None));
     }
 }
+
+#[test]
+fn a_node_runs_a_bounded_number_of_upstream_fetches() {
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let up = hostile_upstream(elsewhere.local_addr().unwrap(), paths.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let edge = edge(dir.path(), &[format!("http://{up}/stall/")], &[]);
+    let addr = edge.addr;
+    // 24 distinct misses against an upstream that stalls every body.
+    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                s.spawn(move || {
+                    let path = format!("/avatar/{}?s=32", md5_hex(&format!("{i}@example.org")));
+                    let r = request(addr, "GET", &path, &[], b"");
+                    (r.status, r.header("cache-control").map(String::from))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, cc) in &statuses {
+        assert_eq!((*status, cc.as_deref()), (200, Some("no-store")));
+    }
+    let failures = |reason: &str| {
+        metric(
+            &edge,
+            "avatar_edge_fallback_failures_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert_eq!(failures("timeout") + failures("busy"), 24);
+    assert!(failures("timeout") <= 16, "at most 16 fetches at once");
+    assert!(paths.lock().unwrap().len() <= 16);
+}

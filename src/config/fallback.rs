@@ -50,7 +50,8 @@ impl Default for FallbackConfig {
     }
 }
 
-/// Validate an upstream base URL: http(s), a host, no query or fragment.
+/// Validate an upstream base URL: http(s), a host, no query or fragment;
+/// it ends with `/` (added when missing).
 pub fn check_upstream(u: &str) -> Result<String, ConfigError> {
     let u = u.trim();
     let bad = |why: &str| invalid("fallback_upstream", format!("{u:?}: {why}"));
@@ -64,7 +65,12 @@ pub fn check_upstream(u: &str) -> Result<String, ConfigError> {
     if u.contains('?') || u.contains('#') {
         return Err(bad("the hash is appended to it: no query or fragment"));
     }
-    Ok(u.to_string())
+    // The hash is a path segment of its own: `…/avatar` means `…/avatar/`.
+    Ok(if u.ends_with('/') {
+        u.to_string()
+    } else {
+        format!("{u}/")
+    })
 }
 
 /// The fall-back part of [`super::Config`].
@@ -116,7 +122,7 @@ mod tests {
         let ok = Settings {
             fallback_upstream: vec![
                 "https://gravatar.example/avatar/".into(),
-                " http://127.0.0.1:9000/avatar/ ".into(),
+                " http://127.0.0.1:9000/avatar ".into(),
             ],
             fallback_timeout: Some(0.5),
             fallback_ttl: Some(60),

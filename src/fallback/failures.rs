@@ -48,7 +48,7 @@ impl RecentFailures {
     }
 }
 
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 8] = [
     "connect",
     "timeout",
     "status",
@@ -56,6 +56,7 @@ const REASONS: [&str; 7] = [
     "redirect",
     "image",
     "local",
+    "busy",
 ];
 
 /// Counters of upstream fetches by outcome.

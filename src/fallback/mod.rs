@@ -33,6 +33,10 @@ use crate::model::IdentityHash;
 
 /// Redirects followed per upstream, at most.
 pub const MAX_REDIRECTS: usize = 3;
+/// Upstream fetches a node runs at once (each may hold a body of up to the
+/// upload limit); a miss beyond them gets the default, uncacheable, and is
+/// asked again later.
+pub const MAX_FETCHES: usize = 16;
 
 /// Why a fetch from the upstreams failed. Never the client's fault: the
 /// identity URL answers the default, uncacheable, and asks again soon.
@@ -52,6 +56,8 @@ pub enum FallbackError {
     Image(String),
     #[error("this node could not keep the upstream avatar: {0}")]
     Local(String),
+    #[error("{MAX_FETCHES} upstream fetches in progress already")]
+    Busy,
 }
 
 impl FallbackError {
@@ -65,6 +71,7 @@ impl FallbackError {
             FallbackError::Redirect(_) => "redirect",
             FallbackError::Image(_) => "image",
             FallbackError::Local(_) => "local",
+            FallbackError::Busy => "busy",
         }
     }
 }

@@ -125,10 +125,11 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
     if behind {
         h.insert(header::CACHE_CONTROL, NO_STORE);
     }
-    if reply.stale && !behind {
+    if reply.stale && !behind && reply.lifetime != Lifetime::NoStore {
         // Cut off from the cluster: the answer comes from this node's last
         // replica of the index; keep it briefly and say so. (An answer behind
-        // the version its URL names stays `no-store`, stale or not.)
+        // the version its URL names stays `no-store`, stale or not, and so
+        // does one after a failed upstream fetch.)
         h.insert(header::CACHE_CONTROL, STALE_CACHE_CONTROL);
         h.insert(header::WARNING, STALE_WARNING);
         h.insert(CDN_CACHE_CONTROL, STALE_CACHE_CONTROL);

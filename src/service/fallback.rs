@@ -17,7 +17,9 @@ use super::defaults::Subject;
 use super::identity::{Answered, IdentityAnswer, Lifetime};
 use super::{avatars, CacheOutcome, Service, ServiceError};
 use crate::cache::{Cache, Weighted};
-use crate::fallback::{expiry, FallbackError, Fetched, Outcomes, RecentFailures, Upstreams};
+use crate::fallback::{
+    expiry, FallbackError, Fetched, Outcomes, RecentFailures, Upstreams, MAX_FETCHES,
+};
 use crate::model::{ContentHash, IdentityHash, Rating};
 use crate::pipeline;
 use crate::spec::IdentityRequest;
@@ -33,6 +35,8 @@ pub(super) struct FallbackState {
     /// One fetch per hash for all concurrent requests: a cache of no bytes,
     /// used for its coalescing alone (the entry itself lives in the store).
     flights: Cache<IdentityHash, FallbackEntry, FallbackError>,
+    /// At most [`MAX_FETCHES`] fetches at once (bodies held in memory).
+    slots: tokio::sync::Semaphore,
 }
 
 impl Weighted for FallbackEntry {
@@ -77,6 +81,7 @@ impl Service {
                 failures: RecentFailures::default(),
                 outcomes,
                 flights: Cache::with_shards(0, 1),
+                slots: tokio::sync::Semaphore::new(MAX_FETCHES),
             }));
         }
         self
@@ -187,7 +192,10 @@ impl Service {
                 return Ok(e);
             }
         }
-        let result = self.fetch_and_keep(fb, hash).await;
+        let result = match fb.slots.try_acquire() {
+            Ok(_slot) => self.fetch_and_keep(fb, hash).await,
+            Err(_) => Err(FallbackError::Busy),
+        };
         match &result {
             Ok(e) if e.master.is_some() => fb.outcomes.found(),
             Ok(_) => fb.outcomes.missing(),
