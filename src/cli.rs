@@ -16,6 +16,9 @@ use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::store::{self, embedded::EmbeddedStore};
 
+mod fallback;
+use fallback::{import_from_upstream, with_fallback};
+
 /// avatar-edge: the HTTP origin for user avatars.
 #[derive(Debug, Parser)]
 #[command(name = "avatar-edge", version, about, long_about = None)]
@@ -39,15 +42,33 @@ pub enum Command {
     },
     /// Bulk-import a directory of files named <email-or-hash>.<ext> into the
     /// data directory (run it while the server is stopped: the index is
-    /// single-process). Idempotent; safe to re-run after an interruption.
+    /// single-process), or with --from-upstream adopt the avatars of a list
+    /// of hashes from an upstream service. Idempotent; safe to re-run after an
+    /// interruption.
     Import {
-        /// Directory holding the avatars
-        dir: PathBuf,
+        /// Directory holding the avatars (not with --from-upstream)
+        #[arg(
+            required_unless_present = "from_upstream",
+            conflicts_with = "from_upstream"
+        )]
+        dir: Option<PathBuf>,
         /// TOML file with the server settings (limits, data directory)
         #[arg(long, env = "AVATAR_EDGE_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
         settings: Settings,
+        // --- Migration proxy (issue 17): adopt avatars from an upstream. ---
+        /// Adopt the avatars of --hashes from this Gravatar-compatible base URL
+        /// (e.g. https://gravatar.example/avatar/) as the identities' own;
+        /// identities with a local record are skipped, so a re-run resumes
+        #[arg(long, requires = "hashes")]
+        from_upstream: Option<String>,
+        /// File of identity hashes (32 or 64 hex), one a line, for --from-upstream
+        #[arg(long, requires = "from_upstream")]
+        hashes: Option<PathBuf>,
+        /// Upstream fetches in flight at once, for --from-upstream
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
     },
     /// Render one generated default to a file (format from the extension:
     /// .png, .jpg, .webp, .avif).
@@ -167,6 +188,9 @@ pub fn main() -> anyhow::Result<()> {
             dir,
             config,
             settings,
+            from_upstream,
+            hashes,
+            concurrency,
         } => {
             let file = match &config {
                 Some(p) => Settings::from_file(p)?,
@@ -178,7 +202,16 @@ pub fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(import(config, dir))
+            match (dir, from_upstream, hashes) {
+                (_, Some(url), Some(file)) => runtime.block_on(import_from_upstream(
+                    config,
+                    &url,
+                    &file,
+                    usize::from(concurrency),
+                )),
+                (Some(dir), _, _) => runtime.block_on(import(config, dir)),
+                _ => anyhow::bail!("give a directory, or --from-upstream with --hashes"),
+            }
         }
         Command::Render {
             style,
@@ -466,6 +499,7 @@ pub fn build_app_on(
         store: _,
         log: _,
         policy,
+        fallback,
     } = config;
     let targets = delivery.targets;
     let metrics = Arc::new(Metrics::new());
@@ -483,6 +517,7 @@ pub fn build_app_on(
         None => None,
     };
     let service = Service::new(render, store.clone(), metrics.clone(), bus).with_upload_hook(hook);
+    let service = with_fallback(service, fallback, &metrics)?;
     let deliveries = if deliver && !targets.is_empty() {
         let transport = Arc::new(
             crate::http::client::HttpTransport::new().context("loading the TLS trust store")?,

@@ -5,10 +5,12 @@
 //! group and the TOML schema, so a setting has one name everywhere
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
+mod fallback;
 mod nats;
 mod policy;
 mod settings;
 
+pub use fallback::{check_upstream, FallbackConfig};
 pub use nats::{NatsSecurity, Secret};
 pub use policy::{HookConfig, HookFailureMode, PolicyConfig, RateLimits, TrustedProxies};
 pub use settings::Settings;
@@ -50,6 +52,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Issue 16: the upload policy hook.
     pub policy: PolicyConfig,
+    /// Issue 17: upstream avatar services (the migration proxy).
+    pub fallback: FallbackConfig,
 }
 
 /// Format of the log lines on stderr (`--log-format`).
@@ -372,6 +376,7 @@ impl Config {
             replicas: nats_replicas,
             security,
         });
+        let fallback_config = fallback::resolve(&s)?;
         let listen = s
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -437,6 +442,7 @@ impl Config {
                 format: s.log_format,
             },
             policy,
+            fallback: fallback_config,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod events;
+pub mod fallback;
 pub mod http;
 pub mod identicon;
 pub mod import;

@@ -199,6 +199,30 @@ pub struct Settings {
     /// POST /v1/subscriptions per client address per minute without a token [default: 60]
     #[arg(long, env = "AVATAR_EDGE_SUBSCRIPTIONS_PER_ADDRESS")]
     pub subscriptions_per_address: Option<u32>,
+
+    // --- Migration proxy (issue 17): fall back to upstream avatar services. ---
+    /// Gravatar-compatible base URL asked for identities without a local avatar, e.g. https://gravatar.example/avatar/ (repeatable, tried in order; comma-separated in env) [default: none]
+    #[arg(
+        long = "fallback-upstream",
+        env = "AVATAR_EDGE_FALLBACK_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub fallback_upstream: Vec<String>,
+    /// Time allowed for one upstream fetch, headers and body together (redirects included), seconds; fractions allowed [default: 2]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_TIMEOUT")]
+    pub fallback_timeout: Option<f64>,
+    /// Lifetime of a fetched upstream avatar, seconds [default: 86400]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_TTL")]
+    pub fallback_ttl: Option<u64>,
+    /// Lifetime of an upstream "not found" (404/410), seconds [default: 3600]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_NEGATIVE_TTL")]
+    pub fallback_negative_ttl: Option<u64>,
+    /// Fall back to the upstream for identities whose local avatar was deleted (else a delete is final) [default: false]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_AFTER_DELETE", num_args = 0..=1, default_missing_value = "true")]
+    pub fallback_after_delete: Option<bool>,
+    /// Store a fetched upstream avatar as the identity's own (version 1, source "fallback") [default: false]
+    #[arg(long, env = "AVATAR_EDGE_FALLBACK_ADOPT", num_args = 0..=1, default_missing_value = "true")]
+    pub fallback_adopt: Option<bool>,
 }
 
 /// `trust_forwarded_for` in a file: `true`/`false` (as before), one
@@ -250,6 +274,7 @@ impl Settings {
                 cors_origin: list(self.cors_origin, lower.cors_origin),
                 nats: list(self.nats, lower.nats),
                 trust_forwarded_for: list(self.trust_forwarded_for, lower.trust_forwarded_for),
+                fallback_upstream: list(self.fallback_upstream, lower.fallback_upstream),
             } };
         }
         pick!(
@@ -294,7 +319,12 @@ impl Settings {
             signed_uploads_per_address,
             signed_uploads_per_key,
             event_streams_per_address,
-            subscriptions_per_address
+            subscriptions_per_address,
+            fallback_timeout,
+            fallback_ttl,
+            fallback_negative_ttl,
+            fallback_after_delete,
+            fallback_adopt
         )
     }
 }

@@ -354,6 +354,20 @@ mod tests {
         async fn audit_after(&self, after: u64, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
             self.inner.audit_after(after, n).await
         }
+        async fn fallback(
+            &self,
+            h: &crate::model::IdentityHash,
+        ) -> Result<Option<crate::store::FallbackEntry>, crate::store::StoreError> {
+            self.inner.fallback(h).await
+        }
+        async fn put_fallback(
+            &self,
+            h: &crate::model::IdentityHash,
+            e: crate::store::FallbackEntry,
+            m: Option<crate::store::NewMaster>,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.put_fallback(h, e, m).await
+        }
     }
 
     /// Refuses the first request, accepts the rest; records what it sent.

@@ -1,8 +1,9 @@
-//! Outbound HTTP(S) for purges, webhooks and the upload policy hook:
-//! hyper-util's pooled client with rustls (ring, the OS trust store).
-//! Implements the transport the delivery workers use (with a per-request
-//! timeout) and the policy hook's (bounded answer; the hook times the
-//! whole exchange itself).
+//! Outbound HTTP(S) for purges, webhooks, the upload policy hook and
+//! upstream avatars: hyper-util's pooled client with rustls (ring, the OS
+//! trust store). Implements the transport the delivery workers use (with a
+//! per-request timeout), the policy hook's (bounded answer; the hook times
+//! the whole exchange itself) and the migration proxy's fetch (its deadline
+//! is the caller's).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::delivery::{Outbound, Transport};
+use crate::fallback::{FallbackError, Got};
 use crate::policy::{HookFailure, HookTransport};
 
 const USER_AGENT: &str = concat!("avatar-edge/", env!("CARGO_PKG_VERSION"));
@@ -117,5 +119,64 @@ impl HookTransport for HttpTransport {
             }
             Err(e) => Err(HookFailure::Protocol(chain(e.as_ref()))),
         }
+    }
+}
+
+/// Issue 17: one GET of an upstream avatar service, its 2xx body read up to
+/// `max_body` bytes and no further (a longer body ends the connection).
+#[async_trait::async_trait]
+impl crate::fallback::Fetch for HttpTransport {
+    async fn get(&self, url: &str, max_body: usize) -> Result<Got, FallbackError> {
+        let req = Request::get(url)
+            .header(
+                "user-agent",
+                concat!("avatar-edge/", env!("CARGO_PKG_VERSION"), " (fallback)"),
+            )
+            .header("accept", "image/png, image/jpeg, image/gif, image/webp")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| FallbackError::Connect(e.to_string()))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            use std::error::Error;
+            let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
+            FallbackError::Connect(format!("{e}{cause}"))
+        })?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        if !(200..300).contains(&status) {
+            // Not read: dropping it closes the connection if anything is left.
+            return Ok(Got {
+                status,
+                location,
+                body: Bytes::new(),
+            });
+        }
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body as u64) {
+            return Err(FallbackError::TooLarge(max_body));
+        }
+        let mut body = resp.into_body();
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| FallbackError::Connect(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > max_body {
+                    return Err(FallbackError::TooLarge(max_body));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(Got {
+            status,
+            location,
+            body: buf.freeze(),
+        })
     }
 }

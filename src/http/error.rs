@@ -342,6 +342,7 @@ mod tests {
                 ServiceError::from(StoreError::Blocked(ContentHash([1; 32]))),
                 451,
                 "blocked",
+            ),
             (
                 HookError::Rejected("nudity".into()).into(),
                 422,

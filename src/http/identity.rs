@@ -2,7 +2,9 @@
 //! Forgiving parse, the service's answer (avatar, default, 404 or redirect),
 //! then the cache policy: short in browsers, long at the CDN (purged on
 //! change by surrogate keys), `no-store` for fault defaults, five seconds
-//! with a warning while the index replica is cut off.
+//! with a warning while the index replica is cut off. Issue 17: an upstream's
+//! avatar says `X-Avatar-Source: fallback` and is kept no longer than its
+//! fallback entry; a failed upstream fetch is `no-store`.
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -11,9 +13,10 @@ use super::error::{error_response, HttpError};
 use super::response::{
     http_date, status_only, text_response, variant_response, CDN_CACHE_CONTROL, NO_STORE,
     STALE_CACHE_CONTROL, STALE_WARNING, STAR, SURROGATE_CONTROL, VARY_ACCEPT, X_AVATAR_DEFAULT,
+    X_AVATAR_SOURCE,
 };
 use super::{App, Body};
-use crate::service::IdentityAnswer;
+use crate::service::{IdentityAnswer, Lifetime};
 use crate::spec;
 
 /// `rest` is the path after `/avatar/`.
@@ -30,7 +33,19 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
         Ok(a) => a,
         Err(e) => return error_response(e),
     };
-    let browser = app.headers.identity_cache_control.clone();
+    // Issue 17: a fallback entry caps every lifetime; a failed fetch none.
+    let (browser, cdn, surrogate) = match reply.lifetime {
+        Lifetime::AtMost(secs) => app.headers.capped(secs),
+        _ => (
+            app.headers.identity_cache_control.clone(),
+            app.headers.cdn_cache_control.clone(),
+            app.headers.surrogate_control.clone(),
+        ),
+    };
+    let browser = match reply.lifetime {
+        Lifetime::NoStore => NO_STORE,
+        _ => browser,
+    };
     let (mut r, cacheable) = match reply.answer {
         IdentityAnswer::Avatar {
             variant,
@@ -38,24 +53,29 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
             record,
             ..
         } => {
-            let location = HeaderValue::from_str(&content_url).expect("content URLs are ASCII");
-            let mut r = if app.http.identity_redirect {
-                let mut r = status_only(StatusCode::FOUND);
-                let h = r.headers_mut();
-                h.insert(header::LOCATION, location);
-                h.insert(header::CACHE_CONTROL, browser);
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
-                if negotiated {
-                    h.insert(header::VARY, VARY_ACCEPT);
-                }
-                r
-            } else {
-                let mut r = variant_response(req.headers(), head, &variant, browser, negotiated);
-                r.headers_mut().insert(header::CONTENT_LOCATION, location);
-                r
+            let shown = Shown {
+                variant: &variant,
+                content_url: &content_url,
+                modified_ms: record.updated_ms,
+                negotiated,
             };
+            (avatar_response(app, req, &shown, browser), true)
+        }
+        IdentityAnswer::Fallback {
+            variant,
+            content_url,
+            fetched_ms,
+            ..
+        } => {
+            let shown = Shown {
+                variant: &variant,
+                content_url: &content_url,
+                modified_ms: fetched_ms,
+                negotiated,
+            };
+            let mut r = avatar_response(app, req, &shown, browser);
             r.headers_mut()
-                .insert(header::LAST_MODIFIED, http_date(record.updated_ms));
+                .insert(X_AVATAR_SOURCE, HeaderValue::from_static("fallback"));
             (r, true)
         }
         IdentityAnswer::Default {
@@ -100,15 +120,16 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
     if let Some(outcome) = reply.cache {
         r.extensions_mut().insert(outcome);
     }
-    let cacheable = cacheable && !behind;
+    let cacheable = cacheable && !behind && reply.lifetime != Lifetime::NoStore;
     let h = r.headers_mut();
     if behind {
         h.insert(header::CACHE_CONTROL, NO_STORE);
     }
-    if reply.stale && !behind {
+    if reply.stale && !behind && reply.lifetime != Lifetime::NoStore {
         // Cut off from the cluster: the answer comes from this node's last
         // replica of the index; keep it briefly and say so. (An answer behind
-        // the version its URL names stays `no-store`, stale or not.)
+        // the version its URL names stays `no-store`, stale or not, and so
+        // does one after a failed upstream fetch.)
         h.insert(header::CACHE_CONTROL, STALE_CACHE_CONTROL);
         h.insert(header::WARNING, STALE_WARNING);
         h.insert(CDN_CACHE_CONTROL, STALE_CACHE_CONTROL);
@@ -117,12 +138,51 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
     }
     if cacheable {
         // Long at the CDN (purged on change), short in browsers.
-        h.insert(CDN_CACHE_CONTROL, app.headers.cdn_cache_control.clone());
-        h.insert(SURROGATE_CONTROL, app.headers.surrogate_control.clone());
+        h.insert(CDN_CACHE_CONTROL, cdn);
+        h.insert(SURROGATE_CONTROL, surrogate);
         app.headers.insert_surrogate_keys(h, &reply.keys);
     } else {
         h.insert(CDN_CACHE_CONTROL, NO_STORE);
         h.insert(SURROGATE_CONTROL, NO_STORE);
     }
+    r
+}
+
+/// An avatar an identity URL shows: its variant, the immutable URL of the
+/// same bytes, and when it last changed.
+struct Shown<'a> {
+    variant: &'a crate::service::Variant,
+    content_url: &'a str,
+    modified_ms: u64,
+    /// The format came from `Accept` (the answer varies on it).
+    negotiated: bool,
+}
+
+/// The bytes (or, with `--identity-redirect`, a 302 to the content URL).
+fn avatar_response<B>(
+    app: &App,
+    req: &Request<B>,
+    shown: &Shown<'_>,
+    browser: HeaderValue,
+) -> Response<Body> {
+    let (head, negotiated) = (req.method() == Method::HEAD, shown.negotiated);
+    let location = HeaderValue::from_str(shown.content_url).expect("content URLs are ASCII");
+    let mut r = if app.http.identity_redirect {
+        let mut r = status_only(StatusCode::FOUND);
+        let h = r.headers_mut();
+        h.insert(header::LOCATION, location);
+        h.insert(header::CACHE_CONTROL, browser);
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR);
+        if negotiated {
+            h.insert(header::VARY, VARY_ACCEPT);
+        }
+        r
+    } else {
+        let mut r = variant_response(req.headers(), head, shown.variant, browser, negotiated);
+        r.headers_mut().insert(header::CONTENT_LOCATION, location);
+        r
+    };
+    r.headers_mut()
+        .insert(header::LAST_MODIFIED, http_date(shown.modified_ms));
     r
 }

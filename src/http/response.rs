@@ -23,6 +23,8 @@ pub(super) const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub(super) const VARY_ACCEPT: HeaderValue = HeaderValue::from_static("Accept");
 pub(super) const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub(super) const X_AVATAR_DEFAULT: HeaderName = HeaderName::from_static("x-avatar-default");
+/// Issue 17: `fallback` on an avatar fetched from an upstream service.
+pub(super) const X_AVATAR_SOURCE: HeaderName = HeaderName::from_static("x-avatar-source");
 /// Lifetime of identity answers while the index replica is cut off from NATS.
 pub(super) const STALE_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=5");
 /// RFC 7234 warning 110 ("response is stale"), naming what is stale.
@@ -41,6 +43,9 @@ pub(super) struct Headers {
     pub surrogate_headers: Vec<(HeaderName, &'static str)>,
     /// Browser origins allowed to use the API (`*` = any).
     cors_origins: Vec<String>,
+    /// Issue 17: the configured identity lifetimes, browser and CDN, seconds
+    /// (capped per answer for fallback entries).
+    lifetimes: (u32, u32),
 }
 
 impl Headers {
@@ -63,7 +68,20 @@ impl Headers {
             surrogate_control: num(format!("max-age={}", cache.cdn_max_age)),
             surrogate_headers,
             cors_origins: http.cors_origins.clone(),
+            lifetimes: (cache.identity_max_age, cache.cdn_max_age),
         }
+    }
+
+    /// Issue 17: browser `Cache-Control`, CDN `Cache-Control` and
+    /// `Surrogate-Control` of an identity answer kept at most `secs`.
+    pub fn capped(&self, secs: u32) -> (HeaderValue, HeaderValue, HeaderValue) {
+        let (browser, cdn) = self.lifetimes;
+        let num = |s: String| HeaderValue::from_str(&s).expect("numeric header");
+        (
+            num(format!("public, max-age={}", browser.min(secs))),
+            num(format!("public, max-age={}", cdn.min(secs))),
+            num(format!("max-age={}", cdn.min(secs))),
+        )
     }
 
     /// CORS for the API and the event stream: `*` by default, else the

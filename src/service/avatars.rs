@@ -33,6 +33,10 @@ pub struct AvatarInfo {
     /// Issue 16: the content is taken down (the identity shows its default).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub blocked: bool,
+    /// Issue 17: `fallback` for an avatar adopted from an upstream service;
+    /// absent for uploads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
 }
 
 impl Service {
@@ -100,29 +104,8 @@ impl Service {
                 pipeline::normalize(&body, crop, &limits)
             })
             .await??;
-        let manifest = Manifest {
-            hash: normalized.ladder[0].hash,
-            has_alpha: normalized.has_alpha,
-            compression: Some(normalized.compression),
-            source_format: source_format_name(normalized.source_format).into(),
-            rungs: normalized
-                .ladder
-                .iter()
-                .map(|r| RungRef {
-                    side: r.side,
-                    blob: r.hash,
-                    len: r.bytes.len() as u64,
-                })
-                .collect(),
-        };
-        let master = NewMaster {
-            manifest: manifest.clone(),
-            rungs: normalized
-                .ladder
-                .into_iter()
-                .map(|r| Bytes::from(r.bytes))
-                .collect(),
-        };
+        let master = new_master(normalized);
+        let manifest = master.manifest.clone();
         let rating = params.rating.unwrap_or_default();
         // Issue 16: taken-down content is refused (451) under any key, before
         // the policy hook ever sees it.
@@ -136,6 +119,7 @@ impl Service {
                 hash: manifest.hash,
                 rating,
                 blocked: false,
+                source: None,
             },
         };
         let c = self.apply(Some(master), change).await?;
@@ -212,6 +196,33 @@ impl Service {
     }
 }
 
+/// A normalized upload as the store keeps it: its manifest and rungs.
+pub(super) fn new_master(normalized: pipeline::Normalized) -> NewMaster {
+    let manifest = Manifest {
+        hash: normalized.ladder[0].hash,
+        has_alpha: normalized.has_alpha,
+        compression: Some(normalized.compression),
+        source_format: source_format_name(normalized.source_format).into(),
+        rungs: normalized
+            .ladder
+            .iter()
+            .map(|r| RungRef {
+                side: r.side,
+                blob: r.hash,
+                len: r.bytes.len() as u64,
+            })
+            .collect(),
+    };
+    NewMaster {
+        manifest,
+        rungs: normalized
+            .ladder
+            .into_iter()
+            .map(|r| Bytes::from(r.bytes))
+            .collect(),
+    }
+}
+
 fn source_format_name(f: SourceFormat) -> &'static str {
     match f {
         SourceFormat::Jpeg => "jpeg",
@@ -235,5 +246,10 @@ fn info(key: &str, record: &IdentityRecord, manifest: &Manifest) -> AvatarInfo {
         rating: rating.as_str(),
         updated: record.updated_ms,
         blocked: record.avatar.as_ref().is_some_and(|a| a.blocked),
+        source: record
+            .avatar
+            .as_ref()
+            .and_then(|a| a.source)
+            .map(|s| s.as_str()),
     }
 }

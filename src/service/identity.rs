@@ -30,6 +30,15 @@ pub enum IdentityAnswer {
         /// The identity's record (a tombstone, say), for `Last-Modified`.
         record: Option<IdentityRecord>,
     },
+    /// Issue 17: an avatar fetched from an upstream service (no local one).
+    Fallback {
+        variant: Variant,
+        /// `/c/<hash>.<ext>?s=<size>`: the immutable URL of the same bytes.
+        content_url: String,
+        hash: ContentHash,
+        /// Unix milliseconds of the fetch (`Last-Modified`).
+        fetched_ms: u64,
+    },
     /// `d=404`.
     NotFound,
     /// `d=<allowed URL>`.
@@ -46,10 +55,25 @@ pub struct IdentityReply {
     pub stale: bool,
     /// How the variant cache answered (`None`: no image was looked up).
     pub cache: Option<CacheOutcome>,
+    /// How long caches may keep the answer (issue 17: capped by a fallback
+    /// entry's remaining life, or none after a failed upstream fetch).
+    pub lifetime: Lifetime,
+}
+
+/// How long browsers and CDNs may keep an identity answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifetime {
+    /// The configured lifetimes (the answer is purged when it changes).
+    #[default]
+    Policy,
+    /// The configured lifetimes, but at most this many seconds.
+    AtMost(u32),
+    /// Not at all: an upstream fetch failed; it is asked again soon.
+    NoStore,
 }
 
 /// An answer and how the variant cache answered for it.
-type Answered = (IdentityAnswer, Option<CacheOutcome>);
+pub(super) type Answered = (IdentityAnswer, Option<CacheOutcome>);
 
 impl Service {
     /// Answer an identity URL, with the surrogate keys the answer depends on
@@ -61,7 +85,7 @@ impl Service {
         req: &IdentityRequest,
         accept: Option<&str>,
     ) -> Result<IdentityReply, ServiceError> {
-        let (answer, cache) = self.identity_answer(req, accept).await?;
+        let ((answer, cache), lifetime) = self.identity_answer(req, accept).await?;
         let mut keys: Vec<String> = Vec::new();
         if let IdentityRef::Hash(h) = req.identity {
             keys.push(h.to_hex());
@@ -70,6 +94,10 @@ impl Service {
             IdentityAnswer::Avatar { record, hash, .. } => {
                 keys.push(hash.to_hex());
                 Some(record)
+            }
+            IdentityAnswer::Fallback { hash, .. } => {
+                keys.push(hash.to_hex());
+                None
             }
             IdentityAnswer::Default { record, .. } => record.as_ref(),
             _ => None,
@@ -85,6 +113,7 @@ impl Service {
             keys,
             stale: self.store.index_stale(),
             cache,
+            lifetime,
         })
     }
 
@@ -92,17 +121,20 @@ impl Service {
         &self,
         req: &IdentityRequest,
         accept: Option<&str>,
-    ) -> Result<Answered, ServiceError> {
+    ) -> Result<(Answered, Lifetime), ServiceError> {
+        let policy = |a: Answered| (a, Lifetime::Policy);
         let hash = match req.identity {
             IdentityRef::Invalid => {
                 return self
                     .default_answer(req, Subject::InvalidKey, accept, None)
                     .await
+                    .map(policy)
             }
             IdentityRef::NoIdentity => {
                 return self
                     .default_answer(req, Subject::NoIdentity, accept, None)
                     .await
+                    .map(policy)
             }
             IdentityRef::Hash(h) => h,
         };
@@ -110,7 +142,7 @@ impl Service {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(identity = %hash, error = %e, "identity lookup failed; serving a fault default");
-                return self.fault_default(req, &hash, accept).await;
+                return self.fault_default(req, &hash, accept).await.map(policy);
             }
         };
         let eligible = record
@@ -122,19 +154,48 @@ impl Service {
             .filter(|a| !a.blocked && !self.store.blocked(&a.hash))
             .cloned();
         let Some(avatar) = eligible else {
+            // Issue 17: no local avatar — the upstreams before the default.
+            if self.fallback_applies(req, record.as_ref()) {
+                return self.fallback_answer(req, &hash, accept, record).await;
+            }
             return self
                 .default_answer(req, Subject::Unbound(&hash), accept, record)
-                .await;
+                .await
+                .map(policy);
         };
         let record = record.expect("eligible implies a record");
-        // From the manifest cache, as on `/c/` (a hit reads no index).
-        let entry = match self.content_entry(&avatar.hash).await {
-            Ok(entry) => entry,
-            Err(_) => {
-                tracing::error!(identity = %hash, master = %avatar.hash, "bound master unreadable; serving a fault default");
-                return self.fault_default(req, &hash, accept).await;
+        match self.master_variant(req, &avatar.hash, accept).await {
+            Ok((variant, outcome, content_url)) => {
+                let answer = IdentityAnswer::Avatar {
+                    variant,
+                    content_url,
+                    hash: avatar.hash,
+                    record,
+                };
+                Ok(((answer, Some(outcome)), Lifetime::Policy))
             }
-        };
+            Err(ServiceError::Pool(e)) => Err(ServiceError::Pool(e)),
+            Err(e) => {
+                tracing::error!(identity = %hash, master = %avatar.hash, error = %e, "bound avatar unreadable or its render failed; serving a fault default");
+                self.fault_default(req, &hash, accept).await.map(policy)
+            }
+        }
+    }
+
+    /// The variant of master `master` that `req` asks for, how the variant
+    /// cache answered, and its immutable `/c/` URL. An unreadable master is
+    /// [`ServiceError::ContentUnreadable`].
+    pub(super) async fn master_variant(
+        &self,
+        req: &IdentityRequest,
+        master: &ContentHash,
+        accept: Option<&str>,
+    ) -> Result<(Variant, CacheOutcome, String), ServiceError> {
+        // From the manifest cache, as on `/c/` (a hit reads no index).
+        let entry = self
+            .content_entry(master)
+            .await
+            .map_err(|_| ServiceError::ContentUnreadable)?;
         let manifest = &entry.manifest;
         let creq = ContentRequest {
             hash: manifest.hash,
@@ -142,31 +203,17 @@ impl Service {
             format: req.format,
         };
         let key = self.content_key(&creq, manifest, accept);
-        match self.content_variant(manifest, key).await {
-            Ok((variant, outcome)) => {
-                let content_url = format!(
-                    "/c/{}.{}?s={}",
-                    manifest.hash,
-                    variant.format.extension(),
-                    req.size
-                );
-                let answer = IdentityAnswer::Avatar {
-                    variant,
-                    content_url,
-                    hash: manifest.hash,
-                    record,
-                };
-                Ok((answer, Some(outcome)))
-            }
-            Err(ServiceError::Pool(e)) => Err(ServiceError::Pool(e)),
-            Err(e) => {
-                tracing::error!(identity = %hash, error = %e, "render of a bound avatar failed; serving a fault default");
-                self.fault_default(req, &hash, accept).await
-            }
-        }
+        let (variant, outcome) = self.content_variant(manifest, key).await?;
+        let content_url = format!(
+            "/c/{}.{}?s={}",
+            manifest.hash,
+            variant.format.extension(),
+            req.size
+        );
+        Ok((variant, outcome, content_url))
     }
 
-    async fn fault_default(
+    pub(super) async fn fault_default(
         &self,
         req: &IdentityRequest,
         hash: &IdentityHash,
@@ -180,7 +227,7 @@ impl Service {
     }
 
     /// Render what the default policy plans for `subject`.
-    async fn default_answer(
+    pub(super) async fn default_answer(
         &self,
         req: &IdentityRequest,
         subject: Subject<'_>,

@@ -2,7 +2,8 @@
 //! delete — one post-commit path), `render` (content variants and generated
 //! defaults, cached and coalesced; the `/c/` answer), `identity` (the
 //! `/avatar/` answer), [`defaults`] (the pure default-avatar policy),
-//! `events` (live event streams with replay). Async orchestration of
+//! `events` (live event streams with replay), `fallback` (issue 17: the
+//! upstreams asked for identities without a local avatar). Async orchestration of
 //! cache → store → render pool; no HTTP types beyond header values.
 //!
 //! Invariants:
@@ -21,6 +22,7 @@ mod audit;
 pub mod avatars;
 pub mod defaults;
 mod events;
+mod fallback;
 mod identity;
 mod policy;
 mod render;
@@ -43,7 +45,8 @@ use crate::workers::{Pool, PoolError};
 pub use crate::cache::Outcome as CacheOutcome;
 pub use audit::{Actor, AuditPage};
 pub use avatars::AvatarInfo;
-pub use identity::{IdentityAnswer, IdentityReply};
+pub use fallback::Adopted;
+pub use identity::{IdentityAnswer, IdentityReply, Lifetime};
 pub use render::{ContentAnswer, ContentEntry, ContentReply, Variant, VariantKey};
 pub use subscriptions::Subscribed;
 pub use takedowns::{TakedownInfo, TakedownPage};
@@ -142,6 +145,9 @@ pub struct Service {
     uploads: Pool,
     /// Issue 16: the operator's upload policy hook, asked before a commit.
     hook: Option<Arc<crate::policy::UploadHook>>,
+    /// Issue 17: the upstreams asked for identities without a local avatar
+    /// (`None`: no `--fallback-upstream`).
+    fallback: Option<Arc<fallback::FallbackState>>,
 }
 
 impl Service {
@@ -169,6 +175,7 @@ impl Service {
             ),
             uploads: Pool::new(config.upload_threads, config.upload_queue),
             hook: None,
+            fallback: None,
             config,
             store,
             metrics,

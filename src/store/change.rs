@@ -9,6 +9,8 @@
 //!   others are absorbed into it (their masters released, their aliases
 //!   re-pointed);
 //! - **not found**: unbinding or re-rating an identity without an avatar;
+//! - **adoption** (issue 17): a bind of an avatar adopted from an upstream
+//!   over an identity that has an avatar is a no-op (local always wins);
 //! - **no-op**: a change that leaves avatar and aliases as they are (an
 //!   identical re-upload, the same rating again) writes nothing: no new
 //!   version, no event;
@@ -16,7 +18,7 @@
 //!   records (so no alias ever sees its version go back), and the change time
 //!   is `now`, but always later than every record's last change.
 
-use super::{AvatarRef, Change, IdentityRecord, StoreError};
+use super::{AvatarRef, AvatarSource, Change, IdentityRecord, StoreError};
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
 
 /// What a change does.
@@ -104,6 +106,14 @@ pub fn apply(
             }
             if all.is_empty() {
                 return Err(StoreError::Index("a bind names no alias".into()));
+            }
+            // Issue 17: an adopted upstream avatar never replaces a local one
+            // (an upload that won the race keeps its place).
+            let adopting = avatar.source == Some(AvatarSource::Fallback);
+            if let (true, Some(r)) = (adopting, survivor) {
+                if r.avatar.is_some() {
+                    return Ok(Outcome::Unchanged(r.clone()));
+                }
             }
             (Some(avatar.clone()), all)
         }
@@ -205,6 +215,7 @@ mod tests {
             hash: ContentHash([n; 32]),
             rating,
             blocked: false,
+            source: None,
         }
     }
 
@@ -243,6 +254,55 @@ mod tests {
             avatar: Some(avatar(av, rating)),
             ..record(aliases, None, v, ms)
         }
+    }
+
+    #[test]
+    fn an_adopted_upstream_avatar_never_replaces_a_local_one() {
+        let adopted = AvatarRef {
+            source: Some(AvatarSource::Fallback),
+            ..avatar(9, Rating::G)
+        };
+        let c = Change::Bind {
+            aliases: vec![alias(1)],
+            avatar: adopted.clone(),
+        };
+        // (current records, Some(version written) or None: unchanged)
+        let cases: [(Vec<IdentityRecord>, Option<u64>); 3] = [
+            (vec![], Some(1)),
+            (vec![record(&[1], None, 4, 10)], Some(5)),
+            (vec![record(&[1], Some(5), 4, 10)], None),
+        ];
+        for (current, want) in cases {
+            match (apply(&current, None, &c, 100).unwrap(), want) {
+                (Outcome::Changed(t), Some(v)) => {
+                    assert_eq!(t.record.version, v);
+                    assert_eq!(t.record.avatar.as_ref(), Some(&adopted));
+                }
+                (Outcome::Unchanged(r), None) => assert_eq!(r, current[0]),
+                (o, w) => panic!("{current:?}: got {o:?}, want {w:?}"),
+            }
+        }
+        // A local upload over an adopted avatar replaces it, and re-rating
+        // keeps where it came from.
+        let mine = [IdentityRecord {
+            avatar: Some(adopted.clone()),
+            ..record(&[1], None, 1, 10)
+        }];
+        let upload = Change::Bind {
+            aliases: vec![alias(1)],
+            avatar: avatar(9, Rating::G),
+        };
+        let t = changed(apply(&mine, None, &upload, 100).unwrap());
+        assert_eq!(t.record.avatar.unwrap().source, None);
+        let rerate = Change::SetRating {
+            alias: alias(1),
+            rating: Rating::Pg,
+        };
+        let t = changed(apply(&mine, None, &rerate, 100).unwrap());
+        assert_eq!(
+            t.record.avatar.unwrap().source,
+            Some(AvatarSource::Fallback)
+        );
     }
 
     #[test]

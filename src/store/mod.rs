@@ -113,12 +113,33 @@ pub struct AvatarRef {
     /// (and its events say "no avatar") until the takedown is lifted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub blocked: bool,
+    /// Where it came from when not uploaded here (issue 17: adopted from an
+    /// upstream); absent for uploads and in records written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<AvatarSource>,
 }
 
 impl AvatarRef {
     /// The content the identity shows: none while taken down.
     pub fn visible(&self) -> Option<ContentHash> {
         (!self.blocked).then_some(self.hash)
+    }
+}
+
+/// Where an avatar came from, when not from an upload to this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AvatarSource {
+    /// Fetched from an upstream service and adopted (`--fallback-adopt`,
+    /// `import --from-upstream`).
+    Fallback,
+}
+
+impl AvatarSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AvatarSource::Fallback => "fallback",
+        }
     }
 }
 
@@ -174,6 +195,26 @@ pub struct Committed {
 pub struct NewMaster {
     pub manifest: Manifest,
     pub rungs: Vec<Bytes>,
+}
+
+/// Issue 17: what the upstream avatar services said about an identity this
+/// store has no avatar for, kept until `expires_ms` (then asked again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackEntry {
+    /// The fetched avatar's master (stored and referenced like a bound one);
+    /// `None`: no upstream has the identity (a negative entry).
+    pub master: Option<ContentHash>,
+    /// Unix milliseconds of the fetch.
+    pub fetched_ms: u64,
+    /// Unix milliseconds after which the entry is stale.
+    pub expires_ms: u64,
+}
+
+impl FallbackEntry {
+    /// True until the entry expires.
+    pub fn fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+    }
 }
 
 /// Counters the metrics endpoint reads.
@@ -287,6 +328,18 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<moderation::AuditEntry>, StoreError>;
+    /// Issue 17: the fallback entry of `hash` (fresh or not), shared by every
+    /// node serving this store.
+    async fn fallback(&self, hash: &IdentityHash) -> Result<Option<FallbackEntry>, StoreError>;
+    /// Issue 17: keep `entry` for `hash`, replacing any previous one, with
+    /// `master` (the fetched avatar, durable first) when the entry names one.
+    /// The master stays stored while an entry or an identity references it.
+    async fn put_fallback(
+        &self,
+        hash: &IdentityHash,
+        entry: FallbackEntry,
+        master: Option<NewMaster>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Undelivered events of one delivery target, handed out so that each goes to

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod varnish;
+
 pub const TOKEN: &str = "integration-token-0123456789";
 
 pub struct Server {

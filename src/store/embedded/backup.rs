@@ -161,6 +161,7 @@ impl Snapshot {
         copy_table(rtx, &wtx, META)?;
         copy_table(rtx, &wtx, super::moderation::TAKEDOWNS)?;
         copy_table(rtx, &wtx, super::moderation::AUDIT)?;
+        copy_table(rtx, &wtx, super::fallback::FALLBACKS)?;
         wtx.commit().map_err(idx)?;
         drop(db);
 
@@ -176,6 +177,13 @@ impl Snapshot {
                 bound += 1;
                 masters.insert(av.hash);
             }
+        }
+        // Issue 17: fallback entries hold their masters too (reference counts).
+        let fallbacks = rtx.open_table(super::fallback::FALLBACKS).map_err(idx)?;
+        for row in fallbacks.iter().map_err(idx)? {
+            let (_, v) = row.map_err(idx)?;
+            let entry: crate::store::FallbackEntry = unjson(v.value())?;
+            masters.extend(entry.master);
         }
         let mut blobs = std::collections::BTreeSet::new();
         for m in masters {
@@ -258,6 +266,7 @@ mod tests {
                 hash: m.manifest.hash,
                 rating: Rating::G,
                 blocked: false,
+                source: None,
             },
         }
     }

@@ -162,7 +162,7 @@ impl EmbeddedStore {
 /// Add `delta` references to master `h` and to each of its rungs; a master
 /// nobody references loses its manifest. Returns the rungs nobody references
 /// any more (to delete after the commit).
-fn count_refs(
+pub(super) fn count_refs(
     manifests: &mut Table<&[u8], &[u8]>,
     mrefs: &mut Table<&[u8], u64>,
     brefs: &mut Table<&[u8], u64>,

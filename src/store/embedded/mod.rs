@@ -4,7 +4,8 @@
 //! Tables: `identities` (primary hash → record), `aliases` (hash → primary),
 //! `manifests` (master hash → manifest), `master_refs` (master → identities
 //! bound to it), `blob_refs` (rung blob → references), `events` (outbox, id →
-//! event), `meta` (counters). A change and its event commit together.
+//! event), `meta` (counters), `fallbacks` (issue 17: identity hash → what the
+//! upstreams said; `fallback.rs`). A change and its event commit together.
 //!
 //! Writers are serialized by one lock that also covers garbage collection, so a
 //! blob can never be deleted between an upload's durability check and the
@@ -12,6 +13,7 @@
 
 mod backup;
 mod commit;
+mod fallback;
 mod moderation;
 
 use std::path::Path;
@@ -100,6 +102,7 @@ impl EmbeddedStore {
             tx.open_table(META).map_err(idx)?;
             tx.open_table(moderation::TAKEDOWNS).map_err(idx)?;
             tx.open_table(moderation::AUDIT).map_err(idx)?;
+            tx.open_table(fallback::FALLBACKS).map_err(idx)?;
         }
         tx.commit().map_err(idx)?;
         let blocked = RwLock::new(moderation::load_blocked(&db)?);
@@ -267,6 +270,26 @@ impl Store for EmbeddedStore {
 
     fn snapshot(&self) -> Result<Box<dyn super::backup::BackupWriter>, StoreError> {
         self.snapshot_blocking()
+    }
+
+    async fn fallback(
+        &self,
+        hash: &IdentityHash,
+    ) -> Result<Option<super::FallbackEntry>, StoreError> {
+        self.fallback_read(hash)
+    }
+
+    async fn put_fallback(
+        &self,
+        hash: &IdentityHash,
+        entry: super::FallbackEntry,
+        master: Option<NewMaster>,
+    ) -> Result<(), StoreError> {
+        let this = self.clone();
+        let hash = *hash;
+        tokio::task::spawn_blocking(move || this.put_fallback_blocking(&hash, entry, master))
+            .await
+            .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
     }
 
     fn stats(&self) -> StoreStats {

@@ -50,6 +50,7 @@ fn bind(keys: &IdentityKeys, m: &NewMaster) -> Change {
             hash: m.manifest.hash,
             rating: Rating::G,
             blocked: false,
+            source: None,
         },
     }
 }

@@ -275,6 +275,7 @@ pub(super) mod tests {
                     hash: ContentHash([seed; 32]),
                     rating: Rating::G,
                     blocked: false,
+                    source: None,
                 }),
                 version,
                 updated_ms: 1000 + version,

@@ -16,6 +16,10 @@
 //!   nothing. Purges and webhooks read it through one durable pull consumer
 //!   per target (filter `i.>`), so each event is handed to one node cluster-wide
 //!   and acknowledged after delivery (at least once; receivers dedupe by id).
+//! - KV bucket [`FALLBACK_BUCKET`] (issue 17, `fallbacks`): identity hash →
+//!   what the upstream avatar services said (fallback entry, expiry inside),
+//!   shared by every node; its masters are stored like uploads' (`m.` key,
+//!   object store).
 //!
 //! Invariants:
 //! - every identity write is a compare-and-set on that identity's key alone
@@ -50,6 +54,7 @@
 
 mod commit;
 mod connect;
+mod fallbacks;
 mod keys;
 mod moderation;
 mod objects;
@@ -65,6 +70,7 @@ use async_nats::jetstream::{self, kv, object_store};
 use bytes::Bytes;
 
 pub use connect::{check_version, redact, redacted_urls, MIN_SERVER};
+pub use fallbacks::FALLBACK_BUCKET;
 use keys::{manifest_key, open_blobs, open_kv};
 pub use keys::{Forward, Stored, StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
 use objects::{BlobCache, BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS};
@@ -119,6 +125,8 @@ struct Inner {
     blob_cache: BlobCache,
     /// Issue 16: the audit stream, once opened ([`NatsStore::open_audit`]).
     audit: std::sync::OnceLock<jetstream::stream::Stream>,
+    /// Issue 17: the fallback-entry bucket, opened on first use.
+    fallbacks: tokio::sync::OnceCell<kv::Store>,
 }
 
 /// NATS JetStream store; cheap to clone.
@@ -162,6 +170,7 @@ impl NatsStore {
                 probe: keys::probe_key(),
                 blob_cache: BlobCache::with_shards(BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS),
                 audit: Default::default(),
+                fallbacks: tokio::sync::OnceCell::new(),
             }),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -262,6 +271,22 @@ impl Store for NatsStore {
 
     async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError> {
         self.read_blob(hash).await
+    }
+
+    async fn fallback(
+        &self,
+        hash: &IdentityHash,
+    ) -> Result<Option<super::FallbackEntry>, StoreError> {
+        self.fallback_read(hash).await
+    }
+
+    async fn put_fallback(
+        &self,
+        hash: &IdentityHash,
+        entry: super::FallbackEntry,
+        master: Option<NewMaster>,
+    ) -> Result<(), StoreError> {
+        self.fallback_write(hash, entry, master).await
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {

@@ -1,0 +1,116 @@
+//! Issue 17 on the cluster: fallback entries in the KV bucket
+//! [`FALLBACK_BUCKET`] (identity hash → entry, its expiry in the value), so
+//! the upstream is asked once per entry lifetime by the whole cluster, and
+//! the fetched master stored like an upload's (object store + `m.` key of the
+//! index bucket). The bucket is opened (or created) on first use.
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+
+use super::keys::{manifest_key, open_or_create};
+use super::NatsStore;
+use crate::model::IdentityHash;
+use crate::store::{FallbackEntry, NewMaster, Store, StoreError};
+
+/// The NATS bucket of fallback entries.
+pub const FALLBACK_BUCKET: &str = "avatar_edge_fallbacks";
+/// Entries older than this leave the bucket whatever their own lifetime
+/// (an entry that outlives it is fetched again: harmless).
+const BUCKET_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// Size bound of that bucket (new entries are refused beyond: a failure,
+/// answered with the default, uncacheable).
+const BUCKET_MAX_BYTES: i64 = 256 << 20;
+
+impl NatsStore {
+    async fn fallback_bucket(&self) -> Result<&kv::Store, StoreError> {
+        let js = &self.inner.js;
+        let replicas = self.inner.stream.cached_info().config.num_replicas;
+        self.inner
+            .fallbacks
+            .get_or_try_init(|| async {
+                let config = |num_replicas| kv::Config {
+                    bucket: FALLBACK_BUCKET.into(),
+                    description: "avatar-edge upstream fallback entries (identity hash → entry)"
+                        .into(),
+                    history: 1,
+                    max_age: BUCKET_MAX_AGE,
+                    max_bytes: BUCKET_MAX_BYTES,
+                    max_value_size: 1 << 10,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas,
+                    ..Default::default()
+                };
+                open_or_create(
+                    "fallback",
+                    replicas,
+                    || js.get_key_value(FALLBACK_BUCKET),
+                    |n| js.create_key_value(config(n)),
+                )
+                .await
+            })
+            .await
+    }
+
+    pub(super) async fn fallback_read(
+        &self,
+        hash: &IdentityHash,
+    ) -> Result<Option<FallbackEntry>, StoreError> {
+        let bucket = self.fallback_bucket().await?;
+        let value = bucket
+            .get(hash.to_hex())
+            .await
+            .map_err(self.fail("fallback read"))?;
+        match value {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Index(format!("corrupt fallback entry: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn fallback_write(
+        &self,
+        hash: &IdentityHash,
+        entry: FallbackEntry,
+        master: Option<NewMaster>,
+    ) -> Result<(), StoreError> {
+        if !self.connected() {
+            return Err(StoreError::Unavailable("NATS is not connected".into()));
+        }
+        if let Some(m) = master.filter(|m| Some(m.manifest.hash) == entry.master) {
+            // Durable blobs, then the manifest, before the entry names them.
+            for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
+                self.put_blob(bytes, r.len).await?;
+            }
+            let master_hash = m.manifest.hash;
+            if self.manifest(&master_hash).await?.is_none() {
+                let value = Bytes::from(
+                    serde_json::to_vec(&m.manifest)
+                        .map_err(|e| StoreError::Index(e.to_string()))?,
+                );
+                let key = manifest_key(&master_hash);
+                if let Err(e) = self.inner.kv.create(key, value).await {
+                    // Lost to another writer of the same master: fine.
+                    if self.manifest(&master_hash).await?.is_none() {
+                        return Err(self.fail("manifest write")(e));
+                    }
+                }
+                self.write_replica()
+                    .manifests
+                    .insert(master_hash, m.manifest);
+            }
+        } else if entry.master.is_some() {
+            return Err(StoreError::Index(
+                "a fallback entry names a master it does not bring".into(),
+            ));
+        }
+        let value =
+            Bytes::from(serde_json::to_vec(&entry).map_err(|e| StoreError::Index(e.to_string()))?);
+        let bucket = self.fallback_bucket().await?;
+        bucket
+            .put(hash.to_hex(), value)
+            .await
+            .map_err(self.fail("fallback write"))?;
+        Ok(())
+    }
+}
