@@ -34,8 +34,12 @@
 //! | encode/{png,jpg,webp}/128      | 350 / 405 / 433 µs |
 //!
 //! (These figures predate issue 21: `webp` was lossless then — it is
-//! `webpll` now — and `avif`, lossy `webp` and `avif_speed` are not measured
-//! yet; see BENCHMARKS.md, "Bytes on the wire".)
+//! `webpll` now — and `avif` and lossy `webp` are not measured here yet.)
+//!
+//! `avif_speed` (2026-11-30, `-- --warm-up-time 1 --measurement-time 3
+//! avif_speed`, load 6–9): speed 4 103 ms / 2,726 B, 6 82 ms / 2,837 B,
+//! 7 67 ms / 2,916 B, 8 67 ms / 2,916 B, 9 34.5 ms / 3,386 B. See
+//! BENCHMARKS.md, "Bytes on the wire", for why speed 8 stays.
 //!
 //! Measured while other developers were compiling on the same 2 cores, so
 //! absolute numbers are pessimistic (an unloaded `normalize` of the 12 MP
