@@ -59,7 +59,7 @@ pub enum Command {
         settings: Settings,
         // --- Migration proxy (issue 17): adopt avatars from an upstream. ---
         /// Adopt the avatars of --hashes from this Gravatar-compatible base URL
-        /// (e.g. https://gravatar.example/avatar/) as the identities' own;
+        /// (e.g. `https://gravatar.example/avatar/`) as the identities' own;
         /// identities with a local record are skipped, so a re-run resumes
         #[arg(long, requires = "hashes")]
         from_upstream: Option<String>,

@@ -2,7 +2,7 @@
 //! the operator's service (`--upload-hook URL`, never taken from a request)
 //! sees a 256 px JPEG of the normalized upload and decides.
 //!
-//! The request is one `POST` with a JSON body (see [`Payload`]):
+//! The request is one `POST` with a JSON body (see `Payload`):
 //! `{"key", "hash", "width", "height", "format", "rating", "preview":
 //! {"type": "image/jpeg", "side": 256, "base64": "…"}}`. The answer:
 //! - `2xx` → accept (the body is read, bounded, and ignored);

@@ -201,7 +201,7 @@ pub struct Settings {
     pub subscriptions_per_address: Option<u32>,
 
     // --- Migration proxy (issue 17): fall back to upstream avatar services. ---
-    /// Gravatar-compatible base URL asked for identities without a local avatar, e.g. https://gravatar.example/avatar/ (repeatable, tried in order; comma-separated in env) [default: none]
+    /// Gravatar-compatible base URL asked for identities without a local avatar, e.g. `https://gravatar.example/avatar/` (repeatable, tried in order; comma-separated in env) [default: none]
     #[arg(
         long = "fallback-upstream",
         env = "AVATAR_EDGE_FALLBACK_UPSTREAMS",

@@ -33,7 +33,7 @@ pub const DECISION_SIDE: u32 = 256;
 /// took 50–100 ms on a 256 px photo rung (more than the rest of a 12 MP
 /// upload). A probe at the lowest effort (`WebPConfigLosslessPreset` level 0,
 /// ~1–4 ms) settles both clear cases — no larger than lossy: lossless (more
-/// effort only shrinks it); more than [`PROBE_MARGIN`]× lossy: lossy (the
+/// effort only shrinks it); more than `PROBE_MARGIN`× lossy: lossy (the
 /// default effort was at most 2.4× smaller than the probe on the fixtures,
 /// photos sit at 10–14×). Only the band between pays for the full encode.
 pub fn classify(px: &Pixels) -> Result<Compression, PipelineError> {

@@ -48,7 +48,7 @@ fn string<'a>(
 }
 
 /// Parse `{"hash": "<blake3>"}` or `{"key": "<email or identity hash>"}`,
-/// plus `"reason"` (required, 1 to [`MAX_REASON_CHARS`] characters).
+/// plus `"reason"` (required, 1 to `MAX_REASON_CHARS` characters).
 pub fn parse_takedown(body: &[u8]) -> Result<TakedownRequest, SpecError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| bad("body", format!("malformed JSON ({e})")))?;
