@@ -69,15 +69,8 @@ fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
 fn an_identity_only_the_upstream_knows_is_fetched_once_and_local_changes_win() {
     let up_dir = tempfile::tempdir().unwrap();
     let edge_dir = tempfile::tempdir().unwrap();
-    let up = Server::start(up_dir.path(), &[], Some(TOKEN));
+    let up = upstream_with(up_dir.path(), &["migrated@example.org"]);
     let (ak, av) = auth();
-    let r = up.request(
-        "PUT",
-        "/v1/avatars/migrated%40example.org",
-        &[(ak, &av)],
-        &fixture("photo_grace_hopper_512x600.jpg"),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let known = md5_hex("migrated@example.org");
     let base = format!("http://{}/avatar/", up.addr);
     let edge = edge(edge_dir.path(), &[base], &[]);
@@ -514,15 +507,8 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
 fn a_local_upload_replaces_the_fallback_in_varnish_at_once() {
     let up_dir = tempfile::tempdir().unwrap();
     let edge_dir = tempfile::tempdir().unwrap();
-    let up = Server::start(up_dir.path(), &[], Some(TOKEN));
+    let up = upstream_with(up_dir.path(), &["cdn@example.org"]);
     let (ak, av) = auth();
-    let r = up.request(
-        "PUT",
-        "/v1/avatars/cdn%40example.org",
-        &[(ak, &av)],
-        &fixture("photo_grace_hopper_512x600.jpg"),
-    );
-    assert_eq!(r.status, 200);
     let backend_port = free_port();
     let varnish = common::varnish::Varnish::start(backend_port);
     let purge = format!("http://{}/", varnish.addr);
