@@ -10,6 +10,7 @@ use super::{
     IDENTITIES, MANIFESTS, MASTER_REFS, META,
 };
 use crate::model::ContentHash;
+use crate::store::blobs::BlobDir;
 use crate::store::change::{self, Outcome};
 use crate::store::{
     now_ms, Change, Committed, IdentityRecord, Manifest, NewMaster, RungRef, StoreError,
@@ -22,12 +23,7 @@ impl EmbeddedStore {
         change: Change,
     ) -> Result<Committed, StoreError> {
         let inner = &self.inner;
-        // Durable blobs first, outside the lock (idempotent, content-addressed).
-        if let Some(m) = &master {
-            for bytes in &m.rungs {
-                inner.blobs.put(bytes)?;
-            }
-        }
+        put_blobs(&inner.blobs, master.as_ref())?;
         let _guard = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         // Issue 16: taken-down content binds nowhere (takedowns are written
         // under this lock, so none lands between this check and the commit).
@@ -36,14 +32,7 @@ impl EmbeddedStore {
                 return Err(StoreError::Blocked(avatar.hash));
             }
         }
-        // Under the lock: a concurrent GC may have removed a blob we share.
-        if let Some(m) = &master {
-            for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
-                if !inner.blobs.exists(&r.blob, r.len) {
-                    inner.blobs.put(bytes)?;
-                }
-            }
-        }
+        reput_missing_blobs(&inner.blobs, master.as_ref())?;
         let tx = inner.db.begin_write().map_err(idx)?;
         let mut garbage: Vec<RungRef> = Vec::new();
         let committed;
@@ -225,6 +214,32 @@ fn prune_events(
         .map_err(idx)?;
     for k in old {
         events.remove(k).map_err(idx)?;
+    }
+    Ok(())
+}
+
+/// Durable blobs first, outside the write lock (idempotent,
+/// content-addressed). Every commit that brings a master calls this, then
+/// [`reput_missing_blobs`] under the lock.
+pub(super) fn put_blobs(blobs: &BlobDir, master: Option<&NewMaster>) -> Result<(), StoreError> {
+    for bytes in master.map(|m| m.rungs.as_slice()).unwrap_or_default() {
+        blobs.put(bytes)?;
+    }
+    Ok(())
+}
+
+/// Under the write lock: a concurrent GC may have removed a blob this
+/// master shares with content it collected; put those back.
+pub(super) fn reput_missing_blobs(
+    blobs: &BlobDir,
+    master: Option<&NewMaster>,
+) -> Result<(), StoreError> {
+    if let Some(m) = master {
+        for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
+            if !blobs.exists(&r.blob, r.len) {
+                blobs.put(bytes)?;
+            }
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! entry references its master like a bound identity does (reference counts),
 //! so replacing the entry collects the old master's blobs.
 
-use super::commit::count_refs;
+use super::commit::{count_refs, put_blobs, reput_missing_blobs};
 use super::{idx, json, unjson, EmbeddedStore, BLOB_REFS, MANIFESTS, MASTER_REFS};
 use crate::model::IdentityHash;
 use crate::store::{FallbackEntry, NewMaster, RungRef, StoreError};
@@ -37,20 +37,9 @@ impl EmbeddedStore {
                 "a fallback entry names a master it does not bring".into(),
             ));
         }
-        if let Some(m) = &master {
-            for bytes in &m.rungs {
-                inner.blobs.put(bytes)?;
-            }
-        }
+        put_blobs(&inner.blobs, master.as_ref())?;
         let _guard = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Under the lock: a concurrent GC may have removed a blob we share.
-        if let Some(m) = &master {
-            for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
-                if !inner.blobs.exists(&r.blob, r.len) {
-                    inner.blobs.put(bytes)?;
-                }
-            }
-        }
+        reput_missing_blobs(&inner.blobs, master.as_ref())?;
         let tx = inner.db.begin_write().map_err(idx)?;
         let mut garbage: Vec<RungRef> = Vec::new();
         {
