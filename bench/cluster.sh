@@ -11,6 +11,12 @@
 #     node 1 (NATS behind it) and on the embedded server. Hits never touch
 #     NATS (identity look-ups answer from the node's replica), so the target
 #     is "within 5 %".
+# (c) failover: SIGKILL the nats-server leading the index stream (the worst
+#     case: writes wait for a new leader), then upload through node 2 every
+#     100 ms: the time until the first upload is accepted, the longest any
+#     upload waited for its answer (503 + Retry-After meanwhile), and the time
+#     until nodes 1 and 3 serve that first accepted change. Targets (issue
+#     15): accepted within 5 s, no answer slower than 5 s, served within 2 s.
 # Bounded: every loop has a count and a deadline; all processes are killed
 # on exit.
 #
@@ -161,4 +167,66 @@ rows = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[1]) if l.strip(
 for kind in ("identity", "content"):
     n, e = rows["nats-" + kind], rows["embedded-" + kind]
     print("%-8s hits: NATS node %.0f req/s vs embedded %.0f req/s (%+.1f %%)" % (kind, n, e, (n / e - 1) * 100))
+PY
+
+# --- (c) failover, last: it kills a nats-server.
+echo "running (c) failover ..." >&2
+leader=$(python3 - "${MP[0]}" "${MP[1]}" "${MP[2]}" <<'PY'
+import json, sys, urllib.request
+for port in sys.argv[1:]:
+    try:
+        j = json.load(urllib.request.urlopen("http://127.0.0.1:%s/jsz?streams=true" % port, timeout=2))
+    except Exception:
+        continue
+    for acc in j.get("account_details", []):
+        for st in acc.get("stream_detail", []):
+            if st.get("name") == "KV_avatar_edge_index" and st.get("cluster", {}).get("leader"):
+                print(st["cluster"]["leader"].rsplit("-", 1)[1]); sys.exit(0)
+print(0)
+PY
+)
+kill -9 "${PIDS[$leader]}"
+timeout 120 python3 - "$TOKEN" "${AP[1]}" "${AP[2]}" "${AP[3]}" <<'PY'
+import hashlib, http.client, json, sys, threading, time
+token = sys.argv[1]
+n1, n2, n3 = (int(p) for p in sys.argv[2:5])
+def png_of(seed):
+    import struct, zlib
+    w = h = 64
+    rows = b"".join(b"\0" + bytes(((x * 7) ^ seed ^ y) & 255 for x in range(w) for c in range(3)) for y in range(h))
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+killed = time.perf_counter()
+email = "failover@example.org"
+md5 = hashlib.md5(email.encode()).hexdigest()
+worst, n, digest = 0.0, 0, None
+while time.perf_counter() - killed < 60:
+    n += 1
+    t = time.perf_counter()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", n2, timeout=30)
+        c.request("PUT", "/v1/avatars/" + email, png_of(5000 + n), {"Authorization": "Bearer " + token})
+        r = c.getresponse(); data = r.read(); c.close()
+        status = r.status
+    except Exception:
+        status = 0
+    worst = max(worst, time.perf_counter() - t)
+    if status == 200:
+        digest = json.loads(data)["hash"]; break
+    time.sleep(0.1)
+if digest is None:
+    raise SystemExit("failover: no upload accepted within 60 s")
+accepted = time.perf_counter()
+def served(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while time.perf_counter() - accepted < 30:
+        c.request("GET", "/avatar/%s?s=64&d=404" % md5)
+        r = c.getresponse(); r.read()
+        if r.status == 200 and digest in (r.getheader("content-location") or ""):
+            return time.perf_counter() - accepted
+        time.sleep(0.001)
+    return float("inf")
+print("failover_s first_upload_accepted %.2f longest_answer %.2f attempts %d served_by_nodes_1_3 %.2f"
+      % (accepted - killed, worst, n, max(served(n1), served(n3))))
 PY

@@ -413,6 +413,7 @@ pub fn build_app(config: Config, deliver: bool) -> anyhow::Result<Built> {
         .with_context(|| format!("opening the data directory {}", dir.display()))?
         .publishing(publish_on(&bus))
         .audit_retention(config.store.audit_retention);
+    store.sweep_orphans_in_background(); // issue 15: what a crash left
     build_app_on(config, deliver, Arc::new(store), bus)
 }
 

@@ -476,7 +476,7 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
         std::slice::from_ref(&base),
         &nats_args,
     );
-    let two = edge(&dir.path().join("two"), &[base], &nats_args);
+    let two = edge(&dir.path().join("two"), &[base.clone()], &nats_args);
     let before = upstream_identity_requests(&up);
 
     let known = md5_hex("clustered@example.org");
@@ -501,6 +501,17 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
         2,
         "the cluster asked once per hash"
     );
+
+    // Issue 15's collector sweeps unnamed masters (each node's first sweep
+    // runs within ~10 s of its start); the entry's lease keeps this one. A
+    // node started afterwards (no blob of it cached) renders a new size from
+    // the object store's blobs.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let three = edge(&dir.path().join("three"), &[base], &nats_args);
+    let later = three.request("GET", &format!("/avatar/{known}.png?s=40"), &[], b"");
+    assert_eq!(later.status, 200);
+    assert_eq!(later.header("x-avatar-source"), Some("fallback"));
+    assert_eq!(upstream_identity_requests(&up) - before, 2);
 }
 
 #[test]

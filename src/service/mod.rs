@@ -130,11 +130,12 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Committed changes, for delivery workers and live pages.
     bus: Bus,
-    cache: render::VariantCache,
+    cache: Arc<render::VariantCache>,
     /// Manifests by master hash, so a `/c/` hit never touches the index.
-    manifests: Cache<ContentHash, Arc<ContentEntry>, ServiceError>,
-    /// Bumped by every commit; a manifest read that raced a commit is not kept.
-    manifest_generation: std::sync::atomic::AtomicU64,
+    manifests: Arc<Cache<ContentHash, Arc<ContentEntry>, ServiceError>>,
+    /// Bumped by every commit and erased master; a manifest read that raced
+    /// one is not kept.
+    manifest_generation: Arc<std::sync::atomic::AtomicU64>,
     /// Decode/resize/encode of variants and defaults.
     pool: Pool,
     /// Event-stream subscriptions (issue 14): the store's shared ones, or
@@ -160,14 +161,22 @@ impl Service {
         metrics: Arc<Metrics>,
         bus: Bus,
     ) -> Service {
+        let cache: Arc<render::VariantCache> = Arc::new(Cache::new(config.cache_bytes));
+        let manifests = Arc::new(Cache::new(MANIFEST_CACHE_BYTES));
+        let manifest_generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        store.on_content_gone(render::forget_content(
+            &cache,
+            &manifests,
+            &manifest_generation,
+        ));
         Service {
             subscriptions: store.subscriptions().unwrap_or_else(|| {
                 Arc::new(crate::store::subscriptions::MemorySubscriptions::default())
             }),
             bus,
-            cache: Cache::new(config.cache_bytes),
-            manifests: Cache::new(MANIFEST_CACHE_BYTES),
-            manifest_generation: Default::default(),
+            cache,
+            manifests,
+            manifest_generation,
             pool: Pool::with_memory(
                 config.render_threads,
                 config.render_queue,

@@ -120,6 +120,23 @@ pub struct ContentReply {
     pub cache: Option<Outcome>,
 }
 
+/// Issue 15: what the store calls when a master stops being reachable (on a
+/// cluster: deleted or replaced on any node): its cached manifest and every
+/// variant rendered from it go, so `/c/` answers 404 from the next request.
+pub(super) fn forget_content(
+    variants: &Arc<VariantCache>,
+    manifests: &Arc<Cache<ContentHash, Arc<ContentEntry>, ServiceError>>,
+    generation: &Arc<std::sync::atomic::AtomicU64>,
+) -> crate::store::ContentGone {
+    let (variants, manifests, generation) =
+        (variants.clone(), manifests.clone(), generation.clone());
+    Arc::new(move |gone: ContentHash| {
+        generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        manifests.remove_where(|k| *k == gone);
+        variants.remove_where(|k| matches!(k, VariantKey::Content { hash, .. } if *hash == gone));
+    })
+}
+
 impl Service {
     /// Answer a content URL: manifest (from memory), format, then — unless
     /// the client's `If-None-Match` already matches, which needs no render —

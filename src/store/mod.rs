@@ -340,7 +340,15 @@ pub trait Store: Send + Sync + 'static {
         entry: FallbackEntry,
         master: Option<NewMaster>,
     ) -> Result<(), StoreError>;
+    /// Issue 15: call `f` with every master that stops being reachable on
+    /// this node (no identity or fallback entry names it any more, on any node of a cluster),
+    /// so cached manifests and variants of erased content go at once.
+    /// Called once, at start-up; `f` must not block.
+    fn on_content_gone(&self, _f: ContentGone) {}
 }
+
+/// See [`Store::on_content_gone`].
+pub type ContentGone = Arc<dyn Fn(ContentHash) + Send + Sync>;
 
 /// Undelivered events of one delivery target, handed out so that each goes to
 /// one node of a cluster and comes back if that node dies before acknowledging.

@@ -35,6 +35,7 @@ impl EmbeddedStore {
         reput_missing_blobs(&inner.blobs, master.as_ref())?;
         let tx = inner.db.begin_write().map_err(idx)?;
         let mut garbage: Vec<RungRef> = Vec::new();
+        let mut gone: Vec<ContentHash> = Vec::new();
         let committed;
         {
             let mut ids = tx.open_table(IDENTITIES).map_err(idx)?;
@@ -98,13 +99,12 @@ impl EmbeddedStore {
             // Reference counts: masters by identities, blobs by bound masters
             // (additions first, so a blob two masters share never drops to 0).
             for (h, delta) in &t.refs {
-                garbage.extend(count_refs(
-                    &mut manifests,
-                    &mut mrefs,
-                    &mut brefs,
-                    h,
-                    *delta,
-                )?);
+                let (dead, master_gone) =
+                    count_refs(&mut manifests, &mut mrefs, &mut brefs, h, *delta)?;
+                garbage.extend(dead);
+                if master_gone {
+                    gone.push(*h);
+                }
             }
             for p in &t.absorbed {
                 ids.remove(p.to_hex().as_str()).map_err(idx)?;
@@ -137,6 +137,11 @@ impl EmbeddedStore {
         if let Some(e) = &committed.event {
             self.publish.publish(e.clone());
         }
+        if let Some(f) = inner.gone.get() {
+            for h in gone {
+                f(h);
+            }
+        }
         // Unreferenced blobs go. A crash here only leaves orphan files, never
         // a dangling reference.
         for r in garbage {
@@ -150,14 +155,14 @@ impl EmbeddedStore {
 
 /// Add `delta` references to master `h` and to each of its rungs; a master
 /// nobody references loses its manifest. Returns the rungs nobody references
-/// any more (to delete after the commit).
+/// any more (to delete after the commit), and whether the master went.
 pub(super) fn count_refs(
     manifests: &mut Table<&[u8], &[u8]>,
     mrefs: &mut Table<&[u8], u64>,
     brefs: &mut Table<&[u8], u64>,
     h: &ContentHash,
     delta: i64,
-) -> Result<Vec<RungRef>, StoreError> {
+) -> Result<(Vec<RungRef>, bool), StoreError> {
     let key = h.0.as_slice();
     let m: Option<Manifest> = match manifests.get(key).map_err(idx)? {
         Some(v) => Some(unjson(v.value())?),
@@ -183,7 +188,50 @@ pub(super) fn count_refs(
             brefs.insert(key, n).map_err(idx)?;
         }
     }
-    Ok(dead)
+    Ok((dead, n == 0))
+}
+
+impl EmbeddedStore {
+    /// Remove blob files no bound master lists: what a crash between a
+    /// commit and its garbage collection left (run once at open, in the
+    /// background). Under the writer lock per directory, like collection
+    /// after a commit, so a blob an upload is about to reference is re-put
+    /// by that upload's check under the lock. Returns how many went.
+    pub(super) fn sweep_orphans(&self) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let root = inner.blobs.root().join("blobs");
+        let mut removed = 0;
+        for dir in read_dirs(&root)?
+            .into_iter()
+            .flat_map(|d| read_dirs(&d).unwrap_or_default())
+        {
+            let names: Vec<ContentHash> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            let _guard = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let rtx = inner.db.begin_read().map_err(idx)?;
+            let brefs = rtx.open_table(BLOB_REFS).map_err(idx)?;
+            for h in names {
+                if brefs.get(h.0.as_slice()).map_err(idx)?.is_none() {
+                    inner.pins.collect(&inner.blobs, &h)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The subdirectories of `dir` (none when it is missing).
+fn read_dirs(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, StoreError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
 }
 
 /// Keep the outbox within [`EVENT_RETENTION`] events after event `id`, but

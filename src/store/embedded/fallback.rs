@@ -42,6 +42,7 @@ impl EmbeddedStore {
         reput_missing_blobs(&inner.blobs, master.as_ref())?;
         let tx = inner.db.begin_write().map_err(idx)?;
         let mut garbage: Vec<RungRef> = Vec::new();
+        let mut gone = None;
         {
             let mut fallbacks = tx.open_table(FALLBACKS).map_err(idx)?;
             let mut manifests = tx.open_table(MANIFESTS).map_err(idx)?;
@@ -62,13 +63,18 @@ impl EmbeddedStore {
                 count_refs(&mut manifests, &mut mrefs, &mut brefs, &m.manifest.hash, 1)?;
             }
             if let Some(h) = old.and_then(|o| o.master) {
-                garbage.extend(count_refs(&mut manifests, &mut mrefs, &mut brefs, &h, -1)?);
+                let (dead, went) = count_refs(&mut manifests, &mut mrefs, &mut brefs, &h, -1)?;
+                garbage.extend(dead);
+                gone = went.then_some(h);
             }
             fallbacks
                 .insert(key.as_str(), json(&entry).as_slice())
                 .map_err(idx)?;
         }
         tx.commit().map_err(idx)?;
+        if let (Some(f), Some(h)) = (inner.gone.get(), gone) {
+            f(h);
+        }
         for r in garbage {
             if let Err(e) = inner.pins.collect(&inner.blobs, &r.blob) {
                 tracing::warn!(blob = %r.blob, error = %e, "could not remove unreferenced blob");

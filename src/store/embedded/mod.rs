@@ -73,6 +73,8 @@ struct Inner {
     pins: backup::GcPins,
     /// Issue 16: taken-down masters (the `takedowns` table, in memory).
     blocked: RwLock<std::collections::HashSet<ContentHash>>,
+    /// Told of masters garbage-collected ([`Store::on_content_gone`]).
+    gone: std::sync::OnceLock<super::ContentGone>,
 }
 
 /// Files + redb; cheap to clone.
@@ -113,6 +115,7 @@ impl EmbeddedStore {
                 write_lock: Mutex::new(()),
                 pins: Default::default(),
                 blocked,
+                gone: Default::default(),
             }),
             publish: Publish::nowhere(),
             audit_retention: DEFAULT_AUDIT_RETENTION,
@@ -125,6 +128,17 @@ impl EmbeddedStore {
             audit_retention: retention,
             ..self
         }
+    }
+
+    /// Start removing blob files a crash left unreferenced (see
+    /// `sweep_orphans`), on a background thread.
+    pub fn sweep_orphans_in_background(&self) {
+        let this = self.clone();
+        std::thread::spawn(move || match this.sweep_orphans() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "unreferenced blob files removed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping unreferenced blob files"),
+        });
     }
 
     /// The same store, announcing every committed event through `publish`.
@@ -215,6 +229,10 @@ impl Store for EmbeddedStore {
 
     fn blobs_are_local(&self) -> bool {
         true
+    }
+
+    fn on_content_gone(&self, f: super::ContentGone) {
+        let _ = self.inner.gone.set(f);
     }
 
     fn blob_blocking(&self, hash: &ContentHash) -> Option<Result<Option<Bytes>, StoreError>> {

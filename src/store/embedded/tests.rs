@@ -286,3 +286,27 @@ async fn audit_entries_get_growing_ids_and_expire_after_the_retention() {
         (1, 4, "admin")
     );
 }
+
+#[tokio::test]
+async fn orphans_a_crash_left_are_swept_and_bound_blobs_stay() {
+    let (_dir, s) = temp_store();
+    let alice = IdentityKeys::parse("alice@example.org").unwrap();
+    let a = master(b"a");
+    s.commit(Some(a.clone()), bind(&alice, &a)).await.unwrap();
+    // A crash between a commit and its collection leaves files like this.
+    let orphan = s.inner.blobs.put(b"orphan rung").unwrap();
+    let gone = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = gone.clone();
+    s.on_content_gone(std::sync::Arc::new(move |h| seen.lock().unwrap().push(h)));
+    assert_eq!(s.sweep_orphans().unwrap(), 1);
+    assert!(!s.blob_path(&orphan).exists());
+    for r in &a.manifest.rungs {
+        assert!(s.blob_path(&r.blob).exists(), "bound rung kept");
+    }
+    assert!(s.verify().unwrap().is_empty());
+    // Unbinding collects the master and says so.
+    unbind(&s, alice.aliases[0]).await.unwrap();
+    assert_eq!(*gone.lock().unwrap(), vec![a.manifest.hash]);
+    assert!(!s.blob_path(&a.manifest.hash).exists());
+    assert_eq!(s.sweep_orphans().unwrap(), 0);
+}

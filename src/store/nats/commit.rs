@@ -33,15 +33,11 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use super::keys::{
-    alias_key, identity_key, is_put, manifest_key, Forward, Stored, StoredRecord, INDEX_BUCKET,
-};
+use super::keys::{alias_key, identity_key, is_put, Forward, Stored, StoredRecord, INDEX_BUCKET};
 use super::NatsStore;
 use crate::model::IdentityHash;
 use crate::store::change::{self, Outcome};
-use crate::store::{
-    now_ms, AvatarRef, Change, Committed, IdentityRecord, NewMaster, Store, StoreError,
-};
+use crate::store::{now_ms, AvatarRef, Change, Committed, IdentityRecord, NewMaster, StoreError};
 
 /// Compare-and-set attempts before a commit gives up.
 const CAS_ATTEMPTS: usize = 40;
@@ -57,45 +53,36 @@ impl NatsStore {
         if !self.connected() {
             return Err(StoreError::Unavailable("NATS is not connected".into()));
         }
-        if let Some(m) = &master {
-            for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
-                self.put_blob(bytes, r.len).await?;
-            }
-            let known = self.read_replica().manifests.contains_key(&m.manifest.hash);
-            if !known {
-                let value = Bytes::from(
-                    serde_json::to_vec(&m.manifest)
-                        .map_err(|e| StoreError::Index(e.to_string()))?,
-                );
-                match self
-                    .inner
-                    .kv
-                    .create(manifest_key(&m.manifest.hash), value)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if lost_create(&e) => {}
-                    Err(e) => return Err(self.fail("manifest write")(e)),
-                }
-                self.write_replica()
-                    .manifests
-                    .insert(m.manifest.hash, m.manifest.clone());
-            }
-        }
+        // A bind pins its master (the `m.` entry) and stores its blobs
+        // before the record names it, and checks the pin after (see `gc`).
+        let mut pinned = None;
         if let Change::Bind { avatar, .. } = &change {
             // Issue 16: taken-down content binds nowhere.
             if self.is_blocked(&avatar.hash) {
                 return Err(StoreError::Blocked(avatar.hash));
             }
-            if self.manifest(&avatar.hash).await?.is_none() {
-                return Err(StoreError::Index(format!(
-                    "master {} is not stored",
-                    avatar.hash
-                )));
-            }
+            let manifest = match &master {
+                Some(m) if m.manifest.hash == avatar.hash => m.manifest.clone(),
+                _ => self.stored_manifest(&avatar.hash).await?.ok_or_else(|| {
+                    StoreError::Index(format!("master {} is not stored", avatar.hash))
+                })?,
+            };
+            let generation = self.pin_master(&manifest, master.as_ref(), 0).await?;
+            pinned = Some((manifest, generation));
         }
         for attempt in 0..CAS_ATTEMPTS {
             if let Some(c) = self.try_commit(&change).await? {
+                if let Some((manifest, generation)) = &pinned {
+                    self.confirm_pin(manifest, master.as_ref(), *generation, 0)
+                        .await?;
+                }
+                // The master this change unbound: collect it if nothing
+                // else names it (the collector counts again).
+                if let Some(prev) = c.event.as_ref().and_then(|e| e.previous) {
+                    if !self.read_replica().referenced(&prev) {
+                        self.collect_later(prev);
+                    }
+                }
                 return Ok(c);
             }
             // Lost a compare-and-set race on one of this change's keys:
@@ -160,16 +147,32 @@ impl NatsStore {
         expect: u64,
         value: &Stored,
     ) -> Result<Option<u64>, StoreError> {
+        self.write_if(&identity_key(primary), expect, Some(value.encode()?))
+            .await
+    }
+
+    /// Write `value` to KV key `key` (`None`: delete it) if its revision is
+    /// still `expect` (0 = never written). `Ok(None)`: another write came
+    /// first.
+    pub(super) async fn write_if(
+        &self,
+        key: &str,
+        expect: u64,
+        value: Option<Bytes>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
             expect.to_string().as_str(),
         );
-        let subject = format!("$KV.{INDEX_BUCKET}.{}", identity_key(primary));
+        if value.is_none() {
+            headers.insert("KV-Operation", "DEL");
+        }
+        let subject = format!("$KV.{INDEX_BUCKET}.{key}");
         let ack = self
             .inner
             .js
-            .publish_with_headers(subject, headers, value.encode()?)
+            .publish_with_headers(subject, headers, value.unwrap_or_default())
             .await
             .map_err(self.fail("index write"))?
             .await;

@@ -17,6 +17,12 @@ use crate::store::StoreError;
 /// and stream fields).
 pub const MIN_SERVER: (u64, u64) = (2, 10);
 
+/// How often the client pings its server (two unanswered: reconnect).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest any one NATS request (a JetStream API call or a publish
+/// acknowledgement) waits.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Checks a server's version string (`2.15.1`, `2.10.0-beta.3`) against
 /// [`MIN_SERVER`]; the error names the version found and the minimum.
 pub fn check_version(found: &str) -> Result<(), String> {
@@ -99,8 +105,12 @@ pub(super) async fn connect(
     let security = &opts.security;
     let client = options(security)
         .await?
-        .connection_timeout(Duration::from_secs(3))
-        .request_timeout(Some(Duration::from_secs(3)))
+        // Issue 15, fail over fast: a silent server is given up after about
+        // two missed pings (SIGKILL on the same host is seen at once), and no
+        // request waits long for a stream leader being elected.
+        .ping_interval(PING_INTERVAL)
+        .connection_timeout(Duration::from_secs(2))
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .max_reconnects(None)
         .reconnect_delay_callback(|n| Duration::from_millis((50u64 << n.min(4)).min(1000)))
         .event_callback(move |event| {

@@ -2,15 +2,17 @@
 //! [`FALLBACK_BUCKET`] (identity hash → entry, its expiry in the value), so
 //! the upstream is asked once per entry lifetime by the whole cluster, and
 //! the fetched master stored like an upload's (object store + `m.` key of the
-//! index bucket). The bucket is opened (or created) on first use.
+//! index bucket, pinned like a bind's, see `gc.rs`) and leased to the entry's
+//! lifetime: unnamed and past the lease, the sweep collects it. The bucket is
+//! opened (or created) on first use.
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
-use super::keys::{manifest_key, open_or_create};
+use super::keys::open_or_create;
 use super::NatsStore;
 use crate::model::IdentityHash;
-use crate::store::{FallbackEntry, NewMaster, Store, StoreError};
+use crate::store::{FallbackEntry, NewMaster, StoreError};
 
 /// The NATS bucket of fallback entries.
 pub const FALLBACK_BUCKET: &str = "avatar_edge_fallbacks";
@@ -20,6 +22,10 @@ const BUCKET_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 2
 /// Size bound of that bucket (new entries are refused beyond: a failure,
 /// answered with the default, uncacheable).
 const BUCKET_MAX_BYTES: i64 = 256 << 20;
+/// A fetched master is held this long past its entry's expiry (a request
+/// that read the entry just before it expired is still rendering; clocks of
+/// nodes differ a little).
+const HOLD_MARGIN_MS: u64 = 60_000;
 
 impl NatsStore {
     async fn fallback_bucket(&self) -> Result<&kv::Store, StoreError> {
@@ -77,33 +83,22 @@ impl NatsStore {
         if !self.connected() {
             return Err(StoreError::Unavailable("NATS is not connected".into()));
         }
-        if let Some(m) = master.filter(|m| Some(m.manifest.hash) == entry.master) {
-            // Durable blobs, then the manifest, before the entry names them.
-            for (r, bytes) in m.manifest.rungs.iter().zip(&m.rungs) {
-                self.put_blob(bytes, r.len).await?;
+        // Issue 15: the master is pinned like a bind's (blobs stored first)
+        // and leased to the entry's lifetime, so the collector keeps it while
+        // the entry can be served, named by an identity or not.
+        let hold = entry.expires_ms.saturating_add(HOLD_MARGIN_MS);
+        let pinned = match master.filter(|m| Some(m.manifest.hash) == entry.master) {
+            Some(m) => {
+                let generation = self.pin_master(&m.manifest, Some(&m), hold).await?;
+                Some((m, generation))
             }
-            let master_hash = m.manifest.hash;
-            if self.manifest(&master_hash).await?.is_none() {
-                let value = Bytes::from(
-                    serde_json::to_vec(&m.manifest)
-                        .map_err(|e| StoreError::Index(e.to_string()))?,
-                );
-                let key = manifest_key(&master_hash);
-                if let Err(e) = self.inner.kv.create(key, value).await {
-                    // Lost to another writer of the same master: fine.
-                    if self.manifest(&master_hash).await?.is_none() {
-                        return Err(self.fail("manifest write")(e));
-                    }
-                }
-                self.write_replica()
-                    .manifests
-                    .insert(master_hash, m.manifest);
+            None if entry.master.is_some() => {
+                return Err(StoreError::Index(
+                    "a fallback entry names a master it does not bring".into(),
+                ))
             }
-        } else if entry.master.is_some() {
-            return Err(StoreError::Index(
-                "a fallback entry names a master it does not bring".into(),
-            ));
-        }
+            None => None,
+        };
         let value =
             Bytes::from(serde_json::to_vec(&entry).map_err(|e| StoreError::Index(e.to_string()))?);
         let bucket = self.fallback_bucket().await?;
@@ -111,6 +106,10 @@ impl NatsStore {
             .put(hash.to_hex(), value)
             .await
             .map_err(self.fail("fallback write"))?;
+        if let Some((m, generation)) = pinned {
+            self.confirm_pin(&m.manifest, Some(&m), generation, hold)
+                .await?;
+        }
         Ok(())
     }
 }

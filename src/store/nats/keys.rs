@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
 use crate::store::change::event_of;
-use crate::store::{AvatarRef, IdentityRecord, StoreError};
+use crate::store::{AvatarRef, IdentityRecord, Manifest, StoreError};
 
 /// The KV bucket holding identities, aliases and manifests.
 pub const INDEX_BUCKET: &str = "avatar_edge_index";
@@ -75,6 +75,69 @@ impl Stored {
         match self {
             Stored::Record(r) => Some(r.event(revision)),
             Stored::Forward { .. } => None,
+        }
+    }
+}
+
+/// Where a master is in its life (see `gc`): bound or being bound (`Live`),
+/// being checked for references by a collector (`Condemned`), or having its
+/// blobs deleted (`Deleting`; the key is deleted once they are gone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    #[default]
+    Live,
+    Condemned,
+    Deleting,
+}
+
+/// The value under `m.<master>`: the manifest plus its collection state.
+/// Manifests written before collection existed decode as live, generation
+/// 0, pinned at 0 (long ago).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterEntry {
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    #[serde(default)]
+    pub phase: Phase,
+    /// Unix ms: when a binder last pinned it (`Live`), or when the phase
+    /// began (`Condemned`, `Deleting`).
+    #[serde(default)]
+    pub at: u64,
+    /// The incarnation: the key's revision when this life began (a create
+    /// after a deletion, or a takeover of a stale deletion). A deletion only
+    /// ever happens in `Deleting`, which ends its generation.
+    #[serde(default)]
+    pub generation: u64,
+    /// Unix ms until which a fallback entry (issue 17) holds the master,
+    /// named by an identity or not: a lease, renewed by every fallback write
+    /// naming it; past it (and unnamed), the sweep collects the master.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_until: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl MasterEntry {
+    pub fn decode(value: &[u8]) -> Result<MasterEntry, StoreError> {
+        serde_json::from_slice(value)
+            .map_err(|e| StoreError::Index(format!("corrupt manifest: {e}")))
+    }
+
+    pub fn encode(&self) -> Result<bytes::Bytes, StoreError> {
+        serde_json::to_vec(self)
+            .map(bytes::Bytes::from)
+            .map_err(|e| StoreError::Index(e.to_string()))
+    }
+
+    /// This entry in `phase` from `at` (same manifest and generation).
+    pub fn with(&self, phase: Phase, at: u64) -> MasterEntry {
+        MasterEntry {
+            phase,
+            at,
+            ..self.clone()
         }
     }
 }

@@ -33,8 +33,10 @@
 //!   (Per-key checks are safe on clustered streams from nats-server 2.9.21,
 //!   nats-server#4320; the minimum supported server is [`MIN_SERVER`].)
 //! - blobs and the manifest are durable (JetStream-acknowledged) before the
-//!   record that references them is written; blobs are never deleted (no GC:
-//!   unreferenced masters are an accepted leak, see README);
+//!   record that references them is written; a master no identity names is
+//!   unreachable at once (`/c/` answers from the replica's reference counts)
+//!   and collected after a grace period: its blobs leave the object store,
+//!   safely against a concurrent bind of the same content (see `gc`);
 //! - each node keeps a replica of the bucket fed by a KV watch; identity and
 //!   manifest look-ups answer from it and never leave the node. A change
 //!   arriving through the watch also prefetches the new master's blobs into a
@@ -44,7 +46,7 @@
 //!   once.
 //!
 //! Files: `connect` (connection, minimum server version, redaction), `keys`
-//! (layout, buckets), `replica` (watch and replica), `commit` (writes), `objects` (blobs), `queue` (delivery consumers); this file holds
+//! (layout, buckets), `replica` (watch and replica), `commit` (writes), `gc` (erasure: pins and collection), `objects` (blobs), `queue` (delivery consumers); this file holds
 //! the connection, the [`Store`] implementation and the metrics.
 //!
 //! Failure: with the connection down, commits answer
@@ -55,6 +57,7 @@
 mod commit;
 mod connect;
 mod fallbacks;
+mod gc;
 mod keys;
 mod moderation;
 mod objects;
@@ -63,7 +66,7 @@ mod replica;
 mod subscriptions;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store};
@@ -71,7 +74,7 @@ use bytes::Bytes;
 
 pub use connect::{check_version, redact, redacted_urls, MIN_SERVER};
 pub use fallbacks::FALLBACK_BUCKET;
-use keys::{manifest_key, open_blobs, open_kv};
+use keys::{open_blobs, open_kv};
 pub use keys::{Forward, Stored, StoredRecord, BLOB_BUCKET, INDEX_BUCKET};
 use objects::{BlobCache, BLOB_CACHE_BYTES, BLOB_CACHE_SHARDS};
 pub use queue::durable_name;
@@ -79,8 +82,8 @@ use replica::Replica;
 pub use subscriptions::{NatsSubscriptions, SUBSCRIPTION_BUCKET};
 
 use super::{
-    Change, ChangeEvent, Committed, DeliveryQueue, IdentityRecord, Manifest, NewMaster, Publish,
-    Store, StoreError, StoreStats,
+    Change, ChangeEvent, Committed, ContentGone, DeliveryQueue, IdentityRecord, Manifest,
+    NewMaster, Publish, Store, StoreError, StoreStats,
 };
 use crate::metrics::{Exposition, Histogram};
 use crate::model::{ContentHash, IdentityHash};
@@ -88,6 +91,9 @@ use crate::store::moderation::{AuditEntry, Takedown};
 
 /// How to reach the cluster (a setting, defined with the configuration).
 pub use crate::config::NatsOptions;
+
+/// The longest a commit may take before it answers `Unavailable`.
+const COMMIT_DEADLINE: Duration = Duration::from_millis(4_500);
 
 /// Per-node counters for `/metrics`.
 #[derive(Default)]
@@ -99,6 +105,7 @@ struct Stats {
     bucket_errors: AtomicU64,
     corrupt_blobs: AtomicU64,
     blobs_written: AtomicU64,
+    blobs_deleted: AtomicU64,
 }
 
 struct Inner {
@@ -108,6 +115,12 @@ struct Inner {
     blobs: object_store::ObjectStore,
     /// The index bucket's stream (`KV_<bucket>`): the event log.
     stream: jetstream::stream::Stream,
+    /// The blob bucket's stream (`OBJ_<bucket>`), for reads at its leader.
+    blob_stream: jetstream::stream::Stream,
+    /// The stream sequence up to which the replica has applied the index.
+    position: tokio::sync::watch::Sender<u64>,
+    /// Told of masters that stop being reachable ([`Store::on_content_gone`]).
+    gone: OnceLock<ContentGone>,
     replica: RwLock<Replica>,
     stats: Stats,
     /// Announces each revision the replica applies first (see [`Publish`]).
@@ -144,7 +157,7 @@ impl NatsStore {
         let reconnects = Arc::new(AtomicU64::new(0));
         let client = connect::connect(opts, reconnects.clone()).await?;
         let mut js = jetstream::new(client.clone());
-        js.set_timeout(Duration::from_secs(3));
+        js.set_timeout(connect::REQUEST_TIMEOUT);
         let replicas = opts.replicas.max(1);
         let kv = open_kv(&js, replicas).await?;
         let blobs = open_blobs(&js, replicas).await?;
@@ -152,6 +165,10 @@ impl NatsStore {
             .get_stream(format!("KV_{INDEX_BUCKET}"))
             .await
             .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: event stream: {e}")))?;
+        let blob_stream = js
+            .get_stream(format!("OBJ_{BLOB_BUCKET}"))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: blob stream: {e}")))?;
         let store = NatsStore {
             inner: Arc::new(Inner {
                 client,
@@ -159,6 +176,9 @@ impl NatsStore {
                 kv,
                 blobs,
                 stream,
+                blob_stream,
+                position: tokio::sync::watch::Sender::new(0),
+                gone: OnceLock::new(),
                 replica: RwLock::new(Replica::default()),
                 stats: Stats {
                     reconnects,
@@ -181,6 +201,7 @@ impl NatsStore {
                 StoreError::Unavailable(format!("NATS at {joined}: index replica did not load"))
             })?
             .map_err(|_| StoreError::Unavailable("index watch ended".into()))?;
+        tokio::spawn(store.clone().sweep_forever());
         Ok(store)
     }
 
@@ -222,11 +243,6 @@ impl NatsStore {
             .bucket_errors
             .fetch_add(1, Ordering::Relaxed);
     }
-
-    /// The current value of KV key `key`, read from the bucket.
-    async fn kv_get(&self, key: String, what: &'static str) -> Result<Option<Bytes>, StoreError> {
-        self.inner.kv.get(key).await.map_err(self.fail(what))
-    }
 }
 
 #[async_trait::async_trait]
@@ -236,7 +252,16 @@ impl Store for NatsStore {
         master: Option<NewMaster>,
         change: Change,
     ) -> Result<Committed, StoreError> {
-        self.commit_change(master, change).await
+        // Issue 15: no upload waits longer than this for its answer; past
+        // it (a stream leader being elected) it is a 503 + Retry-After.
+        tokio::time::timeout(COMMIT_DEADLINE, self.commit_change(master, change))
+            .await
+            .unwrap_or_else(|_| {
+                self.count_bucket_error();
+                Err(StoreError::Unavailable(format!(
+                    "NATS did not complete the write within {COMMIT_DEADLINE:?}"
+                )))
+            })
     }
 
     // Issue 14: subscriptions in a KV bucket, so a POST to one node and the
@@ -253,20 +278,26 @@ impl Store for NatsStore {
         Ok(self.read_replica().lookup(alias).cloned())
     }
 
+    /// Issue 15: only a master some identity names is served; one that
+    /// nobody names here may have been bound a moment ago on another node,
+    /// so the replica first catches up with the bucket's head.
     async fn manifest(&self, hash: &ContentHash) -> Result<Option<Manifest>, StoreError> {
-        if let Some(m) = self.read_replica().manifests.get(hash) {
-            return Ok(Some(m.clone()));
+        if let Some(m) = self.read_replica().bound_manifest(hash) {
+            return Ok(Some(m));
         }
-        // Not replicated yet (or never stored): ask the bucket.
-        match self.kv_get(manifest_key(hash), "manifest read").await? {
-            Some(b) => {
-                let m: Manifest = serde_json::from_slice(&b)
-                    .map_err(|e| StoreError::Index(format!("corrupt manifest: {e}")))?;
-                self.write_replica().manifests.insert(*hash, m.clone());
-                Ok(Some(m))
+        if self.connected() {
+            if let Ok(s) = self.inner.kv.status().await {
+                let _ = self.wait_position(s.info.state.last_sequence).await;
             }
-            None => Ok(None),
         }
+        if let Some(m) = self.read_replica().bound_manifest(hash) {
+            return Ok(Some(m));
+        }
+        if self.read_replica().referenced(hash) {
+            // Named, but its entry is not replicated yet: ask the leader.
+            return self.stored_manifest(hash).await;
+        }
+        Ok(None)
     }
 
     async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError> {
@@ -313,7 +344,7 @@ impl Store for NatsStore {
         StoreStats {
             corrupt_blobs: s.corrupt_blobs.load(Ordering::Relaxed),
             blobs_written: s.blobs_written.load(Ordering::Relaxed),
-            blobs_deleted: 0,
+            blobs_deleted: s.blobs_deleted.load(Ordering::Relaxed),
         }
     }
 
@@ -335,6 +366,10 @@ impl Store for NatsStore {
         } else {
             None
         }
+    }
+
+    fn on_content_gone(&self, f: ContentGone) {
+        let _ = self.inner.gone.set(f);
     }
 
     fn collect_metrics(&self, out: &mut Exposition) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::object_store;
 use bytes::Bytes;
 
+use super::keys::BLOB_BUCKET;
 use super::NatsStore;
 use crate::model::ContentHash;
 use crate::store::{Store, StoreError};
@@ -21,14 +22,40 @@ pub(super) const BLOB_CACHE_SHARDS: usize = 4;
 pub(super) type BlobCache = crate::cache::Cache<ContentHash, Bytes, ()>;
 
 impl NatsStore {
-    /// Store a blob unless an object of that name and size is already there.
-    pub(super) async fn put_blob(&self, bytes: &Bytes, len: u64) -> Result<(), StoreError> {
-        let name = ContentHash::of(bytes).to_hex();
-        if let Ok(info) = self.inner.blobs.info(&name).await {
-            if info.size as u64 == len && !info.deleted {
-                return Ok(());
+    /// Is blob `hash` stored with `len` bytes? Read at the blob stream's
+    /// leader (`ObjectStore::info` may ask a replica that lags a deletion).
+    pub(super) async fn blob_stored(
+        &self,
+        hash: &ContentHash,
+        len: u64,
+    ) -> Result<bool, StoreError> {
+        use base64::Engine;
+        let name = base64::engine::general_purpose::URL_SAFE.encode(hash.to_hex());
+        let subject = format!("$O.{BLOB_BUCKET}.M.{name}");
+        match self
+            .inner
+            .blob_stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => {
+                let info: object_store::ObjectInfo = serde_json::from_slice(&m.payload)
+                    .map_err(|e| StoreError::Index(format!("corrupt object info: {e}")))?;
+                Ok(!info.deleted && info.size as u64 == len)
             }
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.fail("object store info")(e)),
         }
+    }
+
+    /// Store a blob (callers check [`NatsStore::blob_stored`] first).
+    pub(super) async fn put_blob(&self, bytes: &Bytes) -> Result<(), StoreError> {
+        let name = ContentHash::of(bytes).to_hex();
         let mut reader: &[u8] = bytes;
         self.inner
             .blobs
@@ -38,6 +65,22 @@ impl NatsStore {
         self.inner
             .stats
             .blobs_written
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Delete blob `hash` from the object store (its chunks are purged) and
+    /// from this node's blob cache. Missing is fine.
+    pub(super) async fn delete_blob(&self, hash: &ContentHash) -> Result<(), StoreError> {
+        self.inner.blob_cache.remove_where(|k| k == hash);
+        match self.inner.blobs.delete(hash.to_hex()).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
+            Err(e) => return Err(self.fail("object store delete")(e)),
+        }
+        self.inner
+            .stats
+            .blobs_deleted
             .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -53,8 +96,14 @@ impl NatsStore {
         // consumer it cannot create during a leader change); that must cost
         // this read, not the request's connection.
         let blobs = self.inner.blobs.clone();
+        let stream = self.inner.blob_stream.clone();
         let name = hash.to_hex();
         let read = tokio::spawn(async move {
+            // Issue 15: direct gets first — any replica of the blob stream
+            // answers, so reads go on while a leader is being elected.
+            if let Ok(Some(buf)) = read_direct(&stream, &name).await {
+                return Ok(Some(buf));
+            }
             let mut object = match blobs.get(name).await {
                 Ok(o) => o,
                 Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
@@ -99,4 +148,45 @@ impl NatsStore {
             }
         }
     }
+}
+
+/// Object `name` read by direct gets (its info, then its chunks in order),
+/// no consumer needed. `Ok(None)`: this replica does not have it (deleted,
+/// or not yet replicated: the caller asks the leader).
+async fn read_direct(
+    stream: &async_nats::jetstream::stream::Stream,
+    name: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode(name);
+    let meta = match stream
+        .direct_get_last_for_subject(format!("$O.{BLOB_BUCKET}.M.{encoded}"))
+        .await
+    {
+        Ok(m) => m,
+        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let info: object_store::ObjectInfo =
+        serde_json::from_slice(&meta.payload).map_err(|e| e.to_string())?;
+    if info.deleted {
+        return Ok(None);
+    }
+    let subject = format!("$O.{BLOB_BUCKET}.C.{}", info.nuid);
+    let mut buf = Vec::with_capacity(info.size);
+    let mut next = None;
+    for _ in 0..info.chunks {
+        let chunk = match stream.direct_get_next_for_subject(&subject, next).await {
+            Ok(c) => c,
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        next = Some(chunk.sequence + 1);
+        buf.extend_from_slice(&chunk.payload);
+    }
+    Ok((buf.len() == info.size).then_some(buf))
 }

@@ -4,7 +4,7 @@
 //! a revision first — the watch, or this node's own commit — announces its
 //! event, once: local and remote changes are published the same way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -12,10 +12,26 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::keys::{is_put, Key, Stored, INDEX_BUCKET};
+use super::keys::{is_put, Key, MasterEntry, Phase, Stored, INDEX_BUCKET};
 use super::NatsStore;
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
 use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
+
+/// The masters a stored identity value keeps alive: a record's avatar; a
+/// forward's merging bind and the record it still answers with.
+fn masters_of(stored: &Stored) -> Vec<ContentHash> {
+    match stored {
+        Stored::Record(r) => r.record.avatar.iter().map(|a| a.hash).collect(),
+        Stored::Forward { moved } => std::iter::once(moved.avatar.hash)
+            .chain(
+                moved
+                    .record
+                    .iter()
+                    .flat_map(|r| r.avatar.as_ref().map(|a| a.hash)),
+            )
+            .collect(),
+    }
+}
 
 /// Events kept in memory for SSE resume (`events_after`).
 const RECENT_EVENTS: usize = 10_000;
@@ -29,7 +45,15 @@ pub(super) struct Replica {
     pub(super) records: HashMap<IdentityHash, (u64, Stored)>,
     /// Alias → primary (from `a.` keys, else from records).
     pub(super) aliases: HashMap<IdentityHash, IdentityHash>,
-    pub(super) manifests: HashMap<ContentHash, Manifest>,
+    /// Master → (revision, its `m.` entry; `None` once deleted).
+    pub(super) masters: HashMap<ContentHash, (u64, Option<MasterEntry>)>,
+    /// Master → how many identity values ([`masters_of`]) name it.
+    pub(super) refs: HashMap<ContentHash, u32>,
+    /// Masters whose blobs are being deleted.
+    pub(super) deleting: HashSet<ContentHash>,
+    /// Masters that stopped being reachable here since the last drain
+    /// (no reference left, or their deletion began).
+    pub(super) gone: Vec<ContentHash>,
     /// Recent events, oldest first, for SSE resume.
     pub(super) recent: VecDeque<ChangeEvent>,
     /// Highest event id applied.
@@ -62,6 +86,95 @@ impl Replica {
         None
     }
 
+    /// The manifest of `hash` if some identity here names it and its blobs
+    /// are not being deleted: what `/c/` may serve.
+    pub(super) fn bound_manifest(&self, hash: &ContentHash) -> Option<Manifest> {
+        if !self.referenced(hash) {
+            return None;
+        }
+        match self.masters.get(hash) {
+            Some((_, Some(e))) if e.phase != Phase::Deleting => Some(e.manifest.clone()),
+            _ => None,
+        }
+    }
+
+    /// Does some identity value in the replica name `hash`, or a fallback
+    /// entry's lease (issue 17, [`MasterEntry::held_until`]) hold it?
+    pub(super) fn referenced(&self, hash: &ContentHash) -> bool {
+        self.refs.get(hash).is_some_and(|n| *n > 0)
+            || self
+                .masters
+                .get(hash)
+                .is_some_and(|(_, e)| e.as_ref().is_some_and(|e| e.held_until > now_ms()))
+    }
+
+    /// Apply the `m.<hash>` entry at `revision` (`None`: deleted).
+    pub(super) fn apply_master(
+        &mut self,
+        hash: ContentHash,
+        revision: u64,
+        entry: Option<MasterEntry>,
+    ) {
+        if self
+            .masters
+            .get(&hash)
+            .is_some_and(|(rev, _)| *rev >= revision)
+        {
+            return;
+        }
+        let live = entry.as_ref().is_some_and(|e| e.phase != Phase::Deleting);
+        if live {
+            self.deleting.remove(&hash);
+        } else {
+            if entry.is_some() {
+                self.deleting.insert(hash);
+            } else {
+                self.deleting.remove(&hash);
+            }
+            self.gone.push(hash);
+        }
+        self.masters.insert(hash, (revision, entry));
+    }
+
+    /// Is a rung of `m` also a rung of another master being deleted?
+    pub(super) fn shares_a_deletion(&self, m: &Manifest) -> bool {
+        self.deleting.iter().any(|d| {
+            *d != m.hash
+                && self.masters.get(d).is_some_and(|(_, e)| {
+                    e.iter()
+                        .flat_map(|e| &e.manifest.rungs)
+                        .any(|r| m.rungs.iter().any(|x| x.blob == r.blob))
+                })
+        })
+    }
+
+    /// Rungs of `m` that another master not being deleted also lists.
+    pub(super) fn shared_rungs(&self, m: &Manifest) -> HashSet<ContentHash> {
+        let own: HashSet<ContentHash> = m.rungs.iter().map(|r| r.blob).collect();
+        self.masters
+            .iter()
+            .filter(|(h, (_, e))| {
+                **h != m.hash && e.as_ref().is_some_and(|e| e.phase != Phase::Deleting)
+            })
+            .flat_map(|(_, (_, e))| e.iter().flat_map(|e| &e.manifest.rungs))
+            .filter(|r| own.contains(&r.blob))
+            .map(|r| r.blob)
+            .collect()
+    }
+
+    /// Masters a sweep should look at: stored, and unreferenced or stuck in
+    /// a collection phase.
+    pub(super) fn sweep_candidates(&self) -> Vec<ContentHash> {
+        self.masters
+            .iter()
+            .filter(|(h, (_, e))| {
+                e.as_ref()
+                    .is_some_and(|e| e.phase != Phase::Live || !self.referenced(h))
+            })
+            .map(|(h, _)| *h)
+            .collect()
+    }
+
     /// Identities (records, not forwards) in the replica.
     pub(super) fn identities(&self) -> usize {
         self.records
@@ -86,6 +199,22 @@ impl Replica {
             return None;
         }
         let event = stored.event(revision);
+        // References: the new value's first, so a master both name never
+        // drops to zero on the way.
+        for h in masters_of(&stored) {
+            *self.refs.entry(h).or_default() += 1;
+        }
+        if let Some((_, old)) = self.records.get(&primary) {
+            for h in masters_of(old) {
+                if let Some(n) = self.refs.get_mut(&h) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.refs.remove(&h);
+                        self.gone.push(h);
+                    }
+                }
+            }
+        }
         if let Stored::Record(r) = &stored {
             for a in &r.record.aliases {
                 self.aliases.entry(*a).or_insert(primary);
@@ -130,19 +259,42 @@ impl NatsStore {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             first = false;
-            // How much there is to catch up with (an empty bucket delivers nothing).
-            let last = match self.inner.kv.status().await {
-                Ok(s) => s.info.state.last_sequence,
-                Err(e) => {
-                    self.count_bucket_error();
-                    tracing::warn!(error = %e, "reading the index bucket status; retrying");
-                    continue;
+            // At start, how much there is to load (an empty bucket delivers
+            // nothing).
+            let last = if ready.is_some() {
+                match self.inner.kv.status().await {
+                    Ok(s) => s.info.state.last_sequence,
+                    Err(e) => {
+                        self.count_bucket_error();
+                        tracing::warn!(error = %e, "reading the index bucket status; retrying");
+                        continue;
+                    }
+                }
+            } else {
+                0
+            };
+            let (initial, from) = (applied == 0, applied + 1);
+            let kv = self.inner.kv.clone();
+            let create = async move {
+                if initial {
+                    kv.watch_with_history(">").await
+                } else {
+                    kv.watch_all_from_revision(from).await
                 }
             };
-            let started = if applied == 0 {
-                self.inner.kv.watch_with_history(">").await
-            } else {
-                self.inner.kv.watch_all_from_revision(applied + 1).await
+            tokio::pin!(create);
+            // Issue 15: creating a watch needs the JetStream meta leader,
+            // which may be being elected after a server died; meanwhile
+            // direct reads keep the replica current, so changes keep arriving.
+            let mut reads = tokio::time::interval(LIVENESS_EVERY);
+            let started = loop {
+                tokio::select! {
+                    w = &mut create => break w,
+                    _ = reads.tick(), if ready.is_none() => {
+                        let current = self.catch_up(&mut applied).await.is_ok();
+                        self.inner.watching.store(current, Ordering::Relaxed);
+                    }
+                }
             };
             let mut watch = match started {
                 Ok(w) => w,
@@ -173,11 +325,15 @@ impl NatsStore {
                 tokio::select! {
                     entry = watch.next() => match entry {
                         Some(Ok(e)) => {
+                            if ready.is_none() && e.revision <= applied {
+                                continue; // read meanwhile by catch-up
+                            }
                             applied = applied.max(e.revision);
                             if e.key == self.inner.probe {
                                 self.inner.live.store(true, Ordering::Relaxed);
                             }
                             self.apply_entry(&e);
+                            self.inner.position.send_replace(applied);
                             if e.delta == 0 {
                                 if let Some(r) = ready.take() {
                                     let _ = r.send(());
@@ -248,6 +404,7 @@ impl NatsStore {
                     let key = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
                     self.apply(key, m.sequence, &m.payload, is_put(&m.headers));
                     *applied = (*applied).max(m.sequence);
+                    self.inner.position.send_replace(*applied);
                     n += 1;
                 }
                 Err(e)
@@ -298,11 +455,40 @@ impl NatsStore {
         revision: u64,
         stored: Stored,
     ) -> Option<ChangeEvent> {
-        let event = self
-            .write_replica()
-            .apply_record(primary, revision, stored)?;
+        let (event, gone) = {
+            let mut r = self.write_replica();
+            let event = r.apply_record(primary, revision, stored);
+            (event, std::mem::take(&mut r.gone))
+        };
+        self.content_gone(gone);
+        let event = event?;
         self.inner.publish.publish(event.clone());
         Some(event)
+    }
+
+    /// Apply the `m.<hash>` entry at `revision` (`None`: deleted).
+    pub(super) fn apply_master(
+        &self,
+        hash: ContentHash,
+        revision: u64,
+        entry: Option<MasterEntry>,
+    ) {
+        let gone = {
+            let mut r = self.write_replica();
+            r.apply_master(hash, revision, entry);
+            std::mem::take(&mut r.gone)
+        };
+        self.content_gone(gone);
+    }
+
+    /// Tell the service (`Store::on_content_gone`) which masters stopped
+    /// being reachable here, so it drops their cached manifests and variants.
+    fn content_gone(&self, gone: Vec<ContentHash>) {
+        if let Some(f) = self.inner.gone.get() {
+            for h in gone {
+                f(h);
+            }
+        }
     }
 
     /// Apply one bucket message (from the watch or a catch-up read).
@@ -312,6 +498,10 @@ impl NatsStore {
             return self.apply_takedown(key, hash, revision, put.then_some(value));
         }
         if !put {
+            // Only master entries are ever deleted (once their blobs are gone).
+            if let Some(Key::Manifest(hash)) = Key::parse(key) {
+                self.apply_master(hash, revision, None);
+            }
             return;
         }
         match Key::parse(key) {
@@ -344,10 +534,8 @@ impl NatsStore {
                 }
                 None => tracing::error!(key = %key, "corrupt alias entry"),
             },
-            Some(Key::Manifest(hash)) => match serde_json::from_slice::<Manifest>(value) {
-                Ok(m) => {
-                    self.write_replica().manifests.insert(hash, m);
-                }
+            Some(Key::Manifest(hash)) => match MasterEntry::decode(value) {
+                Ok(m) => self.apply_master(hash, revision, Some(m)),
                 Err(err) => tracing::error!(key = %key, error = %err, "corrupt manifest"),
             },
             Some(Key::Probe) | Some(Key::Takedown(_)) => {}
@@ -355,67 +543,6 @@ impl NatsStore {
         }
     }
 }
+
 #[cfg(test)]
-mod tests {
-    use super::super::keys::tests::stored;
-    use super::*;
-
-    #[test]
-    fn replica_applies_each_revision_once_and_in_order() {
-        let mut r = Replica::default();
-        let a1 = Stored::Record(stored("a@example.org", 1, 1));
-        let a2 = stored("a@example.org", 2, 2);
-        let p = a2.record.primary();
-        assert_eq!(r.apply_record(p, 5, a1.clone()).unwrap().id, 5);
-        assert!(
-            r.apply_record(p, 5, a1.clone()).is_none(),
-            "same revision twice"
-        );
-        let sha = a2.record.aliases[1];
-        assert_eq!(r.apply_record(p, 9, Stored::Record(a2)).unwrap().version, 2);
-        assert!(
-            r.apply_record(p, 7, a1).is_none(),
-            "an older revision never wins"
-        );
-        assert_eq!(r.lookup(&sha).unwrap().version, 2);
-        // An event applied out of order still lands in id order.
-        let b = stored("b@example.org", 1, 3);
-        r.apply_record(b.record.primary(), 8, Stored::Record(b));
-        let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
-        assert_eq!(ids, vec![5, 8, 9]);
-        assert_eq!(r.head, 9);
-    }
-
-    #[test]
-    fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
-        use super::super::keys::Forward;
-        let mut r = Replica::default();
-        // An md5-only identity and a sha256-only one, then the bind joining them.
-        let full = stored("a@example.org", 1, 1).record;
-        let (md5, sha) = (full.aliases[0], full.aliases[1]);
-        let mut m = stored("a@example.org", 1, 1);
-        m.record.aliases = vec![md5];
-        let mut s = stored("a@example.org", 1, 2);
-        s.record.aliases = vec![sha];
-        r.apply_record(md5, 1, Stored::Record(m.clone()));
-        r.apply_record(sha, 2, Stored::Record(s.clone()));
-        r.aliases.insert(sha, sha);
-        let fwd = Stored::Forward {
-            moved: Forward {
-                to: md5,
-                record: Some(s.record.clone()),
-                aliases: full.aliases.clone(),
-                avatar: full.avatar.clone().unwrap(),
-            },
-        };
-        assert!(r.apply_record(sha, 3, fwd).is_none(), "not an event");
-        // Merge not finished: sha still answers with its own record.
-        assert_eq!(r.lookup(&sha), Some(&s.record));
-        let mut merged = stored("a@example.org", 2, 3);
-        merged.record.aliases = vec![md5, sha];
-        r.apply_record(md5, 4, Stored::Record(merged.clone()));
-        assert_eq!(r.lookup(&sha), Some(&merged.record));
-        assert_eq!(r.lookup(&md5), Some(&merged.record));
-        assert_eq!(r.identities(), 1);
-    }
-}
+mod tests;

@@ -1,0 +1,332 @@
+//! Erasure on the cluster: masters no identity names are collected (their
+//! blobs leave the object store, their `m.` entry is deleted), safely against
+//! binds of the same content racing the collection.
+//!
+//! The `m.<master>` entry ([`MasterEntry`]) is the master's reference record;
+//! every write to it is a compare-and-set on its revision, by two parties:
+//!
+//! - a **binder** (a commit binding the master) *pins* it before writing the
+//!   identity record: `Live` (pinned now) over `Live` or `Condemned` (same
+//!   generation), over nothing or an abandoned `Deleting` (a new generation:
+//!   the key's revision); a fresh `Deleting` is waited for. After the pin it
+//!   makes sure every rung is in the object store (read at the stream leader,
+//!   put when missing: it holds the bytes), writes the record, then checks the
+//!   pin still holds: the entry is `Live` in the same generation. If not, it
+//!   pins again, puts the blobs again and re-checks, before answering.
+//! - a **collector** (the node whose commit dropped the last reference, and a
+//!   periodic sweep on every node) *condemns* a `Live` entry pinned more than
+//!   [`GRACE_MS`] ago, waits until its replica has applied the index up to
+//!   the condemnation, and counts references there: any → back to `Live`;
+//!   none → `Deleting`, delete the blobs (rungs another master lists stay),
+//!   delete the key. A phase older than [`LEASE_MS`] is abandoned and anyone
+//!   may take it over; a deleter stops deleting after [`DELETE_WINDOW`].
+//!
+//! Why an acknowledged bind never loses its blobs: blobs are only deleted in
+//! `Deleting`, which ends a generation, and `Deleting` is only written by a
+//! compare-and-set on the `Condemned` revision `c`. If the binder's record
+//! `w` precedes `c`, the collector's count (its replica at ≥ `c`) sees it and
+//! restores. If `w` follows `c`, the binder's check (after `w`) sees that the
+//! entry is not `Live` in its generation (`c` changed the phase, and only a
+//! pin — by compare-and-set, which makes the collector's next write fail —
+//! or a new generation can make it `Live` again), so it pins again and puts
+//! the blobs again before answering. Rungs shared between masters: a deleter
+//! keeps rungs a non-deleting master lists in its replica at ≥ its `Deleting`
+//! revision; a binder, at ≥ its pin revision, waits for every deletion that
+//! lists one of its rungs before putting them. Whichever wrote second sees
+//! the other. `tests` below checks the rule on every interleaving of a
+//! binder with a collector.
+
+use std::time::{Duration, Instant};
+
+use super::keys::{manifest_key, MasterEntry, Phase};
+use super::NatsStore;
+use crate::model::ContentHash;
+use crate::store::{now_ms, Manifest, NewMaster, Store, StoreError};
+
+/// A collector leaves a master pinned this recently alone (a binder is
+/// between its pin and its record).
+pub(super) const GRACE_MS: u64 = 3_000;
+/// A `Condemned` or `Deleting` phase this old is abandoned (its collector
+/// died): anyone may take it over.
+pub(super) const LEASE_MS: u64 = 30_000;
+/// A deleter stops deleting this long after it entered `Deleting`, well
+/// inside the lease, so a takeover never races it (clocks may differ by up
+/// to the difference).
+const DELETE_WINDOW: Duration = Duration::from_secs(10);
+/// How long a binder waits for a deletion in progress before a 503.
+const PIN_WAIT: Duration = Duration::from_secs(3);
+/// How often every node sweeps its replica for unreferenced masters.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The binder's pin: the entry to write over `current` (read at revision
+/// `seq`), or `None`: a deletion is in progress, wait.
+pub(super) fn pin(
+    current: Option<&MasterEntry>,
+    seq: u64,
+    manifest: &Manifest,
+    now: u64,
+) -> Option<MasterEntry> {
+    let (generation, held_until) = match current {
+        Some(e) if e.phase != Phase::Deleting => (e.generation, e.held_until),
+        Some(e) if now < e.at.saturating_add(LEASE_MS) => return None,
+        _ => (seq, 0),
+    };
+    Some(MasterEntry {
+        manifest: manifest.clone(),
+        phase: Phase::Live,
+        at: now,
+        generation,
+        held_until,
+    })
+}
+
+/// Does the pin of `generation` still hold (no deletion began since)?
+pub(super) fn pin_holds(current: Option<&MasterEntry>, generation: u64) -> bool {
+    matches!(current, Some(e) if e.phase == Phase::Live && e.generation == generation)
+}
+
+/// A collector's first step on `current`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Collect {
+    Leave,
+    /// Write this `Condemned` entry, then count references.
+    Condemn(MasterEntry),
+    /// Take over an abandoned deletion: write this `Deleting` entry, delete.
+    Delete(MasterEntry),
+}
+
+pub(super) fn collect(current: Option<&MasterEntry>, now: u64) -> Collect {
+    let Some(e) = current else {
+        return Collect::Leave;
+    };
+    let waited = |ms: u64| now >= e.at.saturating_add(ms);
+    match e.phase {
+        Phase::Live if waited(GRACE_MS) => Collect::Condemn(e.with(Phase::Condemned, now)),
+        Phase::Condemned if waited(LEASE_MS) => Collect::Condemn(e.with(Phase::Condemned, now)),
+        Phase::Deleting if waited(LEASE_MS) => Collect::Delete(e.with(Phase::Deleting, now)),
+        _ => Collect::Leave,
+    }
+}
+
+/// After the count: back to `Live`, or on to `Deleting`.
+pub(super) fn verdict(condemned: &MasterEntry, referenced: bool, now: u64) -> MasterEntry {
+    if referenced {
+        condemned.with(Phase::Live, now)
+    } else {
+        condemned.with(Phase::Deleting, now)
+    }
+}
+
+impl NatsStore {
+    /// The `m.<hash>` entry and its revision, from the stream leader.
+    async fn read_master(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<(u64, Option<MasterEntry>), StoreError> {
+        let (seq, value) = self.read_last(&manifest_key(hash)).await?;
+        Ok((seq, value.as_deref().map(MasterEntry::decode).transpose()?))
+    }
+
+    /// The stored manifest of `hash` (any phase but `Deleting`), from the
+    /// stream leader.
+    pub(super) async fn stored_manifest(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Option<Manifest>, StoreError> {
+        let (seq, entry) = self.read_master(hash).await?;
+        let entry = entry.filter(|e| e.phase != Phase::Deleting);
+        if let Some(e) = &entry {
+            self.apply_master(*hash, seq, Some(e.clone()));
+        }
+        Ok(entry.map(|e| e.manifest))
+    }
+
+    /// Wait until this node's replica has applied the index up to
+    /// `revision` (a watch delivering, or catch-up reads).
+    pub(super) async fn wait_position(&self, revision: u64) -> Result<(), StoreError> {
+        let mut rx = self.inner.position.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(2), async {
+            rx.wait_for(|p| *p >= revision).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::Unavailable(format!(
+                "the index replica did not reach revision {revision}"
+            ))),
+        }
+    }
+
+    /// Pin `manifest`'s master for a bind (see the module doc), then make
+    /// sure its blobs are stored; returns the pin's generation. `hold`: a
+    /// fallback entry's lease (`MasterEntry::held_until`, 0 for a bind).
+    pub(super) async fn pin_master(
+        &self,
+        manifest: &Manifest,
+        master: Option<&NewMaster>,
+        hold: u64,
+    ) -> Result<u64, StoreError> {
+        let key = manifest_key(&manifest.hash);
+        let started = Instant::now();
+        let generation = loop {
+            let (seq, current) = self.read_master(&manifest.hash).await?;
+            let pinned = pin(current.as_ref(), seq, manifest, now_ms());
+            if let Some(mut entry) = pinned {
+                entry.held_until = entry.held_until.max(hold);
+                if let Some(rev) = self.write_if(&key, seq, Some(entry.encode()?)).await? {
+                    self.apply_master(manifest.hash, rev, Some(entry.clone()));
+                    // Deletions of masters sharing a rung, sequenced before
+                    // the pin, are in the replica from here on.
+                    self.wait_position(rev).await?;
+                    break entry.generation;
+                }
+            }
+            if started.elapsed() > PIN_WAIT {
+                return Err(StoreError::Unavailable(format!(
+                    "master {} is being collected; retry",
+                    manifest.hash
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        while self.read_replica().shares_a_deletion(manifest) {
+            if started.elapsed() > PIN_WAIT {
+                return Err(StoreError::Unavailable(
+                    "a master sharing a rung is being collected; retry".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (i, r) in manifest.rungs.iter().enumerate() {
+            if self.blob_stored(&r.blob, r.len).await? {
+                continue;
+            }
+            match master.and_then(|m| m.rungs.get(i)) {
+                Some(bytes) => self.put_blob(bytes).await?,
+                None => {
+                    return Err(StoreError::Index(format!(
+                        "blob {} of master {} is missing",
+                        r.blob, manifest.hash
+                    )))
+                }
+            }
+        }
+        Ok(generation)
+    }
+
+    /// After the record is written: hold the pin, re-pinning (and re-putting
+    /// blobs) while a collection got in between.
+    pub(super) async fn confirm_pin(
+        &self,
+        manifest: &Manifest,
+        master: Option<&NewMaster>,
+        mut generation: u64,
+        hold: u64,
+    ) -> Result<(), StoreError> {
+        for _ in 0..4 {
+            let (_, current) = self.read_master(&manifest.hash).await?;
+            if pin_holds(current.as_ref(), generation) {
+                return Ok(());
+            }
+            tracing::info!(master = %manifest.hash, "a collection met this bind; pinning again");
+            generation = self.pin_master(manifest, master, hold).await?;
+        }
+        Err(StoreError::Unavailable(format!(
+            "master {} kept being collected during this bind",
+            manifest.hash
+        )))
+    }
+
+    /// Collect `hash` if nothing names it (see the module doc). `Ok` also
+    /// when it was left alone.
+    pub(super) async fn collect(&self, hash: ContentHash) -> Result<(), StoreError> {
+        let key = manifest_key(&hash);
+        let (seq, current) = self.read_master(&hash).await?;
+        let (rev, deleting) = match collect(current.as_ref(), now_ms()) {
+            Collect::Leave => return Ok(()),
+            Collect::Condemn(condemned) => {
+                let Some(c) = self.write_if(&key, seq, Some(condemned.encode()?)).await? else {
+                    return Ok(());
+                };
+                self.wait_position(c).await?;
+                let referenced = self.read_replica().referenced(&hash);
+                let next = verdict(&condemned, referenced, now_ms());
+                let Some(rev) = self.write_if(&key, c, Some(next.encode()?)).await? else {
+                    return Ok(());
+                };
+                if referenced {
+                    return Ok(());
+                }
+                (rev, next)
+            }
+            Collect::Delete(deleting) => {
+                match self.write_if(&key, seq, Some(deleting.encode()?)).await? {
+                    Some(rev) => (rev, deleting),
+                    None => return Ok(()),
+                }
+            }
+        };
+        let started = Instant::now();
+        self.apply_master(hash, rev, Some(deleting.clone()));
+        self.wait_position(rev).await?;
+        let keep = self.read_replica().shared_rungs(&deleting.manifest);
+        for r in &deleting.manifest.rungs {
+            if keep.contains(&r.blob) {
+                continue;
+            }
+            if started.elapsed() > DELETE_WINDOW {
+                return Err(StoreError::Unavailable(format!(
+                    "deleting master {hash} took too long; the next sweep finishes it"
+                )));
+            }
+            self.delete_blob(&r.blob).await?;
+        }
+        if let Some(rev) = self.write_if(&key, rev, None).await? {
+            self.apply_master(hash, rev, None);
+        }
+        tracing::debug!(master = %hash, "unreferenced master collected");
+        Ok(())
+    }
+
+    /// Collect `hash` once its grace has passed (this node's commit dropped
+    /// its last reference).
+    pub(super) fn collect_later(&self, hash: ContentHash) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(GRACE_MS + 200)).await;
+            if let Err(e) = this.collect(hash).await {
+                tracing::debug!(master = %hash, error = %e, "collection failed; the sweep retries");
+            }
+        });
+    }
+
+    /// Every [`SWEEP_EVERY`] (first soon after start): collect masters this
+    /// replica sees unreferenced, and finish abandoned collections. Catches
+    /// what a node that died mid-collection, or before collecting, left.
+    pub(super) async fn sweep_forever(self) {
+        let mut first = true;
+        loop {
+            let mut r = [0u8; 1];
+            let _ = getrandom::fill(&mut r);
+            let wait = if first {
+                Duration::from_secs(5)
+            } else {
+                SWEEP_EVERY
+            };
+            first = false;
+            tokio::time::sleep(wait + Duration::from_millis(u64::from(r[0]) * 20)).await;
+            if self.index_stale() {
+                continue;
+            }
+            let candidates = self.read_replica().sweep_candidates();
+            for h in candidates {
+                if let Err(e) = self.collect(h).await {
+                    tracing::debug!(master = %h, error = %e, "sweep: collection failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

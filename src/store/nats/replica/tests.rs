@@ -1,0 +1,89 @@
+use super::super::keys::tests::stored;
+use super::*;
+
+#[test]
+fn replica_applies_each_revision_once_and_in_order() {
+    let mut r = Replica::default();
+    let a1 = Stored::Record(stored("a@example.org", 1, 1));
+    let a2 = stored("a@example.org", 2, 2);
+    let p = a2.record.primary();
+    assert_eq!(r.apply_record(p, 5, a1.clone()).unwrap().id, 5);
+    assert!(
+        r.apply_record(p, 5, a1.clone()).is_none(),
+        "same revision twice"
+    );
+    let sha = a2.record.aliases[1];
+    assert_eq!(r.apply_record(p, 9, Stored::Record(a2)).unwrap().version, 2);
+    assert!(
+        r.apply_record(p, 7, a1).is_none(),
+        "an older revision never wins"
+    );
+    assert_eq!(r.lookup(&sha).unwrap().version, 2);
+    // An event applied out of order still lands in id order.
+    let b = stored("b@example.org", 1, 3);
+    r.apply_record(b.record.primary(), 8, Stored::Record(b));
+    let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![5, 8, 9]);
+    assert_eq!(r.head, 9);
+}
+
+#[test]
+fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
+    use super::super::keys::Forward;
+    let mut r = Replica::default();
+    // An md5-only identity and a sha256-only one, then the bind joining them.
+    let full = stored("a@example.org", 1, 1).record;
+    let (md5, sha) = (full.aliases[0], full.aliases[1]);
+    let mut m = stored("a@example.org", 1, 1);
+    m.record.aliases = vec![md5];
+    let mut s = stored("a@example.org", 1, 2);
+    s.record.aliases = vec![sha];
+    r.apply_record(md5, 1, Stored::Record(m.clone()));
+    r.apply_record(sha, 2, Stored::Record(s.clone()));
+    r.aliases.insert(sha, sha);
+    let fwd = Stored::Forward {
+        moved: Forward {
+            to: md5,
+            record: Some(s.record.clone()),
+            aliases: full.aliases.clone(),
+            avatar: full.avatar.clone().unwrap(),
+        },
+    };
+    assert!(r.apply_record(sha, 3, fwd).is_none(), "not an event");
+    // Merge not finished: sha still answers with its own record.
+    assert_eq!(r.lookup(&sha), Some(&s.record));
+    let mut merged = stored("a@example.org", 2, 3);
+    merged.record.aliases = vec![md5, sha];
+    r.apply_record(md5, 4, Stored::Record(merged.clone()));
+    assert_eq!(r.lookup(&sha), Some(&merged.record));
+    assert_eq!(r.lookup(&md5), Some(&merged.record));
+    assert_eq!(r.identities(), 1);
+}
+
+#[test]
+fn a_fallback_lease_keeps_an_unnamed_master_reachable_until_it_ends() {
+    let m = stored("a@example.org", 1, 1).record.avatar.unwrap();
+    let manifest = Manifest {
+        hash: m.hash,
+        has_alpha: false,
+        source_format: "png".into(),
+        rungs: Vec::new(),
+        compression: None,
+    };
+    let entry = |held_until| MasterEntry {
+        manifest: manifest.clone(),
+        phase: Phase::Live,
+        at: 1,
+        generation: 1,
+        held_until,
+    };
+    let mut r = Replica::default();
+    r.apply_master(m.hash, 1, Some(entry(now_ms() + 60_000)));
+    assert!(r.referenced(&m.hash));
+    assert_eq!(r.bound_manifest(&m.hash), Some(manifest.clone()));
+    assert!(r.sweep_candidates().is_empty(), "held: nothing to sweep");
+    r.apply_master(m.hash, 2, Some(entry(now_ms() - 1)));
+    assert!(!r.referenced(&m.hash), "the lease ended");
+    assert_eq!(r.bound_manifest(&m.hash), None);
+    assert_eq!(r.sweep_candidates(), vec![m.hash]);
+}
