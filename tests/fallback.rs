@@ -476,7 +476,11 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
         std::slice::from_ref(&base),
         &nats_args,
     );
-    let two = edge(&dir.path().join("two"), &[base.clone()], &nats_args);
+    let two = edge(
+        &dir.path().join("two"),
+        std::slice::from_ref(&base),
+        &nats_args,
+    );
     let before = upstream_identity_requests(&up);
 
     let known = md5_hex("clustered@example.org");
