@@ -1387,3 +1387,78 @@ fn erasure_and_failover_on_a_three_server_cluster() {
         );
     }
 }
+
+/// Issue 15, "a node killed during a delete burst": the node that deleted
+/// (and would collect) is SIGKILLed while its collections run. No blob of
+/// content another identity still uses is ever removed: a node started
+/// afterwards (no blob cached) renders every kept identity from the object
+/// store, and the erased content stays unreachable on the survivors.
+#[test]
+fn a_node_killed_during_a_delete_burst_never_removes_a_referenced_blob() {
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 3);
+    let urls = nats.urls();
+    let start = |name: &str| {
+        Server::start(
+            &dir.path().join(name),
+            &["--nats", &urls, "--nats-replicas", "3"],
+            Some(TOKEN),
+        )
+    };
+    let (n1, n2) = (start("n1"), start("n2"));
+    for n in [n1.addr, n2.addr] {
+        eventually(Duration::from_secs(10), || {
+            readyz(n).filter(|(s, _)| *s == 200)
+        })
+        .expect("every node becomes ready");
+    }
+    const N: u32 = 8;
+    let mut kept = Vec::new();
+    let mut erased = Vec::new();
+    for i in 0..N {
+        let shared = png(7600 + i);
+        let (h, _) = upload(n2.addr, &format!("keep{i}@example.org"), &shared);
+        assert_eq!(
+            upload(n1.addr, &format!("drop{i}@example.org"), &shared).0,
+            h
+        );
+        kept.push(h);
+        let (solo, _) = upload(n1.addr, &format!("solo{i}@example.org"), &png(7700 + i));
+        erased.push(solo);
+    }
+    // The burst through node 1; its collectors start 3 s after each delete.
+    let burst = Instant::now();
+    for i in 0..N {
+        assert_eq!(delete(n1.addr, &format!("drop{i}@example.org")), 204);
+        assert_eq!(delete(n1.addr, &format!("solo{i}@example.org")), 204);
+    }
+    let into_collection = Duration::from_millis(3_300).saturating_sub(burst.elapsed());
+    std::thread::sleep(into_collection);
+    kill_hard(n1);
+
+    let n3 = start("n3");
+    let _dump = DumpLogsOnPanic(vec![&n2, &n3]);
+    eventually(Duration::from_secs(10), || {
+        readyz(n3.addr).filter(|(s, _)| *s == 200)
+    })
+    .expect("a new node becomes ready");
+    // Past the survivors' own collections of anything the burst touched.
+    std::thread::sleep(Duration::from_secs(5));
+    let inspect = Inspector::connect(&urls);
+    for (i, h) in kept.iter().enumerate() {
+        assert_eq!(inspect.holds_blob(h), Some(true), "{h}: blobs kept");
+        let key = format!("keep{i}@example.org");
+        for size in [40, 200] {
+            assert!(
+                serves(n3.addr, &md5_hex(&key), size, h).is_some(),
+                "the new node renders {key} at {size} px from the object store"
+            );
+        }
+    }
+    for h in &erased {
+        for n in [n2.addr, n3.addr] {
+            assert_eq!(content_status(n, h), 404, "{n}: erased content {h}");
+        }
+    }
+}
