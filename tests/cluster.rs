@@ -162,6 +162,32 @@ fn start_node(dir: &std::path::Path, nats: &str, hook: &str) -> Server {
     )
 }
 
+/// A node in `dir/name` on the NATS at `urls`: R3 buckets, one render thread.
+fn r3_node(dir: &std::path::Path, urls: &str, name: &str) -> Server {
+    Server::start(
+        &dir.join(name),
+        &[
+            "--nats",
+            urls,
+            "--nats-replicas",
+            "3",
+            "--render-threads",
+            "1",
+        ],
+        Some(TOKEN),
+    )
+}
+
+/// Wait until every node's `/readyz` answers 200.
+fn wait_ready(nodes: &[SocketAddr]) {
+    for n in nodes {
+        eventually(Duration::from_secs(10), || {
+            readyz(*n).filter(|(s, _)| *s == 200)
+        })
+        .expect("every node becomes ready");
+    }
+}
+
 /// The cluster tests take turns: each starts its own nats-servers and nodes,
 /// and their latency bounds (100 ms, 2 s) are about one cluster on this
 /// machine, not several sharing two cores.
@@ -543,28 +569,10 @@ fn concurrent_writers_on_one_identity_through_two_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(dir.path(), 3);
     let urls = nats.urls();
-    let start = |name: &str| {
-        Server::start(
-            &dir.path().join(name),
-            &[
-                "--nats",
-                &urls,
-                "--nats-replicas",
-                "3",
-                "--render-threads",
-                "1",
-            ],
-            Some(TOKEN),
-        )
-    };
+    let start = |name: &str| r3_node(dir.path(), &urls, name);
     let (n1, n2) = (start("n1"), start("n2"));
     let _dump = DumpLogsOnPanic(vec![&n1, &n2]);
-    for n in [&n1, &n2] {
-        eventually(Duration::from_secs(10), || {
-            readyz(n.addr).filter(|(s, _)| *s == 200)
-        })
-        .expect("every node becomes ready");
-    }
+    wait_ready(&[n1.addr, n2.addr]);
     const ROUNDS: u32 = 6;
     const WRITERS: u32 = 8;
     let bodies: Vec<Vec<u8>> = (0..ROUNDS * WRITERS).map(|i| png(5000 + i)).collect();
@@ -983,28 +991,10 @@ fn takedowns_reach_every_node_of_a_cluster_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(dir.path(), 3);
     let urls = nats.urls();
-    let start = |name: &str| {
-        Server::start(
-            &dir.path().join(name),
-            &[
-                "--nats",
-                &urls,
-                "--nats-replicas",
-                "3",
-                "--render-threads",
-                "1",
-            ],
-            Some(TOKEN),
-        )
-    };
+    let start = |name: &str| r3_node(dir.path(), &urls, name);
     let (n1, n2, n3) = (start("n1"), start("n2"), start("n3"));
     let _dump = DumpLogsOnPanic(vec![&n1, &n2, &n3]);
-    for n in [&n1, &n2, &n3] {
-        eventually(Duration::from_secs(10), || {
-            readyz(n.addr).filter(|(s, _)| *s == 200)
-        })
-        .expect("every node becomes ready");
-    }
+    wait_ready(&[n1.addr, n2.addr, n3.addr]);
     let email = "gone@example.org";
     let md5 = md5_hex(email);
     let body = png(16);
@@ -1215,29 +1205,11 @@ fn erasure_and_failover_on_a_three_server_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start(dir.path(), 3);
     let urls = nats.urls();
-    let start = |name: &str| {
-        Server::start(
-            &dir.path().join(name),
-            &[
-                "--nats",
-                &urls,
-                "--nats-replicas",
-                "3",
-                "--render-threads",
-                "1",
-            ],
-            Some(TOKEN),
-        )
-    };
+    let start = |name: &str| r3_node(dir.path(), &urls, name);
     let (n1, n2, n3) = (start("n1"), start("n2"), start("n3"));
     let _dump = DumpLogsOnPanic(vec![&n1, &n2, &n3]);
     let nodes = [n1.addr, n2.addr, n3.addr];
-    for n in &nodes {
-        eventually(Duration::from_secs(10), || {
-            readyz(*n).filter(|(s, _)| *s == 200)
-        })
-        .expect("every node becomes ready");
-    }
+    wait_ready(&nodes);
     let inspect = Inspector::connect(&urls);
 
     // 1. Content shared by two identities survives deleting one of them
@@ -1399,20 +1371,9 @@ fn a_node_killed_during_a_delete_burst_never_removes_a_referenced_blob() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(dir.path(), 3);
     let urls = nats.urls();
-    let start = |name: &str| {
-        Server::start(
-            &dir.path().join(name),
-            &["--nats", &urls, "--nats-replicas", "3"],
-            Some(TOKEN),
-        )
-    };
+    let start = |name: &str| r3_node(dir.path(), &urls, name);
     let (n1, n2) = (start("n1"), start("n2"));
-    for n in [n1.addr, n2.addr] {
-        eventually(Duration::from_secs(10), || {
-            readyz(n).filter(|(s, _)| *s == 200)
-        })
-        .expect("every node becomes ready");
-    }
+    wait_ready(&[n1.addr, n2.addr]);
     const N: u32 = 8;
     let mut kept = Vec::new();
     let mut erased = Vec::new();
@@ -1439,10 +1400,7 @@ fn a_node_killed_during_a_delete_burst_never_removes_a_referenced_blob() {
 
     let n3 = start("n3");
     let _dump = DumpLogsOnPanic(vec![&n2, &n3]);
-    eventually(Duration::from_secs(10), || {
-        readyz(n3.addr).filter(|(s, _)| *s == 200)
-    })
-    .expect("a new node becomes ready");
+    wait_ready(&[n3.addr]);
     // Past the survivors' own collections of anything the burst touched.
     std::thread::sleep(Duration::from_secs(5));
     let inspect = Inspector::connect(&urls);
