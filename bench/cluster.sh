@@ -304,7 +304,13 @@ PY
     kill -9 "${APID[3]}"; wait "${APID[3]}" 2>/dev/null || true
     t0=$(date +%s.%N)
     start_node 3
-    wait_http "http://127.0.0.1:${AP[3]}/readyz" 600
+    # serve listens only once the replica is loaded, and exits if that takes over 60 s.
+    deadline=$((SECONDS + 600))
+    until curl -fs -o /dev/null "http://127.0.0.1:${AP[3]}/readyz"; do
+      ((SECONDS < deadline)) || { echo "cluster.sh: restarted node 3 not ready in 600 s" >&2; exit 1; }
+      kill -0 "${APID[3]}" 2>/dev/null || { echo "cluster.sh: restarted node 3 exited: $(tail -c 300 "$work/node3.log")" >&2; exit 1; }
+      sleep 0.1
+    done
     echo "ready_s $(python3 -c "print(round($(date +%s.%N) - $t0, 2))")"
     sleep 1
     echo "restarted $(rss_all) $(jsz)"
@@ -345,8 +351,8 @@ fresh_total = base + n + d
 fresh = (snap["restarted"][2] - snap["start"][2]) * 1024 / fresh_total
 print("replica per identity on shared content: %.0f B marginal (second half; nodes %s), %.0f B over all %d"
       % (pi, ", ".join("%.0f" % x for x in per_id), pa, n))
-print("replica per identity on its own content: %.0f B (nodes %s) -> per master %.0f B"
-      % (po, ", ".join("%.0f" % x for x in per_own), pm))
+print("replica per identity on its own content: %.0f B (nodes %s) -> per master %.0f B, including its rungs"
+      " prefetched into the node's blob cache (bounded at 64 MiB) while that fills" % (po, ", ".join("%.0f" % x for x in per_own), pm))
 print("node 3 restarted: ready in %s s with %d identities; RSS %.1f MiB = start %.1f MiB + %.0f B per identity"
       % (ready, fresh_total, mib(snap["restarted"][2]), mib(snap["start"][2]), fresh))
 kvb = (snap["shared"][4] - snap["half"][4]) / (n - half)
