@@ -25,11 +25,13 @@
 #     per identity (second half: marginal, free of fixed costs) and per master;
 #     KV and object-store bytes from /jsz; node 3 restarted: time to ready
 #     and its RSS with a freshly loaded replica. Then look-ups, node 1 vs the
-#     embedded node (which gets the same shared-content identities),
-#     LOOKUP_ROUNDS (2) rounds alternating: a hot identity URL and cold ones
+#     embedded node (which gets EMBEDDED_IDENTITIES, default IDENTITIES, of
+#     the same shared-content identities), LOOKUP_ROUNDS (2) rounds of LOOKUPS
+#     (2,000) alternating: a hot identity URL and cold ones
 #     (identities never requested there, variants cached), and the KV direct
 #     get a bounded replica's cold look-up would make. Projection to 1 M and
-#     10 M identities.
+#     10 M identities. Long: at 250-400 imports/s (2 shared cores), 100 k
+#     takes ~10-15 min. The model these figures feed: docs/scaling.md.
 # (c) failover, always last (it kills a nats-server): SIGKILL the nats-server
 #     leading the index stream (the worst case: writes wait for a new leader),
 #     then upload through node 2 every 100 ms: the time until the first upload
