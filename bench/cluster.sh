@@ -21,7 +21,7 @@
 #     identities through the public API (IMPORT_CONCURRENCY concurrent PUTs
 #     over the three nodes, 503s retried), in two halves on 16 shared
 #     contents, then DISTINCT (IDENTITIES/10) identities each on its own
-#     content; every node's VmRSS after each step gives the replica's bytes
+#     content (DISTINCT_SIDE px, 16); every node's VmRSS after each step gives the replica's bytes
 #     per identity (second half: marginal, free of fixed costs) and per master;
 #     KV and object-store bytes from /jsz; node 3 restarted: time to ready
 #     and its RSS with a freshly loaded replica. Then look-ups, node 1 vs the
@@ -58,6 +58,7 @@ WRITE_DUR=${WRITE_DUR:-10}
 WRITE_ROUNDS=${WRITE_ROUNDS:-2}
 IDENTITIES=${IDENTITIES:-100000}
 DISTINCT=${DISTINCT:-$((IDENTITIES / 10))}
+DISTINCT_SIDE=${DISTINCT_SIDE:-16}
 IMPORT_CONCURRENCY=${IMPORT_CONCURRENCY:-36}
 LOOKUP_ROUNDS=${LOOKUP_ROUNDS:-2}
 LOOKUPS=${LOOKUPS:-2000}
@@ -281,9 +282,9 @@ PY
       done
     done
   }
-  bulk() { # PREFIX START COUNT CONTENTS PORTS CONCURRENCY
+  bulk() { # PREFIX START COUNT CONTENTS PORTS CONCURRENCY [SIDE]
     timeout 7200 "${CLIENT[@]}" import --prefix "$1" --start "$2" --count "$3" --contents "$4" --ports "$5" \
-      --concurrency "$6" --token "$TOKEN"
+      --concurrency "$6" --side "${7:-16}" --token "$TOKEN"
   }
   NODES="${AP[1]},${AP[2]},${AP[3]}"
   half=$((IDENTITIES / 2))
@@ -299,10 +300,17 @@ PY
     echo "import2 $(bulk s- "$half" $((IDENTITIES - half)) 16 "$NODES" "$IMPORT_CONCURRENCY")"
     wait_replicas $((base + IDENTITIES)); sleep 1
     echo "shared $(rss_all) $(jsz)"
-    echo "import3 $(bulk d- 0 "$DISTINCT" 0 "$NODES" "$IMPORT_CONCURRENCY")"
+    echo "import3 $(bulk d- 0 "$DISTINCT" 0 "$NODES" "$IMPORT_CONCURRENCY" "$DISTINCT_SIDE")"
     wait_replicas $((base + IDENTITIES + DISTINCT)); sleep 1
     echo "distinct $(rss_all) $(jsz)"
     # A fresh replica: node 3 restarted, loads everything from the bucket.
+    nats_out() { # bytes the three nats-servers have sent so far
+      python3 - "${MP[@]}" <<'PY'
+import json, sys, urllib.request
+print(sum(json.load(urllib.request.urlopen("http://127.0.0.1:%s/varz" % p, timeout=2))["out_bytes"] for p in sys.argv[1:]))
+PY
+    }
+    out0=$(nats_out)
     kill -9 "${APID[3]}"; wait "${APID[3]}" 2>/dev/null || true
     t0=$(date +%s.%N)
     start_node 3
@@ -314,7 +322,14 @@ PY
       sleep 0.1
     done
     echo "ready_s $(python3 -c "print(round($(date +%s.%N) - $t0, 2))")"
-    sleep 1
+    # What the restart read from NATS, once it settles (the start-up prefetches run after ready).
+    prev=$(nats_out)
+    for _ in $(seq 60); do
+      sleep 1; now=$(nats_out)
+      ((now - prev < 200000)) && break
+      prev=$now
+    done
+    echo "restart_read $((now - out0))"
     echo "restarted $(rss_all) $(jsz)"
     echo "import_embedded $(bulk s- 0 "${EMBEDDED_IDENTITIES:-$IDENTITIES}" 16 "${AP[4]}" 12)"
     for r in $(seq 1 "$LOOKUP_ROUNDS"); do
@@ -357,10 +372,12 @@ print("replica per identity on its own content: %.0f B (nodes %s) -> per master 
       " prefetched into the node's blob cache (bounded at 64 MiB) while that fills" % (po, ", ".join("%.0f" % x for x in per_own), pm))
 print("node 3 restarted: ready in %s s with %d identities; RSS %.1f MiB = start %.1f MiB + %.0f B per identity"
       % (ready, fresh_total, mib(snap["restarted"][2]), mib(snap["start"][2]), fresh))
+print("node 3 restarted: read %.1f MiB from NATS (index stream %.1f MiB, object store %.1f MiB per replica)"
+      % (int(dict(lines)["restart_read"]) / 2**20, snap["restarted"][4] / 2**20, snap["restarted"][6] / 2**20))
 kvb = (snap["shared"][4] - snap["half"][4]) / (n - half)
 kvm = (snap["distinct"][4] - snap["shared"][4]) / d
 blob = (snap["distinct"][6] - snap["shared"][6]) / d
-print("index stream per identity %.0f B (shared content), per identity with own master %.0f B; blobs per master %.0f B (16 px masters)"
+print("index stream per identity %.0f B (shared content), per identity with own master %.0f B; blobs per master %.0f B"
       % (kvb, kvm, blob))
 start = med(snap["start"][:3]) * 1024
 for N in (10**6, 10**7):

@@ -118,7 +118,7 @@ async def bulk(a):
         while next_i < end:
             i = next_i
             next_i += 1
-            body = shared[i % a.contents] if a.contents else png(f"{a.prefix}/own/{i}")
+            body = shared[i % a.contents] if a.contents else png(f"{a.prefix}/own/{i}", a.side)
             for _ in range(200):
                 try:
                     st, _, data = await conn.request("PUT", upload_path(a.prefix, i), body, auth)
@@ -243,6 +243,7 @@ def main():
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--contents", type=int, default=16)
     p.add_argument("--concurrency", type=int, default=36)
+    p.add_argument("--side", type=int, default=16, help="side of the images (own contents)")
     p = sub.add_parser("lookups")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", required=True)
