@@ -21,10 +21,11 @@
 #     identities through the public API (IMPORT_CONCURRENCY concurrent PUTs
 #     over the three nodes, 503s retried), in two halves on 16 shared
 #     contents, then DISTINCT (IDENTITIES/10) identities each on its own
-#     content (DISTINCT_SIDE px, 16); every node's VmRSS after each step gives the replica's bytes
-#     per identity (second half: marginal, free of fixed costs) and per master;
-#     KV and object-store bytes from /jsz; node 3 restarted: time to ready
-#     and its RSS with a freshly loaded replica. Then look-ups, node 1 vs the
+#     content (DISTINCT_SIDE px square, 16); every node's VmRSS after each
+#     step gives the replica's bytes per identity (second half: marginal, free
+#     of fixed costs) and per master; KV and object-store bytes from /jsz;
+#     node 3 restarted: time to ready, its RSS with a freshly loaded replica,
+#     and what it read from NATS (/varz out_bytes, start-up prefetch included). Then look-ups, node 1 vs the
 #     embedded node (which gets EMBEDDED_IDENTITIES, default IDENTITIES, of
 #     the same shared-content identities), LOOKUP_ROUNDS (2) rounds of LOOKUPS
 #     (2,000) alternating: a hot identity URL and cold ones
