@@ -10,22 +10,60 @@
 # (b) hits: wrk -t2 -c64 for DUR s on an identity URL and a content URL, on
 #     node 1 (NATS behind it) and on the embedded server. Hits never touch
 #     NATS (identity look-ups answer from the node's replica), so the target
-#     is "within 5 %".
-# (c) failover: SIGKILL the nats-server leading the index stream (the worst
-#     case: writes wait for a new leader), then upload through node 2 every
-#     100 ms: the time until the first upload is accepted, the longest any
-#     upload waited for its answer (503 + Retry-After meanwhile), and the time
-#     until nodes 1 and 3 serve that first accepted change. Targets (issue
-#     15): accepted within 5 s, no answer slower than 5 s, served within 2 s.
+#     is "within 5 %". Needs (a) (it uploads the hit targets).
+# (d) writes (issue 20): WRITERS (12) concurrent writers upload small distinct
+#     PNGs to distinct identities for WRITE_DUR (10) s, spread over the three
+#     nodes, then the same against the embedded node; WRITE_ROUNDS (2) rounds
+#     alternating cluster / embedded. Uploads/s, p50/p99 of acknowledged
+#     uploads, 503s, and cluster / embedded. Targets: >= 0.5x the embedded
+#     uploads/s, p99 <= 100 ms, no 503.
+# (e) replica memory and look-ups (issue 20): imports IDENTITIES (100,000)
+#     identities through the public API (IMPORT_CONCURRENCY concurrent PUTs
+#     over the three nodes, 503s retried), in two halves on 16 shared
+#     contents, then DISTINCT (IDENTITIES/10) identities each on its own
+#     content (DISTINCT_SIDE px square, 16); every node's VmRSS after each
+#     step gives the replica's bytes per identity (second half: marginal, free
+#     of fixed costs) and per master; KV and object-store bytes from /jsz;
+#     node 3 restarted: time to ready, its RSS with a freshly loaded replica,
+#     and what it read from NATS (/varz out_bytes, start-up prefetch included). Then look-ups, node 1 vs the
+#     embedded node (which gets EMBEDDED_IDENTITIES, default IDENTITIES, of
+#     the same shared-content identities), LOOKUP_ROUNDS (2) rounds of LOOKUPS
+#     (2,000) alternating: a hot identity URL and cold ones
+#     (identities never requested there, variants cached), and the KV direct
+#     get a bounded replica's cold look-up would make. Projection to 1 M and
+#     10 M identities. Long: at 250-400 imports/s (2 shared cores), 100 k
+#     takes ~10-15 min. The model these figures feed: docs/scaling.md.
+# (c) failover, always last (it kills a nats-server): SIGKILL the nats-server
+#     leading the index stream (the worst case: writes wait for a new leader),
+#     then upload through node 2 every 100 ms: the time until the first upload
+#     is accepted, the longest any upload waited for its answer (503 +
+#     Retry-After meanwhile), and the time until nodes 1 and 3 serve that
+#     first accepted change. Targets (issue 15): accepted within 5 s, no
+#     answer slower than 5 s, served within 2 s.
 # Bounded: every loop has a count and a deadline; all processes are killed
-# on exit.
+# on exit. Timing figures are only meaningful as ratios against the embedded
+# node of the same run (print `uptime` with them); memory figures hold under
+# load.
 #
-#   bench/cluster.sh                  # CHANGES=200 DUR=10
+#   bench/cluster.sh                         # all sections: a b d e c
 #   CHANGES=50 DUR=5 bench/cluster.sh
+#   SECTIONS="d e" IDENTITIES=200000 bench/cluster.sh
+#   AVATAR_EDGE_BIN=/path/to/avatar-edge SECTIONS=d bench/cluster.sh   # no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHANGES=${CHANGES:-200}
 DUR=${DUR:-10}
+SECTIONS=" ${SECTIONS:-a b d e c} "
+WRITERS=${WRITERS:-12}
+WRITE_DUR=${WRITE_DUR:-10}
+WRITE_ROUNDS=${WRITE_ROUNDS:-2}
+IDENTITIES=${IDENTITIES:-100000}
+DISTINCT=${DISTINCT:-$((IDENTITIES / 10))}
+DISTINCT_SIDE=${DISTINCT_SIDE:-16}
+IMPORT_CONCURRENCY=${IMPORT_CONCURRENCY:-36}
+LOOKUP_ROUNDS=${LOOKUP_ROUNDS:-2}
+LOOKUPS=${LOOKUPS:-2000}
+section() { [[ $SECTIONS == *" $1 "* ]]; }
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
 if ((${#need_apt[@]})); then
@@ -34,8 +72,12 @@ if ((${#need_apt[@]})); then
 fi
 
 NATS_SERVER=$(scripts/nats-server)
-cargo build --release --locked --quiet
-BIN=${CARGO_TARGET_DIR:-target}/release/avatar-edge
+if [ -n "${AVATAR_EDGE_BIN:-}" ]; then
+  BIN=$AVATAR_EDGE_BIN
+else
+  cargo build --release --locked --quiet
+  BIN=${CARGO_TARGET_DIR:-target}/release/avatar-edge
+fi
 TOKEN=cluster-bench-token-0123456789
 work=$(mktemp -d)
 PIDS=()
@@ -64,20 +106,31 @@ for i in 0 1 2; do wait_http "http://127.0.0.1:${MP[$i]}/healthz" 30; done
 URLS="nats://127.0.0.1:${NP[0]},nats://127.0.0.1:${NP[1]},nats://127.0.0.1:${NP[2]}"
 
 # --- avatar-edge: three nodes on NATS, one embedded.
-declare -a AP
+declare -a AP APID
 for i in 1 2 3 4; do AP[$i]=$(port); done
-for i in 1 2 3; do
-  AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:${AP[$i]}" \
-    --data "$work/node$i" --nats "$URLS" --nats-replicas 3 >"$work/node$i.log" 2>&1 &
+start_node() { # I: node I on NATS (1-3)
+  AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:${AP[$1]}" \
+    --data "$work/node$1" --nats "$URLS" --nats-replicas 3 >>"$work/node$1.log" 2>&1 &
   PIDS+=($!)
+  APID[$1]=$!
+}
+for i in 1 2 3; do
+  start_node "$i"
   wait_http "http://127.0.0.1:${AP[$i]}/healthz" 60
 done
 AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:${AP[4]}" \
   --data "$work/embedded" >"$work/embedded.log" 2>&1 &
 PIDS+=($!)
+APID[4]=$!
 wait_http "http://127.0.0.1:${AP[4]}/healthz" 60
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; } # kB
+rss_all() { echo "$(rss "${APID[1]}") $(rss "${APID[2]}") $(rss "${APID[3]}") $(rss "${APID[4]}")"; }
+RSS_START=$(rss_all)
+CLIENT=(python3 bench/cluster_client.py)
+echo "load average at start: $(uptime | sed 's/.*load average: //')"
 
 # --- (a) propagation.
+if section a; then
 echo "running (a) propagation, $CHANGES changes ..." >&2
 timeout 300 python3 - "$CHANGES" "$TOKEN" "${AP[1]}" "${AP[2]}" "${AP[3]}" "${AP[4]}" >"$work/prop.txt" <<'PY'
 import hashlib, http.client, json, struct, sys, threading, time, zlib
@@ -139,8 +192,10 @@ PY
 cat "$work/prop.txt" | head -1
 MD5=$(awk '/^hit_md5/ {print $2}' "$work/prop.txt")
 HASH=$(awk '/^hit_hash/ {print $2}' "$work/prop.txt")
+fi
 
 # --- (b) hits.
+if section b; then
 run_wrk() { # NAME URL -> req/s and p99 on one line
   wrk -t2 -c64 -d"${DUR}s" --latency "$2" >"$work/$1.wrk"
   python3 - "$work/$1.wrk" "$1" <<'PY'
@@ -168,8 +223,186 @@ for kind in ("identity", "content"):
     n, e = rows["nats-" + kind], rows["embedded-" + kind]
     print("%-8s hits: NATS node %.0f req/s vs embedded %.0f req/s (%+.1f %%)" % (kind, n, e, (n / e - 1) * 100))
 PY
+fi
+
+# --- (d) writes (issue 20): cluster vs embedded, alternating rounds.
+if section d; then
+  echo "running (d) writes: $WRITERS writers, ${WRITE_DUR} s, $WRITE_ROUNDS rounds cluster / embedded ..." >&2
+  : >"$work/writes.jsonl"
+  for r in $(seq 1 "$WRITE_ROUNDS"); do
+    for target in "cluster:${AP[1]},${AP[2]},${AP[3]}" "embedded:${AP[4]}"; do
+      timeout "$((${WRITE_DUR%.*} + 60))" "${CLIENT[@]}" writes --ports "${target#*:}" --token "$TOKEN" \
+        --tag "${target%%:*}$r" --writers "$WRITERS" --duration "$WRITE_DUR" >>"$work/writes.jsonl"
+    done
+  done
+  python3 - "$work/writes.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda k, side: statistics.median(r[k] for r in rows if r["name"].startswith(side))
+for r in rows:
+    print("writes %-10s %7.0f uploads/s  p50 %7.2f ms  p99 %7.2f ms  503s %d  other failures %d %s"
+          % (r["name"], r["per_s"], r["p50_ms"], r["p99_ms"], r["s503"], r["other"], " ".join(r["example"])))
+ratios = [c["per_s"] / e["per_s"] for c, e in zip((r for r in rows if r["name"].startswith("cluster")),
+                                                  (r for r in rows if r["name"].startswith("embedded")))]
+c, e = med("per_s", "cluster"), med("per_s", "embedded")
+print("writes medians: cluster %.0f uploads/s (p50 %.2f, p99 %.2f ms, 503s %d) vs embedded %.0f uploads/s "
+      "(p50 %.2f, p99 %.2f ms): cluster/embedded %.2f (rounds: %s); targets >= 0.50, p99 <= 100 ms, no 503"
+      % (c, med("p50_ms", "cluster"), med("p99_ms", "cluster"),
+         sum(r["s503"] for r in rows if r["name"].startswith("cluster")),
+         e, med("p50_ms", "embedded"), med("p99_ms", "embedded"), c / e, ", ".join("%.2f" % x for x in ratios)))
+PY
+fi
+
+# --- (e) replica memory and look-ups (issue 20).
+if section e; then
+  jsz() { # -> "index_bytes index_msgs blob_bytes" (summed over the stream's replicas: one server's view)
+    python3 - "${MP[@]}" <<'PY'
+import json, sys, urllib.request
+for port in sys.argv[1:]:
+    try:
+        j = json.load(urllib.request.urlopen("http://127.0.0.1:%s/jsz?streams=true" % port, timeout=2))
+    except Exception:
+        continue
+    got = {}
+    for acc in j.get("account_details", []):
+        for st in acc.get("stream_detail", []):
+            got[st["name"]] = st["state"]
+    if "KV_avatar_edge_index" in got:
+        kv, obj = got["KV_avatar_edge_index"], got.get("OBJ_avatar_edge_blobs", {"bytes": 0})
+        print(kv["bytes"], kv["messages"], obj["bytes"]); sys.exit(0)
+print("0 0 0")
+PY
+  }
+  replica_len() { curl -fs "http://127.0.0.1:$1/metrics" | awk '/^avatar_edge_replica_identities / {print $2}'; }
+  wait_replicas() { # N: every node's replica holds at least N identities
+    local deadline=$((SECONDS + 300)) i
+    for i in 1 2 3; do
+      until [ "$(replica_len "${AP[$i]}")" -ge "$1" ] 2>/dev/null; do
+        ((SECONDS < deadline)) || { echo "cluster.sh: node $i's replica did not reach $1 identities" >&2; exit 1; }
+        sleep 0.2
+      done
+    done
+  }
+  bulk() { # PREFIX START COUNT CONTENTS PORTS CONCURRENCY [SIDE]
+    timeout 7200 "${CLIENT[@]}" import --prefix "$1" --start "$2" --count "$3" --contents "$4" --ports "$5" \
+      --concurrency "$6" --side "${7:-16}" --token "$TOKEN"
+  }
+  NODES="${AP[1]},${AP[2]},${AP[3]}"
+  half=$((IDENTITIES / 2))
+  base=$(replica_len "${AP[1]}")
+  echo "running (e) replica memory: $IDENTITIES identities on 16 contents + $DISTINCT on their own ..." >&2
+  {
+    echo "start $RSS_START 0 0 0"
+    sleep 1
+    echo "before $(rss_all) $(jsz)"
+    echo "import1 $(bulk s- 0 "$half" 16 "$NODES" "$IMPORT_CONCURRENCY")"
+    wait_replicas $((base + half)); sleep 1
+    echo "half $(rss_all) $(jsz)"
+    echo "import2 $(bulk s- "$half" $((IDENTITIES - half)) 16 "$NODES" "$IMPORT_CONCURRENCY")"
+    wait_replicas $((base + IDENTITIES)); sleep 1
+    echo "shared $(rss_all) $(jsz)"
+    echo "import3 $(bulk d- 0 "$DISTINCT" 0 "$NODES" "$IMPORT_CONCURRENCY" "$DISTINCT_SIDE")"
+    wait_replicas $((base + IDENTITIES + DISTINCT)); sleep 1
+    echo "distinct $(rss_all) $(jsz)"
+    # A fresh replica: node 3 restarted, loads everything from the bucket.
+    nats_out() { # bytes the three nats-servers have sent so far
+      python3 - "${MP[@]}" <<'PY'
+import json, sys, urllib.request
+print(sum(json.load(urllib.request.urlopen("http://127.0.0.1:%s/varz" % p, timeout=2))["out_bytes"] for p in sys.argv[1:]))
+PY
+    }
+    out0=$(nats_out)
+    kill -9 "${APID[3]}"; wait "${APID[3]}" 2>/dev/null || true
+    t0=$(date +%s.%N)
+    start_node 3
+    # serve listens only once the replica is loaded, and exits if that takes over 60 s.
+    deadline=$((SECONDS + 600))
+    until curl -fs -o /dev/null "http://127.0.0.1:${AP[3]}/readyz"; do
+      ((SECONDS < deadline)) || { echo "cluster.sh: restarted node 3 not ready in 600 s" >&2; exit 1; }
+      kill -0 "${APID[3]}" 2>/dev/null || { echo "cluster.sh: restarted node 3 exited: $(tail -c 300 "$work/node3.log")" >&2; exit 1; }
+      sleep 0.1
+    done
+    echo "ready_s $(python3 -c "print(round($(date +%s.%N) - $t0, 2))")"
+    # What the restart read from NATS, once it settles (the start-up prefetches run after ready).
+    prev=$(nats_out)
+    for _ in $(seq 60); do
+      sleep 1; now=$(nats_out)
+      ((now - prev < 200000)) && break
+      prev=$now
+    done
+    echo "restart_read $((now - out0))"
+    echo "restarted $(rss_all) $(jsz)"
+    echo "import_embedded $(bulk s- 0 "${EMBEDDED_IDENTITIES:-$IDENTITIES}" 16 "${AP[4]}" 12)"
+    for r in $(seq 1 "$LOOKUP_ROUNDS"); do
+      off=$(((r - 1) * LOOKUPS))
+      echo "lookups $("${CLIENT[@]}" lookups --port "${AP[1]}" --name "node$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
+      echo "lookups $("${CLIENT[@]}" lookups --port "${AP[4]}" --name "embedded$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
+      echo "kvget $("${CLIENT[@]}" kvget --port "${NP[0]}" --prefix s- --start "$off" --count "$LOOKUPS")"
+    done
+    echo "load $(uptime | sed 's/.*load average: //')"
+  } >"$work/replica.txt"
+  python3 - "$work/replica.txt" "$base" "$IDENTITIES" "$DISTINCT" <<'PY'
+import json, statistics, sys
+lines = [l.split(" ", 1) for l in open(sys.argv[1]).read().splitlines()]
+base, n, d = (int(x) for x in sys.argv[2:5])
+snap = {k: [int(x) for x in v.split()] for k, v in lines if k in ("start", "before", "half", "shared", "distinct", "restarted")}
+js = {k: json.loads(v) for k, v in lines if k.startswith("import")}
+look = [json.loads(v) for k, v in lines if k == "lookups"]
+kv = [json.loads(v) for k, v in lines if k == "kvget"]
+ready = dict(lines)["ready_s"]
+med = statistics.median
+for k, v in js.items():
+    print("%-16s %7d identities in %6.1f s: %6.0f uploads/s, %d retried (503), %d failed"
+          % (k, v["imported"], v["seconds"], v["per_s"], v["retried"], v["failed"]))
+mib = lambda kb: kb / 1024
+for k in ("start", "before", "half", "shared", "distinct", "restarted"):
+    s = snap[k]
+    print("RSS %-9s node1 %6.1f  node2 %6.1f  node3 %6.1f  embedded %6.1f MiB   index stream %7.1f MiB / %d msgs, blobs %6.1f MiB"
+          % ((k,) + tuple(mib(x) for x in s[:4]) + (s[4] / 2**20, s[5], s[6] / 2**20)))
+half = n // 2
+per_id = [(snap["shared"][i] - snap["half"][i]) * 1024 / (n - half) for i in range(3)]
+per_id_all = [(snap["shared"][i] - snap["before"][i]) * 1024 / n for i in range(3)]
+per_own = [(snap["distinct"][i] - snap["shared"][i]) * 1024 / d for i in range(3)]
+pi, pa, po = med(per_id), med(per_id_all), med(per_own)
+pm = po - pi
+fresh_total = base + n + d
+fresh = (snap["restarted"][2] - snap["start"][2]) * 1024 / fresh_total
+print("replica per identity on shared content: %.0f B marginal (second half; nodes %s), %.0f B over all %d"
+      % (pi, ", ".join("%.0f" % x for x in per_id), pa, n))
+print("replica per identity on its own content: %.0f B (nodes %s) -> per master %.0f B, including its rungs"
+      " prefetched into the node's blob cache (bounded at 64 MiB) while that fills" % (po, ", ".join("%.0f" % x for x in per_own), pm))
+print("node 3 restarted: ready in %s s with %d identities; RSS %.1f MiB = start %.1f MiB + %.0f B per identity"
+      % (ready, fresh_total, mib(snap["restarted"][2]), mib(snap["start"][2]), fresh))
+print("node 3 restarted: read %.1f MiB from NATS (index stream %.1f MiB, object store %.1f MiB per replica)"
+      % (int(dict(lines)["restart_read"]) / 2**20, snap["restarted"][4] / 2**20, snap["restarted"][6] / 2**20))
+kvb = (snap["shared"][4] - snap["half"][4]) / (n - half)
+kvm = (snap["distinct"][4] - snap["shared"][4]) / d
+blob = (snap["distinct"][6] - snap["shared"][6]) / d
+print("index stream per identity %.0f B (shared content), per identity with own master %.0f B; blobs per master %.0f B"
+      % (kvb, kvm, blob))
+start = med(snap["start"][:3]) * 1024
+for N in (10**6, 10**7):
+    print("projection %5.0e identities, own contents: %6.0f MiB per node (start %.0f MiB + %.0f B each); shared: %6.0f MiB"
+          % (N, (start + N * po) / 2**20, start / 2**20, po, (start + N * pi) / 2**20))
+print("targets: 1 M in <= 256 MiB per node, 10 M in <= 1 GiB: %s"
+      % ("met" if start + 10**6 * po <= 256 * 2**20 and start + 10**7 * po <= 2**30 else "NOT met by the whole-index replica"))
+for name in ("node", "embedded"):
+    rows = [l for l in look if l["name"].startswith(name)]
+    print("look-ups %-8s hot p50 %.3f p99 %.3f ms, cold p50 %.3f p99 %.3f ms (%d rounds of %d; medians)"
+          % (name, med(r["hot_p50_ms"] for r in rows), med(r["hot_p99_ms"] for r in rows),
+             med(r["cold_p50_ms"] for r in rows), med(r["cold_p99_ms"] for r in rows), len(rows), rows[0]["n"]))
+nh = med(r["hot_p50_ms"] for r in look if r["name"].startswith("node"))
+eh = med(r["hot_p50_ms"] for r in look if r["name"].startswith("embedded"))
+print("hot look-up p50 node / embedded %.2f" % (nh / eh))
+print("KV direct get (what a bounded replica's cold look-up adds): one get p50 %.3f p99 %.3f ms; alias then record p50 %.3f p99 %.3f ms"
+      % (med(r["get_p50_ms"] for r in kv), med(r["get_p99_ms"] for r in kv),
+         med(r["alias_then_record_p50_ms"] for r in kv), med(r["alias_then_record_p99_ms"] for r in kv)))
+print("load average at the end of (e): %s" % dict(lines)["load"])
+PY
+fi
 
 # --- (c) failover, last: it kills a nats-server.
+if section c; then
 echo "running (c) failover ..." >&2
 leader=$(python3 - "${MP[0]}" "${MP[1]}" "${MP[2]}" <<'PY'
 import json, sys, urllib.request
@@ -230,3 +463,4 @@ def served(port):
 print("failover_s first_upload_accepted %.2f longest_answer %.2f attempts %d served_by_nodes_1_3 %.2f"
       % (accepted - killed, worst, n, max(served(n1), served(n3))))
 PY
+fi

@@ -244,4 +244,5 @@ async def main():
     sys.exit(0 if ok else 1)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())
