@@ -148,6 +148,9 @@ pub struct NatsStore {
     inner: Arc<Inner>,
 }
 
+/// Start-up fails when loading the replica makes no progress for this long.
+const LOAD_STALL: Duration = Duration::from_secs(30);
+
 impl NatsStore {
     /// Connect, create or open the buckets, and load the replica; every change
     /// the replica applies (this node's and other nodes') is announced through
@@ -193,14 +196,28 @@ impl NatsStore {
                 fallbacks: tokio::sync::OnceCell::new(),
             }),
         };
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(store.clone().watch(ready_tx));
-        tokio::time::timeout(Duration::from_secs(60), ready_rx)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!("NATS at {joined}: index replica did not load"))
-            })?
-            .map_err(|_| StoreError::Unavailable("index watch ended".into()))?;
+        // The load takes as long as the index is large (~10,000 identities/s,
+        // docs/scaling.md): give up only when it stops making progress.
+        let mut loaded = 0;
+        loop {
+            match tokio::time::timeout(LOAD_STALL, &mut ready_rx).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return Err(StoreError::Unavailable("index watch ended".into())),
+                Err(_) => {
+                    let now = *store.inner.position.borrow();
+                    if now == loaded {
+                        return Err(StoreError::Unavailable(format!(
+                            "NATS at {joined}: index replica did not load (no progress for {} s at revision {now})",
+                            LOAD_STALL.as_secs()
+                        )));
+                    }
+                    tracing::info!(revision = now, "loading the index replica");
+                    loaded = now;
+                }
+            }
+        }
         tokio::spawn(store.clone().sweep_forever());
         Ok(store)
     }
