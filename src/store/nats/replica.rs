@@ -33,6 +33,9 @@ fn masters_of(stored: &Stored) -> Vec<ContentHash> {
     }
 }
 
+/// A change applied later than this after it was made (an index loaded at
+/// start, a long catch-up) prefetches no blobs.
+const PREFETCH_RECENT_MS: u64 = 60_000;
 /// Events kept in memory for SSE resume (`events_after`).
 const RECENT_EVENTS: usize = 10_000;
 /// How often the index watch is checked against the bucket's head.
@@ -509,7 +512,10 @@ impl NatsStore {
                 Ok(stored) => {
                     if let Some(ev) = self.apply_identity(primary, revision, stored) {
                         let lag = now_ms().saturating_sub(ev.at);
-                        if let Some(h) = ev.hash {
+                        // Only a recent change is about to be asked for
+                        // (open pages follow it); loading the index at start
+                        // must not read the whole object store.
+                        if let Some(h) = ev.hash.filter(|_| lag < PREFETCH_RECENT_MS) {
                             let this = self.clone();
                             tokio::spawn(async move { this.prefetch(&h).await });
                         }
