@@ -33,12 +33,16 @@ use crate::model::{AnimationInfo, OutputFormat, MAX_OUTPUT_SIDE};
 const GIF_SPEED: i32 = 10;
 
 /// Peak working memory of an animated render from a master described by
-/// `info` to `size` px, bytes: the composited canvas and the frame being
-/// resized, and every output frame (frames × pixels) plus the encoder's copy
-/// of the current one. The render pool's memory budget is charged this much.
+/// `info` to `size` px, bytes, charged by frames × pixels: libwebp's
+/// animation decoder hands over every composited master frame at once (the
+/// frames and our RGBA copy of the one being resized), then every output frame
+/// is held for the encoder, plus its working copy of one. The render pool's
+/// memory budget is charged this much (a 45-frame 512 px master: ~48 MiB,
+/// so it runs alone under the default 32 MiB budget).
 pub fn animated_render_cost(info: &AnimationInfo, size: u32) -> u64 {
     let (m, s) = (u64::from(info.side), u64::from(size));
-    8 * m * m + u64::from(info.frames.max(1)) * 4 * s * s + 12 * s * s
+    let frames = u64::from(info.frames.max(1));
+    frames * 4 * m * m + 8 * m * m + frames * 4 * s * s + 12 * s * s
 }
 
 fn libwebp_config(

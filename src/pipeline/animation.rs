@@ -313,8 +313,8 @@ fn walk(frames: image::Frames<'_>, on_frame: &mut OnFrame<'_>) -> Result<(), Pip
     Ok(())
 }
 
-/// Animated WebP through image-webp, which composites (blend, dispose to
-/// transparent: the background colour is ignored, as browsers do).
+/// Animated WebP through image-webp, which composites (blend; dispose to
+/// transparent, set explicitly below).
 fn walk_webp(
     bytes: &[u8],
     limits: &Limits,
@@ -322,6 +322,10 @@ fn walk_webp(
 ) -> Result<(), PipelineError> {
     let mut dec = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_error)?;
     dec.set_memory_limit(usize::try_from(limits.max_decoder_alloc).unwrap_or(usize::MAX));
+    // Disposal clears to transparent, as browsers do (they ignore the ANIM
+    // background colour); without a colour set, image-webp would not clear
+    // at all and a disposed frame would stay on the canvas.
+    dec.set_background_color([0, 0, 0, 0]).map_err(webp_error)?;
     let (width, height) = dec.dimensions();
     let len = dec
         .output_buffer_size()
