@@ -9,7 +9,9 @@
 //! (ICC → sRGB with moxcms), `encode` (PNG/JPEG/WebP variants, QOI rungs),
 //! `avif` (AVIF variants with rav1e), `classify` (the per-master lossy or
 //! lossless decision), `ladder` (`normalize`, `render`, `pick_rung`,
-//! `render_cost`), `error`.
+//! `render_cost`), `animation` (issue 22: every frame of an animated upload,
+//! under `AnimationLimits`), `animated` (the stored animated master and
+//! animated WebP / GIF variants), `error`.
 
 use crate::model::ContentHash;
 // The value types the pipeline works on live in `model` (shared with `spec`
