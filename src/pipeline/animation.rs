@@ -212,7 +212,7 @@ pub(crate) fn decode_animation(
     limits: &Limits,
 ) -> Result<Option<DecodedAnimation>, PipelineError> {
     let anim = &limits.animation;
-    let Some(declared) = declare(bytes, format)? else {
+    let Some(declared) = declare(bytes, format, anim.max_frames)? else {
         return Ok(None);
     };
     if declared.frames < 2 {
@@ -372,9 +372,14 @@ fn frame_limits(limits: &Limits) -> image::Limits {
 }
 
 /// Reads what the file declares, decoding no pixels. `None`: not animated.
-fn declare(bytes: &[u8], format: SourceFormat) -> Result<Option<Declared>, PipelineError> {
+/// A GIF's walk stops one frame past `max_frames` (already over the limit).
+fn declare(
+    bytes: &[u8],
+    format: SourceFormat,
+    max_frames: u32,
+) -> Result<Option<Declared>, PipelineError> {
     match format {
-        SourceFormat::Gif => declare_gif(bytes).map(Some),
+        SourceFormat::Gif => declare_gif(bytes, max_frames).map(Some),
         SourceFormat::Png => declare_apng(bytes),
         SourceFormat::Webp => {
             let dec = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_error)?;
@@ -401,7 +406,7 @@ fn declare(bytes: &[u8], format: SourceFormat) -> Result<Option<Declared>, Pipel
 }
 
 /// A GIF's frames and delays, its LZW data skipped, not decoded.
-fn declare_gif(bytes: &[u8]) -> Result<Declared, PipelineError> {
+fn declare_gif(bytes: &[u8], max_frames: u32) -> Result<Declared, PipelineError> {
     let gif_err = |e: gif::DecodingError| PipelineError::Decode(format!("gif: {e}"));
     let mut opts = gif::DecodeOptions::new();
     opts.skip_frame_decoding(true);
@@ -412,6 +417,9 @@ fn declare_gif(bytes: &[u8]) -> Result<Declared, PipelineError> {
     while let Some(frame) = dec.read_next_frame().map_err(gif_err)? {
         frames = frames.saturating_add(1);
         duration_ms += u64::from(played_delay(u32::from(frame.delay) * 10));
+        if frames > max_frames {
+            break;
+        }
     }
     let loop_count = match dec.repeat() {
         gif::Repeat::Infinite => 0,
