@@ -5,11 +5,13 @@
 //! group and the TOML schema, so a setting has one name everywhere
 //! (`--cache-mb` ↔ `cache_mb` ↔ `AVATAR_EDGE_CACHE_MB`). No global state.
 
+mod animation;
 mod fallback;
 mod nats;
 mod policy;
 mod settings;
 
+pub use animation::AnimationOverLimit;
 pub use fallback::{check_upstream, FallbackConfig};
 pub use nats::{NatsSecurity, Secret};
 pub use policy::{HookConfig, HookFailureMode, PolicyConfig, RateLimits, TrustedProxies};
@@ -263,6 +265,7 @@ impl Config {
         if !(1..=1000).contains(&max_mp) {
             return Err(invalid("max_megapixels", "must be 1..=1000"));
         }
+        let animation = animation::animation_limits(&s)?;
         let default_style = match s.default_style.as_deref() {
             None => Style::Identicon,
             Some(name) => Style::parse(name)
@@ -407,6 +410,7 @@ impl Config {
                     max_side,
                     max_pixels: max_mp * 1_000_000,
                     master_side,
+                    animation,
                     ..defaults
                 },
                 render_threads: s.render_threads.unwrap_or(cores).clamp(1, 256),

@@ -14,7 +14,8 @@ pub mod subscription;
 
 pub use fault::Fault;
 pub use image::{
-    Compression, Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE,
+    AnimationInfo, Compression, Crop, Layout, OutputFormat, Pixels, MAX_OUTPUT_SIDE,
+    MIN_OUTPUT_SIDE,
 };
 pub use style::Style;
 

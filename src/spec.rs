@@ -114,6 +114,7 @@ fn parse_extension(ext: &str) -> Result<OutputFormat, SpecError> {
         "jpg" | "jpeg" => Ok(OutputFormat::Jpeg),
         "webp" => Ok(OutputFormat::Webp),
         "avif" => Ok(OutputFormat::Avif),
+        "gif" => Ok(OutputFormat::Gif),
         _ => Err(SpecError::BadExtension),
     }
 }
@@ -133,6 +134,9 @@ pub struct ContentRequest {
     pub size: u32,
     /// The format named by the extension; `None` means negotiate from `Accept`.
     pub format: Option<OutputFormat>,
+    /// Issue 22: `animated=0` asks for the still frame of an animated avatar
+    /// (default `true`: WebP and GIF of an animated master move).
+    pub animated: bool,
 }
 
 /// Parse the part of a content URL after `/c/` plus its raw query string.
@@ -141,12 +145,26 @@ pub fn parse_content(segment: &str, query: Option<&str>) -> Result<ContentReques
     let hash: ContentHash = name.parse().map_err(|_| SpecError::BadHash)?;
     let format = ext.map(parse_extension).transpose()?;
     let mut size = DEFAULT_SIZE;
+    let mut animated = true;
     for (k, v) in query_pairs(query.unwrap_or(""))? {
-        if k == "s" || k == "size" {
-            size = parse_strict_size(&v)?;
+        match k.as_str() {
+            "s" | "size" => size = parse_strict_size(&v)?,
+            "animated" => {
+                animated = match v.as_str() {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err(SpecError::BadQuery),
+                }
+            }
+            _ => {}
         }
     }
-    Ok(ContentRequest { hash, size, format })
+    Ok(ContentRequest {
+        hash,
+        size,
+        format,
+        animated,
+    })
 }
 
 fn parse_strict_size(v: &str) -> Result<u32, SpecError> {
@@ -212,6 +230,8 @@ pub struct IdentityRequest {
     pub initials: Option<String>,
     /// `v=`: the identity version a live page asks for (issue 14).
     pub version: Option<u64>,
+    /// Issue 22: `animated=0` (or `false`/`no`) asks for the still frame.
+    pub animated: bool,
 }
 
 /// Parse an identity URL. Never fails: this path must always answer an image.
@@ -242,6 +262,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
         name: None,
         initials: None,
         version: None,
+        animated: true,
     };
     let q = query.unwrap_or("");
     let q = &q[..floor_char_boundary(q, MAX_QUERY_LEN)];
@@ -265,6 +286,7 @@ pub fn parse_identity(segment: &str, query: Option<&str>) -> IdentityRequest {
                 }
             }
             "v" => req.version = v.parse().ok(),
+            "animated" => req.animated = !matches!(v.as_str(), "0" | "false" | "no"),
             "name" => req.name = clean_text(&v),
             "initials" => req.initials = clean_initials(&v),
             _ => {}
@@ -378,7 +400,9 @@ mod tests {
                 Some("s=2048"),
                 Ok((2048, Some(OutputFormat::Webp))),
             ),
-            (&format!("{H}.gif"), None, Err(SpecError::BadExtension)),
+            (&format!("{H}.bmp"), None, Err(SpecError::BadExtension)),
+            (&format!("{H}.gif"), None, Ok((80, Some(OutputFormat::Gif)))),
+            (H, Some("animated=2"), Err(SpecError::BadQuery)),
             (H, Some("s=0"), Err(SpecError::BadSize)),
             (H, Some("s=2049"), Err(SpecError::BadSize)),
             (H, Some("s=abc"), Err(SpecError::BadSize)),
@@ -443,7 +467,7 @@ mod tests {
             IdentityRef::Invalid
         );
         assert_eq!(
-            parse_identity(&format!("{md5}.gif"), None).identity,
+            parse_identity(&format!("{md5}.bmp"), None).identity,
             IdentityRef::Invalid
         );
         assert_eq!(

@@ -110,6 +110,35 @@ fn live_avatars_in_two_tabs_of_a_real_browser() {
     println!("browser test took {:?}", t0.elapsed());
 }
 
+/// Issue 22: `tests/browser/motion.mjs` — an animated avatar moves (two
+/// screenshots differ), holds still under emulated `prefers-reduced-motion:
+/// reduce` (the client asks for `animated=0`), and moves again when the
+/// preference changes on the open page.
+#[test]
+fn animated_avatars_hold_still_under_reduced_motion() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing");
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core is missing: run scripts/test (npm ci --prefix tests/browser)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], Some(TOKEN));
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/motion.mjs"))
+        .env("AVATAR_EDGE_URL", format!("http://{}", server.addr))
+        .env("AVATAR_EDGE_TOKEN", TOKEN)
+        .env("FIXTURES", root.join("fixtures"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs (Node 20 is needed)");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tests/browser/motion.mjs failed");
+}
+
 #[test]
 fn demo_routes_are_404_without_demo() {
     let dir = tempfile::tempdir().unwrap();

@@ -382,3 +382,66 @@ fn http2_prior_knowledge_is_served_on_the_same_port() {
         "same bytes as over HTTP/1.1"
     );
 }
+
+/// Issue 22 over real sockets: the options reach the pipeline (`--max-frames`
+/// refuses with a 422 naming the limit; `--animation-over-limit still` keeps the
+/// first frame), and an animated upload is served as an animated GIF and WebP.
+#[test]
+fn animated_uploads_over_real_sockets() {
+    use image::AnimationDecoder;
+    let frames = |body: &[u8]| {
+        let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(body)).unwrap();
+        dec.into_frames().count()
+    };
+    let (ak, av) = auth();
+    let gif = fixture("gif_animated_aero_56f.gif");
+
+    let dir = tempfile::tempdir().unwrap();
+    let strict = Server::start(dir.path(), &["--max-frames", "20"], Some(TOKEN));
+    let r = strict.request("PUT", "/v1/avatars/a%40example.org", &[(ak, &av)], &gif);
+    assert_eq!(r.status, 422);
+    let err: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(err["error"], "too_many_frames");
+    assert!(err["message"].as_str().unwrap().contains("--max-frames"));
+    drop(strict);
+
+    let dir = tempfile::tempdir().unwrap();
+    let lenient = Server::start(
+        dir.path(),
+        &["--max-frames", "20", "--animation-over-limit", "still"],
+        Some(TOKEN),
+    );
+    let r = lenient.request("PUT", "/v1/avatars/a%40example.org", &[(ak, &av)], &gif);
+    assert_eq!(r.status, 200);
+    let info: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let r = lenient.request(
+        "GET",
+        &format!("/c/{}.gif?s=64", info["hash"].as_str().unwrap()),
+        &[],
+        b"",
+    );
+    assert_eq!((r.status, frames(&r.body)), (200, 1));
+    drop(lenient);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], Some(TOKEN));
+    let r = server.request("PUT", "/v1/avatars/a%40example.org", &[(ak, &av)], &gif);
+    assert_eq!(r.status, 200);
+    let info: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let hash = info["hash"].as_str().unwrap();
+    let r = server.request("GET", &format!("/c/{hash}.gif?s=64"), &[], b"");
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("image/gif"))
+    );
+    assert_eq!(frames(&r.body), 29);
+    let r = server.request(
+        "GET",
+        &format!("/c/{hash}?s=64"),
+        &[("Accept", "image/webp")],
+        b"",
+    );
+    assert_eq!(r.header("content-type"), Some("image/webp"));
+    let dec = image::codecs::webp::WebPDecoder::new(std::io::Cursor::new(&r.body[..])).unwrap();
+    assert!(dec.has_animation());
+}

@@ -256,7 +256,8 @@ async fn bad_content_requests_get_json_errors() {
     let cases = [
         (format!("/c/{unknown}.png"), 404),
         (format!("/c/{}.png", &hash[..60]), 400),
-        (format!("/c/{hash}.gif"), 400),
+        (format!("/c/{hash}.bmp"), 400),
+        (format!("/c/{hash}.png?animated=yes"), 400),
         (format!("/c/{hash}.png?s=0"), 400),
         (format!("/c/{hash}.png?s=4096"), 400),
         (format!("/c/{hash}.png?s=big"), 400),

@@ -41,6 +41,12 @@ export interface StartOptions {
   default?: string;
   /** Where to report refused subscriptions (default: `console`). */
   console?: Pick<Console, "error" | "warn">;
+  /**
+   * Whose `matchMedia("(prefers-reduced-motion: reduce)")` decides whether
+   * animated avatars are asked for as their still frame (`animated=0`);
+   * the client follows changes of the preference (default: `window`).
+   */
+  window?: Pick<Window, "matchMedia">;
 }
 
 export interface UrlOptions {

@@ -46,6 +46,22 @@ function createAvatarClient(options) {
   var sub = { joined: "", id: null, stream: null, retryMs: RETRY_MIN, timer: null, gen: 0 };
   var connected = false;
 
+  // Issue 22: a visitor who prefers reduced motion gets the still frame of
+  // animated avatars (`animated=0`), switching live when the preference changes.
+  var win = options.window || (typeof window !== "undefined" ? window : null);
+  var motion = win && typeof win.matchMedia === "function" ? win.matchMedia("(prefers-reduced-motion: reduce)") : null;
+  var reduced = !!(motion && motion.matches);
+  function onMotion() {
+    var now = !!(motion && motion.matches);
+    if (now === reduced) return;
+    reduced = now;
+    scan();
+  }
+  if (motion) {
+    if (typeof motion.addEventListener === "function") motion.addEventListener("change", onMotion);
+    else if (typeof motion.addListener === "function") motion.addListener(onMotion);
+  }
+
   function normalizeBase(b) {
     if (!b) return "";
     try {
@@ -109,6 +125,10 @@ function createAvatarClient(options) {
       n.searchParams.set("v", String(v));
       changed = true;
     }
+    if (reduced && n.searchParams.get("animated") !== "0") {
+      n.searchParams.set("animated", "0");
+      changed = true;
+    }
     return changed ? n.href : null;
   }
 
@@ -166,6 +186,7 @@ function createAvatarClient(options) {
     var r = o.rating || options.rating;
     if (rank(r) > 0) q += "&r=" + String(r).toLowerCase();
     if (versions[key]) q += "&v=" + versions[key];
+    if (reduced) q += "&animated=0";
     return base + "/avatar/" + key + q;
   }
 
@@ -266,7 +287,8 @@ function createAvatarClient(options) {
         (next[e.key] || (next[e.key] = new Set())).add(img);
         // Legacy markup has no src of its own; live markup only changes when
         // it is behind a known version or above the page's rating.
-        if (e.kind === "legacy" || versions[e.key] || pageRating(img)) show(img, e);
+        // (Or the visitor prefers reduced motion: then it asks for the still.)
+        if (e.kind === "legacy" || versions[e.key] || pageRating(img) || reduced || e.applied !== e.src0) show(img, e);
       }
     }
     byKey = next;
@@ -535,6 +557,10 @@ function createAvatarClient(options) {
       clearTimeout(sub.timer);
       clearTimeout(scanTimer);
       closeStream();
+      if (motion) {
+        if (typeof motion.removeEventListener === "function") motion.removeEventListener("change", onMotion);
+        else if (typeof motion.removeListener === "function") motion.removeListener(onMotion);
+      }
       if (observer) observer.disconnect();
       listeners = Object.create(null);
       byKey = Object.create(null);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, HookFailureMode, LogFormat};
+use super::{AnimationOverLimit, ConfigError, HookFailureMode, LogFormat};
 
 /// Everything `avatar-edge serve` can be told. Every field is optional so the
 /// layers can be merged; [`Config::resolve`](super::Config::resolve) fills in the defaults.
@@ -38,6 +38,18 @@ pub struct Settings {
     /// Largest accepted image area, megapixels [default: 40]
     #[arg(long, env = "AVATAR_EDGE_MAX_MEGAPIXELS")]
     pub max_megapixels: Option<u64>,
+    /// Most frames an animated upload (GIF, APNG, WebP) may have [default: 300]
+    #[arg(long, env = "AVATAR_EDGE_MAX_FRAMES")]
+    pub max_frames: Option<u32>,
+    /// Most pixels of an animated upload summed over its frames (one canvas per frame), megapixels [default: 200]
+    #[arg(long, env = "AVATAR_EDGE_MAX_ANIMATION_MEGAPIXELS")]
+    pub max_animation_megapixels: Option<u64>,
+    /// Longest animated upload (one loop, as browsers play it), seconds [default: 60]
+    #[arg(long, env = "AVATAR_EDGE_MAX_ANIMATION_SECONDS")]
+    pub max_animation_seconds: Option<u64>,
+    /// An animated upload over a limit: refuse (422 naming the limit) or still (keep the first frame) [default: refuse]
+    #[arg(long, env = "AVATAR_EDGE_ANIMATION_OVER_LIMIT", value_enum)]
+    pub animation_over_limit: Option<AnimationOverLimit>,
     /// Threads rendering images (decode/resize/encode) [default: number of cores]
     #[arg(long, env = "AVATAR_EDGE_RENDER_THREADS")]
     pub render_threads: Option<usize>,
@@ -285,6 +297,10 @@ impl Settings {
             max_upload_mb,
             max_side,
             max_megapixels,
+            max_frames,
+            max_animation_megapixels,
+            max_animation_seconds,
+            animation_over_limit,
             render_threads,
             render_queue,
             render_memory_mb,

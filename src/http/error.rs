@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::Body;
 use crate::model::subscription::SubscriptionError;
 use crate::model::Fault;
-use crate::pipeline::PipelineError;
+use crate::pipeline::{AnimationLimit, PipelineError};
 use crate::service::ServiceError;
 use crate::spec::SpecError;
 use crate::store::StoreError;
@@ -279,6 +279,12 @@ fn pipeline_error(p: &PipelineError) -> ApiError {
         PipelineError::MetadataBomb(_) => (S::UNPROCESSABLE_ENTITY, "metadata_bomb"),
         PipelineError::Decode(_) => (S::UNPROCESSABLE_ENTITY, "invalid_image"),
         PipelineError::BadCrop(_) => (S::UNPROCESSABLE_ENTITY, "bad_crop"),
+        PipelineError::AnimationLimit { limit, .. } => match limit {
+            AnimationLimit::Frames => (S::UNPROCESSABLE_ENTITY, "too_many_frames"),
+            AnimationLimit::Pixels => (S::UNPROCESSABLE_ENTITY, "animation_too_large"),
+            AnimationLimit::Duration => (S::UNPROCESSABLE_ENTITY, "animation_too_long"),
+        },
+        PipelineError::BadStillFrame { .. } => (S::UNPROCESSABLE_ENTITY, "bad_still_frame"),
         PipelineError::BadSize(_) => (S::BAD_REQUEST, "bad_size"),
         PipelineError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
     };

@@ -16,6 +16,9 @@ pub enum OutputFormat {
     Jpeg,
     Webp,
     Avif,
+    /// GIF: animated for an animated master (palette per frame), else the
+    /// still frame.
+    Gif,
 }
 
 impl OutputFormat {
@@ -25,6 +28,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Webp => "image/webp",
             OutputFormat::Avif => "image/avif",
+            OutputFormat::Gif => "image/gif",
         }
     }
     pub fn extension(&self) -> &'static str {
@@ -33,6 +37,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Gif => "gif",
         }
     }
 }
@@ -71,4 +76,18 @@ pub struct Pixels {
     pub height: u32,
     pub layout: Layout,
     pub data: Vec<u8>,
+}
+
+/// What a stored animated master is (issue 22): kept in the manifest, read by
+/// the render path without opening the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct AnimationInfo {
+    /// Side of the (square) animated master, px (at most 512).
+    pub side: u32,
+    /// Frames stored (identical consecutive frames merged, their delays summed).
+    pub frames: u32,
+    /// Times the animation plays; 0 = forever.
+    pub loop_count: u32,
+    /// One loop's duration, ms.
+    pub duration_ms: u64,
 }

@@ -30,7 +30,7 @@ pub const PROGRESSIVE_FROM: u32 = 256;
 /// of CPU for a cold 128 px render against a 2 ms budget; 2 takes about half
 /// the encode time for ~3 % more bytes, still well inside the byte targets
 /// (see BENCHMARKS.md, "Bytes on the wire"). Below 2 the bytes grow 10 %+.
-const WEBP_METHOD: i32 = 2;
+pub(crate) const WEBP_METHOD: i32 = 2;
 
 /// Largest rung side `decode_rung` accepts (guards against a corrupt header
 /// asking for a huge allocation).
@@ -123,6 +123,7 @@ pub fn encode(
                 Compression::Lossless => encode_webp_lossless(px)?,
             };
         }
+        OutputFormat::Gif => out = super::animated::encode_still_gif(px)?,
         OutputFormat::Avif => {
             out = super::avif::encode_avif(px, checked_quality("avif", encoding.quality.avif)?)?
         }

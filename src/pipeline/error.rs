@@ -5,6 +5,7 @@
 //! encoder failed or a stored rung is corrupt (a 5xx). Messages are short and
 //! human: no `Debug` dumps of decoder state.
 
+use super::animation::AnimationLimit;
 use crate::model::{Fault, MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE};
 
 /// Longest detail text carried from a decoder's message.
@@ -44,6 +45,13 @@ pub enum PipelineError {
     LimitExceeded(String),
     #[error("metadata decompression bomb: {0}")]
     MetadataBomb(String),
+    /// Issue 22: an animation over `--max-frames`, `--max-animation-megapixels`
+    /// or `--max-animation-seconds` (with `--animation-over-limit refuse`).
+    #[error("animation over the limit: more than {max} {limit} ({})", limit.option())]
+    AnimationLimit { limit: AnimationLimit, max: u64 },
+    /// Issue 22: `?still_frame=N` names a frame the upload does not have.
+    #[error("still_frame {frame} out of range: the image has {frames} frame(s)")]
+    BadStillFrame { frame: u32, frames: u32 },
     #[error("bad crop: {0}")]
     BadCrop(String),
     #[error("size {0} out of range {min}..={max}", min = MIN_OUTPUT_SIDE, max = MAX_OUTPUT_SIDE)]

@@ -433,6 +433,7 @@ fn every_format_and_size_decodes_to_that_size() {
                     OutputFormat::Jpeg => image::ImageFormat::Jpeg,
                     OutputFormat::Webp => image::ImageFormat::WebP,
                     OutputFormat::Avif => image::ImageFormat::Avif,
+                    OutputFormat::Gif => image::ImageFormat::Gif,
                 };
                 assert_eq!(fmt, want);
                 if size == 80 {

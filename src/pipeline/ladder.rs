@@ -18,15 +18,17 @@
 use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
 
+use super::animated::encode_master;
+use super::animation::decode_animation;
 use super::classify::{classify, DECISION_SIDE};
 use super::color::to_srgb;
-use super::decode::{check_body, decode, decode_jpeg_shrunk};
+use super::decode::{check_body, decode, decode_jpeg_shrunk, Decoded};
 use super::encode::{decode_rung, encode, encode_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
 use super::resize::{crop_resize, resize_square};
 use super::{
-    Compression, Crop, Encoding, Layout, Limits, Normalized, OutputFormat, PipelineError, Pixels,
-    Rung,
+    AnimatedMaster, Compression, Crop, Encoding, Layout, Limits, Normalized, OutputFormat,
+    PipelineError, Pixels, Rung,
 };
 use crate::model::ContentHash;
 use crate::model::MAX_OUTPUT_SIDE;
@@ -95,16 +97,57 @@ pub(crate) fn ladder_sides(master: u32) -> Vec<u32> {
 }
 
 /// Decodes, orients, crops, colour-converts and downscales an upload, and
-/// builds its resolution ladder.
+/// builds its resolution ladder (the still from the first frame).
 pub fn normalize(
     bytes: &[u8],
     crop: Option<Crop>,
     limits: &Limits,
 ) -> Result<Normalized, PipelineError> {
+    normalize_upload(bytes, crop, 0, limits)
+}
+
+/// [`normalize`], and for an animated GIF, APNG or WebP (issue 22) also its
+/// animated master (see `animation`); the still ladder is made from frame
+/// `still_frame` (0-based; only 0 is valid for a still image).
+pub fn normalize_upload(
+    bytes: &[u8],
+    crop: Option<Crop>,
+    still_frame: u32,
+    limits: &Limits,
+) -> Result<Normalized, PipelineError> {
+    check_body(bytes, limits)?;
+    let format = super::sniff::sniff(bytes)?;
+    if let Some(a) = decode_animation(bytes, format, crop, still_frame, limits)? {
+        let (w, h) = (a.still.width, a.still.height);
+        let decoded = Decoded {
+            format,
+            image: DynamicImage::ImageRgba8(
+                RgbaImage::from_raw(w, h, a.still.data)
+                    .ok_or_else(|| PipelineError::Internal("still frame size".into()))?,
+            ),
+            orientation: Orientation::NoTransforms,
+            icc: None,
+        };
+        let mut normalized = ladder_from(decoded, 1, (w, h), crop, limits)?;
+        let bytes = encode_master(&a.animation)?;
+        normalized.animation = Some(AnimatedMaster {
+            info: a.animation.info(),
+            hash: ContentHash::of(&bytes),
+            bytes,
+        });
+        return Ok(normalized);
+    }
+    if still_frame > 0 {
+        return Err(PipelineError::BadStillFrame {
+            frame: still_frame,
+            frames: 1,
+        });
+    }
     normalize_with(bytes, crop, limits, true)
 }
 
-/// [`normalize`], with shrink-on-load optional (tests compare both paths).
+/// [`normalize`] of a still, with shrink-on-load optional (tests compare both
+/// paths).
 fn normalize_with(
     bytes: &[u8],
     crop: Option<Crop>,
@@ -112,12 +155,9 @@ fn normalize_with(
     shrink_on_load: bool,
 ) -> Result<Normalized, PipelineError> {
     check_body(bytes, limits)?;
-    if limits.master_side == 0 {
-        return Err(PipelineError::Internal("master_side must be >= 1".into()));
-    }
     // Large JPEGs decode at 1/2, 1/4 or 1/8 scale when the square still has
     // at least `master_side` pixels after it; everything else at full size.
-    let (decoded, scale, (sw, sh)) =
+    let (decoded, scale, dims) =
         match decode_jpeg_shrunk(bytes, limits, crop).filter(|_| shrink_on_load) {
             Some(shrunk) => shrunk,
             None => {
@@ -126,6 +166,21 @@ fn normalize_with(
                 (d, 1, dims)
             }
         };
+    ladder_from(decoded, scale, dims, crop, limits)
+}
+
+/// The still ladder of a decoded image (decoded at 1/`scale` of its full
+/// stored size `sw`×`sh`).
+fn ladder_from(
+    decoded: Decoded,
+    scale: u32,
+    (sw, sh): (u32, u32),
+    crop: Option<Crop>,
+    limits: &Limits,
+) -> Result<Normalized, PipelineError> {
+    if limits.master_side == 0 {
+        return Err(PipelineError::Internal("master_side must be >= 1".into()));
+    }
     let swapped = swaps_axes(decoded.orientation);
     let (uw, uh) = if swapped { (sh, sw) } else { (sw, sh) };
     // Crop validation and the master's side use the file's full dimensions…
@@ -182,6 +237,7 @@ fn normalize_with(
         has_alpha,
         compression: compression.unwrap_or(Compression::Lossless),
         ladder,
+        animation: None,
     })
 }
 

@@ -9,13 +9,17 @@
 //! (ICC → sRGB with moxcms), `encode` (PNG/JPEG/WebP variants, QOI rungs),
 //! `avif` (AVIF variants with rav1e), `classify` (the per-master lossy or
 //! lossless decision), `ladder` (`normalize`, `render`, `pick_rung`,
-//! `render_cost`), `error`.
+//! `render_cost`), `animation` (issue 22: every frame of an animated upload,
+//! under `AnimationLimits`), `animated` (the stored animated master and
+//! animated WebP / GIF variants), `error`.
 
 use crate::model::ContentHash;
 // The value types the pipeline works on live in `model` (shared with `spec`
 // and `identicon`, which must not import the pipeline).
 pub use crate::model::{Compression, Crop, Layout, OutputFormat, Pixels};
 
+mod animated;
+mod animation;
 mod avif;
 mod classify;
 mod color;
@@ -37,13 +41,18 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+pub use animated::{animated_render_cost, decode_master, encode_master, render_animated};
+pub use animation::{
+    Animation, AnimationLimit, AnimationLimits, Frame, OverLimit, MASTER_FRAME_BUDGET,
+    MAX_ANIMATION_SIDE,
+};
 pub use avif::encode_avif_at;
 pub use avif::AVIF_SPEED;
 pub use classify::classify;
 pub use decode::probe;
 pub use encode::{decode_rung, encode, JPEG_QUALITY};
 pub use error::PipelineError;
-pub use ladder::{normalize, pick_rung, render, render_cost, MIN_RUNG_SIDE};
+pub use ladder::{normalize, normalize_upload, pick_rung, render, render_cost, MIN_RUNG_SIDE};
 pub use resize::resize_square;
 pub use sniff::sniff;
 
@@ -125,6 +134,8 @@ pub struct Limits {
     pub max_decoder_alloc: u64,
     /// Side of the largest stored master (default 1024).
     pub master_side: u32,
+    /// Issue 22: frames, total pixels and duration of animated uploads.
+    pub animation: AnimationLimits,
 }
 
 /// One stored rung of a master's resolution ladder.
@@ -143,8 +154,20 @@ pub struct Normalized {
     pub has_alpha: bool,
     /// Lossy or lossless WebP for this master ([`classify`]).
     pub compression: Compression,
-    /// Largest first; `ladder[0]` is the master whose hash names the avatar.
+    /// Largest first; `ladder[0]` is the still master (whose hash names the
+    /// avatar unless it is animated).
     pub ladder: Vec<Rung>,
+    /// Issue 22: the animated master of an animated upload (its hash then
+    /// names the avatar: it covers every frame).
+    pub animation: Option<AnimatedMaster>,
+}
+
+/// A stored animated master: lossless animated WebP ([`encode_master`]).
+#[derive(Debug, Clone)]
+pub struct AnimatedMaster {
+    pub info: crate::model::AnimationInfo,
+    pub bytes: Vec<u8>,
+    pub hash: ContentHash,
 }
 
 impl Default for Limits {
@@ -155,6 +178,7 @@ impl Default for Limits {
             max_pixels: 40_000_000,
             max_decoder_alloc: 512 << 20,
             master_side: 1024,
+            animation: AnimationLimits::default(),
         }
     }
 }

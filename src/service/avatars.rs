@@ -98,10 +98,10 @@ impl Service {
     ) -> Result<AvatarInfo, ServiceError> {
         let keys = IdentityKeys::parse(key)?;
         let limits = self.config.limits;
-        let crop = params.crop;
+        let (crop, still_frame) = (params.crop, params.still_frame.unwrap_or(0));
         let normalized = self
             .run_on(&self.uploads, 0, move || {
-                pipeline::normalize(&body, crop, &limits)
+                pipeline::normalize_upload(&body, crop, still_frame, &limits)
             })
             .await??;
         let master = new_master(normalized);
@@ -197,29 +197,39 @@ impl Service {
 }
 
 /// A normalized upload as the store keeps it: its manifest and rungs.
+/// An animated upload (issue 22) stores its animated master first, as a rung
+/// of side 0 (see `Manifest::rungs`); its hash names the avatar.
 pub(super) fn new_master(normalized: pipeline::Normalized) -> NewMaster {
+    let mut refs = Vec::with_capacity(normalized.ladder.len() + 1);
+    let mut blobs = Vec::with_capacity(normalized.ladder.len() + 1);
+    let animation = normalized.animation.map(|a| {
+        refs.push(RungRef {
+            side: 0,
+            blob: a.hash,
+            len: a.bytes.len() as u64,
+        });
+        blobs.push(Bytes::from(a.bytes));
+        a.info
+    });
+    for r in normalized.ladder {
+        refs.push(RungRef {
+            side: r.side,
+            blob: r.hash,
+            len: r.bytes.len() as u64,
+        });
+        blobs.push(Bytes::from(r.bytes));
+    }
     let manifest = Manifest {
-        hash: normalized.ladder[0].hash,
+        hash: refs[0].blob,
         has_alpha: normalized.has_alpha,
         compression: Some(normalized.compression),
         source_format: source_format_name(normalized.source_format).into(),
-        rungs: normalized
-            .ladder
-            .iter()
-            .map(|r| RungRef {
-                side: r.side,
-                blob: r.hash,
-                len: r.bytes.len() as u64,
-            })
-            .collect(),
+        rungs: refs,
+        animation,
     };
     NewMaster {
         manifest,
-        rungs: normalized
-            .ladder
-            .into_iter()
-            .map(|r| Bytes::from(r.bytes))
-            .collect(),
+        rungs: blobs,
     }
 }
 

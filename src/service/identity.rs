@@ -201,14 +201,17 @@ impl Service {
             hash: manifest.hash,
             size: req.size,
             format: req.format,
+            animated: req.animated,
         };
         let key = self.content_key(&creq, manifest, accept);
         let (variant, outcome) = self.content_variant(manifest, key).await?;
+        let still = manifest.animation.is_some() && !req.animated;
         let content_url = format!(
-            "/c/{}.{}?s={}",
+            "/c/{}.{}?s={}{}",
             manifest.hash,
             variant.format.extension(),
-            req.size
+            req.size,
+            if still { "&animated=0" } else { "" }
         );
         Ok((variant, outcome, content_url))
     }

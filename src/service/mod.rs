@@ -18,6 +18,7 @@
 //! - fields are private: callers (the HTTP layer, the import) use the
 //!   methods here and never reach the store, the bus or the configuration.
 
+mod animated;
 mod audit;
 pub mod avatars;
 pub mod defaults;

@@ -25,6 +25,9 @@ pub enum VariantKey {
         hash: ContentHash,
         size: u32,
         format: OutputFormat,
+        /// Issue 22: rendered from the animated master (WebP or GIF of an
+        /// animated upload, not asked `animated=0`).
+        animated: bool,
     },
     Generated {
         style: Style,
@@ -41,11 +44,20 @@ impl VariantKey {
         let mut h = blake3::Hasher::new();
         h.update(&PIPELINE_VERSION.to_le_bytes());
         match self {
-            VariantKey::Content { hash, size, format } => {
+            VariantKey::Content {
+                hash,
+                size,
+                format,
+                animated,
+            } => {
                 h.update(b"c");
                 h.update(&hash.0);
                 h.update(&size.to_le_bytes());
                 h.update(format.extension().as_bytes());
+                // Stills keep the ETags they always had.
+                if *animated {
+                    h.update(b"animated");
+                }
             }
             VariantKey::Generated {
                 style,
@@ -179,10 +191,13 @@ impl Service {
         manifest: &Manifest,
         accept: Option<&str>,
     ) -> VariantKey {
+        // Issue 22: an animated master moves in WebP and GIF; negotiation
+        // then never picks AVIF (WebP, or a still PNG/JPEG without WebP).
+        let moving = manifest.animation.is_some() && req.animated;
         let offer = Offer {
             has_alpha: manifest.has_alpha,
             compression: manifest.compression(),
-            avif: self.config.avif_negotiate,
+            avif: self.config.avif_negotiate && !moving,
             size: req.size,
         };
         let format = req.format.unwrap_or_else(|| negotiate(accept, offer));
@@ -190,6 +205,7 @@ impl Service {
             hash: manifest.hash,
             size: req.size,
             format,
+            animated: moving && matches!(format, OutputFormat::Webp | OutputFormat::Gif),
         }
     }
 
@@ -244,9 +260,18 @@ impl Service {
         manifest: &Manifest,
         key: VariantKey,
     ) -> Result<(Variant, Outcome), ServiceError> {
-        let VariantKey::Content { size, format, .. } = key else {
+        let VariantKey::Content {
+            size,
+            format,
+            animated,
+            ..
+        } = key
+        else {
             unreachable!("content_variant takes content keys")
         };
+        if animated {
+            return self.animated_variant(manifest, key).await;
+        }
         // Rung choice without a heap allocation (ladders have ≤ 16 rungs).
         let mut buf = [0u32; 16];
         let rung_index = if manifest.rungs.len() <= buf.len() {
@@ -313,7 +338,7 @@ impl Service {
     /// Counts a render whose decode or encode failed (a 500 for that request
     /// only, logged with its request id by the HTTP layer; the cache stores
     /// nothing for it).
-    fn render_result<T>(&self, r: Result<T, ServiceError>) -> Result<T, ServiceError> {
+    pub(super) fn render_result<T>(&self, r: Result<T, ServiceError>) -> Result<T, ServiceError> {
         if let Err(ServiceError::Pipeline(_)) = &r {
             self.metrics
                 .render_failures

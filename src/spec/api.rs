@@ -7,11 +7,14 @@ use serde::Deserialize;
 use super::{query_pairs, SpecError};
 use crate::model::{Crop, IdentityKeys, Rating};
 
-/// Parameters of an upload: `PUT /v1/avatars/{key}?crop=x,y,side&rating=g`.
+/// Parameters of an upload: `PUT /v1/avatars/{key}?crop=x,y,side&rating=g&still_frame=N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UploadParams {
     pub crop: Option<Crop>,
     pub rating: Option<Rating>,
+    /// Issue 22: the frame (0-based) of an animation the still ladder is
+    /// made from (default 0).
+    pub still_frame: Option<u32>,
 }
 
 /// Strictly parse upload query parameters.
@@ -21,6 +24,10 @@ pub fn parse_upload(query: Option<&str>) -> Result<UploadParams, SpecError> {
         match k.as_str() {
             "crop" => p.crop = Some(parse_crop(&v)?),
             "rating" | "r" => p.rating = Some(v.parse().map_err(|_| SpecError::BadRating)?),
+            "still_frame" => {
+                let ok = !v.is_empty() && v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit());
+                p.still_frame = Some(v.parse().ok().filter(|_| ok).ok_or(SpecError::BadQuery)?);
+            }
             _ => {}
         }
     }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::ChangeEvent;
-use crate::model::{Compression, ContentHash, IdentityHash, Rating};
+use crate::model::{AnimationInfo, Compression, ContentHash, IdentityHash, Rating};
 
 /// Store failures. `Unavailable`/`Full` are the server's fault or the disk's,
 /// never the client's.
@@ -78,8 +78,15 @@ pub struct Manifest {
     pub has_alpha: bool,
     /// Format the upload was sniffed as ("jpeg", "png", "gif", "webp").
     pub source_format: String,
-    /// Largest first; `rungs[0].blob == hash`.
+    /// Largest first; `rungs[0].blob == hash`. Issue 22: an animated
+    /// master's rungs start with the animated master itself, a rung of side
+    /// 0 (no still is ever picked from it: `pipeline::pick_rung` asks for a
+    /// side >= the request), so every store keeps, backs up and collects it
+    /// like the still rungs that follow.
     pub rungs: Vec<RungRef>,
+    /// Issue 22: what the animated master (`rungs[0]`) is; absent for stills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub animation: Option<AnimationInfo>,
     /// Lossy or lossless WebP, decided at upload (`pipeline::classify`).
     /// Absent in manifests written before the decision existed: see
     /// [`Manifest::compression`].
@@ -88,8 +95,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The still master's side.
     pub fn side(&self) -> u32 {
-        self.rungs.first().map_or(0, |r| r.side)
+        self.rungs.iter().map(|r| r.side).max().unwrap_or(0)
+    }
+
+    /// The animated master's blob, when there is one.
+    pub fn animated_blob(&self) -> Option<ContentHash> {
+        self.animation.and(self.rungs.first()).map(|r| r.blob)
     }
 
     /// The master's compression. Masters stored before the decision existed

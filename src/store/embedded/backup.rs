@@ -249,6 +249,7 @@ mod tests {
                 has_alpha: false,
                 source_format: "png".into(),
                 compression: None,
+                animation: None,
                 rungs: vec![RungRef {
                     side: 64,
                     blob: hash,

@@ -14,6 +14,7 @@ fn master(seed: &[u8]) -> NewMaster {
         has_alpha: false,
         source_format: "png".into(),
         compression: None,
+        animation: None,
         rungs: vec![
             RungRef {
                 side: 128,

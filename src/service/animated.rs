@@ -1,0 +1,60 @@
+//! Issue 22: animated variants — an animated master resized to an animated
+//! WebP or GIF, cached and coalesced like every variant (its key says
+//! `animated`), charged to the render memory budget by frames × pixels
+//! (`pipeline::animated_render_cost`).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::render::{Variant, VariantKey};
+use super::{Service, ServiceError};
+use crate::cache::Outcome;
+use crate::pipeline::{self, Encoding};
+use crate::store::Manifest;
+
+impl Service {
+    /// The animated variant of `key` (cached, coalesced).
+    pub(super) async fn animated_variant(
+        &self,
+        manifest: &Manifest,
+        key: VariantKey,
+    ) -> Result<(Variant, Outcome), ServiceError> {
+        let VariantKey::Content { size, format, .. } = key else {
+            unreachable!("animated_variant takes content keys")
+        };
+        let (Some(info), Some(blob)) = (manifest.animation, manifest.animated_blob()) else {
+            return Err(ServiceError::ContentUnreadable);
+        };
+        let cost = pipeline::animated_render_cost(&info, size);
+        let encoding = Encoding {
+            compression: manifest.compression(),
+            quality: self.config.quality,
+        };
+        let etag_key = key.clone();
+        self.cache
+            .get_or_produce(key, || async move {
+                let etag = etag_key.etag();
+                let started = Instant::now();
+                let bytes = self
+                    .store
+                    .blob(&blob)
+                    .await?
+                    .ok_or(ServiceError::ContentUnreadable)?;
+                let job = self.on_pool(cost, move || {
+                    pipeline::render_animated(&bytes, size, format, encoding)
+                });
+                let body = self.render_result(job.await.and_then(|r| Ok(r?)))?;
+                self.metrics.render_seconds.observe(started.elapsed());
+                self.metrics
+                    .renders
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Variant {
+                    body: Bytes::from(body),
+                    etag,
+                    format,
+                })
+            })
+            .await
+    }
+}
