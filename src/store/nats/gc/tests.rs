@@ -18,6 +18,7 @@ fn manifest() -> Manifest {
             len: 10,
         }],
         compression: None,
+        animation: None,
     }
 }
 

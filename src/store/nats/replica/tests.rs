@@ -69,6 +69,7 @@ fn a_fallback_lease_keeps_an_unnamed_master_reachable_until_it_ends() {
         source_format: "png".into(),
         rungs: Vec::new(),
         compression: None,
+        animation: None,
     };
     let entry = |held_until| MasterEntry {
         manifest: manifest.clone(),
