@@ -12,6 +12,18 @@
 //! The master is built outside the timed loop: 45 different 512 px crops of
 //! `fixtures/photo_large_4032x3024.jpg` (photographic content, every frame
 //! distinct, 100 ms each), stored as `pipeline::encode_master` stores uploads.
+//!
+//! Latest (2026-11-30 21:18–21:20 UTC, two runs back to back, load 0.2–1.5,
+//! criterion's median estimate):
+//!
+//! | bench                     | run 1    | run 2    | target  |
+//! |---------------------------|----------|----------|---------|
+//! | animated/webp_lossy/64    | 278 ms   | 264 ms   | ≤ 30 ms |
+//! | animated/webp_lossless/64 | 295 ms   | 307 ms   |         |
+//! | animated/gif/64           | 298 ms   | 276 ms   |         |
+//!
+//! Missed ~9×: every cold render decodes all 45 frames of the 512 px master,
+//! whatever the size asked (a smaller second animated master is the fix).
 
 use std::hint::black_box;
 
