@@ -5,8 +5,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::render::{Variant, VariantKey};
 use super::{Service, ServiceError};
 use crate::cache::Outcome;
@@ -45,15 +43,7 @@ impl Service {
                     pipeline::render_animated(&bytes, size, format, encoding)
                 });
                 let body = self.render_result(job.await.and_then(|r| Ok(r?)))?;
-                self.metrics.render_seconds.observe(started.elapsed());
-                self.metrics
-                    .renders
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(Variant {
-                    body: Bytes::from(body),
-                    etag,
-                    format,
-                })
+                Ok(self.rendered(started, body, etag, format))
             })
             .await
     }

@@ -322,17 +322,28 @@ impl Service {
                     });
                     self.render_result(job.await.and_then(|r| Ok(r?)))?
                 };
-                self.metrics.render_seconds.observe(started.elapsed());
-                self.metrics
-                    .renders
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(Variant {
-                    body: Bytes::from(body),
-                    etag,
-                    format,
-                })
+                Ok(self.rendered(started, body, etag, format))
             })
             .await
+    }
+
+    /// A finished render as a variant, counted (still and animated alike).
+    pub(super) fn rendered(
+        &self,
+        started: Instant,
+        body: Vec<u8>,
+        etag: HeaderValue,
+        format: OutputFormat,
+    ) -> Variant {
+        self.metrics.render_seconds.observe(started.elapsed());
+        self.metrics
+            .renders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Variant {
+            body: Bytes::from(body),
+            etag,
+            format,
+        }
     }
 
     /// Counts a render whose decode or encode failed (a 500 for that request
