@@ -211,7 +211,8 @@ async fn the_animated_master_is_collected_with_the_ladder() {
     assert_eq!(e.get(&format!("/c/{hash}.gif?s=32")).await.status, 200);
     let deleted = e.metric("avatar_edge_blobs_deleted_total");
     assert_eq!(e.delete("gc@example.org").await.status, 204);
-    // The animated master and the 189 and 94 px stills.
-    assert_eq!(e.metric("avatar_edge_blobs_deleted_total") - deleted, 3);
+    // The 189 px animated master, its 94 px animated rung, and the 189 and
+    // 94 px stills.
+    assert_eq!(e.metric("avatar_edge_blobs_deleted_total") - deleted, 4);
     assert_eq!(e.get(&format!("/c/{hash}.webp?s=33")).await.status, 404);
 }

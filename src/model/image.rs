@@ -90,4 +90,22 @@ pub struct AnimationInfo {
     pub loop_count: u32,
     /// One loop's duration, ms.
     pub duration_ms: u64,
+    /// Smaller animated rungs stored after the master (`Manifest::rungs[1..]`),
+    /// rung `i` of side `side >> i`, so a small render never decodes the
+    /// whole master. 0 in manifests written before they existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub smaller: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl AnimationInfo {
+    /// Sides of the stored animated rungs, the master's first.
+    pub fn rung_sides(&self) -> Vec<u32> {
+        (0..=u32::from(self.smaller))
+            .map(|i| self.side >> i)
+            .collect()
+    }
 }

@@ -1,145 +1,137 @@
 //! Animated masters and variants (issue 22).
 //!
-//! The stored animated master is a *lossless* animated WebP (libwebp's
-//! WebPAnimEncoder, through the `webp` crate): exact pixels for every later
-//! resize, sub-frame rectangles and per-frame compression chosen by libwebp,
-//! and a file any WebP tool can open (backups stay inspectable). Its frames
-//! are the composited, de-duplicated frames of [`Animation`], so rendering
-//! never needs the upload again.
+//! The stored animated master is a *lossless* animated WebP: exact pixels for
+//! every later resize, and a file any WebP tool can open (backups stay
+//! inspectable). Its frames are the composited, de-duplicated frames of
+//! [`Animation`], so rendering never needs the upload again. Below it the
+//! upload stores smaller animated rungs, halving down to
+//! [`MIN_ANIMATED_RUNG_SIDE`] ([`animated_ladder`]).
 //!
-//! A render decodes the master frame by frame (image-webp composites), resizes
-//! each frame to the requested side and encodes an animated WebP (lossy or
-//! lossless as the master's `Compression` says, like stills) or an animated
-//! GIF (a palette per frame by NeuQuant, the `color_quant` crate through
-//! `gif`; delays in centiseconds). Delays and the loop count are carried
-//! through unchanged (GIF rounds delays to 10 ms).
+//! A render decodes the smallest animated rung at least as large as asked
+//! (libwebp's animation decoder composites), resizes each frame to the
+//! requested side and encodes an animated WebP or an animated GIF (a palette
+//! per frame by NeuQuant, the `color_quant` crate through `gif`; delays in
+//! centiseconds). Delays and the loop count are carried through unchanged
+//! (GIF rounds delays to 10 ms).
 //!
-//! Invariant: libwebp's encoder makes up the last frame's duration (the
-//! `webp` crate ends the stream with a timestamp it rejects); every encoded
-//! WebP gets its last `ANMF` duration written back ([`set_last_duration`]), so
-//! the total is exactly the sum of the delays.
+//! Animated WebP is muxed by `webp_mux`: every frame (only its changed
+//! rectangle) encoded once, durations exact. A variant's frames are encoded
+//! exactly as a still WebP variant is (`encode::encode`: lossy libwebp or
+//! lossless image-webp, by the master's `Compression`); stored rungs with
+//! libwebp's lossless encoder.
 
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, RgbaImage};
 
 use super::animation::{Animation, Frame};
-use super::encode::WEBP_METHOD;
+use super::encode::encode;
 use super::resize::{check_buffer, resize_square};
-use super::{Compression, Encoding, Layout, PipelineError, Pixels};
-use crate::model::{AnimationInfo, OutputFormat, MAX_OUTPUT_SIDE};
+use super::webp_mux::{mux_animated_webp, MuxFrame};
+use super::{Encoding, Layout, PipelineError, Pixels, Rung};
+use crate::model::{AnimationInfo, ContentHash, OutputFormat, MAX_OUTPUT_SIDE};
 
 /// Speed of NeuQuant in GIF variants (1 best … 30 fastest; 10 is the
 /// `gif` crate's own default for `from_rgba`).
 const GIF_SPEED: i32 = 10;
 
-/// Peak working memory of an animated render from a master described by
-/// `info` to `size` px, bytes, charged by frames × pixels: libwebp's
-/// animation decoder hands over every composited master frame at once (the
-/// frames and our RGBA copy of the one being resized), then every output frame
-/// is held for the encoder, plus its working copy of one. The render pool's
-/// memory budget is charged this much (a 45-frame 512 px master: ~48 MiB,
-/// so it runs alone under the default 32 MiB budget).
-pub fn animated_render_cost(info: &AnimationInfo, size: u32) -> u64 {
-    let (m, s) = (u64::from(info.side), u64::from(size));
+/// Smallest side of a smaller animated rung: animated masters are stored
+/// halving down to it (512 → 256, 128, 64), a third more bytes, so a cold
+/// 64 px render decodes 1/64 of the master's pixels (issue 22's cost target:
+/// decoding every frame of the 512 px master alone took ~240 ms).
+pub const MIN_ANIMATED_RUNG_SIDE: u32 = 64;
+
+/// The smaller animated rungs of `anim`: each half the side of the one
+/// before, down to [`MIN_ANIMATED_RUNG_SIDE`], every frame resized from the
+/// rung above and identical consecutive frames merged, stored like the
+/// master ([`encode_master`]).
+pub fn animated_ladder(mut anim: Animation) -> Result<Vec<Rung>, PipelineError> {
+    let mut rungs = Vec::new();
+    while anim.side / 2 >= MIN_ANIMATED_RUNG_SIDE {
+        let side = anim.side / 2;
+        let mut frames: Vec<Frame> = Vec::with_capacity(anim.frames.len());
+        for f in &anim.frames {
+            let px = resize_square(&f.px, side)?;
+            match frames.last_mut() {
+                Some(last) if last.px == px => {
+                    last.delay_ms = last.delay_ms.saturating_add(f.delay_ms)
+                }
+                _ => frames.push(Frame {
+                    px,
+                    delay_ms: f.delay_ms,
+                }),
+            }
+        }
+        anim = Animation {
+            side,
+            loop_count: anim.loop_count,
+            frames,
+        };
+        let bytes = encode_master(&anim)?;
+        rungs.push(Rung {
+            side,
+            hash: ContentHash::of(&bytes),
+            bytes,
+        });
+    }
+    Ok(rungs)
+}
+
+/// Peak working memory of an animated render from the animated rung of side
+/// `rung` of a master described by `info` to `size` px, bytes, charged by
+/// frames × pixels: libwebp's animation decoder hands over every composited
+/// rung frame at once (the frames and our RGBA copy of the one being
+/// resized), then every output frame is held for the encoder, plus its
+/// working copy of one. The render pool's memory budget is charged this much
+/// (from a 45-frame 512 px rung: ~48 MiB, so it runs alone under the default
+/// 32 MiB budget; from its 64 px rung under 1 MiB).
+pub fn animated_render_cost(info: &AnimationInfo, rung: u32, size: u32) -> u64 {
+    let (m, s) = (u64::from(rung.min(info.side)), u64::from(size));
     let frames = u64::from(info.frames.max(1));
     frames * 4 * m * m + 8 * m * m + frames * 4 * s * s + 12 * s * s
 }
 
-fn libwebp_config(
-    compression: Compression,
-    quality: u8,
-) -> Result<webp::WebPConfig, PipelineError> {
+/// libwebp's lossless settings for stored animated rungs: effort, not
+/// fidelity (lossless is exact at any quality): fast and still compact, the
+/// RGB under transparent pixels kept.
+fn master_config() -> Result<webp::WebPConfig, PipelineError> {
     let mut config = webp::WebPConfig::new()
         .map_err(|()| PipelineError::Internal("encode: libwebp version mismatch".into()))?;
-    match compression {
-        Compression::Lossless => {
-            config.lossless = 1;
-            // Effort, not fidelity, for lossless: fast and still compact.
-            config.quality = 25.0;
-            config.method = 1;
-            config.exact = 1;
-        }
-        Compression::Lossy => {
-            config.lossless = 0;
-            config.quality = f32::from(quality.clamp(1, 100));
-            config.method = WEBP_METHOD;
-            config.alpha_compression = 1;
-            config.alpha_quality = 100;
-        }
-    }
+    config.lossless = 1;
+    config.quality = 25.0;
+    config.method = 1;
+    config.exact = 1;
     Ok(config)
 }
 
-/// Encodes `frames` (all `side`×`side`, RGBA) as an animated WebP.
+/// Encodes `frames` (all `side`×`side`, RGBA) as an animated WebP, each
+/// frame (or changed rectangle) once by `encode_still` (see `webp_mux`).
 fn encode_webp(
     frames: &[Frame],
     side: u32,
     loop_count: u32,
-    compression: Compression,
-    quality: u8,
+    encode_still: impl FnMut(&Pixels) -> Result<Vec<u8>, PipelineError>,
 ) -> Result<Vec<u8>, PipelineError> {
-    let config = libwebp_config(compression, quality)?;
-    let mut enc = webp::AnimEncoder::new(side, side, &config);
-    enc.set_bgcolor([0, 0, 0, 0]);
-    enc.set_loop_count(i32::try_from(loop_count).unwrap_or(0));
-    let mut t = 0i32;
-    for f in frames {
-        check_buffer(&f.px)?;
-        if f.px.layout != Layout::Rgba8 || f.px.width != side || f.px.height != side {
-            return Err(PipelineError::Internal(
-                "animated frame of the wrong shape".into(),
-            ));
-        }
-        enc.add_frame(webp::AnimFrame::from_rgba(&f.px.data, side, side, t));
-        t = t.saturating_add(i32::try_from(f.delay_ms).unwrap_or(i32::MAX));
-    }
-    let mem = enc
-        .try_encode()
-        .map_err(|e| PipelineError::Internal(format!("encode: libwebp animation: {e:?}")))?;
-    let mut out = mem.to_vec();
-    let total: u64 = frames.iter().map(|f| u64::from(f.delay_ms)).sum();
-    set_last_duration(&mut out, total)?;
-    Ok(out)
+    let frames: Vec<MuxFrame<'_>> = frames
+        .iter()
+        .map(|f| MuxFrame {
+            px: &f.px,
+            delay_ms: f.delay_ms,
+        })
+        .collect();
+    mux_animated_webp(&frames, side, loop_count, encode_still)
 }
 
-/// Writes the duration of the last `ANMF` chunk so the durations sum to
-/// `total` ms (see the module doc).
-fn set_last_duration(webp: &mut [u8], total: u64) -> Result<(), PipelineError> {
-    let bad = || PipelineError::Internal("encode: malformed animated WebP".into());
-    let mut at = 12usize;
-    let (mut last, mut others) = (None, 0u64);
-    while at + 8 <= webp.len() {
-        let len = u32::from_le_bytes(webp[at + 4..at + 8].try_into().map_err(|_| bad())?) as usize;
-        if &webp[at..at + 4] == b"ANMF" {
-            if len < 16 || at + 8 + 16 > webp.len() {
-                return Err(bad());
-            }
-            if let Some(prev) = last {
-                others += u64::from(read_u24(webp, prev));
-            }
-            last = Some(at + 8 + 12);
-        }
-        at = at.checked_add(8 + len + (len & 1)).ok_or_else(bad)?;
-    }
-    let last = last.ok_or_else(bad)?;
-    let d = total.saturating_sub(others).min(0xFF_FFFF) as u32;
-    webp[last..last + 3].copy_from_slice(&d.to_le_bytes()[..3]);
-    Ok(())
-}
-
-fn read_u24(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], 0])
-}
-
-/// The stored form of an animated master: lossless animated WebP.
+/// The stored form of an animated master (and of its smaller rungs):
+/// lossless animated WebP, frames by libwebp's lossless encoder (more
+/// compact than image-webp's, and uploads are rarer than renders).
 pub fn encode_master(anim: &Animation) -> Result<Vec<u8>, PipelineError> {
-    encode_webp(
-        &anim.frames,
-        anim.side,
-        anim.loop_count,
-        Compression::Lossless,
-        100,
-    )
+    let config = master_config()?;
+    encode_webp(&anim.frames, anim.side, anim.loop_count, |px| {
+        let mem = webp::Encoder::from_rgba(&px.data, px.width, px.height)
+            .encode_advanced(&config)
+            .map_err(|e| PipelineError::Internal(format!("encode: libwebp: {e:?}")))?;
+        Ok(mem.to_vec())
+    })
 }
 
 /// Decodes a stored animated master (bytes we wrote: failures are ours).
@@ -215,13 +207,10 @@ pub fn render_animated(
         }
     })?;
     match format {
-        OutputFormat::Webp => encode_webp(
-            &anim.frames,
-            size,
-            anim.loop_count,
-            encoding.compression,
-            encoding.quality.webp,
-        ),
+        // Every frame encoded as a still WebP variant is.
+        OutputFormat::Webp => encode_webp(&anim.frames, size, anim.loop_count, |px| {
+            encode(px, OutputFormat::Webp, encoding)
+        }),
         OutputFormat::Gif => encode_gif(&anim.frames, Some(anim.loop_count)),
         other => Err(PipelineError::Internal(format!(
             "no animated {}",

@@ -131,6 +131,7 @@ impl Animation {
             frames: self.frames.len() as u32,
             loop_count: self.loop_count,
             duration_ms: self.duration_ms(),
+            smaller: 0,
         }
     }
 }

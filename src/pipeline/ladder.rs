@@ -18,7 +18,7 @@
 use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
 
-use super::animated::encode_master;
+use super::animated::{animated_ladder, encode_master};
 use super::animation::decode_animation;
 use super::classify::{classify, DECISION_SIDE};
 use super::color::to_srgb;
@@ -130,10 +130,15 @@ pub fn normalize_upload(
         };
         let mut normalized = ladder_from(decoded, 1, (w, h), crop, limits)?;
         let bytes = encode_master(&a.animation)?;
+        let mut info = a.animation.info();
+        let smaller = animated_ladder(a.animation)?;
+        info.smaller = u8::try_from(smaller.len())
+            .map_err(|_| PipelineError::Internal("animated ladder too long".into()))?;
         normalized.animation = Some(AnimatedMaster {
-            info: a.animation.info(),
+            info,
             hash: ContentHash::of(&bytes),
             bytes,
+            smaller,
         });
         return Ok(normalized);
     }

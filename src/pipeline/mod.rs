@@ -30,6 +30,7 @@ mod geometry;
 mod ladder;
 mod resize;
 mod sniff;
+mod webp_mux;
 
 #[cfg(test)]
 mod golden_tests;
@@ -41,7 +42,10 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-pub use animated::{animated_render_cost, decode_master, encode_master, render_animated};
+pub use animated::{
+    animated_ladder, animated_render_cost, decode_master, encode_master, render_animated,
+    MIN_ANIMATED_RUNG_SIDE,
+};
 pub use animation::{
     Animation, AnimationLimit, AnimationLimits, Frame, OverLimit, MASTER_FRAME_BUDGET,
     MAX_ANIMATION_SIDE,
@@ -162,12 +166,14 @@ pub struct Normalized {
     pub animation: Option<AnimatedMaster>,
 }
 
-/// A stored animated master: lossless animated WebP ([`encode_master`]).
+/// A stored animated master: lossless animated WebP ([`encode_master`]),
+/// and its smaller animated rungs (`info.smaller` of them, halving).
 #[derive(Debug, Clone)]
 pub struct AnimatedMaster {
     pub info: crate::model::AnimationInfo,
     pub bytes: Vec<u8>,
     pub hash: ContentHash,
+    pub smaller: Vec<Rung>,
 }
 
 impl Default for Limits {

@@ -1,6 +1,7 @@
 //! Issue 22: animated variants — an animated master resized to an animated
 //! WebP or GIF, cached and coalesced like every variant (its key says
-//! `animated`), charged to the render memory budget by frames × pixels
+//! `animated`), rendered from the smallest animated rung at least as large
+//! as asked, charged to the render memory budget by frames × pixels
 //! (`pipeline::animated_render_cost`).
 
 use std::time::Instant;
@@ -21,10 +22,15 @@ impl Service {
         let VariantKey::Content { size, format, .. } = key else {
             unreachable!("animated_variant takes content keys")
         };
-        let (Some(info), Some(blob)) = (manifest.animation, manifest.animated_blob()) else {
+        let rungs = manifest.animated_rungs();
+        let sides: Vec<u32> = rungs.iter().map(|r| r.0).collect();
+        let (Some(info), Some(&(side, blob))) = (
+            manifest.animation,
+            rungs.get(pipeline::pick_rung(&sides, size)),
+        ) else {
             return Err(ServiceError::ContentUnreadable);
         };
-        let cost = pipeline::animated_render_cost(&info, size);
+        let cost = pipeline::animated_render_cost(&info, side, size);
         let encoding = Encoding {
             compression: manifest.compression(),
             quality: self.config.quality,

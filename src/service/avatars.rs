@@ -197,8 +197,9 @@ impl Service {
 }
 
 /// A normalized upload as the store keeps it: its manifest and rungs.
-/// An animated upload (issue 22) stores its animated master first, as a rung
-/// of side 0 (see `Manifest::rungs`); its hash names the avatar.
+/// An animated upload (issue 22) stores its animated master and smaller
+/// animated rungs first, as rungs of side 0 (see `Manifest::rungs`); the
+/// master's hash names the avatar.
 pub(super) fn new_master(normalized: pipeline::Normalized) -> NewMaster {
     let mut refs = Vec::with_capacity(normalized.ladder.len() + 1);
     let mut blobs = Vec::with_capacity(normalized.ladder.len() + 1);
@@ -209,6 +210,14 @@ pub(super) fn new_master(normalized: pipeline::Normalized) -> NewMaster {
             len: a.bytes.len() as u64,
         });
         blobs.push(Bytes::from(a.bytes));
+        for r in a.smaller {
+            refs.push(RungRef {
+                side: 0,
+                blob: r.hash,
+                len: r.bytes.len() as u64,
+            });
+            blobs.push(Bytes::from(r.bytes));
+        }
         a.info
     });
     for r in normalized.ladder {

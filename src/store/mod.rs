@@ -79,10 +79,11 @@ pub struct Manifest {
     /// Format the upload was sniffed as ("jpeg", "png", "gif", "webp").
     pub source_format: String,
     /// Largest first; `rungs[0].blob == hash`. Issue 22: an animated
-    /// master's rungs start with the animated master itself, a rung of side
-    /// 0 (no still is ever picked from it: `pipeline::pick_rung` asks for a
-    /// side >= the request), so every store keeps, backs up and collects it
-    /// like the still rungs that follow.
+    /// master's rungs start with the animated master itself and its smaller
+    /// animated rungs (`AnimationInfo::smaller`), rungs of side 0 (no still
+    /// is ever picked from them: `pipeline::pick_rung` asks for a side >= the
+    /// request), so every store keeps, backs up and collects them like the
+    /// still rungs that follow.
     pub rungs: Vec<RungRef>,
     /// Issue 22: what the animated master (`rungs[0]`) is; absent for stills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,9 +101,15 @@ impl Manifest {
         self.rungs.iter().map(|r| r.side).max().unwrap_or(0)
     }
 
-    /// The animated master's blob, when there is one.
-    pub fn animated_blob(&self) -> Option<ContentHash> {
-        self.animation.and(self.rungs.first()).map(|r| r.blob)
+    /// The animated rungs (side, blob), the master's first; empty for a
+    /// still.
+    pub fn animated_rungs(&self) -> Vec<(u32, ContentHash)> {
+        let sides = self.animation.map(|a| a.rung_sides()).unwrap_or_default();
+        sides
+            .into_iter()
+            .zip(&self.rungs)
+            .map(|(side, r)| (side, r.blob))
+            .collect()
     }
 
     /// The master's compression. Masters stored before the decision existed
