@@ -16,13 +16,17 @@
 //!   bytes: past it the master's side shrinks (every kept frame resized once),
 //!   so memory is bounded by the limits, not by the file;
 //! - delays are what browsers play: 10 ms or less counts as 100 ms;
-//!   identical consecutive frames (after resizing) are merged, delays summed.
+//!   identical consecutive frames (after resizing) are merged, delays summed;
+//! - an embedded ICC profile (APNG `iCCP`, WebP `ICCP`) converts every kept
+//!   frame to sRGB, and the still with the still ladder, as for any image
+//!   (EXIF orientation of an animation is not applied).
 
 use std::io::Cursor;
 
 use image::codecs::{gif::GifDecoder, png::PngDecoder};
 use image::{AnimationDecoder, ImageDecoder};
 
+use super::color::to_srgb;
 use super::decode::check_dimensions;
 use super::geometry::{choose_square, Square};
 use super::resize::crop_resize;
@@ -141,6 +145,9 @@ impl Animation {
 pub(crate) struct DecodedAnimation {
     pub animation: Animation,
     pub still: Pixels,
+    /// The upload's ICC profile: the master's frames are converted to sRGB
+    /// already; the still is converted with the still ladder, as any image.
+    pub icc: Option<Vec<u8>>,
 }
 
 /// The delay a browser plays for a declared `ms`.
@@ -253,32 +260,44 @@ pub(crate) fn decode_animation(
         // Never more frames than declared (and checked).
         Ok(seen < declared.frames)
     };
-    match format {
+    // The embedded ICC profile, if any (GIF has none): an unreadable one is
+    // ignored, as for stills.
+    let icc = match format {
         SourceFormat::Gif => {
             let mut dec =
                 GifDecoder::new(Cursor::new(bytes)).map_err(PipelineError::from_decode)?;
             dec.set_limits(frame_limits(limits))
                 .map_err(PipelineError::from_decode)?;
-            walk(dec.into_frames(), &mut on_frame)?
+            walk(dec.into_frames(), &mut on_frame)?;
+            None
         }
         SourceFormat::Png => {
             let mut dec =
                 PngDecoder::new(Cursor::new(bytes)).map_err(PipelineError::from_decode)?;
             dec.set_limits(frame_limits(limits))
                 .map_err(PipelineError::from_decode)?;
+            let icc = dec.icc_profile().ok().flatten();
             let apng = dec.apng().map_err(PipelineError::from_decode)?;
-            walk(apng.into_frames(), &mut on_frame)?
+            walk(apng.into_frames(), &mut on_frame)?;
+            icc
         }
         SourceFormat::Webp => walk_webp(bytes, limits, &mut on_frame)?,
         SourceFormat::Jpeg => return Ok(None),
-    }
+    };
     if let Some(limit) = crossed {
         return over(limit, anim);
     }
-    let (frames, still, side) = acc.finish()?;
+    let (mut frames, still, side) = acc.finish()?;
     if frames.len() < 2 {
         // Every frame the same: a still image.
         return Ok(None);
+    }
+    if let Some(icc) = icc.as_deref() {
+        for f in &mut frames {
+            if !to_srgb(&mut f.px, icc) {
+                break; // sRGB already, or a profile we cannot read
+            }
+        }
     }
     Ok(Some(DecodedAnimation {
         animation: Animation {
@@ -287,6 +306,7 @@ pub(crate) fn decode_animation(
             frames,
         },
         still,
+        icc,
     }))
 }
 
@@ -320,9 +340,10 @@ fn walk_webp(
     bytes: &[u8],
     limits: &Limits,
     on_frame: &mut OnFrame<'_>,
-) -> Result<(), PipelineError> {
+) -> Result<Option<Vec<u8>>, PipelineError> {
     let mut dec = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_error)?;
     dec.set_memory_limit(usize::try_from(limits.max_decoder_alloc).unwrap_or(usize::MAX));
+    let icc = dec.icc_profile().ok().flatten();
     // Disposal clears to transparent, as browsers do (they ignore the ANIM
     // background colour); without a colour set, image-webp would not clear
     // at all and a disposed frame would stay on the canvas.
@@ -357,7 +378,7 @@ fn walk_webp(
             break;
         }
     }
-    Ok(())
+    Ok(icc)
 }
 
 pub(crate) fn webp_error(e: image_webp::DecodingError) -> PipelineError {

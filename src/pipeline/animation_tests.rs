@@ -698,3 +698,58 @@ fn render_cost_grows_with_frames_and_pixels() {
         animated_render_cost(&info(45, 256), 256, 64)
     );
 }
+
+#[test]
+fn an_embedded_icc_profile_converts_every_frame_and_the_still_to_srgb() {
+    // The APNG of `apng_blend(0)` with a Display P3 `iCCP` chunk after IHDR.
+    let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    let plain = apng_frames_of(&[(200, 100, 50), (40, 160, 90)]);
+    let mut iccp = b"P3\0\0".to_vec();
+    iccp.extend(miniz_oxide::deflate::compress_to_vec_zlib(&p3, 6));
+    let mut tagged = plain[..33].to_vec(); // signature + IHDR
+    chunk(&mut tagged, b"iCCP", &iccp);
+    tagged.extend_from_slice(&plain[33..]);
+
+    let want = |rgb: (u8, u8, u8)| {
+        let mut p = Pixels {
+            width: 1,
+            height: 1,
+            layout: Layout::Rgba8,
+            data: vec![rgb.0, rgb.1, rgb.2, 255],
+        };
+        assert!(crate::pipeline::color::to_srgb(&mut p, &p3));
+        [p.data[0], p.data[1], p.data[2], p.data[3]]
+    };
+    let (a, b) = (anim(&plain), anim(&tagged));
+    assert_eq!(px(&a.frames[0], 1, 1), [200, 100, 50, 255]);
+    for (i, rgb) in [(200, 100, 50), (40, 160, 90)].into_iter().enumerate() {
+        assert_ne!(
+            want(rgb),
+            [rgb.0, rgb.1, rgb.2, 255],
+            "P3 moves this colour"
+        );
+        assert_eq!(px(&b.frames[i], 1, 1), want(rgb), "frame {i}");
+    }
+    let n = normalize_upload(&tagged, None, 0, &limits()).unwrap();
+    let still = crate::pipeline::decode_rung(&n.ladder.last().unwrap().bytes).unwrap();
+    let got = &still.data[..3];
+    let w = want((200, 100, 50));
+    assert!(
+        got.iter().zip(&w).all(|(g, w)| g.abs_diff(*w) <= 2),
+        "{got:?} vs {w:?}"
+    );
+}
+
+/// An APNG of full 4×4 opaque frames of these colours.
+fn apng_frames_of(colours: &[(u8, u8, u8)]) -> Vec<u8> {
+    let frames: Vec<ApngFrame> = colours
+        .iter()
+        .map(|&(r, g, b)| ApngFrame {
+            rect: (0, 0, 4, 4),
+            rgba: [r, g, b, 255],
+            dispose: 0,
+            blend: 0,
+        })
+        .collect();
+    apng_bytes(4, 4, 0, &frames)
+}

@@ -126,7 +126,7 @@ pub fn normalize_upload(
                     .ok_or_else(|| PipelineError::Internal("still frame size".into()))?,
             ),
             orientation: Orientation::NoTransforms,
-            icc: None,
+            icc: a.icc,
         };
         let mut normalized = ladder_from(decoded, 1, (w, h), crop, limits)?;
         let bytes = encode_master(&a.animation)?;
