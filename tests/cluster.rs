@@ -331,35 +331,11 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
     // hashes end up naming one record (whatever the order), on every node.
     let email = "merge@example.org";
     let (md5, sha) = (md5_hex(email), sha256_hex(email));
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
-    let racers: Vec<_> = [
+    let merged = race(vec![
         (n1.addr, md5.clone(), png(400)),
         (n2.addr, sha.clone(), png(401)),
         (n3.addr, email.to_string(), png(402)),
-    ]
-    .into_iter()
-    .map(|(addr, key, body)| {
-        let barrier = barrier.clone();
-        std::thread::spawn(move || {
-            barrier.wait();
-            let r = put(addr, &key, &body).unwrap();
-            if r.status != 200 {
-                return Err(format!(
-                    "{addr} {key}: {} {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ));
-            }
-            let j = json(&r);
-            Ok((
-                j["hash"].as_str().unwrap().to_string(),
-                j["version"].as_u64().unwrap(),
-            ))
-        })
-    })
-    .collect();
-    let merged: Vec<Result<(String, u64), String>> =
-        racers.into_iter().map(|h| h.join().unwrap()).collect();
+    ]);
     if merged.iter().any(|r| r.is_err()) {
         for (i, n) in [&n1, &n2, &n3].iter().enumerate() {
             for line in n.drain_log() {
@@ -583,33 +559,17 @@ fn concurrent_writers_on_one_identity_through_two_nodes() {
     let keys = [email.to_string(), md5_hex(email), sha256_hex(email)];
     let (_, mut version) = upload(n2.addr, email, &png(4999));
     for round in 0..ROUNDS {
-        let barrier = std::sync::Arc::new(std::sync::Barrier::new(WRITERS as usize));
-        let racers: Vec<_> = (0..WRITERS)
-            .map(|i| {
-                let addr = [n1.addr, n2.addr][i as usize % 2];
-                let key = keys[i as usize % keys.len()].clone();
-                let body = bodies[(round * WRITERS + i) as usize].clone();
-                let barrier = barrier.clone();
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    let r = put(addr, &key, &body).map_err(|e| format!("{addr} {key}: {e}"))?;
-                    if r.status != 200 {
-                        return Err(format!(
-                            "{addr} {key}: {} {}",
-                            r.status,
-                            String::from_utf8_lossy(&r.body)
-                        ));
-                    }
-                    let j = json(&r);
-                    Ok((
-                        j["hash"].as_str().unwrap().to_string(),
-                        j["version"].as_u64().unwrap(),
-                    ))
+        let results = race(
+            (0..WRITERS)
+                .map(|i| {
+                    (
+                        [n1.addr, n2.addr][i as usize % 2],
+                        keys[i as usize % keys.len()].clone(),
+                        bodies[(round * WRITERS + i) as usize].clone(),
+                    )
                 })
-            })
-            .collect();
-        let results: Vec<Result<(String, u64), String>> =
-            racers.into_iter().map(|h| h.join().unwrap()).collect();
+                .collect(),
+        );
         let acked: Vec<(String, u64)> = results
             .iter()
             .filter_map(|r| r.as_ref().ok().cloned())
@@ -1419,4 +1379,33 @@ fn a_node_killed_during_a_delete_burst_never_removes_a_referenced_blob() {
             assert_eq!(content_status(n, h), 404, "{n}: erased content {h}");
         }
     }
+}
+
+/// PUTs every `(node, key, body)` at once (one thread each, released by one
+/// barrier): each racer's `(hash, version)`, or what went wrong.
+fn race(racers: Vec<(SocketAddr, String, Vec<u8>)>) -> Vec<Result<(String, u64), String>> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(racers.len()));
+    let threads: Vec<_> = racers
+        .into_iter()
+        .map(|(addr, key, body)| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = put(addr, &key, &body).map_err(|e| format!("{addr} {key}: {e}"))?;
+                if r.status != 200 {
+                    return Err(format!(
+                        "{addr} {key}: {} {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    ));
+                }
+                let j = json(&r);
+                Ok((
+                    j["hash"].as_str().unwrap().to_string(),
+                    j["version"].as_u64().unwrap(),
+                ))
+            })
+        })
+        .collect();
+    threads.into_iter().map(|h| h.join().unwrap()).collect()
 }
