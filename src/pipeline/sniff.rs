@@ -155,7 +155,7 @@ pub(crate) fn jpeg_frame(b: &[u8]) -> Option<JpegFrame> {
 fn end_of_scan(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     loop {
-        let ff = i + b.get(i..)?.iter().position(|&c| c == 0xFF)?;
+        let ff = i + memchr::memchr(0xFF, b.get(i..)?)?;
         match *b.get(ff + 1)? {
             0x00 | 0xD0..=0xD7 => i = ff + 2,
             0xFF => i = ff + 1,
