@@ -83,7 +83,7 @@ pub fn animated_ladder(mut anim: Animation) -> Result<Vec<Rung>, PipelineError> 
 /// resized), then every output frame is held for the encoder, plus its
 /// working copy of one. The render pool's memory budget is charged this much
 /// (from a 45-frame 512 px rung: ~48 MiB, so it runs alone under the default
-/// 32 MiB budget; from its 64 px rung under 1 MiB).
+/// 32 MiB budget; from its 64 px rung ~1.5 MiB).
 pub fn animated_render_cost(info: &AnimationInfo, rung: u32, size: u32) -> u64 {
     let (m, s) = (u64::from(rung.min(info.side)), u64::from(size));
     let frames = u64::from(info.frames.max(1));

@@ -25,6 +25,9 @@ use super::{Layout, PipelineError, Pixels};
 /// Largest duration an `ANMF` chunk stores, ms (24 bits).
 const MAX_FRAME_DURATION: u32 = 0xFF_FFFF;
 
+/// Largest canvas side `VP8X` stores (24 bits, minus one).
+const MAX_CANVAS_SIDE: u32 = 1 << 24;
+
 /// One frame to mux: its pixels (`side`×`side` RGBA) and delay.
 pub(crate) struct MuxFrame<'a> {
     pub px: &'a Pixels,
@@ -153,7 +156,7 @@ pub(crate) fn mux_animated_webp(
     loop_count: u32,
     mut encode_still: impl FnMut(&Pixels) -> Result<Vec<u8>, PipelineError>,
 ) -> Result<Vec<u8>, PipelineError> {
-    if side == 0 || side > MAX_FRAME_DURATION || frames.is_empty() {
+    if side == 0 || side > MAX_CANVAS_SIDE || frames.is_empty() {
         return Err(PipelineError::Internal("animated WebP of nothing".into()));
     }
     let mut written: Vec<Written> = Vec::with_capacity(frames.len());
