@@ -63,6 +63,10 @@ pub(super) struct Replica {
     pub(super) head: u64,
     /// Issue 16: content taken down (`t.` keys).
     pub(super) takedowns: super::moderation::Takedowns,
+    /// How many of `records` are records, not forwards: kept by
+    /// [`Replica::apply_record`], the only writer of `records`, so `/metrics`
+    /// never scans the index under the lock the watch needs.
+    identities: usize,
 }
 
 impl Replica {
@@ -180,10 +184,7 @@ impl Replica {
 
     /// Identities (records, not forwards) in the replica.
     pub(super) fn identities(&self) -> usize {
-        self.records
-            .values()
-            .filter(|(_, s)| matches!(s, Stored::Record(_)))
-            .count()
+        self.identities
     }
 
     /// Apply the value of `i.<primary>` at `revision`; returns its event
@@ -222,6 +223,16 @@ impl Replica {
             for a in &r.record.aliases {
                 self.aliases.entry(*a).or_insert(primary);
             }
+        }
+        let is_record = |s: &Stored| matches!(s, Stored::Record(_));
+        let was = self
+            .records
+            .get(&primary)
+            .is_some_and(|(_, s)| is_record(s));
+        match (was, is_record(&stored)) {
+            (false, true) => self.identities += 1,
+            (true, false) => self.identities -= 1,
+            _ => {}
         }
         self.records.insert(primary, (revision, stored));
         let event = event?;

@@ -88,3 +88,41 @@ fn a_fallback_lease_keeps_an_unnamed_master_reachable_until_it_ends() {
     assert_eq!(r.bound_manifest(&m.hash), None);
     assert_eq!(r.sweep_candidates(), vec![m.hash]);
 }
+
+proptest::proptest! {
+    /// The maintained identity count (what `/metrics` reports) equals a
+    /// count of the records, whatever order records, forwards and stale
+    /// revisions arrive in.
+    #[test]
+    fn the_identity_count_is_the_number_of_records(
+        ops in proptest::collection::vec((0u8..4, 1u64..24, proptest::bool::ANY), 0..40)
+    ) {
+        use super::super::keys::Forward;
+        let mut r = Replica::default();
+        for (who, revision, forward) in ops {
+            let email = format!("u{who}@example.org");
+            let s = stored(&email, revision, who);
+            let primary = s.record.primary();
+            let value = if forward {
+                let target = stored("target@example.org", 1, 9).record;
+                Stored::Forward {
+                    moved: Forward {
+                        to: target.primary(),
+                        record: Some(s.record.clone()),
+                        aliases: target.aliases.clone(),
+                        avatar: target.avatar.clone().unwrap(),
+                    },
+                }
+            } else {
+                Stored::Record(s)
+            };
+            r.apply_record(primary, revision, value);
+            let scanned = r
+                .records
+                .values()
+                .filter(|(_, s)| matches!(s, Stored::Record(_)))
+                .count();
+            proptest::prop_assert_eq!(r.identities(), scanned);
+        }
+    }
+}
