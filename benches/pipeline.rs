@@ -28,6 +28,7 @@
 //! | render/{png,jpg,webp}/128      | 421 / 561 / 534 µs |
 //! | render/{png,jpg,webp}/256      | 1.92 / 1.87 / 1.95 ms |
 //! | render/{png,jpg,webp}/512      | 7.82 / 7.36 / 8.87 ms |
+//! | render/jpg/{128,256,512}, quiet machine, 2026-12-01 (load ~2) | 277 µs / 1.23 ms / 4.36 ms (profile per size: BENCHMARKS.md, issue 19) |
 //! | resize/decode_rung_128 (QOI)   | 99 µs         |
 //! | resize/128_from_256            | 305 µs        |
 //! | resize/128_from_128_copy       | 2.1 µs        |
