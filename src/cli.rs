@@ -163,9 +163,8 @@ fn ops_config(
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // `serve` and `import` log as their settings say, once resolved.
-    if !matches!(cli.command, Command::Serve { .. } | Command::Import { .. }) {
-        crate::logging::init(&Default::default(), false);
-    }
+    let _log = (!matches!(cli.command, Command::Serve { .. } | Command::Import { .. }))
+        .then(|| crate::logging::init(&Default::default(), false));
     match cli.command {
         Command::Serve { config, settings } => {
             let file = match &config {
@@ -174,7 +173,7 @@ pub fn main() -> anyhow::Result<()> {
             };
             let token = std::env::var("AVATAR_EDGE_TOKEN").ok();
             let config = Config::resolve(settings.or(file), token)?;
-            crate::logging::init(&config.log, config.http.access_log);
+            let _log = crate::logging::init(&config.log, config.http.access_log);
             // Blocking threads do blob reads and index commits (renders are
             // bounded by their own pools): cap them so a burst of cold misses
             // cannot start hundreds of threads, each with its own stack and
@@ -200,7 +199,7 @@ pub fn main() -> anyhow::Result<()> {
                 None => Settings::default(),
             };
             let config = Config::resolve(settings.or(file), None)?;
-            crate::logging::init(&config.log, false);
+            let _log = crate::logging::init(&config.log, false);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -459,6 +458,13 @@ pub fn build_app_on(
     let d = deliveries.clone();
     metrics.register(move |out| d.write_metrics(out));
     metrics.register(move |out| store.collect_metrics(out));
+    metrics.register(|out| {
+        out.counter(
+            "avatar_edge_log_lines_dropped_total",
+            "Log lines dropped because stderr did not keep up (logging never blocks a request).",
+            crate::logging::dropped_lines(),
+        )
+    });
     let app_config = crate::http::AppConfig {
         http,
         cache,

@@ -3,9 +3,17 @@
 //! `info`). The access log (`--access-log`, target [`ACCESS_TARGET`]) is
 //! written by `http` and stays on whatever `RUST_LOG` says: asking for it is
 //! explicit.
+//!
+//! Invariant: logging never blocks the thread that logs. Lines are formatted
+//! where they happen and handed to one writer thread through a queue of at
+//! most [`BUFFERED_LINES`]; when stderr does not keep up (a full pipe, a slow
+//! journald) new lines are dropped and counted ([`dropped_lines`], exported
+//! as `avatar_edge_log_lines_dropped_total`) instead of stalling requests.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -23,8 +31,21 @@ pub fn format(config: &LogConfig, stderr_is_terminal: bool) -> LogFormat {
     })
 }
 
-/// Install the global subscriber (call once, before anything logs).
-pub fn init(config: &LogConfig, access_log: bool) {
+/// Lines queued for the writer thread before new ones are dropped: at a few
+/// hundred bytes a line, a few MiB while stderr is stalled.
+pub const BUFFERED_LINES: usize = 16_384;
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped since start because stderr did not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Install the global subscriber (call once, before anything logs). Keep
+/// the guard until the process ends: dropping it flushes the queued lines.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(config: &LogConfig, access_log: bool) -> WorkerGuard {
     let terminal = std::io::stderr().is_terminal();
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if access_log {
@@ -34,9 +55,15 @@ pub fn init(config: &LogConfig, access_log: bool) {
                 .expect("a valid directive"),
         );
     }
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("avatar-edge-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format(config, terminal) {
         LogFormat::Text => builder.with_ansi(terminal).init(),
         LogFormat::Json => builder
@@ -46,6 +73,7 @@ pub fn init(config: &LogConfig, access_log: bool) {
             .with_span_list(false)
             .init(),
     }
+    guard
 }
 
 #[cfg(test)]
