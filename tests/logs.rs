@@ -222,16 +222,13 @@ fn json_is_the_default_off_a_terminal_and_forwarded_for_is_used_only_when_truste
     drop(trusting);
 
     // Text when asked (here through the environment): `key=value` lines.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avatar-edge"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path())
-        .env("AVATAR_EDGE_TOKEN", TOKEN)
-        .env("AVATAR_EDGE_LOG_FORMAT", "text")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(
+        dir.path(),
+        "127.0.0.1:0",
+        &[],
+        &[("AVATAR_EDGE_LOG_FORMAT", "text")],
+        Some(TOKEN),
+    );
     let stderr = child.stderr.take().unwrap();
     let listening = std::io::BufRead::lines(std::io::BufReader::new(stderr))
         .map_while(Result::ok)
@@ -246,88 +243,40 @@ fn json_is_the_default_off_a_terminal_and_forwarded_for_is_used_only_when_truste
     );
 }
 
-/// One HTTP/1.1 keep-alive GET on `s`; the status, or an error when the
-/// server does not answer within the stream's read timeout.
-fn keep_alive_get(
-    s: &mut std::io::BufReader<std::net::TcpStream>,
-    path: &str,
-) -> std::io::Result<u16> {
-    use std::io::{BufRead, Read, Write};
-    // One write: a request split over several segments meets Nagle and
-    // delayed ACKs (40 ms a request).
-    s.get_mut()
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())?;
-    let (mut status, mut length) = (0u16, 0usize);
-    loop {
-        let mut line = String::new();
-        if s.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = line.trim_end().to_ascii_lowercase();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.strip_prefix("http/1.1 ") {
-            status = v[..3].parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0u8; length];
-    s.read_exact(&mut body)?;
-    Ok(status)
-}
-
 #[test]
 fn a_stalled_stderr_never_blocks_a_request_and_the_lines_dropped_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    // stderr is a pipe nobody reads: it fills after a few hundred access
-    // lines. Before the log had its own writer thread, the server's workers
-    // then blocked in write(2) and every request hung.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avatar-edge"))
-        .args(["serve", "--access-log", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data")
-        .arg(dir.path())
-        .env("AVATAR_EDGE_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stalled = child.stderr.take().unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let s = eventually(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).ok()
-    })
-    .expect("the server listens within 30 s");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut s = std::io::BufReader::new(s);
-    // More requests than the pipe and the log queue hold together.
+    let mut child = spawn_serve(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--access-log"],
+        &[],
+        Some(TOKEN),
+    );
+    // stderr is read up to the listening line, then no more: the pipe fills
+    // after a few hundred access lines. Before the log had its own writer
+    // thread, the server's workers then blocked in write(2) and every request
+    // hung.
+    let mut stalled = std::io::BufReader::new(child.stderr.take().unwrap());
+    let addr = std::io::BufRead::lines(&mut stalled)
+        .map_while(Result::ok)
+        .find(|l| l.contains("avatar-edge listening"))
+        .and_then(|l| listening_address(&l))
+        .expect("the listening line");
+    let mut conn = KeepAlive::connect(addr);
+    // More requests than the pipe and the log queue hold together; each is
+    // answered (a stalled one fails the read after 20 s).
     let n = avatar_edge::logging::BUFFERED_LINES + 4_000;
     for i in 0..n {
-        let status = keep_alive_get(&mut s, "/healthz")
-            .unwrap_or_else(|e| panic!("request {i} of {n} with stderr stalled: {e}"));
-        assert_eq!(status, 200);
+        assert_eq!(conn.get("/healthz").0, 200, "request {i} of {n}");
     }
-    let metric = |name: &str| -> u64 {
-        let r = request(addr, "GET", "/metrics", &[], b"");
-        assert_eq!(r.status, 200);
-        String::from_utf8(r.body)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /metrics"))
-    };
-    let dropped = metric("avatar_edge_log_lines_dropped_total ");
+    let dropped = metric(addr, "avatar_edge_log_lines_dropped_total");
     assert!(
         dropped > 0 && dropped < n as u64,
         "{dropped} of {n} lines dropped"
     );
     // Once stderr is read again the queued lines arrive, whole.
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stalled));
+    let mut lines = std::io::BufRead::lines(stalled);
     for _ in 0..100 {
         let line = lines.next().expect("a queued line").unwrap();
         serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"));

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,51 +88,6 @@ fn an_unknown_config_key_stops_the_server_naming_the_key_and_the_file() {
     assert!(!dir.path().join("data").exists(), "nothing started");
 }
 
-/// One keep-alive HTTP/1.1 connection (Content-Length bodies only).
-struct KeepAlive(BufReader<TcpStream>);
-
-impl KeepAlive {
-    fn connect(addr: std::net::SocketAddr) -> KeepAlive {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        KeepAlive(BufReader::new(s))
-    }
-
-    fn post(&mut self, path: &str, token: &str, body: &str) -> u16 {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.0.get_mut().write_all(head.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.0.read_line(&mut line).unwrap();
-        let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.0.read_line(&mut line).unwrap();
-            let l = line.trim_end().to_ascii_lowercase();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        self.0.read_exact(&mut body).unwrap();
-        status
-    }
-}
-
-fn metric(server: &Server, name: &str) -> u64 {
-    let r = server.request("GET", "/metrics", &[], b"");
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 fn hup(server: &Server) {
     let ok = Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
@@ -165,7 +118,7 @@ fn sighup_reloads_the_token_file_on_open_connections_and_keeps_the_old_tokens_on
     std::fs::write(&tokens, format!("platform:{second}\n")).unwrap();
     hup(&server);
     eventually(Duration::from_secs(10), || {
-        (metric(&server, "avatar_edge_token_reloads_total") == 1).then_some(())
+        (metric(server.addr, "avatar_edge_token_reloads_total") == 1).then_some(())
     })
     .expect("the reload is counted");
     assert_eq!(conn.post(MINT, second, MINT_BODY), 200);
@@ -208,7 +161,7 @@ fn sighup_reloads_the_token_file_on_open_connections_and_keeps_the_old_tokens_on
     server.drain_log();
     hup(&server);
     eventually(Duration::from_secs(10), || {
-        (metric(&server, "avatar_edge_token_reload_failures_total") == 1).then_some(())
+        (metric(server.addr, "avatar_edge_token_reload_failures_total") == 1).then_some(())
     })
     .expect("the failure is counted");
     assert_eq!(conn.post(MINT, second, MINT_BODY), 200);
@@ -216,7 +169,7 @@ fn sighup_reloads_the_token_file_on_open_connections_and_keeps_the_old_tokens_on
     std::fs::write(&tokens, "platform:short\n").unwrap();
     hup(&server);
     eventually(Duration::from_secs(10), || {
-        (metric(&server, "avatar_edge_token_reload_failures_total") == 2).then_some(())
+        (metric(server.addr, "avatar_edge_token_reload_failures_total") == 2).then_some(())
     })
     .expect("the second failure is counted");
     assert_eq!(conn.post(MINT, second, MINT_BODY), 200);

@@ -172,91 +172,6 @@ fn upload_photo(server: &Server, key: &str) -> String {
         .to_string()
 }
 
-/// One keep-alive HTTP/1.1 connection, read response by response.
-struct KeepAlive {
-    reader: std::io::BufReader<TcpStream>,
-}
-
-impl KeepAlive {
-    fn connect(addr: std::net::SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Self {
-            reader: std::io::BufReader::new(s),
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        use std::io::Write;
-        self.reader.get_mut().write_all(bytes).unwrap();
-    }
-
-    fn get_head(path: &str, extra: &str) -> String {
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n")
-    }
-
-    /// Read one response: (status, connection-close?, body). Handles
-    /// Content-Length and chunked bodies.
-    fn read(&mut self) -> (u16, bool, Vec<u8>) {
-        use std::io::BufRead;
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_else(|| panic!("status line, got {line:?}"))
-            .parse()
-            .unwrap();
-        let (mut length, mut chunked, mut close) = (0usize, false, false);
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            let l = line.trim_end().to_ascii_lowercase();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-            chunked |= l == "transfer-encoding: chunked";
-            close |= l == "connection: close";
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.reader.read_line(&mut line).unwrap();
-                let n = usize::from_str_radix(line.trim(), 16).unwrap();
-                let mut chunk = vec![0; n + 2];
-                self.reader.read_exact(&mut chunk).unwrap();
-                body.extend_from_slice(&chunk[..n]);
-                if n == 0 {
-                    break;
-                }
-            }
-        } else {
-            body.resize(length, 0);
-            self.reader.read_exact(&mut body).unwrap();
-        }
-        (status, close, body)
-    }
-
-    fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
-        self.send_raw(Self::get_head(path, "").as_bytes());
-        let (status, _, body) = self.read();
-        (status, body)
-    }
-}
-
-fn gauge(server: &Server, name: &str) -> u64 {
-    let text = String::from_utf8(server.request("GET", "/metrics", &[], b"").body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 /// Idle keep-alive connections are parked (no hyper buffers held) and wake
 /// up for the next request on the same socket: large bodies, pipelining, a
 /// head split by a pause, and `Connection: close` all behave as without
@@ -279,7 +194,7 @@ fn idle_keep_alive_connections_are_parked_and_keep_working() {
         first = body;
     }
     let parked = eventually(Duration::from_secs(5), || {
-        (gauge(&server, "avatar_edge_connections_parked") >= 3).then_some(())
+        (metric(server.addr, "avatar_edge_connections_parked") >= 3).then_some(())
     });
     assert!(parked.is_some(), "idle connections parked");
 
@@ -325,7 +240,7 @@ fn idle_keep_alive_connections_are_parked_and_keep_working() {
         "closed after {waited:?}"
     );
     let gone = eventually(Duration::from_secs(5), || {
-        (gauge(&server, "avatar_edge_connections_parked") <= 2).then_some(())
+        (metric(server.addr, "avatar_edge_connections_parked") <= 2).then_some(())
     });
     assert!(gone.is_some(), "closed connections leave the parked gauge");
 }

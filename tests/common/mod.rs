@@ -28,21 +28,7 @@ impl Server {
     // waits; a panic before that ends the test process, reaping it.
     #[allow(clippy::zombie_processes)]
     pub fn start_on(data: &Path, extra: &[&str], token: Option<&str>, listen: &str) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avatar-edge"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(listen)
-            .arg("--data")
-            .arg(data)
-            .args(extra)
-            .env_remove("AVATAR_EDGE_TOKEN")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(t) = token {
-            cmd.env("AVATAR_EDGE_TOKEN", t);
-        }
-        let mut child = cmd.spawn().expect("binary starts");
+        let mut child = spawn_serve(data, listen, extra, &[], token);
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -88,6 +74,131 @@ impl Server {
             .arg(self.child.id().to_string())
             .status();
         wait_with_timeout(&mut self.child, Duration::from_secs(40))
+    }
+}
+
+/// The real binary serving `data` on `listen` with `extra` arguments and
+/// `env`, `RUST_LOG=info`, its stderr a pipe the caller owns. Nothing drains
+/// it: [`Server`] does, a test of the log itself may not.
+pub fn spawn_serve(
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    token: Option<&str>,
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_avatar-edge"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .env_remove("AVATAR_EDGE_TOKEN")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("AVATAR_EDGE_TOKEN", t);
+    }
+    cmd.spawn().expect("binary starts")
+}
+
+/// The value of the unlabelled family `name` in `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let r = request(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200, "/metrics");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// One keep-alive HTTP/1.1 connection, read response by response (each
+/// request is written in one piece: split, it meets Nagle and delayed ACKs).
+pub struct KeepAlive {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Self {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    pub fn get_head(path: &str, extra: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n")
+    }
+
+    /// Read one response: (status, connection-close?, body). Handles
+    /// Content-Length and chunked bodies.
+    pub fn read(&mut self) -> (u16, bool, Vec<u8>) {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("status line, got {line:?}"))
+            .parse()
+            .unwrap();
+        let (mut length, mut chunked, mut close) = (0usize, false, false);
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            chunked |= l == "transfer-encoding: chunked";
+            close |= l == "connection: close";
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                self.reader.read_exact(&mut chunk).unwrap();
+                body.extend_from_slice(&chunk[..n]);
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            body.resize(length, 0);
+            self.reader.read_exact(&mut body).unwrap();
+        }
+        (status, close, body)
+    }
+
+    pub fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
+        self.send_raw(Self::get_head(path, "").as_bytes());
+        let (status, _, body) = self.read();
+        (status, body)
+    }
+
+    /// POST `body` as JSON with a bearer `token`; the status.
+    pub fn post(&mut self, path: &str, token: &str, body: &str) -> u16 {
+        self.send_raw(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        self.read().0
     }
 }
 
