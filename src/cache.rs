@@ -219,17 +219,10 @@ where
         if let Some(v) = self.get(&key) {
             return Ok((v, Outcome::Hit));
         }
-        let (cell, first) = {
-            let mut map = lock(&self.inflight);
-            match map.get(&key) {
-                Some(c) => (c.clone(), false),
-                None => {
-                    let c = Arc::new(OnceCell::new());
-                    map.insert(key.clone(), c.clone());
-                    (c, true)
-                }
-            }
-        };
+        let cell = lock(&self.inflight)
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
         let mut produced = false;
         let result = cell
             .get_or_init(|| async {
@@ -243,12 +236,14 @@ where
             })
             .await
             .clone();
-        if !produced && !first {
-            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-        }
+        // Whoever reaches the cell first runs `produce`, which need not be
+        // the caller that created it: the creator can be preempted between
+        // releasing `inflight` and polling the cell. Count by `produced`
+        // alone, the same rule as the outcome.
         let outcome = if produced {
             Outcome::Produced
         } else {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             Outcome::Coalesced
         };
         result.map(|v| (v, outcome))
@@ -356,6 +351,14 @@ mod tests {
             outcomes.iter().filter(|o| **o == Outcome::Produced).count(),
             1
         );
+        // The counter agrees with the outcomes, whichever task produced.
+        let coalesced = outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Coalesced)
+            .count();
+        let hits = outcomes.iter().filter(|o| **o == Outcome::Hit).count();
+        assert_eq!(c.stats.coalesced.load(Ordering::SeqCst) as usize, coalesced);
+        assert_eq!(coalesced + hits, 49);
         assert_eq!(c.inflight(), 0);
         let (_, o) = c.get_or_produce(7, || async { Ok(Blob(1)) }).await.unwrap();
         assert_eq!(o, Outcome::Hit);
