@@ -15,7 +15,7 @@ use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::codecs::webp::WebPEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
-use super::resize::check_buffer;
+use super::resize::{channels, check_buffer};
 use super::{Compression, Encoding, Layout, OutputFormat, PipelineError, Pixels};
 
 /// JPEG quality for variants.
@@ -107,25 +107,23 @@ pub fn encode(
     encoding: Encoding,
 ) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
-    let mut out = Vec::new();
-    match format {
+    let mut out = match format {
         OutputFormat::Png => {
-            let enc =
-                PngEncoder::new_with_quality(&mut out, CompressionType::Fast, PngFilter::Adaptive);
-            enc.write_image(&px.data, px.width, px.height, color_type(px.layout))
-                .map_err(PipelineError::from_encode)?;
+            return with_out_scratch(|buf| {
+                PngEncoder::new_with_quality(buf, CompressionType::Fast, PngFilter::Adaptive)
+                    .write_image(&px.data, px.width, px.height, color_type(px.layout))
+                    .map_err(PipelineError::from_encode)
+            });
         }
-        OutputFormat::Webp => {
-            out = match encoding.compression {
-                Compression::Lossy => {
-                    encode_webp_lossy(px, checked_quality("webp", encoding.quality.webp)?)?
-                }
-                Compression::Lossless => encode_webp_lossless(px)?,
-            };
-        }
-        OutputFormat::Gif => out = super::animated::encode_still_gif(px)?,
+        OutputFormat::Webp => match encoding.compression {
+            Compression::Lossy => {
+                encode_webp_lossy(px, checked_quality("webp", encoding.quality.webp)?)?
+            }
+            Compression::Lossless => encode_webp_lossless(px)?,
+        },
+        OutputFormat::Gif => super::animated::encode_still_gif(px)?,
         OutputFormat::Avif => {
-            out = super::avif::encode_avif(px, checked_quality("avif", encoding.quality.avif)?)?
+            super::avif::encode_avif(px, checked_quality("avif", encoding.quality.avif)?)?
         }
         OutputFormat::Jpeg => {
             let (w, h) = match (u16::try_from(px.width), u16::try_from(px.height)) {
@@ -145,42 +143,118 @@ pub fn encode(
                     &flat
                 }
             };
-            let mut enc = jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY);
-            enc.set_optimized_huffman_tables(true);
-            enc.set_progressive(px.width.min(px.height) >= PROGRESSIVE_FROM);
-            enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
-                .map_err(PipelineError::from_encode)?;
+            return with_out_scratch(|buf| {
+                let mut enc = jpeg_encoder::Encoder::new(buf, JPEG_QUALITY);
+                enc.set_optimized_huffman_tables(true);
+                enc.set_progressive(px.width.min(px.height) >= PROGRESSIVE_FROM);
+                enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+                    .map_err(PipelineError::from_encode)
+            });
         }
-    }
-    // Encoders grow their output by doubling; variants live in the cache for
-    // a long time and are budgeted by length, so give back the slack (up to
-    // half of every allocation otherwise).
+    };
+    // These encoders grow their output by doubling; variants live in the
+    // cache for a long time and are budgeted by length, so give back the
+    // slack (up to half of every allocation otherwise).
     out.shrink_to_fit();
     Ok(out)
 }
 
-/// Encodes a ladder rung (QOI).
-pub(crate) fn encode_rung(px: &Pixels) -> Result<Vec<u8>, PipelineError> {
-    check_buffer(px)?;
-    qoi::encode_to_vec(&px.data, px.width, px.height).map_err(PipelineError::from_encode)
+std::thread_local! {
+    /// The output buffer of the last PNG or JPEG encode on this thread.
+    static OUT_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Decodes a stored rung (QOI) into pixels. Failures are `Internal`: rungs are
-/// written by `normalize`, never uploaded.
+/// Runs an encoder writing into this thread's output scratch buffer and
+/// returns an exact-size copy of what it wrote: variants live in the cache
+/// for a long time and are budgeted by length, so they must carry no slack,
+/// and growing a fresh buffer by doubling, then shrinking it, cost up to
+/// three allocations and copies per render (issue 19).
+fn with_out_scratch(
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), PipelineError>,
+) -> Result<Vec<u8>, PipelineError> {
+    let mut buf = OUT_SCRATCH.take();
+    buf.clear();
+    let written = write(&mut buf).map(|()| buf.as_slice().to_vec());
+    if buf.capacity() <= SCRATCH_KEEP_MAX {
+        OUT_SCRATCH.set(buf);
+    }
+    written
+}
+
+/// Rungs up to this side may be stored uncompressed (issue 19): decoding the
+/// QOI rung was 21–26 % of a cold render from it.
+pub(crate) const RAW_RUNG_MAX_SIDE: u32 = 256;
+/// Magic of an uncompressed rung: then width and height (u32 big-endian),
+/// channels (3 or 4), and the pixels, rows top to bottom. No QOI rung starts
+/// with it (those start `qoif`).
+const RAW_MAGIC: &[u8; 4] = b"AEr1";
+const RAW_HEADER: usize = 13;
+
+/// Encodes a ladder rung: QOI, or uncompressed (`RAW_MAGIC`) when the rung is
+/// at most [`RAW_RUNG_MAX_SIDE`] and QOI would save less than 60 % of its
+/// bytes — photographs, where raw pixels cost ~2–2.5× QOI's bytes and save
+/// the decode on every cold render; flat art (logos, drawings, generated
+/// avatars) stays QOI, which keeps it 5–50× smaller and decodes fast.
+pub(crate) fn encode_rung(px: &Pixels) -> Result<Vec<u8>, PipelineError> {
+    check_buffer(px)?;
+    let qoi =
+        qoi::encode_to_vec(&px.data, px.width, px.height).map_err(PipelineError::from_encode)?;
+    let raw_len = RAW_HEADER + px.data.len();
+    if px.width.max(px.height) > RAW_RUNG_MAX_SIDE || qoi.len() * 5 <= raw_len * 2 {
+        return Ok(qoi);
+    }
+    let mut raw = Vec::with_capacity(raw_len);
+    raw.extend_from_slice(RAW_MAGIC);
+    raw.extend_from_slice(&px.width.to_be_bytes());
+    raw.extend_from_slice(&px.height.to_be_bytes());
+    raw.push(channels(px.layout) as u8);
+    raw.extend_from_slice(&px.data);
+    Ok(raw)
+}
+
+/// Decodes a stored rung (QOI or uncompressed) into pixels. Failures are
+/// `Internal`: rungs are written by `normalize`, never uploaded.
 pub fn decode_rung(bytes: &[u8]) -> Result<Pixels, PipelineError> {
+    decode_rung_into(bytes, Vec::new())
+}
+
+/// Largest scratch buffer a thread keeps between renders ([`with_rung`]): a
+/// 1024 px RGBA rung.
+const SCRATCH_KEEP_MAX: usize = 4 << 20;
+
+std::thread_local! {
+    /// The pixels of the last rung decoded on this thread, for the next one.
+    static RUNG_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on the pixels of a stored rung, decoded into this thread's
+/// scratch buffer (issue 19): a fresh buffer per cold render was a
+/// page-faulting allocation each time (freed pages go back to the kernel at
+/// once, see `.cargo/config.toml`). Each render thread keeps at most
+/// `SCRATCH_KEEP_MAX` bytes.
+pub(crate) fn with_rung<T>(
+    bytes: &[u8],
+    f: impl FnOnce(&Pixels) -> Result<T, PipelineError>,
+) -> Result<T, PipelineError> {
+    let px = decode_rung_into(bytes, RUNG_SCRATCH.take())?;
+    let out = f(&px);
+    if px.data.capacity() <= SCRATCH_KEEP_MAX {
+        RUNG_SCRATCH.set(px.data);
+    }
+    out
+}
+
+/// [`decode_rung`] into `buf` (emptied first; its allocation is reused).
+fn decode_rung_into(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
+    if bytes.starts_with(RAW_MAGIC) {
+        return decode_raw_rung(bytes, buf);
+    }
     let corrupt = |e: qoi::Error| PipelineError::Internal(format!("corrupt rung: {e}"));
     let header = qoi::decode_header(bytes).map_err(corrupt)?;
-    if header.width == 0
-        || header.height == 0
-        || header.width > MAX_RUNG_SIDE
-        || header.height > MAX_RUNG_SIDE
-    {
-        return Err(PipelineError::Internal(format!(
-            "corrupt rung: header says {}x{}",
-            header.width, header.height
-        )));
-    }
-    let (header, data) = qoi::decode_to_vec(bytes).map_err(corrupt)?;
+    check_rung_side(header.width, header.height)?;
+    buf.clear();
+    buf.resize(header.n_bytes(), 0);
+    let header = qoi::decode_to_buf(&mut buf[..], bytes).map_err(corrupt)?;
     let layout = match header.channels {
         qoi::Channels::Rgb => Layout::Rgb8,
         qoi::Channels::Rgba => Layout::Rgba8,
@@ -189,10 +263,48 @@ pub fn decode_rung(bytes: &[u8]) -> Result<Pixels, PipelineError> {
         width: header.width,
         height: header.height,
         layout,
-        data,
+        data: buf,
     };
     check_buffer(&px)?;
     Ok(px)
+}
+
+fn check_rung_side(width: u32, height: u32) -> Result<(), PipelineError> {
+    if width == 0 || height == 0 || width > MAX_RUNG_SIDE || height > MAX_RUNG_SIDE {
+        return Err(PipelineError::Internal(format!(
+            "corrupt rung: header says {width}x{height}"
+        )));
+    }
+    Ok(())
+}
+
+fn decode_raw_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
+    let corrupt = |why: &str| PipelineError::Internal(format!("corrupt rung: {why}"));
+    let header = bytes
+        .get(..RAW_HEADER)
+        .ok_or_else(|| corrupt("short header"))?;
+    let be = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let (width, height) = (be(4), be(8));
+    check_rung_side(width, height)?;
+    let layout = match header[12] {
+        3 => Layout::Rgb8,
+        4 => Layout::Rgba8,
+        _ => return Err(corrupt("bad channel count")),
+    };
+    // The length must match the header exactly (a truncated blob is
+    // corrupt); checked before the pixels are copied.
+    let want = width as usize * height as usize * channels(layout);
+    if bytes.len() - RAW_HEADER != want {
+        return Err(corrupt("length does not match the header"));
+    }
+    buf.clear();
+    buf.extend_from_slice(&bytes[RAW_HEADER..]);
+    Ok(Pixels {
+        width,
+        height,
+        layout,
+        data: buf,
+    })
 }
 
 #[cfg(test)]
@@ -237,6 +349,98 @@ mod tests {
             let a = encode_rung(&p).unwrap();
             assert_eq!(a, encode_rung(&p).unwrap());
             assert_eq!(decode_rung(&a).unwrap(), p);
+        }
+    }
+
+    /// Pixels QOI cannot compress: a photograph's fine detail, at worst.
+    fn noise(w: u32, h: u32, layout: Layout) -> Pixels {
+        let ch = channels(layout);
+        let mut seed = 0x9e37_79b9_u32;
+        let data = (0..w as usize * h as usize * ch)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 24) as u8
+            })
+            .collect();
+        Pixels {
+            width: w,
+            height: h,
+            layout,
+            data,
+        }
+    }
+
+    /// Flat art: a few solid colours, which QOI stores as runs.
+    fn flat(w: u32, h: u32, layout: Layout) -> Pixels {
+        let mut data = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let c = [[230u8, 57, 70, 255], [29, 53, 87, 255], [241, 250, 238, 0]]
+                    [((x / 16 + y / 16) % 3) as usize];
+                data.extend_from_slice(&c[..channels(layout)]);
+            }
+        }
+        Pixels {
+            width: w,
+            height: h,
+            layout,
+            data,
+        }
+    }
+
+    #[test]
+    fn rung_storage_table() {
+        // (pixels, expected storage): uncompressed only for small rungs QOI
+        // cannot shrink by 60 %.
+        let cases: &[(Pixels, bool)] = &[
+            (noise(64, 64, Layout::Rgb8), true),
+            (noise(256, 256, Layout::Rgba8), true),
+            (noise(257, 257, Layout::Rgb8), false),
+            (flat(64, 64, Layout::Rgb8), false),
+            (flat(256, 256, Layout::Rgba8), false),
+            (flat(300, 300, Layout::Rgb8), false),
+            // QOI's 22 bytes of header and end marker outweigh one pixel.
+            (flat(1, 1, Layout::Rgb8), true),
+        ];
+        for (px, raw) in cases {
+            let bytes = encode_rung(px).unwrap();
+            assert_eq!(bytes.starts_with(RAW_MAGIC), *raw, "{}px {:?}", px.width, px.layout);
+            assert_eq!(bytes.starts_with(b"qoif"), !*raw);
+            assert_eq!(&decode_rung(&bytes).unwrap(), px);
+        }
+    }
+
+    #[test]
+    fn corrupt_raw_rungs_are_internal_errors() {
+        let good = encode_rung(&noise(16, 16, Layout::Rgb8)).unwrap();
+        assert!(good.starts_with(RAW_MAGIC));
+        let with = |at: usize, v: &[u8]| {
+            let mut b = good.clone();
+            b[at..at + v.len()].copy_from_slice(v);
+            b
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("magic only", RAW_MAGIC.to_vec()),
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("trailing byte", [good.clone(), vec![0]].concat()),
+            ("zero width", with(4, &0u32.to_be_bytes())),
+            ("huge side", with(8, &100_000u32.to_be_bytes())),
+            ("five channels", with(12, &[5])),
+            ("width x height overflows the bytes", with(4, &16_384u32.to_be_bytes())),
+        ];
+        for (why, c) in cases {
+            let e = decode_rung(&c).unwrap_err();
+            assert!(!e.is_client_error(), "{why}: {e:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_rung_round_trips(w in 1u32..48, h in 1u32..48, alpha: bool, flat: bool) {
+            let layout = if alpha { Layout::Rgba8 } else { Layout::Rgb8 };
+            let px = if flat { gradient(w, h, layout) } else { noise(w, h, layout) };
+            let bytes = encode_rung(&px).unwrap();
+            proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
         }
     }
 
