@@ -283,7 +283,9 @@ fn decode_raw_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineErr
     let header = bytes
         .get(..RAW_HEADER)
         .ok_or_else(|| corrupt("short header"))?;
-    let be = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let be = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let (width, height) = (be(4), be(8));
     check_rung_side(width, height)?;
     let layout = match header[12] {
@@ -311,14 +313,13 @@ fn decode_raw_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineErr
 mod tests {
     use super::*;
 
-    fn gradient(w: u32, h: u32, layout: Layout) -> Pixels {
-        let ch = if layout == Layout::Rgb8 { 3 } else { 4 };
-        let mut data = Vec::new();
+    /// A `w`×`h` image whose pixel at (x, y) is `pixel(x, y)` (RGBA; the
+    /// alpha is dropped for `Rgb8`).
+    fn image(w: u32, h: u32, layout: Layout, mut pixel: impl FnMut(u32, u32) -> [u8; 4]) -> Pixels {
+        let mut data = Vec::with_capacity(w as usize * h as usize * channels(layout));
         for y in 0..h {
             for x in 0..w {
-                data.extend_from_slice(
-                    &[(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8, 200][..ch],
-                );
+                data.extend_from_slice(&pixel(x, y)[..channels(layout)]);
             }
         }
         Pixels {
@@ -327,6 +328,12 @@ mod tests {
             layout,
             data,
         }
+    }
+
+    fn gradient(w: u32, h: u32, layout: Layout) -> Pixels {
+        image(w, h, layout, |x, y| {
+            [(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8, 200]
+        })
     }
 
     #[test]
@@ -354,38 +361,21 @@ mod tests {
 
     /// Pixels QOI cannot compress: a photograph's fine detail, at worst.
     fn noise(w: u32, h: u32, layout: Layout) -> Pixels {
-        let ch = channels(layout);
         let mut seed = 0x9e37_79b9_u32;
-        let data = (0..w as usize * h as usize * ch)
-            .map(|_| {
+        image(w, h, layout, |_, _| {
+            [0; 4].map(|_| {
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 (seed >> 24) as u8
             })
-            .collect();
-        Pixels {
-            width: w,
-            height: h,
-            layout,
-            data,
-        }
+        })
     }
 
     /// Flat art: a few solid colours, which QOI stores as runs.
     fn flat(w: u32, h: u32, layout: Layout) -> Pixels {
-        let mut data = Vec::new();
-        for y in 0..h {
-            for x in 0..w {
-                let c = [[230u8, 57, 70, 255], [29, 53, 87, 255], [241, 250, 238, 0]]
-                    [((x / 16 + y / 16) % 3) as usize];
-                data.extend_from_slice(&c[..channels(layout)]);
-            }
-        }
-        Pixels {
-            width: w,
-            height: h,
-            layout,
-            data,
-        }
+        let colours = [[230u8, 57, 70, 255], [29, 53, 87, 255], [241, 250, 238, 0]];
+        image(w, h, layout, |x, y| {
+            colours[((x / 16 + y / 16) % 3) as usize]
+        })
     }
 
     #[test]
@@ -404,7 +394,13 @@ mod tests {
         ];
         for (px, raw) in cases {
             let bytes = encode_rung(px).unwrap();
-            assert_eq!(bytes.starts_with(RAW_MAGIC), *raw, "{}px {:?}", px.width, px.layout);
+            assert_eq!(
+                bytes.starts_with(RAW_MAGIC),
+                *raw,
+                "{}px {:?}",
+                px.width,
+                px.layout
+            );
             assert_eq!(bytes.starts_with(b"qoif"), !*raw);
             assert_eq!(&decode_rung(&bytes).unwrap(), px);
         }
@@ -426,7 +422,10 @@ mod tests {
             ("zero width", with(4, &0u32.to_be_bytes())),
             ("huge side", with(8, &100_000u32.to_be_bytes())),
             ("five channels", with(12, &[5])),
-            ("width x height overflows the bytes", with(4, &16_384u32.to_be_bytes())),
+            (
+                "width x height overflows the bytes",
+                with(4, &16_384u32.to_be_bytes()),
+            ),
         ];
         for (why, c) in cases {
             let e = decode_rung(&c).unwrap_err();
