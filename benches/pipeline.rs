@@ -29,7 +29,10 @@
 //! | render/{png,jpg,webp}/256      | 1.92 / 1.87 / 1.95 ms |
 //! | render/{png,jpg,webp}/512      | 7.82 / 7.36 / 8.87 ms |
 //! | render/jpg/{128,256,512}, quiet machine, 2026-12-01 (load ~2) | 277 µs / 1.23 ms / 4.36 ms (profile per size: BENCHMARKS.md, issue 19) |
+//! | render/jpg/{128,256,512}, vendored encoder + raw rungs + scratch, 2026-12-01 (load 1.1–1.7, AMD EPYC VM; the previous code 423–484 µs / 1.45–1.51 ms / 5.6–5.7 ms in the same sitting) | 151–173 µs / 0.67–0.76 ms / 4.2–4.9 ms |
+//! | encode/jpg/128, same sitting (previous code 352–369 µs) | 156–179 µs |
 //! | resize/decode_rung_128 (QOI)   | 99 µs         |
+//! | resize/decode_rung_128 (uncompressed rung, 2026-12-01) | 1.2–19 µs (a copy; the 19 µs run page-faulted: the bench links glibc's allocator) |
 //! | resize/128_from_256            | 305 µs        |
 //! | resize/128_from_128_copy       | 2.1 µs        |
 //! | resize/80_from_128             | 185 µs        |
