@@ -175,9 +175,7 @@ fn with_out_scratch(
     let mut buf = OUT_SCRATCH.take();
     buf.clear();
     let written = write(&mut buf).map(|()| buf.as_slice().to_vec());
-    if buf.capacity() <= SCRATCH_KEEP_MAX {
-        OUT_SCRATCH.set(buf);
-    }
+    keep(&OUT_SCRATCH, buf);
     written
 }
 
@@ -238,10 +236,16 @@ pub(crate) fn with_rung<T>(
 ) -> Result<T, PipelineError> {
     let px = decode_rung_into(bytes, RUNG_SCRATCH.take())?;
     let out = f(&px);
-    if px.data.capacity() <= SCRATCH_KEEP_MAX {
-        RUNG_SCRATCH.set(px.data);
-    }
+    keep(&RUNG_SCRATCH, px.data);
     out
+}
+
+/// Puts a scratch buffer back into its thread-local slot, unless it grew
+/// past `SCRATCH_KEEP_MAX` (then it is freed).
+fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, buf: Vec<u8>) {
+    if buf.capacity() <= SCRATCH_KEEP_MAX {
+        slot.set(buf);
+    }
 }
 
 /// [`decode_rung`] into `buf` (emptied first; its allocation is reused).
@@ -435,9 +439,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_rung_round_trips(w in 1u32..48, h in 1u32..48, alpha: bool, flat: bool) {
+        fn any_rung_round_trips(w in 1u32..48, h in 1u32..48, alpha: bool, smooth: bool) {
             let layout = if alpha { Layout::Rgba8 } else { Layout::Rgb8 };
-            let px = if flat { gradient(w, h, layout) } else { noise(w, h, layout) };
+            let px = if smooth { gradient(w, h, layout) } else { noise(w, h, layout) };
             let bytes = encode_rung(&px).unwrap();
             proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
         }
