@@ -601,6 +601,43 @@ fn concurrent_writers_on_one_identity_through_two_nodes() {
     }
 }
 
+/// Nodes and NATS servers started together (a compose file, a reboot): a
+/// node whose NATS has no quorum yet (one of three servers up, so no
+/// JetStream meta leader and nowhere to place R3 buckets) waits, logging each
+/// retry, and serves once the others have joined, instead of exiting.
+#[test]
+fn a_node_started_before_its_nats_cluster_has_a_quorum_waits_for_it() {
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsCluster::configure(dir.path(), 3);
+    nats.spawn(0);
+    let first = format!("nats://127.0.0.1:{}", nats.client_ports[0]);
+    let data = dir.path().join("n1");
+    let node = std::thread::spawn(move || {
+        Server::start(
+            &data,
+            &["--nats", &first, "--nats-replicas", "3"],
+            Some(TOKEN),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!node.is_finished(), "listening without a JetStream quorum");
+    nats.spawn(1);
+    nats.spawn(2);
+    let n1 = node.join().expect("the node starts once the cluster forms");
+    let _dump = DumpLogsOnPanic(vec![&n1]);
+    let retries = n1
+        .startup_log
+        .iter()
+        .filter(|l| l.contains("not ready at start-up; retrying"))
+        .count();
+    assert!(retries >= 1, "each retry is logged: {:#?}", n1.startup_log);
+    wait_ready(&[n1.addr]);
+    let (hash, version) = upload(n1.addr, "quorum@example.org", &png(7100));
+    assert_eq!(version, 1);
+    assert_eq!(content_status(n1.addr, &hash), 200);
+}
+
 #[test]
 fn unreachable_nats_at_start_is_an_error_naming_the_url() {
     let _turn = one_at_a_time();

@@ -15,6 +15,8 @@ pub const TOKEN: &str = "integration-token-0123456789";
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The lines the server logged before it was listening.
+    pub startup_log: Vec<String>,
     _log: std::sync::mpsc::Receiver<String>,
 }
 
@@ -38,15 +40,26 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("server logs its address within 30 s");
+            let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => line,
+                Err(e) => {
+                    let exit = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    panic!(
+                        "server did not log its address within 30 s ({e:?}, exit {exit:?}); its log:\n{}",
+                        seen.join("\n")
+                    )
+                }
+            };
+            seen.push(line.clone());
             if line.contains("avatar-edge listening") {
                 let addr = listening_address(&line).expect("address in the log line");
                 return Server {
                     child,
                     addr,
+                    startup_log: seen,
                     _log: rx,
                 };
             }
@@ -390,6 +403,19 @@ impl NatsCluster {
     /// Start `n` servers routed to each other and wait until every one reports
     /// JetStream healthy. Panics with a clear message if `nats-server` is missing.
     pub fn start(dir: &Path, n: usize) -> NatsCluster {
+        let mut c = Self::configure(dir, n);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    /// `n` servers configured as in [`NatsCluster::start`], none running yet:
+    /// start each with [`NatsCluster::spawn`].
+    pub fn configure(dir: &Path, n: usize) -> NatsCluster {
         nats_server_bin(); // fail early and clearly when it is missing
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -431,23 +457,17 @@ impl NatsCluster {
             }
             args.push(a);
         }
-        let mut c = NatsCluster {
+        NatsCluster {
             client_ports,
             monitor_ports,
             args,
             procs: (0..n).map(|_| None).collect(),
             logs,
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        for i in 0..n {
-            c.wait_healthy(i);
-        }
-        c
     }
 
-    fn spawn(&mut self, i: usize) {
+    /// Start server `i` (not waiting for it).
+    pub fn spawn(&mut self, i: usize) {
         let child = Command::new(nats_server_bin())
             .args(&self.args[i])
             .stdout(Stdio::null())

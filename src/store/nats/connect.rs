@@ -23,6 +23,41 @@ const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// acknowledgement) waits.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long start-up keeps retrying the JetStream steps after connecting
+/// (opening the buckets and streams) while the cluster is still forming:
+/// servers started together elect a meta leader and place R3 streams only
+/// after a few seconds, and a node started beside them waits, logging each
+/// retry, instead of exiting.
+pub(super) const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs start-up step `what` until it succeeds or [`START_PATIENCE`] has
+/// passed (then its last error is returned). Waits 100 ms, doubling to 2 s,
+/// between attempts.
+pub(super) async fn at_start<T, F, Fut>(what: &str, mut step: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(
+                    step = what,
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "NATS JetStream not ready at start-up; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Checks a server's version string (`2.15.1`, `2.10.0-beta.3`) against
 /// [`MIN_SERVER`]; the error names the version found and the minimum.
 pub fn check_version(found: &str) -> Result<(), String> {
@@ -160,6 +195,42 @@ mod tests {
         for old in ["2.9.10", "2.9.21", "1.4.1", "", "junk"] {
             let e = check_version(old).unwrap_err();
             assert!(e.contains("2.10") && e.contains(&format!("{old:?}")), "{e}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn start_up_steps_retry_until_they_succeed_or_patience_ends() {
+        // Fails three times, then succeeds: the value comes back.
+        let mut calls = 0;
+        let t0 = tokio::time::Instant::now();
+        let got = at_start("flaky", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 4 {
+                    Err(StoreError::Unavailable(format!("attempt {n}")))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 4);
+        assert_eq!(t0.elapsed(), Duration::from_millis(100 + 200 + 400));
+        // Never succeeds: the last error, once patience has run out.
+        let mut calls = 0;
+        let t0 = tokio::time::Instant::now();
+        let got: Result<(), _> = at_start("down", || {
+            calls += 1;
+            let n = calls;
+            async move { Err(StoreError::Unavailable(format!("attempt {n}"))) }
+        })
+        .await;
+        let waited = t0.elapsed();
+        assert!(waited <= START_PATIENCE && waited > START_PATIENCE - Duration::from_secs(2));
+        match got {
+            Err(StoreError::Unavailable(m)) => assert_eq!(m, format!("attempt {calls}")),
+            other => panic!("{other:?}"),
         }
     }
 

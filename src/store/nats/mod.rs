@@ -162,16 +162,24 @@ impl NatsStore {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(connect::REQUEST_TIMEOUT);
         let replicas = opts.replicas.max(1);
-        let kv = open_kv(&js, replicas).await?;
-        let blobs = open_blobs(&js, replicas).await?;
-        let stream = js
-            .get_stream(format!("KV_{INDEX_BUCKET}"))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: event stream: {e}")))?;
-        let blob_stream = js
-            .get_stream(format!("OBJ_{BLOB_BUCKET}"))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: blob stream: {e}")))?;
+        let (kv, blobs, stream, blob_stream) = connect::at_start("opening the buckets", || async {
+            let kv = open_kv(&js, replicas).await?;
+            let blobs = open_blobs(&js, replicas).await?;
+            let stream = js
+                .get_stream(format!("KV_{INDEX_BUCKET}"))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("NATS at {joined}: event stream: {e}"))
+                })?;
+            let blob_stream = js
+                .get_stream(format!("OBJ_{BLOB_BUCKET}"))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("NATS at {joined}: blob stream: {e}"))
+                })?;
+            Ok((kv, blobs, stream, blob_stream))
+        })
+        .await?;
         let store = NatsStore {
             inner: Arc::new(Inner {
                 client,

@@ -170,17 +170,16 @@ impl NatsStore {
             num_replicas: replicas,
             ..Default::default()
         };
-        self.inner
-            .js
-            .create_or_update_stream(config)
-            .await
-            .map_err(self.fail("audit stream"))?;
-        let stream = self
-            .inner
-            .js
-            .get_stream(AUDIT_STREAM)
-            .await
-            .map_err(self.fail("audit stream"))?;
+        let js = &self.inner.js;
+        let stream = super::connect::at_start("opening the audit stream", || async {
+            js.create_or_update_stream(config.clone())
+                .await
+                .map_err(self.fail("audit stream"))?;
+            js.get_stream(AUDIT_STREAM)
+                .await
+                .map_err(self.fail("audit stream"))
+        })
+        .await?;
         let _ = self.inner.audit.set(stream);
         Ok(())
     }
