@@ -1126,7 +1126,22 @@ impl<W: JfifWrite> Encoder<W> {
 
                     debug_assert!(!blocks[i].is_empty());
 
-                    for block in &blocks[i] {
+                    // avatar-edge fork: the scans that use these tables
+                    // (sequential or progressive, one component per scan)
+                    // reset the DC prediction at every restart marker, i.e.
+                    // before each block k > 0 with k % interval == 0; count
+                    // the differences they write. Upstream counted without
+                    // the resets, so a restart could write a DC category its
+                    // optimized table had no code for (a zero-length code in
+                    // release builds: a corrupt JPEG). Found by the
+                    // `jpeg_fork` fuzz target. Without a restart interval
+                    // nothing changes.
+                    let restart = usize::from(self.restart_interval.unwrap_or(0));
+
+                    for (k, block) in blocks[i].iter().enumerate() {
+                        if restart > 0 && k % restart == 0 {
+                            prev_dc = 0;
+                        }
                         let value = block.data[0];
                         let diff = value - prev_dc;
                         let num_bits = get_num_bits(diff);
