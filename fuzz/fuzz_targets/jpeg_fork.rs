@@ -98,20 +98,24 @@ fuzz_target!(|data: &[u8]| {
         pixels.iter().copied().cycle().take(n).collect()
     };
 
-    let ours = |optimize: bool| {
-        let mut out = Vec::new();
-        let done = {
-            let mut e = jpeg_encoder::Encoder::new(&mut out, quality);
-            e.set_sampling_factor(sampling);
-            e.set_optimized_huffman_tables(optimize);
-            e.set_progressive(progressive);
-            if restart > 0 {
-                e.set_restart_interval(restart);
-            }
-            e.encode(&image, w, h, color)
-        };
-        done.map(|()| out)
-    };
+    // One encode with `krate`'s encoder (the fork or the release).
+    macro_rules! encode {
+        ($krate:ident, $color:expr, $sampling:expr, $optimize:expr) => {{
+            let mut out = Vec::new();
+            let done = {
+                let mut e = $krate::Encoder::new(&mut out, quality);
+                e.set_sampling_factor($sampling);
+                e.set_optimized_huffman_tables($optimize);
+                e.set_progressive(progressive);
+                if restart > 0 {
+                    e.set_restart_interval(restart);
+                }
+                e.encode(&image, w, h, $color)
+            };
+            done.map(|()| out)
+        }};
+    }
+    let ours = |optimize: bool| encode!(jpeg_encoder, color, sampling, optimize);
     let what = format!(
         "{w}x{h} {color:?} {sampling:?} q{quality} optimize {optimize} progressive {progressive} restart {restart}"
     );
@@ -133,18 +137,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
-    let mut out = Vec::new();
-    let done = {
-        let mut e = upstream::Encoder::new(&mut out, quality);
-        e.set_sampling_factor(up_sampling);
-        e.set_optimized_huffman_tables(optimize);
-        e.set_progressive(progressive);
-        if restart > 0 {
-            e.set_restart_interval(restart);
-        }
-        e.encode(&image, w, h, up_color)
-    };
-    let theirs = done.map(|()| out);
+    let theirs = encode!(upstream, up_color, up_sampling, optimize);
 
     match (mine, theirs) {
         (Ok(a), Ok(b)) => assert!(a == b, "{what}: bytes differ"),
