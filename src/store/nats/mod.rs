@@ -162,22 +162,21 @@ impl NatsStore {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(connect::REQUEST_TIMEOUT);
         let replicas = opts.replicas.max(1);
+        let stream = |name: String, what: &'static str| {
+            let js = &js;
+            let joined = &joined;
+            async move {
+                js.get_stream(name)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: {what}: {e}")))
+            }
+        };
         let (kv, blobs, stream, blob_stream) = connect::at_start("opening the buckets", || async {
             let kv = open_kv(&js, replicas).await?;
             let blobs = open_blobs(&js, replicas).await?;
-            let stream = js
-                .get_stream(format!("KV_{INDEX_BUCKET}"))
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("NATS at {joined}: event stream: {e}"))
-                })?;
-            let blob_stream = js
-                .get_stream(format!("OBJ_{BLOB_BUCKET}"))
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("NATS at {joined}: blob stream: {e}"))
-                })?;
-            Ok((kv, blobs, stream, blob_stream))
+            let events = stream(format!("KV_{INDEX_BUCKET}"), "event stream").await?;
+            let blob_stream = stream(format!("OBJ_{BLOB_BUCKET}"), "blob stream").await?;
+            Ok((kv, blobs, events, blob_stream))
         })
         .await?;
         let store = NatsStore {
