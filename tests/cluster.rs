@@ -33,6 +33,21 @@ fn png(seed: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A 1024 px photo-like master: its ladder has rungs above and below 256 px.
+fn big_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(1024, 1024, |x, y| {
+        let n = (x.wrapping_mul(7_919) ^ y.wrapping_mul(104_729)).wrapping_mul(2_654_435_761);
+        image::Rgb([
+            (x / 4) as u8 ^ (n >> 29) as u8,
+            (y / 4) as u8,
+            (n >> 24) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
 fn json(r: &Reply) -> serde_json::Value {
     serde_json::from_slice(&r.body)
         .unwrap_or_else(|_| panic!("JSON body, got {}", String::from_utf8_lossy(&r.body)))
@@ -267,6 +282,40 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
         cold_worst <= Duration::from_millis(100),
         "nodes 2 and 3 served a new avatar (fetch + render) {cold_worst:?} after the \
          acknowledgement (limit 100 ms)"
+    );
+
+    // 1b. A change prefetches, on the other nodes, only the rungs renders up
+    // to 256 px read; a larger render fetches its rung when first asked.
+    let fetched = |addr| metric(addr, "avatar_edge_blob_fetched_bytes_total");
+    let settled = |addr| {
+        let mut last = fetched(addr);
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = fetched(addr);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let before = settled(n2.addr);
+    let email = "big@example.org";
+    let (hash, _) = upload(n1.addr, email, &big_png());
+    time_until_served(&[n2.addr], &md5_hex(email), &[64], &hash, Instant::now());
+    let small = settled(n2.addr) - before;
+    let r = n2.request(
+        "GET",
+        &format!("/avatar/{}?s=1024", md5_hex(email)),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let large = settled(n2.addr) - before - small;
+    eprintln!("node 2 fetched {small} B on the change, {large} B for its first 1024 px render");
+    assert!(small > 0, "the change prefetched the small rungs");
+    assert!(
+        large > 4 * small,
+        "the change prefetched large rungs: {small} B on the change, {large} B for the 1024 px render"
     );
 
     // 2. One identity changed through two nodes at once: no lost update.

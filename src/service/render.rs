@@ -406,3 +406,47 @@ impl Service {
         Ok((v, outcome))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::ContentHash;
+    use crate::pipeline;
+    use crate::store::{Manifest, RungRef};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The rungs a prefetch up to `limit` takes
+        /// (`Manifest::still_rungs_up_to`) hold the rung every still render
+        /// of a size up to `limit` reads (`pipeline::pick_rung`).
+        #[test]
+        fn renders_up_to_a_size_read_only_the_rungs_prefetched_for_it(
+            animated in 0usize..3,
+            sides in proptest::collection::btree_set(1u32..2048, 1..8),
+            limit in 1u32..2048,
+        ) {
+            // A ladder: animated rungs (side 0) first, then stills largest first.
+            let sides: Vec<u32> = std::iter::repeat_n(0, animated)
+                .chain(sides.into_iter().rev())
+                .collect();
+            let m = Manifest {
+                hash: ContentHash::of(b"m"),
+                has_alpha: false,
+                source_format: "png".into(),
+                rungs: sides
+                    .iter()
+                    .map(|&side| RungRef { side, blob: ContentHash::of(&side.to_le_bytes()), len: 1 })
+                    .collect(),
+                animation: None,
+                compression: None,
+            };
+            let prefetched: Vec<u32> = m.still_rungs_up_to(limit).map(|r| r.side).collect();
+            for size in 1..=limit {
+                let read = sides[pipeline::pick_rung(&sides, size)];
+                prop_assert!(
+                    prefetched.contains(&read),
+                    "{:?}: {} px reads {}, prefetched {:?}", sides, size, read, prefetched
+                );
+            }
+        }
+    }
+}

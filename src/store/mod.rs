@@ -101,6 +101,24 @@ impl Manifest {
         self.rungs.iter().map(|r| r.side).max().unwrap_or(0)
     }
 
+    /// The still rungs a render of any size up to `size` may read: with
+    /// `pipeline::pick_rung`'s rule (the exact or next-larger side), every
+    /// still rung up to the smallest one at least `size` wide, or every
+    /// still rung when none is that wide. Animated rungs (side 0) are not
+    /// among them.
+    pub fn still_rungs_up_to(&self, size: u32) -> impl Iterator<Item = &RungRef> {
+        let cap = self
+            .rungs
+            .iter()
+            .map(|r| r.side)
+            .filter(|&s| s >= size)
+            .min()
+            .unwrap_or(u32::MAX);
+        self.rungs
+            .iter()
+            .filter(move |r| r.side > 0 && r.side <= cap)
+    }
+
     /// The animated rungs (side, blob), the master's first; empty for a
     /// still.
     pub fn animated_rungs(&self) -> Vec<(u32, ContentHash)> {
@@ -499,6 +517,44 @@ fn secret_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn still_rungs_up_to_cover_every_render_of_that_size_or_less() {
+        let manifest = |sides: &[u32]| Manifest {
+            hash: ContentHash::of(b"m"),
+            has_alpha: false,
+            source_format: "png".into(),
+            rungs: sides
+                .iter()
+                .map(|&side| RungRef {
+                    side,
+                    blob: ContentHash::of(&side.to_le_bytes()),
+                    len: 1,
+                })
+                .collect(),
+            animation: None,
+            compression: None,
+        };
+        // (ladder, size, sides selected)
+        let cases: [(&[u32], u32, &[u32]); 7] = [
+            (&[1024, 512, 256, 128, 64, 32], 256, &[256, 128, 64, 32]),
+            (&[1024, 512, 256, 128, 64, 32], 200, &[256, 128, 64, 32]),
+            (&[1024, 512, 256, 128, 64, 32], 16, &[32]),
+            // No 256 rung: the next larger one is read for 256 px renders.
+            (&[400, 200, 100], 256, &[400, 200, 100]),
+            // A master smaller than the size: all of it.
+            (&[96, 64, 32], 256, &[96, 64, 32]),
+            // Animated rungs (side 0) first: never selected.
+            (&[0, 0, 512, 256, 128], 256, &[256, 128]),
+            (&[0, 0], 256, &[]),
+        ];
+        for (ladder, size, want) in cases {
+            let m = manifest(ladder);
+            let got: Vec<u32> = m.still_rungs_up_to(size).map(|r| r.side).collect();
+            assert_eq!(got, want, "{ladder:?} up to {size}");
+        }
+        // That renders read nothing else: the proptest in `service::render`.
+    }
 
     #[test]
     fn manifests_without_a_compression_decision_still_load() {

@@ -39,9 +39,9 @@
 //!   safely against a concurrent bind of the same content (see `gc`);
 //! - each node keeps a replica of the bucket fed by a KV watch; identity and
 //!   manifest look-ups answer from it and never leave the node. A change
-//!   arriving through the watch also prefetches the new master's blobs into a
-//!   small byte-bounded cache, so the first render here does not wait for the
-//!   object store. Whoever applies a revision to the replica first (the watch,
+//!   arriving through the watch also prefetches the new master's small rungs
+//!   (those renders up to 256 px read) into a byte-bounded cache, so the
+//!   first such render here does not wait for the object store. Whoever applies a revision to the replica first (the watch,
 //!   or the local commit) announces its event through the store's [`Publish`],
 //!   once.
 //!
@@ -106,6 +106,9 @@ struct Stats {
     corrupt_blobs: AtomicU64,
     blobs_written: AtomicU64,
     blobs_deleted: AtomicU64,
+    /// Bytes of verified blobs read from the object store (render misses
+    /// and prefetches).
+    blob_fetched_bytes: AtomicU64,
 }
 
 struct Inner {
@@ -428,6 +431,16 @@ impl Store for NatsStore {
             "avatar_edge_bucket_errors_total",
             "Failed NATS bucket operations (index, objects).",
             s.bucket_errors.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "avatar_edge_blob_fetched_bytes_total",
+            "Bytes of blobs this node read from the object store (render misses and prefetches).",
+            s.blob_fetched_bytes.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "avatar_edge_blob_cache_bytes",
+            "Bytes in this node's byte-bounded cache of fetched blobs.",
+            self.inner.blob_cache.bytes() as u64,
         );
         out.gauge(
             "avatar_edge_index_stale",

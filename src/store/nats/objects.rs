@@ -18,6 +18,16 @@ pub(super) const BLOB_CACHE_BYTES: u64 = 64 << 20;
 /// Shards of that cache: a blob up to a quarter of the budget is cached.
 pub(super) const BLOB_CACHE_SHARDS: usize = 4;
 
+/// A change prefetches the still rungs a render up to this side reads
+/// ([`Manifest::still_rungs_up_to`]): the sizes pages ask most (lists and
+/// comments, 128 px at 2x), a few to ~100 KB of a photo's ladder. Larger
+/// rungs (~0.35 and ~1.4 MB for 512 and 1024 px) and animated ones (up to
+/// megabytes) are read by their first render on the node instead of by every
+/// node on every change.
+///
+/// [`Manifest::still_rungs_up_to`]: crate::store::Manifest::still_rungs_up_to
+pub(super) const PREFETCH_UP_TO: u32 = 256;
+
 /// Verified blobs by hash, bounded in bytes (the generic [`crate::cache`]).
 pub(super) type BlobCache = crate::cache::Cache<ContentHash, Bytes, ()>;
 
@@ -131,17 +141,22 @@ impl NatsStore {
             tracing::error!(blob = %hash, "blob does not match its hash; not served");
             return Ok(None);
         }
+        self.inner
+            .stats
+            .blob_fetched_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         let bytes = Bytes::from(buf);
         self.inner.blob_cache.insert(*hash, bytes.clone());
         Ok(Some(bytes))
     }
 
-    /// Fetch a newly bound master's rungs into the blob cache.
+    /// Fetch a newly bound master's small rungs ([`PREFETCH_UP_TO`]) into
+    /// the blob cache.
     pub(super) async fn prefetch(&self, master: &ContentHash) {
         let Ok(Some(m)) = self.manifest(master).await else {
             return;
         };
-        for r in &m.rungs {
+        for r in m.still_rungs_up_to(PREFETCH_UP_TO) {
             if let Err(e) = self.blob(&r.blob).await {
                 tracing::debug!(blob = %r.blob, error = %e, "prefetch failed");
                 return;
