@@ -1,5 +1,6 @@
 //! The bounded pool that runs CPU work (decode, resize, encode, identicons)
-//! off the async reactor.
+//! off the async reactor — or, for jobs of a fraction of a millisecond, on
+//! the calling thread once admitted ([`Pool::run_weighted_here`]).
 //!
 //! At most `threads` jobs run at once (a semaphore in front of tokio's blocking
 //! pool); at most `queue` more may wait. Beyond that a job is refused at once
@@ -95,6 +96,26 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.admit(bytes, false, job).await
+    }
+
+    /// Like [`Pool::run_weighted`], but runs the job on the calling thread
+    /// once admitted (it holds a slot and its memory all the same): for jobs
+    /// short enough that handing them to a blocking thread and back costs a
+    /// large share of their time (small renders; the caller decides).
+    pub async fn run_weighted_here<T, F>(&self, bytes: u64, job: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.admit(bytes, true, job).await
+    }
+
+    async fn admit<T, F>(&self, bytes: u64, here: bool, job: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let prev = self.depth.fetch_add(1, Ordering::AcqRel);
         let _guard = DepthGuard(self.depth.clone());
         if prev >= self.capacity {
@@ -118,14 +139,13 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|_| PoolError::Busy)?;
+        if here {
+            let _permit = permit;
+            return guarded(job).map_err(PoolError::Panicked);
+        }
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
-                p.downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into())
-            })
+            guarded(job)
         });
         match handle.await {
             Ok(Ok(v)) => Ok(v),
@@ -133,6 +153,16 @@ impl Pool {
             Err(e) => Err(PoolError::Panicked(e.to_string())),
         }
     }
+}
+
+/// Runs `job`, a panic becoming its message.
+fn guarded<T>(job: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
 }
 
 #[cfg(test)]
@@ -183,6 +213,24 @@ mod tests {
         assert_eq!(r, Err(PoolError::Panicked("decoder exploded".into())));
         assert_eq!(p.run(|| "still alive").await, Ok("still alive"));
         assert_eq!(p.depth(), 0);
+    }
+
+    /// A job run here runs on the calling thread, holds a slot and its
+    /// memory while it runs, and a panic is that job's error.
+    #[tokio::test]
+    async fn jobs_run_here_keep_the_bounds_and_contain_panics() {
+        let p = Pool::with_memory(1, 0, 100 << 10);
+        let caller = std::thread::current().id();
+        let seen = p
+            .run_weighted_here(60 << 10, {
+                let p = p.clone();
+                move || (std::thread::current().id(), p.depth(), p.memory_reserved())
+            })
+            .await;
+        assert_eq!(seen, Ok((caller, 1, 60)));
+        let r: Result<(), _> = p.run_weighted_here(1, || panic!("encoder exploded")).await;
+        assert_eq!(r, Err(PoolError::Panicked("encoder exploded".into())));
+        assert_eq!((p.depth(), p.memory_reserved()), (0, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,6 +279,17 @@ impl Service {
         self.run_on(&self.pool, bytes, job).await
     }
 
+    /// [`Service::on_pool`] for a small job, run on this thread once the pool
+    /// admits it ([`crate::workers::Pool::run_weighted_here`]).
+    async fn run_here<T: Send + 'static>(
+        &self,
+        bytes: u64,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let r = self.pool.run_weighted_here(bytes, job).await;
+        self.count_pool_result(r)
+    }
+
     /// Run `job` on `pool`, counting refusals and panics. A panic's message
     /// travels in the error; the HTTP layer logs it with the request's id.
     async fn run_on<T: Send + 'static>(
@@ -287,7 +298,12 @@ impl Service {
         bytes: u64,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
-        match pool.run_weighted(bytes, job).await {
+        let r = pool.run_weighted(bytes, job).await;
+        self.count_pool_result(r)
+    }
+
+    fn count_pool_result<T>(&self, r: Result<T, PoolError>) -> Result<T, ServiceError> {
+        match r {
             Ok(v) => Ok(v),
             Err(e) => {
                 let counter = match e {
