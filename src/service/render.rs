@@ -27,7 +27,8 @@ use crate::store::Manifest;
 /// ms handed off against 0.461 / 0.354 ms here; 32 px 0.323 / 0.272 against
 /// 0.276 / 0.215 ms; renders/s at `-c4` +18 %. Larger renders (256 px: over
 /// 1 ms) would hold up the other connections of that thread: they hand off.
-/// Local blobs only: the rung is read from the page cache inside the job.
+/// With local blobs the job also reads the rung (from the page cache); other
+/// stores fetch it first (the NATS store from its blob cache, usually).
 pub const RENDER_HERE_BYTES: u64 = 512 << 10;
 
 /// What a variant is made from. Content-derived only (see module doc).
@@ -311,8 +312,9 @@ impl Service {
             .get_or_produce(key, || async move {
                 let etag = etag_key.etag();
                 let started = Instant::now();
-                // Local blobs are read inside the render job (one thread
-                // hand-off instead of two); other stores fetch first.
+                // Local blobs are read inside the render job (no thread
+                // hand-off for a small render, one instead of two for
+                // others); other stores fetch first.
                 let body = if self.store.blobs_are_local() {
                     let store = self.store.clone();
                     let job = move || -> Result<Vec<u8>, ServiceError> {
@@ -322,26 +324,33 @@ impl Service {
                             .ok_or(ServiceError::ContentUnreadable)?;
                         Ok(pipeline::render(&bytes, size, format, encoding)?)
                     };
-                    let r = if cost <= RENDER_HERE_BYTES {
-                        self.run_here(cost, job).await
-                    } else {
-                        self.on_pool(cost, job).await
-                    };
-                    self.render_result(r.and_then(|r| r))?
+                    self.render_result(self.run_render(cost, job).await.and_then(|r| r))?
                 } else {
                     let bytes = self
                         .store
                         .blob(&rung)
                         .await?
                         .ok_or(ServiceError::ContentUnreadable)?;
-                    let job = self.on_pool(cost, move || {
-                        pipeline::render(&bytes, size, format, encoding)
-                    });
-                    self.render_result(job.await.and_then(|r| Ok(r?)))?
+                    let job = move || pipeline::render(&bytes, size, format, encoding);
+                    self.render_result(self.run_render(cost, job).await.and_then(|r| Ok(r?)))?
                 };
                 Ok(self.rendered(started, body, etag, format))
             })
             .await
+    }
+
+    /// Run a still render's `job` of working memory `cost`: on this thread
+    /// when small ([`RENDER_HERE_BYTES`]), else on the render pool.
+    async fn run_render<T: Send + 'static>(
+        &self,
+        cost: u64,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        if cost <= RENDER_HERE_BYTES {
+            self.run_here(cost, job).await
+        } else {
+            self.on_pool(cost, job).await
+        }
     }
 
     /// A finished render as a variant, counted (still and animated alike).

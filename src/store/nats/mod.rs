@@ -41,9 +41,9 @@
 //!   manifest look-ups answer from it and never leave the node. A change
 //!   arriving through the watch also prefetches the new master's small rungs
 //!   (those renders up to 256 px read) into a byte-bounded cache, so the
-//!   first such render here does not wait for the object store. Whoever applies a revision to the replica first (the watch,
-//!   or the local commit) announces its event through the store's [`Publish`],
-//!   once.
+//!   first such render here does not wait for the object store. Whoever
+//!   applies a revision to the replica first (the watch, or the local commit)
+//!   announces its event through the store's [`Publish`], once.
 //!
 //! Files: `connect` (connection, minimum server version, redaction), `keys`
 //! (layout, buckets), `replica` (watch and replica), `commit` (writes), `gc` (erasure: pins and collection), `objects` (blobs), `queue` (delivery consumers); this file holds
