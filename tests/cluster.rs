@@ -287,9 +287,10 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
     // 1b. A change prefetches, on the other nodes, only the rungs renders up
     // to 256 px read; a larger render fetches its rung when first asked.
     let fetched = |addr| metric(addr, "avatar_edge_blob_fetched_bytes_total");
+    // The counter once it stops moving (bounded: 10 s).
     let settled = |addr| {
         let mut last = fetched(addr);
-        loop {
+        for _ in 0..33 {
             std::thread::sleep(Duration::from_millis(300));
             let now = fetched(addr);
             if now == last {
@@ -297,6 +298,7 @@ fn three_nodes_on_a_three_server_jetstream_cluster() {
             }
             last = now;
         }
+        panic!("node {addr} kept fetching blobs for 10 s");
     };
     let before = settled(n2.addr);
     let email = "big@example.org";

@@ -435,9 +435,8 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::ContentHash;
     use crate::pipeline;
-    use crate::store::{Manifest, RungRef};
+    use crate::store::Manifest;
     use proptest::prelude::*;
 
     proptest! {
@@ -454,17 +453,7 @@ mod tests {
             let sides: Vec<u32> = std::iter::repeat_n(0, animated)
                 .chain(sides.into_iter().rev())
                 .collect();
-            let m = Manifest {
-                hash: ContentHash::of(b"m"),
-                has_alpha: false,
-                source_format: "png".into(),
-                rungs: sides
-                    .iter()
-                    .map(|&side| RungRef { side, blob: ContentHash::of(&side.to_le_bytes()), len: 1 })
-                    .collect(),
-                animation: None,
-                compression: None,
-            };
+            let m = Manifest::with_sides(&sides);
             let prefetched: Vec<u32> = m.still_rungs_up_to(limit).map(|r| r.side).collect();
             for size in 1..=limit {
                 let read = sides[pipeline::pick_rung(&sides, size)];

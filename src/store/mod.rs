@@ -119,6 +119,27 @@ impl Manifest {
             .filter(move |r| r.side > 0 && r.side <= cap)
     }
 
+    /// A still manifest with rungs of these sides (blob hashes from the
+    /// sides), for tests of rung choice.
+    #[cfg(test)]
+    pub(crate) fn with_sides(sides: &[u32]) -> Manifest {
+        Manifest {
+            hash: ContentHash::of(b"m"),
+            has_alpha: false,
+            source_format: "png".into(),
+            rungs: sides
+                .iter()
+                .map(|&side| RungRef {
+                    side,
+                    blob: ContentHash::of(&side.to_le_bytes()),
+                    len: 1,
+                })
+                .collect(),
+            animation: None,
+            compression: None,
+        }
+    }
+
     /// The animated rungs (side, blob), the master's first; empty for a
     /// still.
     pub fn animated_rungs(&self) -> Vec<(u32, ContentHash)> {
@@ -520,21 +541,6 @@ mod tests {
 
     #[test]
     fn still_rungs_up_to_cover_every_render_of_that_size_or_less() {
-        let manifest = |sides: &[u32]| Manifest {
-            hash: ContentHash::of(b"m"),
-            has_alpha: false,
-            source_format: "png".into(),
-            rungs: sides
-                .iter()
-                .map(|&side| RungRef {
-                    side,
-                    blob: ContentHash::of(&side.to_le_bytes()),
-                    len: 1,
-                })
-                .collect(),
-            animation: None,
-            compression: None,
-        };
         // (ladder, size, sides selected)
         let cases: [(&[u32], u32, &[u32]); 7] = [
             (&[1024, 512, 256, 128, 64, 32], 256, &[256, 128, 64, 32]),
@@ -549,7 +555,7 @@ mod tests {
             (&[0, 0], 256, &[]),
         ];
         for (ladder, size, want) in cases {
-            let m = manifest(ladder);
+            let m = Manifest::with_sides(ladder);
             let got: Vec<u32> = m.still_rungs_up_to(size).map(|r| r.side).collect();
             assert_eq!(got, want, "{ladder:?} up to {size}");
         }
