@@ -289,11 +289,19 @@ pub fn auth() -> (&'static str, String) {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: every listener stays open until all are bound,
+/// so the kernel cannot hand out one port twice (it did: a nats-server's
+/// route port equal to its monitor port, "address already in use").
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// Send SIGKILL (no chance to clean up) and reap the process.
@@ -417,9 +425,10 @@ impl NatsCluster {
     /// start each with [`NatsCluster::spawn`].
     pub fn configure(dir: &Path, n: usize) -> NatsCluster {
         nats_server_bin(); // fail early and clearly when it is missing
-        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let monitor_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let ports = free_ports(3 * n);
+        let client_ports = ports[..n].to_vec();
+        let cluster_ports = ports[n..2 * n].to_vec();
+        let monitor_ports = ports[2 * n..].to_vec();
         let routes = cluster_ports
             .iter()
             .map(|p| format!("nats://127.0.0.1:{p}"))
