@@ -16,7 +16,9 @@
 #     nodes, then the same against the embedded node; WRITE_ROUNDS (2) rounds
 #     alternating cluster / embedded. Uploads/s, p50/p99 of acknowledged
 #     uploads, 503s, and cluster / embedded. Targets: >= 0.5x the embedded
-#     uploads/s, p99 <= 100 ms, no 503.
+#     uploads/s, p99 <= 100 ms, no 503. WRITE_REPLACE=1: each writer keeps
+#     one identity and replaces its avatar (every write unbinds a master:
+#     the unlisting and collection path).
 # (e) replica memory and look-ups (issue 20): imports IDENTITIES (100,000)
 #     identities through the public API (IMPORT_CONCURRENCY concurrent PUTs
 #     over the three nodes, 503s retried), in two halves on 16 shared
@@ -232,7 +234,8 @@ if section d; then
   for r in $(seq 1 "$WRITE_ROUNDS"); do
     for target in "cluster:${AP[1]},${AP[2]},${AP[3]}" "embedded:${AP[4]}"; do
       timeout "$((${WRITE_DUR%.*} + 60))" "${CLIENT[@]}" writes --ports "${target#*:}" --token "$TOKEN" \
-        --tag "${target%%:*}$r" --writers "$WRITERS" --duration "$WRITE_DUR" >>"$work/writes.jsonl"
+        --tag "${target%%:*}$r" --writers "$WRITERS" --duration "$WRITE_DUR" \
+        ${WRITE_REPLACE:+--replace} >>"$work/writes.jsonl"
     done
   done
   python3 - "$work/writes.jsonl" <<'PY'

@@ -4,7 +4,8 @@ memory and look-ups (stdlib only: asyncio + raw HTTP/1.1 and raw NATS).
   writes   W writers for D seconds, each uploading small distinct PNGs to
            distinct identities, writer i on port i % len(ports); prints one
            JSON line: uploads/s, p50/p99 of acknowledged uploads, 503s, other
-           failures.
+           failures. With --replace each writer keeps one identity and
+           replaces its avatar every time (each upload unbinds a master).
   import   COUNT identities (emails PREFIX<i>@example.org, i from START) on
            CONTENTS shared images (0: each identity its own image), C at a
            time spread over the ports; a 503 is retried (and counted).
@@ -76,7 +77,8 @@ async def writes(a):
             body = png(seed)
             t = time.perf_counter()
             try:
-                st, h, data = await conn.request("PUT", upload_path(f"{a.tag}-w{n}-", j), body, auth)
+                slot = 0 if a.replace else j
+                st, h, data = await conn.request("PUT", upload_path(f"{a.tag}-w{n}-", slot), body, auth)
             except (OSError, asyncio.IncompleteReadError) as e:
                 counts["conn-error"] = counts.get("conn-error", 0) + 1
                 bad.append(repr(e))
@@ -235,6 +237,7 @@ def main():
     p.add_argument("--tag", required=True)
     p.add_argument("--writers", type=int, default=12)
     p.add_argument("--duration", type=float, default=10)
+    p.add_argument("--replace", action="store_true")
     p = sub.add_parser("import")
     p.add_argument("--ports", required=True)
     p.add_argument("--token", required=True)

@@ -35,9 +35,11 @@ use bytes::Bytes;
 
 use super::keys::{alias_key, identity_key, is_put, Forward, Stored, StoredRecord, INDEX_BUCKET};
 use super::NatsStore;
-use crate::model::IdentityHash;
+use crate::model::{ContentHash, IdentityHash};
 use crate::store::change::{self, Outcome};
-use crate::store::{now_ms, AvatarRef, Change, Committed, IdentityRecord, NewMaster, StoreError};
+use crate::store::{
+    now_ms, AvatarRef, Change, Committed, IdentityRecord, Manifest, NewMaster, StoreError,
+};
 
 /// Compare-and-set attempts before a commit gives up.
 const CAS_ATTEMPTS: usize = 40;
@@ -53,35 +55,37 @@ impl NatsStore {
         if !self.connected() {
             return Err(StoreError::Unavailable("NATS is not connected".into()));
         }
-        // A bind pins its master (the `m.` entry) and stores its blobs
-        // before the record names it, and checks the pin after (see `gc`).
-        let mut pinned = None;
+        // A bind pins its master (the `m.` entry, listing the keys it
+        // writes) and stores its blobs before the record names it, and checks
+        // the pin after (see `gc`).
+        let mut bind = None;
         if let Change::Bind { avatar, .. } = &change {
             // Issue 16: taken-down content binds nowhere.
             if self.is_blocked(&avatar.hash) {
                 return Err(StoreError::Blocked(avatar.hash));
             }
-            let manifest = match &master {
+            bind = Some(match &master {
                 Some(m) if m.manifest.hash == avatar.hash => m.manifest.clone(),
                 _ => self.stored_manifest(&avatar.hash).await?.ok_or_else(|| {
                     StoreError::Index(format!("master {} is not stored", avatar.hash))
                 })?,
-            };
-            let generation = self.pin_master(&manifest, master.as_ref(), 0).await?;
-            pinned = Some((manifest, generation));
+            });
         }
+        let mut ensured = None;
         for attempt in 0..CAS_ATTEMPTS {
-            if let Some(c) = self.try_commit(&change).await? {
-                if let Some((manifest, generation)) = &pinned {
-                    self.confirm_pin(manifest, master.as_ref(), *generation, 0)
+            let pin = bind.as_ref().map(|m| (m, master.as_ref()));
+            if let Some((c, wrote)) = self.try_commit(&change, pin, &mut ensured).await? {
+                if let (Some(manifest), Some((generation, keys))) = (&bind, &wrote.pinned) {
+                    self.confirm_pin(manifest, master.as_ref(), *generation, 0, keys)
                         .await?;
                 }
-                // The master this change unbound: collect it if nothing
-                // else names it (the collector counts again).
-                if let Some(prev) = c.event.as_ref().and_then(|e| e.previous) {
-                    if !self.read_replica().referenced(&prev) {
-                        self.collect_later(prev);
-                    }
+                // After the answer: the write is acknowledged either way.
+                if !wrote.unnamed.is_empty() {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.unname_all(wrote.primary, wrote.written, &wrote.unnamed)
+                            .await;
+                    });
                 }
                 return Ok(c);
             }
@@ -95,6 +99,25 @@ impl NatsStore {
         Err(StoreError::Unavailable(format!(
             "an identity write lost {CAS_ATTEMPTS} compare-and-set races in a row"
         )))
+    }
+
+    /// `primary`'s write at revision `written` stopped naming `masters`:
+    /// take it off their listings, and collect those nothing names any more
+    /// (the collector checks again). Failures (and a crash first) leave an
+    /// over-count, which only keeps blobs (the key's next unlisting removes
+    /// it).
+    async fn unname_all(&self, primary: IdentityHash, written: u64, masters: &[ContentHash]) {
+        for m in masters {
+            match self.unname_master(*m, &primary, written).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !self.read_replica().referenced(m) {
+                        self.collect_later(*m);
+                    }
+                }
+                Err(e) => tracing::debug!(master = %m, error = %e, "unlisting failed"),
+            }
+        }
     }
 
     /// KV key `key`'s last message, from the stream leader: its sequence
@@ -211,18 +234,32 @@ impl NatsStore {
             )));
         }
         tracing::info!(%from, to = %moved.to, "finishing an interrupted identity merge");
+        // The forward at `from` lists the bind's master (its writer pinned
+        // it), so its blobs are there; the survivor's key joins the listing.
+        let keys = [(moved.to, target.seq)];
+        if let Some(manifest) = self.stored_manifest(&moved.avatar.hash).await? {
+            self.pin_master(&manifest, None, 0, &keys, &mut None)
+                .await?;
+        }
         let stored = Stored::Record(StoredRecord {
             record: t.record,
             previous: t.previous,
         });
         if let Some(written) = self.write_slot(&moved.to, target.seq, &stored).await? {
+            let unnamed = unnamed(target.value.as_ref(), &stored);
             self.apply_identity(moved.to, written, stored);
+            self.unname_all(moved.to, written, &unnamed).await;
         }
         Ok(())
     }
 
     /// One attempt. `Ok(None)`: lost a race on one of its keys, try again.
-    async fn try_commit(&self, change: &Change) -> Result<Option<Committed>, StoreError> {
+    async fn try_commit(
+        &self,
+        change: &Change,
+        bind: Option<(&Manifest, Option<&NewMaster>)>,
+        ensured: &mut Option<u64>,
+    ) -> Result<Option<(Committed, Wrote)>, StoreError> {
         let kv = &self.inner.kv;
         let lookup = change::lookup_aliases(change);
         // Alias entries: the first that names a primary names this identity's.
@@ -291,10 +328,19 @@ impl NatsStore {
             .collect();
         let t = match change::apply(&current, Some(claimed), change, now_ms())? {
             Outcome::Unchanged(record) => {
-                return Ok(Some(Committed {
-                    record,
-                    event: None,
-                }))
+                let wrote = Wrote {
+                    primary: claimed,
+                    written: 0,
+                    pinned: None,
+                    unnamed: Vec::new(),
+                };
+                return Ok(Some((
+                    Committed {
+                        record,
+                        event: None,
+                    },
+                    wrote,
+                )));
             }
             Outcome::Changed(t) => t,
         };
@@ -302,6 +348,14 @@ impl NatsStore {
         let Some(expect) = slots.iter().find(|s| s.primary == primary).map(|s| s.seq) else {
             return Err(StoreError::Index(format!("{primary} was not read")));
         };
+        // The bind's master lists every key this attempt writes, each with
+        // the revision its write is compared against.
+        let mut pinned = None;
+        if let Some((manifest, master)) = bind {
+            let keys: Vec<(IdentityHash, u64)> = slots.iter().map(|s| (s.primary, s.seq)).collect();
+            let generation = self.pin_master(manifest, master, 0, &keys, ensured).await?;
+            pinned = Some((generation, keys));
+        }
         // Forwards at every other primary this change resolved to: only a
         // bind reaches more than one.
         let mut forwards = Vec::new();
@@ -356,11 +410,22 @@ impl NatsStore {
         }
         let record = stored.record.clone();
         let event = stored.event(written);
+        let old = slots.iter().find(|s| s.primary == primary);
+        let unnamed = unnamed(old.and_then(|s| s.value.as_ref()), &value);
         self.apply_identity(primary, written, value);
-        Ok(Some(Committed {
+        let committed = Committed {
             record,
             event: Some(event),
-        }))
+        };
+        Ok(Some((
+            committed,
+            Wrote {
+                primary,
+                written,
+                pinned,
+                unnamed,
+            },
+        )))
     }
 }
 
@@ -393,6 +458,30 @@ fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
 /// own error, a [`lost_race`] one.
 fn lost_create(e: &kv::CreateError) -> bool {
     e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(e)
+}
+
+/// What a successful attempt wrote, for the steps after it.
+struct Wrote {
+    primary: IdentityHash,
+    /// The record's revision.
+    written: u64,
+    /// The bind's pin: its generation and the keys it lists.
+    pinned: Option<(u64, Vec<(IdentityHash, u64)>)>,
+    /// Masters the primary's old value named and the new one does not.
+    unnamed: Vec<ContentHash>,
+}
+
+/// Masters `old` named that `new` does not.
+fn unnamed(old: Option<&Stored>, new: &Stored) -> Vec<ContentHash> {
+    let keep = new.masters();
+    let mut gone: Vec<ContentHash> = old
+        .map(Stored::masters)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !keep.contains(m))
+        .collect();
+    gone.dedup();
+    gone
 }
 
 /// What `i.<primary>` holds, with the revision a write there must expect.

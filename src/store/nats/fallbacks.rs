@@ -89,7 +89,9 @@ impl NatsStore {
         let hold = entry.expires_ms.saturating_add(HOLD_MARGIN_MS);
         let pinned = match master.filter(|m| Some(m.manifest.hash) == entry.master) {
             Some(m) => {
-                let generation = self.pin_master(&m.manifest, Some(&m), hold).await?;
+                let generation = self
+                    .pin_master(&m.manifest, Some(&m), hold, &[], &mut None)
+                    .await?;
                 Some((m, generation))
             }
             None if entry.master.is_some() => {
@@ -107,7 +109,7 @@ impl NatsStore {
             .await
             .map_err(self.fail("fallback write"))?;
         if let Some((m, generation)) = pinned {
-            self.confirm_pin(&m.manifest, Some(&m), generation, hold)
+            self.confirm_pin(&m.manifest, Some(&m), generation, hold, &[])
                 .await?;
         }
         Ok(())

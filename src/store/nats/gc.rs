@@ -3,44 +3,59 @@
 //! binds of the same content racing the collection.
 //!
 //! The `m.<master>` entry ([`MasterEntry`]) is the master's reference record;
-//! every write to it is a compare-and-set on its revision, by two parties:
+//! every write to it is a compare-and-set on its revision, by three parties:
 //!
 //! - a **binder** (a commit binding the master) *pins* it before writing the
 //!   identity record: `Live` (pinned now) over `Live` or `Condemned` (same
 //!   generation), over nothing or an abandoned `Deleting` (a new generation:
-//!   the key's revision); a fresh `Deleting` is waited for. After the pin it
-//!   makes sure every rung is in the object store (read at the stream leader,
-//!   put when missing: it holds the bytes), writes the record, then checks the
-//!   pin still holds: the entry is `Live` in the same generation. If not, it
-//!   pins again, puts the blobs again and re-checks, before answering.
-//! - a **collector** (the node whose commit dropped the last reference, and a
-//!   periodic sweep on every node) *condemns* a `Live` entry pinned more than
-//!   [`GRACE_MS`] ago, waits until its replica has applied the index up to
-//!   the condemnation, and counts references there: any → back to `Live`;
-//!   none → `Deleting`, delete the blobs (rungs another master lists stay),
-//!   delete the key. A phase older than [`LEASE_MS`] is abandoned and anyone
-//!   may take it over; a deleter stops deleting after [`DELETE_WINDOW`].
+//!   the key's revision); a fresh `Deleting` is waited for. The pin also
+//!   *lists* the identity keys the attempt writes ([`MasterEntry::refs`]),
+//!   each with the revision its write is compared against (its basis). After
+//!   the pin it makes sure every rung is in the object store (read at the
+//!   stream leader, put when missing: it holds the bytes), writes the record,
+//!   then checks the pin still holds: the entry is `Live` in the same
+//!   generation and lists its keys. If not, it pins again, puts the blobs
+//!   again and re-checks, before answering.
+//! - an **unlister** (a commit whose record stopped naming the master, at
+//!   revision `w`) takes its key off the listing, only if the listing's basis
+//!   precedes `w` ([`unname`]).
+//! - a **collector** (the node whose commit left the listing empty, and a
+//!   periodic sweep on every node) *condemns* a `Live` entry that lists no
+//!   key and was pinned more than [`GRACE_MS`] ago, and decides: listed, or
+//!   named in its replica once that has applied the index up to the
+//!   condemnation → back to `Live`; else → `Deleting`, delete the blobs
+//!   (rungs another master lists stay), delete the key. A phase older than
+//!   [`LEASE_MS`] is abandoned and anyone may take it over; a deleter stops
+//!   deleting after [`DELETE_WINDOW`].
 //!
 //! Why an acknowledged bind never loses its blobs: blobs are only deleted in
 //! `Deleting`, which ends a generation, and `Deleting` is only written by a
-//! compare-and-set on the `Condemned` revision `c`. If the binder's record
-//! `w` precedes `c`, the collector's count (its replica at ≥ `c`) sees it and
-//! restores. If `w` follows `c`, the binder's check (after `w`) sees that the
-//! entry is not `Live` in its generation (`c` changed the phase, and only a
-//! pin — by compare-and-set, which makes the collector's next write fail —
-//! or a new generation can make it `Live` again), so it pins again and puts
-//! the blobs again before answering. Rungs shared between masters: a deleter
-//! keeps rungs a non-deleting master lists in its replica at ≥ its `Deleting`
-//! revision; a binder, at ≥ its pin revision, waits for every deletion that
-//! lists one of its rungs before putting them. Whichever wrote second sees
-//! the other. `tests` below checks the rule on every interleaving of a
-//! binder with a collector.
+//! compare-and-set on the `Condemned` revision `c`, whose entry listed no
+//! key. The binder's pin lists its key before its record `w` exists. If that
+//! pin precedes `c`, the listing is gone by `c` only if an unlister removed
+//! it, which needs a write to the same key after the binder's basis: then
+//! the binder's record (compared against that basis) failed and was retried
+//! under a new pin, or preceded the unlister's write and is no longer the
+//! key's value. If the pin follows `c`, it changed the revision, so the
+//! collector's `Deleting` fails; and if `w` follows `c`, the binder's check
+//! (after `w`) sees that the entry is not `Live` in its generation, so it
+//! pins again and puts the blobs again before answering. Entries written
+//! before listings existed (`refs: None`) list nothing and are decided by
+//! the replica's count as before (a record `w` before `c` is in the replica
+//! at `c`), which for now also backs up every listed entry; the bounded
+//! replica (issue 20) will drop it. Rungs shared between masters: a deleter
+//! keeps rungs a non-deleting master lists in its replica at ≥ its
+//! `Deleting` revision; a binder, at ≥ its pin revision, waits for every
+//! deletion that lists one of its rungs before putting them. Whichever wrote
+//! second sees the other. `tests` below checks the rule on every
+//! interleaving of a binder, an unlister and a collector, with the
+//! replica's count and without it.
 
 use std::time::{Duration, Instant};
 
-use super::keys::{manifest_key, MasterEntry, Phase};
+use super::keys::{manifest_key, MasterEntry, Phase, Refs, MAX_REFS};
 use super::NatsStore;
-use crate::model::ContentHash;
+use crate::model::{ContentHash, IdentityHash};
 use crate::store::{now_ms, Manifest, NewMaster, Store, StoreError};
 
 /// A collector leaves a master pinned this recently alone (a binder is
@@ -59,25 +74,83 @@ const PIN_WAIT: Duration = Duration::from_secs(3);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// The binder's pin: the entry to write over `current` (read at revision
-/// `seq`), or `None`: a deletion is in progress, wait.
+/// `seq`), naming `keys` (the identity keys its writes will name it under,
+/// each with the revision that write is compared against), or `None`: a
+/// deletion is in progress, wait.
 pub(super) fn pin(
     current: Option<&MasterEntry>,
     seq: u64,
     manifest: &Manifest,
     now: u64,
+    keys: &[(IdentityHash, u64)],
 ) -> Option<MasterEntry> {
-    let (generation, held_until) = match current {
-        Some(e) if e.phase != Phase::Deleting => (e.generation, e.held_until),
+    let (generation, held_until, refs) = match current {
+        Some(e) if e.phase != Phase::Deleting => (e.generation, e.held_until, e.refs.clone()),
         Some(e) if now < e.at.saturating_add(LEASE_MS) => return None,
-        _ => (seq, 0),
+        // A new generation: its references are exactly the new ones.
+        _ => (seq, 0, Some(Refs::default())),
     };
-    Some(MasterEntry {
+    let mut entry = MasterEntry {
         manifest: manifest.clone(),
         phase: Phase::Live,
         at: now,
         generation,
         held_until,
-    })
+        refs,
+    };
+    name(&mut entry, keys);
+    Some(entry)
+}
+
+/// Add `keys` to `entry`'s references; a key already listed keeps the later
+/// basis. Unknown references (`None`) stay unknown; past [`MAX_REFS`] the
+/// entry stops listing and counts as named for good.
+pub(super) fn name(entry: &mut MasterEntry, keys: &[(IdentityHash, u64)]) {
+    let Some(refs) = entry.refs.as_mut().filter(|r| !r.many) else {
+        return;
+    };
+    for (key, basis) in keys {
+        let b = refs.by.entry(*key).or_insert(*basis);
+        *b = (*b).max(*basis);
+    }
+    if refs.by.len() > MAX_REFS {
+        refs.by.clear();
+        refs.many = true;
+    }
+}
+
+/// Does `entry` list every one of `keys` at its basis or later (or not
+/// list at all: unknown or too many)?
+pub(super) fn names(entry: &MasterEntry, keys: &[(IdentityHash, u64)]) -> bool {
+    match &entry.refs {
+        Some(r) if !r.many => keys
+            .iter()
+            .all(|(k, basis)| r.by.get(k).is_some_and(|b| b >= basis)),
+        _ => true,
+    }
+}
+
+/// `key`'s write at revision `written` stopped naming the master: `entry`
+/// without `key`, if `key` is listed from a basis before that write (a
+/// later bind of the same key was compared against `written` or later, so
+/// its listing stays). `None`: nothing to change.
+pub(super) fn unname(entry: &MasterEntry, key: &IdentityHash, written: u64) -> Option<MasterEntry> {
+    let listed = entry.refs.as_ref()?.by.get(key)?;
+    if *listed >= written {
+        return None;
+    }
+    let mut e = entry.clone();
+    e.refs.as_mut()?.by.remove(key);
+    Some(e)
+}
+
+/// Does `entry` list some identity key (or too many to list)? Unknown
+/// references (`None`) list none: the replica's count decides for them.
+pub(super) fn listed(entry: &MasterEntry) -> bool {
+    entry
+        .refs
+        .as_ref()
+        .is_some_and(|r| r.many || !r.by.is_empty())
 }
 
 /// Does the pin of `generation` still hold (no deletion began since)?
@@ -101,7 +174,9 @@ pub(super) fn collect(current: Option<&MasterEntry>, now: u64) -> Collect {
     };
     let waited = |ms: u64| now >= e.at.saturating_add(ms);
     match e.phase {
-        Phase::Live if waited(GRACE_MS) => Collect::Condemn(e.with(Phase::Condemned, now)),
+        Phase::Live if waited(GRACE_MS) && !listed(e) => {
+            Collect::Condemn(e.with(Phase::Condemned, now))
+        }
         Phase::Condemned if waited(LEASE_MS) => Collect::Condemn(e.with(Phase::Condemned, now)),
         Phase::Deleting if waited(LEASE_MS) => Collect::Delete(e.with(Phase::Deleting, now)),
         _ => Collect::Leave,
@@ -157,20 +232,24 @@ impl NatsStore {
         }
     }
 
-    /// Pin `manifest`'s master for a bind (see the module doc), then make
-    /// sure its blobs are stored; returns the pin's generation. `hold`: a
-    /// fallback entry's lease (`MasterEntry::held_until`, 0 for a bind).
+    /// Pin `manifest`'s master for a bind naming it under `keys` (see the
+    /// module doc), then make sure its blobs are stored unless `ensured`
+    /// says they were in this generation; returns the pin's generation.
+    /// `hold`: a fallback entry's lease (`MasterEntry::held_until`, 0 for a
+    /// bind).
     pub(super) async fn pin_master(
         &self,
         manifest: &Manifest,
         master: Option<&NewMaster>,
         hold: u64,
+        keys: &[(IdentityHash, u64)],
+        ensured: &mut Option<u64>,
     ) -> Result<u64, StoreError> {
         let key = manifest_key(&manifest.hash);
         let started = Instant::now();
         let generation = loop {
             let (seq, current) = self.read_master(&manifest.hash).await?;
-            let pinned = pin(current.as_ref(), seq, manifest, now_ms());
+            let pinned = pin(current.as_ref(), seq, manifest, now_ms(), keys);
             if let Some(mut entry) = pinned {
                 entry.held_until = entry.held_until.max(hold);
                 if let Some(rev) = self.write_if(&key, seq, Some(entry.encode()?)).await? {
@@ -189,6 +268,9 @@ impl NatsStore {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        if *ensured == Some(generation) {
+            return Ok(generation);
+        }
         while self.read_replica().shares_a_deletion(manifest) {
             if started.elapsed() > PIN_WAIT {
                 return Err(StoreError::Unavailable(
@@ -211,29 +293,68 @@ impl NatsStore {
                 }
             }
         }
+        *ensured = Some(generation);
         Ok(generation)
     }
 
-    /// After the record is written: hold the pin, re-pinning (and re-putting
-    /// blobs) while a collection got in between.
+    /// After the writes naming it under `keys`: hold the pin, re-pinning
+    /// (and re-putting blobs) while a collection got in between or a
+    /// listing is missing.
     pub(super) async fn confirm_pin(
         &self,
         manifest: &Manifest,
         master: Option<&NewMaster>,
         mut generation: u64,
         hold: u64,
+        keys: &[(IdentityHash, u64)],
     ) -> Result<(), StoreError> {
+        let mut ensured = Some(generation);
         for _ in 0..4 {
             let (_, current) = self.read_master(&manifest.hash).await?;
-            if pin_holds(current.as_ref(), generation) {
+            if pin_holds(current.as_ref(), generation)
+                && current.as_ref().is_some_and(|e| names(e, keys))
+            {
                 return Ok(());
             }
             tracing::info!(master = %manifest.hash, "a collection met this bind; pinning again");
-            generation = self.pin_master(manifest, master, hold).await?;
+            generation = self
+                .pin_master(manifest, master, hold, keys, &mut ensured)
+                .await?;
         }
         Err(StoreError::Unavailable(format!(
             "master {} kept being collected during this bind",
             manifest.hash
+        )))
+    }
+
+    /// `key`'s write at revision `written` stopped naming `hash`: take `key`
+    /// off the master's listing (see [`unname`]). Returns whether the entry
+    /// still lists some key (or lists none at all: unknown references), i.e.
+    /// whether collecting it is pointless. Best effort: a failure leaves an
+    /// over-count, which only keeps blobs.
+    pub(super) async fn unname_master(
+        &self,
+        hash: ContentHash,
+        key: &IdentityHash,
+        written: u64,
+    ) -> Result<bool, StoreError> {
+        let mkey = manifest_key(&hash);
+        for _ in 0..8 {
+            let (seq, current) = self.read_master(&hash).await?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            let Some(next) = unname(&current, key, written) else {
+                return Ok(listed(&current));
+            };
+            if let Some(rev) = self.write_if(&mkey, seq, Some(next.encode()?)).await? {
+                let still = listed(&next);
+                self.apply_master(hash, rev, Some(next));
+                return Ok(still);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "master {hash}'s listing kept changing"
         )))
     }
 
@@ -248,8 +369,11 @@ impl NatsStore {
                 let Some(c) = self.write_if(&key, seq, Some(condemned.encode()?)).await? else {
                     return Ok(());
                 };
+                // The entry lists no key (else `collect` left it); until
+                // every entry lists its keys (issue 20), the replica's count
+                // must agree.
                 self.wait_position(c).await?;
-                let referenced = self.read_replica().referenced(&hash);
+                let referenced = listed(&condemned) || self.read_replica().referenced(&hash);
                 let next = verdict(&condemned, referenced, now_ms());
                 let Some(rev) = self.write_if(&key, c, Some(next.encode()?)).await? else {
                     return Ok(());
@@ -328,5 +452,7 @@ impl NatsStore {
     }
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;

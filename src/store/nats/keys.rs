@@ -70,6 +70,22 @@ impl Stored {
             .map_err(|e| StoreError::Index(e.to_string()))
     }
 
+    /// The masters this value keeps alive: a record's avatar; a forward's
+    /// merging bind and the record it still answers with.
+    pub fn masters(&self) -> Vec<ContentHash> {
+        match self {
+            Stored::Record(r) => r.record.avatar.iter().map(|a| a.hash).collect(),
+            Stored::Forward { moved } => std::iter::once(moved.avatar.hash)
+                .chain(
+                    moved
+                        .record
+                        .iter()
+                        .flat_map(|r| r.avatar.as_ref().map(|a| a.hash)),
+                )
+                .collect(),
+        }
+    }
+
     /// The change event of this write at `revision` (forwards are none).
     pub fn event(&self, revision: u64) -> Option<ChangeEvent> {
         match self {
@@ -114,7 +130,30 @@ pub struct MasterEntry {
     /// naming it; past it (and unnamed), the sweep collects the master.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub held_until: u64,
+    /// Issue 20: the identity keys whose values name this master, each with
+    /// the revision its write was based on (see `gc`, "References"). `None`:
+    /// written before references were kept, so unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refs: Option<Refs>,
 }
+
+/// The identity keys naming a master (`MasterEntry::refs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refs {
+    /// Primary (the `i.` key) → the revision of that key its write was
+    /// compared against: a later write that stops naming the master removes
+    /// the key only if this basis precedes it.
+    #[serde(default)]
+    pub by: std::collections::BTreeMap<IdentityHash, u64>,
+    /// More than [`MAX_REFS`] keys named it at once: no longer listed, so it
+    /// counts as named for good (an over-count only keeps blobs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub many: bool,
+}
+
+/// The most keys a master's entry lists (an entry is one KV value: 256 keys
+/// are ~22 KB of JSON, rewritten by every bind of that master).
+pub const MAX_REFS: usize = 256;
 
 fn is_zero(v: &u64) -> bool {
     *v == 0

@@ -17,22 +17,6 @@ use super::NatsStore;
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
 use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
 
-/// The masters a stored identity value keeps alive: a record's avatar; a
-/// forward's merging bind and the record it still answers with.
-fn masters_of(stored: &Stored) -> Vec<ContentHash> {
-    match stored {
-        Stored::Record(r) => r.record.avatar.iter().map(|a| a.hash).collect(),
-        Stored::Forward { moved } => std::iter::once(moved.avatar.hash)
-            .chain(
-                moved
-                    .record
-                    .iter()
-                    .flat_map(|r| r.avatar.as_ref().map(|a| a.hash)),
-            )
-            .collect(),
-    }
-}
-
 /// A change applied later than this after it was made (an index loaded at
 /// start, a long catch-up) prefetches no blobs.
 const PREFETCH_RECENT_MS: u64 = 60_000;
@@ -50,7 +34,7 @@ pub(super) struct Replica {
     pub(super) aliases: HashMap<IdentityHash, IdentityHash>,
     /// Master → (revision, its `m.` entry; `None` once deleted).
     pub(super) masters: HashMap<ContentHash, (u64, Option<MasterEntry>)>,
-    /// Master → how many identity values ([`masters_of`]) name it.
+    /// Master → how many identity values ([`Stored::masters`]) name it.
     pub(super) refs: HashMap<ContentHash, u32>,
     /// Masters whose blobs are being deleted.
     pub(super) deleting: HashSet<ContentHash>,
@@ -205,11 +189,11 @@ impl Replica {
         let event = stored.event(revision);
         // References: the new value's first, so a master both name never
         // drops to zero on the way.
-        for h in masters_of(&stored) {
+        for h in stored.masters() {
             *self.refs.entry(h).or_default() += 1;
         }
         if let Some((_, old)) = self.records.get(&primary) {
-            for h in masters_of(old) {
+            for h in old.masters() {
                 if let Some(n) = self.refs.get_mut(&h) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {

@@ -77,6 +77,7 @@ fn a_fallback_lease_keeps_an_unnamed_master_reachable_until_it_ends() {
         at: 1,
         generation: 1,
         held_until,
+        refs: None,
     };
     let mut r = Replica::default();
     r.apply_master(m.hash, 1, Some(entry(now_ms() + 60_000)));
