@@ -209,6 +209,9 @@ pub struct NatsOptions {
     pub replicas: usize,
     /// Authentication and TLS.
     pub security: NatsSecurity,
+    /// Change events kept in memory for resuming event streams; older
+    /// resumes read the event stream in JetStream.
+    pub resume_events: usize,
 }
 
 fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
@@ -359,6 +362,10 @@ impl Config {
         if !(1..=5).contains(&nats_replicas) {
             return Err(invalid("nats_replicas", "must be 1..=5"));
         }
+        let resume_events = s.nats_resume_events.unwrap_or(10_000);
+        if !(1..=1_000_000).contains(&resume_events) {
+            return Err(invalid("nats_resume_events", "must be 1..=1000000"));
+        }
         let quality = Quality {
             webp: check_quality(
                 "webp_quality",
@@ -378,6 +385,7 @@ impl Config {
             urls: nats_urls,
             replicas: nats_replicas,
             security,
+            resume_events,
         });
         let fallback_config = fallback::resolve(&s)?;
         let listen = s

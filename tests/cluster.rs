@@ -717,7 +717,7 @@ fn unreachable_nats_at_start_is_an_error_naming_the_url() {
 #[test]
 fn subscriptions_span_the_nodes_of_a_cluster() {
     let _turn = one_at_a_time();
-    use std::io::{Read, Write};
+    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(dir.path(), 1);
     let urls = nats.urls();
@@ -758,22 +758,6 @@ fn subscriptions_span_the_nodes_of_a_cluster() {
     )
     .unwrap();
     let mut seen = String::new();
-    let read_until =
-        |s: &mut std::net::TcpStream, seen: &mut String, needle: &str, limit: Duration| {
-            let t0 = Instant::now();
-            let mut buf = [0u8; 4096];
-            while !seen.contains(needle) {
-                assert!(
-                    t0.elapsed() < limit,
-                    "no {needle:?} within {limit:?}: {seen}"
-                );
-                match s.read(&mut buf) {
-                    Ok(0) => panic!("stream closed: {seen}"),
-                    Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                    Err(_) => {}
-                }
-            }
-        };
     read_until(&mut s, &mut seen, ": connected", Duration::from_secs(5));
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     let (hash, version) = upload(n3.addr, email, &png(7));
@@ -793,6 +777,73 @@ fn subscriptions_span_the_nodes_of_a_cluster() {
             node.addr
         );
         assert_ne!(r.header("cache-control"), Some("no-store"));
+    }
+}
+
+/// Read an event stream into `seen` until it contains `needle`.
+fn read_until(s: &mut std::net::TcpStream, seen: &mut String, needle: &str, limit: Duration) {
+    use std::io::Read;
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        assert!(
+            t0.elapsed() < limit,
+            "no {needle:?} within {limit:?}: {seen}"
+        );
+        match s.read(&mut buf) {
+            Ok(0) => panic!("stream closed: {seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A page resuming its event stream from further back than the events a
+/// node keeps in memory is replayed from JetStream: nothing in between is
+/// lost (a laptop waking up, a page moved to a node that just restarted).
+#[test]
+fn an_event_stream_resumes_from_before_the_events_a_node_keeps() {
+    let _turn = one_at_a_time();
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 1);
+    let urls = nats.urls();
+    let node = Server::start(
+        &dir.path().join("n1"),
+        &["--nats", &urls, "--nats-resume-events", "2"],
+        Some(TOKEN),
+    );
+    let _dump = DumpLogsOnPanic(vec![&node]);
+    let emails: Vec<String> = (0..6).map(|i| format!("resume{i}@example.org")).collect();
+    let hashes: Vec<String> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| upload(node.addr, e, &png(100 + i as u32)).0)
+        .collect();
+    let keys: Vec<String> = emails.iter().map(|e| md5_hex(e)).collect();
+    // From the beginning: four events are only in the stream now.
+    let mut s = std::net::TcpStream::connect(node.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        s,
+        "GET /v1/events?keys={}&last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+        keys.join(",")
+    )
+    .unwrap();
+    let mut seen = String::new();
+    for h in &hashes {
+        read_until(&mut s, &mut seen, h, Duration::from_secs(5));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let at = |h: &String| seen.find(h.as_str()).unwrap();
+    assert!(
+        hashes.windows(2).all(|w| at(&w[0]) < at(&w[1])),
+        "in order: {seen}"
+    );
+    // Each change once.
+    for h in &hashes {
+        assert_eq!(seen.matches(&format!("\"{h}\"")).count(), 1, "{h}: {seen}");
     }
 }
 

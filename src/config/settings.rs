@@ -139,6 +139,9 @@ pub struct Settings {
     /// Replicas of each JetStream bucket (a single dev server falls back to 1) [default: 3]
     #[arg(long, env = "AVATAR_EDGE_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+    /// Change events each cluster node keeps in memory for resuming event streams; a page resuming from further back is replayed from the JetStream stream [default: 10000]
+    #[arg(long, env = "AVATAR_EDGE_NATS_RESUME_EVENTS")]
+    pub nats_resume_events: Option<usize>,
     /// Quality of lossy WebP variants (photos), 1-100; logos and flat art stay lossless [default: 80]
     #[arg(long, env = "AVATAR_EDGE_WEBP_QUALITY")]
     pub webp_quality: Option<u32>,
@@ -319,6 +322,7 @@ impl Settings {
             max_upload_url_ttl,
             demo,
             nats_replicas,
+            nats_resume_events,
             webp_quality,
             avif_quality,
             avif_negotiate,

@@ -46,7 +46,7 @@
 //!   announces its event through the store's [`Publish`], once.
 //!
 //! Files: `connect` (connection, minimum server version, redaction), `keys`
-//! (layout, buckets), `replica` (watch and replica), `commit` (writes), `gc` (erasure: pins and collection), `objects` (blobs), `queue` (delivery consumers); this file holds
+//! (layout, buckets), `replica` (watch and replica), `replay` (event-stream resume from JetStream), `commit` (writes), `gc` (erasure: pins and collection), `objects` (blobs), `queue` (delivery consumers); this file holds
 //! the connection, the [`Store`] implementation and the metrics.
 //!
 //! Failure: with the connection down, commits answer
@@ -62,6 +62,7 @@ mod keys;
 mod moderation;
 mod objects;
 mod queue;
+mod replay;
 mod replica;
 mod subscriptions;
 
@@ -192,7 +193,7 @@ impl NatsStore {
                 blob_stream,
                 position: tokio::sync::watch::Sender::new(0),
                 gone: OnceLock::new(),
-                replica: RwLock::new(Replica::default()),
+                replica: RwLock::new(Replica::keeping(opts.resume_events)),
                 stats: Stats {
                     reconnects,
                     ..Default::default()
@@ -348,9 +349,19 @@ impl Store for NatsStore {
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let floor = self.read_replica().recent_floor;
+        // Older than the events kept in memory: read those from the stream.
+        let mut events = if after < floor {
+            self.events_in_stream(after, floor, limit).await?
+        } else {
+            Vec::new()
+        };
+        let after = after.max(floor);
         let r = self.read_replica();
         let from = r.recent.partition_point(|e| e.id <= after);
-        Ok(r.recent.iter().skip(from).take(limit).cloned().collect())
+        let rest = limit.saturating_sub(events.len());
+        events.extend(r.recent.iter().skip(from).take(rest).cloned());
+        Ok(events)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

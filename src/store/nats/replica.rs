@@ -20,8 +20,6 @@ use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
 /// A change applied later than this after it was made (an index loaded at
 /// start, a long catch-up) prefetches no blobs.
 const PREFETCH_RECENT_MS: u64 = 60_000;
-/// Events kept in memory for SSE resume (`events_after`).
-const RECENT_EVENTS: usize = 10_000;
 /// How often the index watch is checked against the bucket's head.
 const LIVENESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -41,8 +39,13 @@ pub(super) struct Replica {
     /// Masters that stopped being reachable here since the last drain
     /// (no reference left, or their deletion began).
     pub(super) gone: Vec<ContentHash>,
-    /// Recent events, oldest first, for SSE resume.
+    /// Recent events, oldest first, for SSE resume: at most
+    /// `recent_limit` (`--nats-resume-events`).
     pub(super) recent: VecDeque<ChangeEvent>,
+    pub(super) recent_limit: usize,
+    /// The highest event id dropped from `recent`: a resume from before it
+    /// reads the stream (`events_after`).
+    pub(super) recent_floor: u64,
     /// Highest event id applied.
     pub(super) head: u64,
     /// Issue 16: content taken down (`t.` keys).
@@ -54,6 +57,14 @@ pub(super) struct Replica {
 }
 
 impl Replica {
+    /// An empty replica keeping `recent_limit` events for resume.
+    pub(super) fn keeping(recent_limit: usize) -> Replica {
+        Replica {
+            recent_limit,
+            ..Replica::default()
+        }
+    }
+
     /// The record `alias` names. A forward counts once its target lists the
     /// forwarded primary (the merge finished); until then the forwarded
     /// record as it was answers, so no reader sees a half-done merge.
@@ -227,8 +238,10 @@ impl Replica {
         // older revision arrives through the watch).
         let at = self.recent.partition_point(|e| e.id < revision);
         self.recent.insert(at, event.clone());
-        while self.recent.len() > RECENT_EVENTS {
-            self.recent.pop_front();
+        while self.recent.len() > self.recent_limit.max(1) {
+            if let Some(e) = self.recent.pop_front() {
+                self.recent_floor = self.recent_floor.max(e.id);
+            }
         }
         Some(event)
     }

@@ -3,7 +3,7 @@ use super::*;
 
 #[test]
 fn replica_applies_each_revision_once_and_in_order() {
-    let mut r = Replica::default();
+    let mut r = Replica::keeping(3);
     let a1 = Stored::Record(stored("a@example.org", 1, 1));
     let a2 = stored("a@example.org", 2, 2);
     let p = a2.record.primary();
@@ -25,6 +25,12 @@ fn replica_applies_each_revision_once_and_in_order() {
     let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
     assert_eq!(ids, vec![5, 8, 9]);
     assert_eq!(r.head, 9);
+    // Past the limit the oldest events go, and the floor says how far.
+    assert_eq!(r.recent_floor, 0);
+    let c = stored("c@example.org", 1, 4);
+    r.apply_record(c.record.primary(), 12, Stored::Record(c));
+    let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
+    assert_eq!((ids, r.recent_floor), (vec![8, 9, 12], 5));
 }
 
 #[test]
