@@ -47,9 +47,9 @@
 //! keeps rungs a non-deleting master lists in its replica at ≥ its
 //! `Deleting` revision; a binder, at ≥ its pin revision, waits for every
 //! deletion that lists one of its rungs before putting them. Whichever wrote
-//! second sees the other. `tests` below checks the rule on every
+//! second sees the other. `model` below checks the rule on every
 //! interleaving of a binder, an unlister and a collector, with the
-//! replica's count and without it.
+//! replica's count and without it; `tests`, the rules case by case.
 
 use std::time::{Duration, Instant};
 
@@ -329,9 +329,10 @@ impl NatsStore {
 
     /// `key`'s write at revision `written` stopped naming `hash`: take `key`
     /// off the master's listing (see [`unname`]). Returns whether the entry
-    /// still lists some key (or lists none at all: unknown references), i.e.
-    /// whether collecting it is pointless. Best effort: a failure leaves an
-    /// over-count, which only keeps blobs.
+    /// still lists some key, i.e. whether collecting it is pointless (an
+    /// entry with unknown references lists none: the caller's replica count
+    /// decides). Best effort: a failure leaves an over-count, which only
+    /// keeps blobs.
     pub(super) async fn unname_master(
         &self,
         hash: ContentHash,

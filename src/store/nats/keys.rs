@@ -131,8 +131,8 @@ pub struct MasterEntry {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub held_until: u64,
     /// Issue 20: the identity keys whose values name this master, each with
-    /// the revision its write was based on (see `gc`, "References"). `None`:
-    /// written before references were kept, so unknown.
+    /// the revision its write was based on (see `gc`: binders list,
+    /// unlisters unlist). `None`: written before listings existed, unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refs: Option<Refs>,
 }
@@ -152,7 +152,7 @@ pub struct Refs {
 }
 
 /// The most keys a master's entry lists (an entry is one KV value: 256 keys
-/// are ~22 KB of JSON, rewritten by every bind of that master).
+/// are ~20 KB of JSON, rewritten by every bind of that master).
 pub const MAX_REFS: usize = 256;
 
 fn is_zero(v: &u64) -> bool {

@@ -349,19 +349,32 @@ impl Store for NatsStore {
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
-        let floor = self.read_replica().recent_floor;
-        // Older than the events kept in memory: read those from the stream.
-        let mut events = if after < floor {
-            self.events_in_stream(after, floor, limit).await?
-        } else {
-            Vec::new()
-        };
-        let after = after.max(floor);
-        let r = self.read_replica();
-        let from = r.recent.partition_point(|e| e.id <= after);
-        let rest = limit.saturating_sub(events.len());
-        events.extend(r.recent.iter().skip(from).take(rest).cloned());
-        Ok(events)
+        let mut events = Vec::new();
+        let mut pos = after;
+        loop {
+            // Older than the events kept in memory: read those from the
+            // stream, then look again (the ring may have moved on meanwhile).
+            let floor = self.read_replica().recent_floor;
+            if pos < floor {
+                let want = limit - events.len();
+                let got = self.events_in_stream(pos, floor, want).await?;
+                let full = got.len() >= want;
+                events.extend(got);
+                if full {
+                    return Ok(events);
+                }
+                pos = floor;
+                continue;
+            }
+            let r = self.read_replica();
+            if r.recent_floor > pos {
+                continue;
+            }
+            let from = r.recent.partition_point(|e| e.id <= pos);
+            let rest = limit - events.len();
+            events.extend(r.recent.iter().skip(from).take(rest).cloned());
+            return Ok(events);
+        }
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

@@ -91,6 +91,8 @@ fn unreferenced_masters_are_collected_and_pins_are_respected() {
     let (a, b) = (IdentityHash::Md5([1; 16]), IdentityHash::Md5([2; 16]));
     let pinned = pin(Some(&live(1)), 47, &m, 9, &[(a, 10), (b, 12)]).unwrap();
     assert!(names(&pinned, &[(a, 10), (b, 12)]) && !names(&pinned, &[(a, 11)]));
+    let stored = MasterEntry::decode(&pinned.encode().unwrap()).unwrap();
+    assert_eq!(stored, pinned, "listings survive the JSON round trip");
     assert_eq!(collect(Some(&pinned), 9 + GRACE_MS), Collect::Leave);
     let again = pin(Some(&pinned), 48, &m, 9, &[(a, 11)]).unwrap();
     assert!(names(&again, &[(a, 11)]));
