@@ -847,6 +847,66 @@ fn an_event_stream_resumes_from_before_the_events_a_node_keeps() {
     }
 }
 
+/// A master stored before `m.` entries listed their identity keys (issue
+/// 20) gets its listing from the sweep's audit: the key naming it, verified.
+#[test]
+fn masters_stored_before_listings_get_theirs() {
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 1);
+    let urls = nats.urls();
+    let node = Server::start(&dir.path().join("n1"), &["--nats", &urls], Some(TOKEN));
+    let _dump = DumpLogsOnPanic(vec![&node]);
+    let email = "legacy@example.org";
+    let (hash, _) = upload(node.addr, email, &png(300));
+    let key = format!("m.{hash}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(urls.as_str()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value("avatar_edge_index")
+            .await
+            .unwrap();
+        let read = || async {
+            let e = kv.entry(key.as_str()).await.unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
+            (e.revision, v)
+        };
+        let (rev, mut v) = read().await;
+        let listed = v["refs"]["by"].as_object().cloned().unwrap_or_default();
+        assert_eq!(listed.len(), 1, "a new bind lists its key: {v}");
+        // As an entry written before listings: no `refs`.
+        v.as_object_mut().unwrap().remove("refs");
+        kv.update(key.as_str(), serde_json::to_vec(&v).unwrap().into(), rev)
+            .await
+            .unwrap();
+        // The first sweep runs 5-10 s after start.
+        let t0 = Instant::now();
+        loop {
+            let (_, v) = read().await;
+            let refs = &v["refs"];
+            if refs.is_object() && refs.get("verify").is_none() {
+                assert_eq!(
+                    refs["by"].as_object().unwrap().keys().collect::<Vec<_>>(),
+                    listed.keys().collect::<Vec<_>>(),
+                    "{v}"
+                );
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(40),
+                "not listed again: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    // Still served: the audit changed the listing, nothing else.
+    assert!(serves(node.addr, &md5_hex(email), 64, &hash).is_some());
+}
+
 /// A child process killed (and reaped) when the test ends, however it ends.
 struct KillOnDrop(std::process::Child);
 

@@ -43,13 +43,19 @@
 //! before listings existed (`refs: None`) list nothing and are decided by
 //! the replica's count as before (a record `w` before `c` is in the replica
 //! at `c`), which for now also backs up every listed entry; the bounded
-//! replica (issue 20) will drop it. Rungs shared between masters: a deleter
+//! replica (issue 20) will drop it. The sweep's *audit* gives those entries
+//! their listings ([`audit_listing`], [`audit_verified`]): a scan of the
+//! replica at the entry's revision, a first write marked `verify` (counted
+//! as listed), a second scan at that write, the verifying write. A binder
+//! that confirmed before the first write has its record in the second scan;
+//! one confirming after it finds its key missing and pins again. Rungs shared between masters: a deleter
 //! keeps rungs a non-deleting master lists in its replica at ≥ its
 //! `Deleting` revision; a binder, at ≥ its pin revision, waits for every
 //! deletion that lists one of its rungs before putting them. Whichever wrote
 //! second sees the other. `model` below checks the rule on every
-//! interleaving of a binder, an unlister and a collector, with the
-//! replica's count and without it; `tests`, the rules case by case.
+//! interleaving of a binder, an unlister, a collector and (for entries
+//! written before listings) the audit, with the replica's count and without
+//! it; `tests`, the rules case by case.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +76,8 @@ pub(super) const LEASE_MS: u64 = 30_000;
 const DELETE_WINDOW: Duration = Duration::from_secs(10);
 /// How long a binder waits for a deletion in progress before a 503.
 const PIN_WAIT: Duration = Duration::from_secs(3);
+/// Entries written before listings that one sweep gives listings to.
+const AUDIT_BATCH: usize = 1_000;
 /// How often every node sweeps its replica for unreferenced masters.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -144,13 +152,53 @@ pub(super) fn unname(entry: &MasterEntry, key: &IdentityHash, written: u64) -> O
     Some(e)
 }
 
-/// Does `entry` list some identity key (or too many to list)? Unknown
-/// references (`None`) list none: the replica's count decides for them.
+/// Does `entry` list some identity key (or too many to list, or a listing
+/// still to verify)? Unknown references (`None`) list none: the replica's
+/// count decides for them.
 pub(super) fn listed(entry: &MasterEntry) -> bool {
     entry
         .refs
         .as_ref()
-        .is_some_and(|r| r.many || !r.by.is_empty())
+        .is_some_and(|r| r.many || r.verify || !r.by.is_empty())
+}
+
+/// The audit's first write over a `Live` entry written before listings:
+/// the keys whose values name it in the replica at or after its revision
+/// (each with its value's revision as basis: at least the true one, so an
+/// unlisting is only less likely), marked to verify. `None`: not such an
+/// entry.
+pub(super) fn audit_listing(
+    entry: &MasterEntry,
+    keys: &[(IdentityHash, u64)],
+) -> Option<MasterEntry> {
+    if entry.refs.is_some() || entry.phase != Phase::Live {
+        return None;
+    }
+    let mut e = entry.clone();
+    e.refs = Some(Refs {
+        verify: true,
+        ..Refs::default()
+    });
+    name(&mut e, keys);
+    Some(e)
+}
+
+/// The audit's second write: the keys found again once the replica applied
+/// the first write (a bind that confirmed before it, with its record after
+/// the first scan) joined, and verified. `None`: nothing to verify.
+pub(super) fn audit_verified(
+    entry: &MasterEntry,
+    keys: &[(IdentityHash, u64)],
+) -> Option<MasterEntry> {
+    if !entry.refs.as_ref().is_some_and(|r| r.verify) {
+        return None;
+    }
+    let mut e = entry.clone();
+    name(&mut e, keys);
+    if let Some(r) = e.refs.as_mut() {
+        r.verify = false;
+    }
+    Some(e)
 }
 
 /// Does the pin of `generation` still hold (no deletion began since)?
@@ -359,6 +407,88 @@ impl NatsStore {
         )))
     }
 
+    /// Give entries written before listings theirs, up to [`AUDIT_BATCH`]
+    /// a pass, in two rounds of compare-and-sets over replica scans (see
+    /// [`audit_listing`], [`audit_verified`]): a bind racing the first round
+    /// is found by the second scan, or finds its key missing at its final
+    /// check and pins again, which lists it. Runs in every node's sweep;
+    /// concurrent passes meet in compare-and-sets. Returns how many entries
+    /// it verified.
+    pub(super) async fn audit_listings(&self) -> Result<usize, StoreError> {
+        let todo = self.read_replica().unlisted_masters(AUDIT_BATCH);
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let mut read = Vec::new();
+        for h in todo {
+            if let (seq, Some(e)) = self.read_master(&h).await? {
+                read.push((h, seq, e));
+            }
+        }
+        let found = self
+            .keys_naming_at(read.iter().map(|(h, seq, _)| (*h, *seq)))
+            .await?;
+        let mut verifying = Vec::new();
+        for (h, seq, e) in read {
+            let keys = found.get(&h).map(Vec::as_slice).unwrap_or(&[]);
+            match audit_listing(&e, keys) {
+                Some(next) => {
+                    if let Some(c) = self
+                        .write_if(&manifest_key(&h), seq, Some(next.encode()?))
+                        .await?
+                    {
+                        self.apply_master(h, c, Some(next));
+                        verifying.push((h, c));
+                    }
+                }
+                None if listed(&e) => verifying.push((h, seq)),
+                None => {}
+            }
+        }
+        let found = self.keys_naming_at(verifying.iter().copied()).await?;
+        let mut done = 0;
+        for (h, _) in verifying {
+            let keys = found.get(&h).map(Vec::as_slice).unwrap_or(&[]);
+            for _ in 0..8 {
+                let (seq, Some(e)) = self.read_master(&h).await? else {
+                    break;
+                };
+                let Some(next) = audit_verified(&e, keys) else {
+                    break;
+                };
+                if let Some(rev) = self
+                    .write_if(&manifest_key(&h), seq, Some(next.encode()?))
+                    .await?
+                {
+                    self.apply_master(h, rev, Some(next));
+                    done += 1;
+                    break;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// For each master, the keys whose values name it, once this replica
+    /// has applied the index up to the revision given with it.
+    async fn keys_naming_at(
+        &self,
+        at: impl Iterator<Item = (ContentHash, u64)>,
+    ) -> Result<std::collections::HashMap<ContentHash, Vec<(IdentityHash, u64)>>, StoreError> {
+        let mut top = 0;
+        let hashes: std::collections::HashSet<ContentHash> = at
+            .map(|(h, rev)| {
+                top = top.max(rev);
+                h
+            })
+            .collect();
+        if hashes.is_empty() {
+            return Ok(Default::default());
+        }
+        self.wait_position(top).await?;
+        Ok(self.read_replica().keys_naming(&hashes))
+    }
+
     /// Collect `hash` if nothing names it (see the module doc). `Ok` also
     /// when it was left alone.
     pub(super) async fn collect(&self, hash: ContentHash) -> Result<(), StoreError> {
@@ -449,11 +579,21 @@ impl NatsStore {
                     tracing::debug!(master = %h, error = %e, "sweep: collection failed");
                 }
             }
+            match self.audit_listings().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    masters = n,
+                    "listed the keys of masters stored before listings"
+                ),
+                Err(e) => tracing::debug!(error = %e, "sweep: listing old masters failed"),
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod model_audit;
 #[cfg(test)]
 mod tests;

@@ -149,6 +149,10 @@ pub struct Refs {
     /// counts as named for good (an over-count only keeps blobs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub many: bool,
+    /// Listed by the audit of an entry written before listings, not yet
+    /// checked again (`gc::audit_listing`): counts as named until it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// The most keys a master's entry lists (an entry is one KV value: 256 keys

@@ -164,6 +164,38 @@ impl Replica {
             .collect()
     }
 
+    /// Up to `limit` live masters whose entries list no keys yet (written
+    /// before listings, or listed by an audit not yet verified).
+    pub(super) fn unlisted_masters(&self, limit: usize) -> Vec<ContentHash> {
+        self.masters
+            .iter()
+            .filter(|(_, (_, e))| {
+                e.as_ref().is_some_and(|e| {
+                    e.phase == Phase::Live && e.refs.as_ref().is_none_or(|r| r.verify)
+                })
+            })
+            .map(|(h, _)| *h)
+            .take(limit)
+            .collect()
+    }
+
+    /// For each of `masters`, the keys whose values here name it, with
+    /// their revisions (one scan of the index).
+    pub(super) fn keys_naming(
+        &self,
+        masters: &HashSet<ContentHash>,
+    ) -> HashMap<ContentHash, Vec<(IdentityHash, u64)>> {
+        let mut out: HashMap<ContentHash, Vec<(IdentityHash, u64)>> = HashMap::new();
+        for (key, (rev, value)) in &self.records {
+            for m in value.masters() {
+                if masters.contains(&m) {
+                    out.entry(m).or_default().push((*key, *rev));
+                }
+            }
+        }
+        out
+    }
+
     /// Masters a sweep should look at: stored, and unreferenced or stuck in
     /// a collection phase.
     pub(super) fn sweep_candidates(&self) -> Vec<ContentHash> {

@@ -6,30 +6,33 @@
 //! the key's value as its replica has it at the condemnation (a value
 //! written before it, nothing after: the least the replica guarantees).
 
+use super::model_audit::{step_auditor, Auditor};
 use super::tests::manifest;
 use super::*;
 
 /// The identity key every actor writes.
-const K: IdentityHash = IdentityHash::Md5([7; 16]);
+pub(super) const K: IdentityHash = IdentityHash::Md5([7; 16]);
 
 /// The shared world: the global sequence, the `m.` key's revision and value,
 /// whether the blobs are stored, the identity key `K`'s revision and its
 /// history (revision, names the master?), whether the binder was answered.
 #[derive(Clone, Debug)]
-struct World {
+pub(super) struct World {
     seq: u64,
-    key_rev: u64,
-    entry: Option<MasterEntry>,
+    pub(super) key_rev: u64,
+    pub(super) entry: Option<MasterEntry>,
     blobs: bool,
     ident_rev: u64,
     history: Vec<(u64, bool)>,
     /// `K`'s current value is the binder's write.
     by_binder: bool,
     acked: bool,
+    /// The audit verified its listing.
+    pub(super) verified: bool,
 }
 
 impl World {
-    fn cas(&mut self, expect: u64, value: Option<MasterEntry>) -> Option<u64> {
+    pub(super) fn cas(&mut self, expect: u64, value: Option<MasterEntry>) -> Option<u64> {
         if self.key_rev != expect {
             return None;
         }
@@ -54,11 +57,18 @@ impl World {
     /// Did `K`'s value as of revision `at` name the master (what a replica
     /// at `at` counts)?
     fn named_at(&self, at: u64) -> bool {
+        self.naming_at(at).is_some()
+    }
+
+    /// `K` with its value's revision, if its value as of `at` named the
+    /// master (what a replica scan at `at` finds).
+    pub(super) fn naming_at(&self, at: u64) -> Option<(IdentityHash, u64)> {
         self.history
             .iter()
             .rev()
             .find(|(rev, _)| *rev <= at)
-            .is_some_and(|(_, names)| *names)
+            .filter(|(_, names)| *names)
+            .map(|(rev, _)| (K, *rev))
     }
 }
 
@@ -159,7 +169,7 @@ enum Collector {
 const BINDER_NOW: u64 = 1_000_000;
 /// The collector's clock: the binder's pin is past its grace (a slow binder).
 const COLLECTOR_NOW: u64 = BINDER_NOW + GRACE_MS;
-const TRIES: u8 = 2;
+pub(super) const TRIES: u8 = 2;
 
 fn step_binder(b: &Binder, w: &mut World) -> Binder {
     let m = manifest();
@@ -357,7 +367,9 @@ fn step_collector(c: &Collector, w: &mut World, count: bool) -> Collector {
             Collect::Leave => Collector::Done,
         },
         Collector::Count { c, condemned } => {
-            let referenced = listed(&condemned) || (count && w.named_at(c));
+            // Entries written before listings are always counted.
+            let counted = count || condemned.refs.is_none();
+            let referenced = listed(&condemned) || (counted && w.named_at(c));
             Collector::Verdict {
                 c,
                 next: verdict(&condemned, referenced, COLLECTOR_NOW),
@@ -384,7 +396,7 @@ fn step_collector(c: &Collector, w: &mut World, count: bool) -> Collector {
     }
 }
 
-type State = (Binder, Replacer, Collector, World);
+type State = (Binder, Replacer, Collector, Auditor, World);
 
 /// Every interleaving from `s`: the distinct end worlds into `out`
 /// (states already explored are skipped).
@@ -397,28 +409,34 @@ fn explore(
     if !seen.insert(format!("{s:?}")) {
         return;
     }
-    let (b, r, c, w) = s;
+    let (b, r, c, a, w) = s;
     let b_done = matches!(b, Binder::Done);
     let r_done = matches!(r, Replacer::Done);
     let c_done = matches!(c, Collector::Done);
-    if b_done && r_done && c_done {
+    let a_done = matches!(a, Auditor::Done);
+    if b_done && r_done && c_done && a_done {
         out.push(w);
         return;
     }
     if !b_done {
         let mut w2 = w.clone();
         let b2 = step_binder(&b, &mut w2);
-        explore((b2, r.clone(), c.clone(), w2), count, seen, out);
+        explore((b2, r.clone(), c.clone(), a.clone(), w2), count, seen, out);
     }
     if !r_done {
         let mut w2 = w.clone();
         let r2 = step_replacer(&r, &mut w2);
-        explore((b.clone(), r2, c.clone(), w2), count, seen, out);
+        explore((b.clone(), r2, c.clone(), a.clone(), w2), count, seen, out);
     }
     if !c_done {
-        let mut w2 = w;
+        let mut w2 = w.clone();
         let c2 = step_collector(&c, &mut w2, count);
-        explore((b, r, c2, w2), count, seen, out);
+        explore((b.clone(), r.clone(), c2, a.clone(), w2), count, seen, out);
+    }
+    if !a_done {
+        let mut w2 = w;
+        let a2 = step_auditor(&a, &mut w2);
+        explore((b, r, c, a2, w2), count, seen, out);
     }
 }
 
@@ -434,6 +452,7 @@ fn start(entry: Option<MasterEntry>, blobs: bool, named: bool) -> World {
         history: vec![(3, named)],
         by_binder: false,
         acked: false,
+        verified: false,
     }
 }
 
@@ -446,7 +465,7 @@ fn entry(phase: Phase, refs: Option<&[(IdentityHash, u64)]>) -> MasterEntry {
         held_until: 0,
         refs: refs.map(|keys| Refs {
             by: keys.iter().copied().collect(),
-            many: false,
+            ..Refs::default()
         }),
     }
 }
@@ -467,19 +486,36 @@ fn check_every_interleaving(count: bool) -> (usize, usize) {
         // A collector died after condemning, or in the middle of deleting.
         start(Some(entry(Phase::Condemned, Some(&[]))), true, false),
         start(Some(entry(Phase::Deleting, Some(&[]))), false, false),
+        // Written before listings: `K` names it, or nothing does; the audit
+        // runs (below).
+        start(Some(entry(Phase::Live, None)), true, true),
+        start(Some(entry(Phase::Live, None)), true, false),
     ];
     let (mut total, mut acked) = (0, 0);
     for w in starts {
+        let legacy = w.entry.as_ref().is_some_and(|e| e.refs.is_none());
         for replacer in [Replacer::Done, Replacer::Read { tries: TRIES }] {
             let mut ends = Vec::new();
+            let auditor = if legacy { Auditor::Read } else { Auditor::Done };
             let s = (
                 Binder::ReadKey { tries: TRIES },
                 replacer,
                 Collector::Read,
+                auditor,
                 w.clone(),
             );
             explore(s, count, &mut Default::default(), &mut ends);
             for end in &ends {
+                // A verified audit lists every key naming the master now
+                // (but a bind answered 503).
+                let names_now = end.history.last().is_some_and(|(_, n)| *n);
+                if end.verified && names_now && (end.acked || !end.by_binder) {
+                    let lists_k = end.entry.as_ref().and_then(|e| e.refs.as_ref());
+                    assert!(
+                        lists_k.is_some_and(|r| r.many || r.by.contains_key(&K)),
+                        "a verified audit misses a key naming the master: {w:?} → {end:?}"
+                    );
+                }
                 if !(end.acked && end.by_binder) {
                     continue;
                 }
@@ -494,7 +530,10 @@ fn check_every_interleaving(count: bool) -> (usize, usize) {
                     Phase::Live,
                     "acknowledged bind's master not live: {end:?}"
                 );
-                assert!(listed(e), "acknowledged bind's key not listed: {end:?}");
+                assert!(
+                    listed(e) || e.refs.is_none(),
+                    "acknowledged bind's key not listed: {end:?}"
+                );
             }
             total += ends.len();
         }

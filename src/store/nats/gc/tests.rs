@@ -133,6 +133,25 @@ fn unreferenced_masters_are_collected_and_pins_are_respected() {
     let pinned_unknown = pin(Some(&unknown), 50, &m, 9, &[(a, 3)]).unwrap();
     assert_eq!(pinned_unknown.refs, None);
     assert!(!listed(&pinned_unknown) && names(&pinned_unknown, &[(a, 3)]));
+    // The audit of an entry written before listings: listed and to verify
+    // (counts as listed), then verified with the keys found again; anything
+    // else is left alone.
+    let old = MasterEntry {
+        refs: None,
+        ..live(1)
+    };
+    let first = audit_listing(&old, &[(a, 5)]).unwrap();
+    assert!(first.refs.as_ref().unwrap().verify && listed(&first));
+    assert_eq!(audit_listing(&first, &[]), None);
+    assert_eq!(audit_listing(&old.with(Phase::Condemned, 2), &[]), None);
+    let verified = audit_verified(&first, &[(b, 7)]).unwrap();
+    assert!(names(&verified, &[(a, 5), (b, 7)]) && !verified.refs.as_ref().unwrap().verify);
+    assert_eq!(audit_verified(&verified, &[]), None);
+    let empty = audit_verified(&audit_listing(&old, &[]).unwrap(), &[]).unwrap();
+    assert!(
+        !listed(&empty),
+        "nothing names it: collectable after the audit"
+    );
     // Entries written before collection existed are live, generation 0,
     // references unknown.
     let legacy = serde_json::to_vec(&m).unwrap();
