@@ -86,6 +86,22 @@ fn a_fallback_lease_keeps_an_unnamed_master_reachable_until_it_ends() {
         refs: None,
     };
     let mut r = Replica::default();
+    // A replica keeps whether an entry lists keys, not the listing.
+    let mut listed = entry(0);
+    listed.refs = Some(super::super::keys::Refs {
+        by: [(IdentityHash::Md5([3; 16]), 7)].into_iter().collect(),
+        verify: true,
+        ..Default::default()
+    });
+    r.apply_master(m.hash, 1, Some(listed));
+    let kept = r.masters[&m.hash].1.as_ref().unwrap().refs.clone().unwrap();
+    assert!(kept.by.is_empty() && kept.verify);
+    assert_eq!(
+        r.unlisted_masters(10),
+        vec![m.hash],
+        "to verify: still audited"
+    );
+    r.masters.clear();
     r.apply_master(m.hash, 1, Some(entry(now_ms() + 60_000)));
     assert!(r.referenced(&m.hash));
     assert_eq!(r.bound_manifest(&m.hash), Some(manifest.clone()));
