@@ -1,0 +1,56 @@
+//! Fuzz target: the vendored JPEG decoder (vendor/jpeg-decoder, as
+//! avatar-edge builds it) against the released crate it was forked from.
+//! Arbitrary bytes, decoded by both at the scale the first byte picks (1,
+//! 1/2, 1/4, 1/8: the upload path's shrink-on-load), with a 64 MiB decoding
+//! buffer limit: the same pixels and info, or both an error. The fork must
+//! also never panic where upstream does not.
+//!
+//! Headers declaring more than 16 Mpx are not decoded, as avatar-edge's
+//! upload path refuses them from the header (`Limits`): both crates
+//! allocate a progressive image's coefficients for the declared size before
+//! any decoding-buffer check (8 GB for a 64k × 64k header, found by this
+//! target in its first second).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+const MAX_BUFFER: usize = 64 << 20;
+const MAX_PIXELS: u64 = 16 << 20;
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Decoded(Vec<u8>, String),
+    Failed(String),
+}
+
+macro_rules! decode_with {
+    ($krate:ident, $bytes:expr, $scale:expr) => {{
+        let mut d = $krate::Decoder::new($bytes);
+        d.set_max_decoding_buffer_size(MAX_BUFFER);
+        let result = (|| {
+            d.read_info()?;
+            let info = d.info().unwrap();
+            if u64::from(info.width) * u64::from(info.height) > MAX_PIXELS {
+                return Ok(Vec::new());
+            }
+            if $scale > 1 {
+                d.scale(info.width / $scale, info.height / $scale)?;
+            }
+            d.decode()
+        })();
+        match result {
+            Ok(pixels) => Outcome::Decoded(pixels, format!("{:?}", d.info())),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }};
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let scale: u16 = 1 << (pick % 4);
+    let fork = decode_with!(fork, bytes, scale);
+    let upstream = decode_with!(jpeg_decoder, bytes, scale);
+    assert_eq!(fork, upstream);
+});
