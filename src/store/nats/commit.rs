@@ -500,12 +500,12 @@ fn forward(
     avatar: &AvatarRef,
 ) -> Stored {
     Stored::Forward {
-        moved: Forward {
+        moved: Box::new(Forward {
             to,
             record,
             aliases: aliases.to_vec(),
             avatar: avatar.clone(),
-        },
+        }),
     }
 }
 

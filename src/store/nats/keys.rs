@@ -51,10 +51,13 @@ pub struct Forward {
 }
 
 /// The value under `i.<p>`: a record (an event) or a forward (not an event).
+/// The forward is boxed: it is rare (one per merged identity) and 1.5× a
+/// record's size, and every replica holds one `Stored` per identity (issue
+/// 20: unboxed, each record slot paid for a forward's size).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Stored {
-    Forward { moved: Forward },
+    Forward { moved: Box<Forward> },
     Record(StoredRecord),
 }
 
@@ -74,15 +77,8 @@ impl Stored {
     /// merging bind and the record it still answers with.
     pub fn masters(&self) -> Vec<ContentHash> {
         match self {
-            Stored::Record(r) => r.record.avatar.iter().map(|a| a.hash).collect(),
-            Stored::Forward { moved } => std::iter::once(moved.avatar.hash)
-                .chain(
-                    moved
-                        .record
-                        .iter()
-                        .flat_map(|r| r.avatar.as_ref().map(|a| a.hash)),
-                )
-                .collect(),
+            Stored::Record(r) => record_masters(&r.record),
+            Stored::Forward { moved } => forward_masters(moved),
         }
     }
 
@@ -91,6 +87,46 @@ impl Stored {
         match self {
             Stored::Record(r) => Some(r.event(revision)),
             Stored::Forward { .. } => None,
+        }
+    }
+}
+
+fn record_masters(record: &IdentityRecord) -> Vec<ContentHash> {
+    record.avatar.iter().map(|a| a.hash).collect()
+}
+
+fn forward_masters(moved: &Forward) -> Vec<ContentHash> {
+    std::iter::once(moved.avatar.hash)
+        .chain(moved.record.iter().flat_map(record_masters))
+        .collect()
+}
+
+/// A value of `i.<p>` as a replica holds it: the record without the avatar
+/// it replaced (only the write's event needs that, and the event is made
+/// when the value is applied), or the forward. One per identity on every
+/// node (issue 20), so it is kept small: a record's slot is 80 bytes, not
+/// the 120 of a [`StoredRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    Record(IdentityRecord),
+    Forward(Box<Forward>),
+}
+
+impl Held {
+    /// As [`Stored::masters`].
+    pub fn masters(&self) -> Vec<ContentHash> {
+        match self {
+            Held::Record(r) => record_masters(r),
+            Held::Forward(moved) => forward_masters(moved),
+        }
+    }
+}
+
+impl From<Stored> for Held {
+    fn from(stored: Stored) -> Held {
+        match stored {
+            Stored::Record(r) => Held::Record(r.record),
+            Stored::Forward { moved } => Held::Forward(moved),
         }
     }
 }
@@ -337,18 +373,34 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_held_value_is_the_size_of_an_identity_record() {
+        // Every replica holds one `Held` per identity: neither a forward
+        // (rare, larger) nor the replaced avatar (only events need it) may
+        // set the size of every record's slot.
+        assert_eq!(
+            std::mem::size_of::<Held>(),
+            std::mem::size_of::<IdentityRecord>()
+        );
+        assert!(std::mem::size_of::<Held>() < std::mem::size_of::<Stored>());
+        let r = stored("a@example.org", 2, 1);
+        let held = Held::from(Stored::Record(r.clone()));
+        assert_eq!(held, Held::Record(r.record.clone()));
+        assert_eq!(held.masters(), Stored::Record(r).masters());
+    }
+
+    #[test]
     fn records_and_forwards_decode_apart() {
         let r = Stored::Record(stored("a@example.org", 2, 1));
         assert_eq!(Stored::decode(&r.encode().unwrap()).unwrap(), r);
         assert!(r.event(7).is_some());
         let s = stored("b@example.org", 1, 2).record;
         let f = Stored::Forward {
-            moved: Forward {
+            moved: Box::new(Forward {
                 to: s.aliases[0],
                 record: Some(s.clone()),
                 aliases: s.aliases.clone(),
                 avatar: s.avatar.clone().unwrap(),
-            },
+            }),
         };
         assert_eq!(Stored::decode(&f.encode().unwrap()).unwrap(), f);
         assert_eq!(f.event(8), None, "a forward is not an event");

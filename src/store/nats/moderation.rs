@@ -147,8 +147,8 @@ impl NatsStore {
         r.records
             .iter()
             .filter_map(|(p, (_, s))| match s {
-                super::keys::Stored::Record(rec)
-                    if rec.record.avatar.as_ref().is_some_and(|a| a.hash == *hash) =>
+                super::keys::Held::Record(rec)
+                    if rec.avatar.as_ref().is_some_and(|a| a.hash == *hash) =>
                 {
                     Some(*p)
                 }

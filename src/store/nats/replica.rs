@@ -12,10 +12,10 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::keys::{is_put, Key, MasterEntry, Phase, Stored, INDEX_BUCKET};
+use super::keys::{is_put, Held, Key, MasterEntry, Phase, Stored, INDEX_BUCKET};
 use super::NatsStore;
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
-use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
+use crate::store::{now_ms, Manifest, StoreError};
 
 /// A change applied later than this after it was made (an index loaded at
 /// start, a long catch-up) prefetches no blobs.
@@ -27,8 +27,10 @@ const LIVENESS_EVERY: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(super) struct Replica {
     /// Primary → (revision, record or forward).
-    pub(super) records: HashMap<IdentityHash, (u64, Stored)>,
-    /// Alias → primary (from `a.` keys, else from records).
+    pub(super) records: HashMap<IdentityHash, (u64, Held)>,
+    /// Alias → primary (from `a.` keys, else from records), for aliases
+    /// that are not their own primary (an absent alias names itself; see
+    /// `lookup.rs`).
     pub(super) aliases: HashMap<IdentityHash, IdentityHash>,
     /// Master → (revision, its `m.` entry; `None` once deleted).
     pub(super) masters: HashMap<ContentHash, (u64, Option<MasterEntry>)>,
@@ -63,29 +65,6 @@ impl Replica {
             recent_limit,
             ..Replica::default()
         }
-    }
-
-    /// The record `alias` names. A forward counts once its target lists the
-    /// forwarded primary (the merge finished); until then the forwarded
-    /// record as it was answers, so no reader sees a half-done merge.
-    pub(super) fn lookup(&self, alias: &IdentityHash) -> Option<&IdentityRecord> {
-        let mut primary = *self.aliases.get(alias).unwrap_or(alias);
-        for _ in 0..4 {
-            match &self.records.get(&primary)?.1 {
-                Stored::Record(r) => return Some(&r.record),
-                Stored::Forward { moved } => {
-                    let done = matches!(
-                        self.records.get(&moved.to),
-                        Some((_, Stored::Record(r))) if r.record.aliases.contains(&primary)
-                    );
-                    if !done {
-                        return moved.record.as_ref();
-                    }
-                    primary = moved.to;
-                }
-            }
-        }
-        None
     }
 
     /// The manifest of `hash` if some identity here names it and its blobs
@@ -253,21 +232,22 @@ impl Replica {
             }
         }
         if let Stored::Record(r) = &stored {
-            for a in &r.record.aliases {
+            for a in r.record.aliases.iter().filter(|a| **a != primary) {
                 self.aliases.entry(*a).or_insert(primary);
             }
         }
-        let is_record = |s: &Stored| matches!(s, Stored::Record(_));
+        let held = Held::from(stored);
+        let is_record = |s: &Held| matches!(s, Held::Record(_));
         let was = self
             .records
             .get(&primary)
             .is_some_and(|(_, s)| is_record(s));
-        match (was, is_record(&stored)) {
+        match (was, is_record(&held)) {
             (false, true) => self.identities += 1,
             (true, false) => self.identities -= 1,
             _ => {}
         }
-        self.records.insert(primary, (revision, stored));
+        self.records.insert(primary, (revision, held));
         let event = event?;
         if revision > self.head {
             self.head = revision;
@@ -581,9 +561,7 @@ impl NatsStore {
                 .ok()
                 .and_then(|s| s.parse::<IdentityHash>().ok())
             {
-                Some(primary) => {
-                    self.write_replica().aliases.insert(alias, primary);
-                }
+                Some(primary) => self.write_replica().set_alias(alias, primary),
                 None => tracing::error!(key = %key, "corrupt alias entry"),
             },
             Some(Key::Manifest(hash)) => match MasterEntry::decode(value) {
@@ -596,5 +574,6 @@ impl NatsStore {
     }
 }
 
+mod lookup;
 #[cfg(test)]
 mod tests;

@@ -46,14 +46,14 @@ fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
     s.record.aliases = vec![sha];
     r.apply_record(md5, 1, Stored::Record(m.clone()));
     r.apply_record(sha, 2, Stored::Record(s.clone()));
-    r.aliases.insert(sha, sha);
+    r.set_alias(sha, sha);
     let fwd = Stored::Forward {
-        moved: Forward {
+        moved: Box::new(Forward {
             to: md5,
             record: Some(s.record.clone()),
             aliases: full.aliases.clone(),
             avatar: full.avatar.clone().unwrap(),
-        },
+        }),
     };
     assert!(r.apply_record(sha, 3, fwd).is_none(), "not an event");
     // Merge not finished: sha still answers with its own record.
@@ -64,6 +64,31 @@ fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
     assert_eq!(r.lookup(&sha), Some(&merged.record));
     assert_eq!(r.lookup(&md5), Some(&merged.record));
     assert_eq!(r.identities(), 1);
+}
+
+#[test]
+fn the_alias_map_keeps_only_aliases_of_another_primary() {
+    let mut r = Replica::default();
+    let a = stored("a@example.org", 1, 1);
+    let (md5, sha) = (a.record.aliases[0], a.record.aliases[1]);
+    r.apply_record(md5, 1, Stored::Record(a.clone()));
+    // The primary names itself without an entry; its other alias has one.
+    assert_eq!(r.aliases.len(), 1);
+    assert_eq!(r.aliases.get(&sha), Some(&md5));
+    assert_eq!(r.lookup(&md5), Some(&a.record));
+    assert_eq!(r.lookup(&sha), Some(&a.record));
+    // `a.` entries: one naming another primary is kept, one naming itself
+    // removes the alias's entry (absent means itself).
+    let b = stored("b@example.org", 1, 2);
+    let other = b.record.aliases[0];
+    r.apply_record(other, 2, Stored::Record(b.clone()));
+    r.set_alias(sha, other);
+    assert_eq!(r.lookup(&sha), Some(&b.record));
+    r.set_alias(sha, sha);
+    assert!(!r.aliases.contains_key(&sha));
+    r.set_alias(md5, md5);
+    assert_eq!(r.aliases.len(), 1, "only b's other alias");
+    assert_eq!(r.lookup(&md5), Some(&a.record));
 }
 
 #[test]
@@ -129,12 +154,12 @@ proptest::proptest! {
             let value = if forward {
                 let target = stored("target@example.org", 1, 9).record;
                 Stored::Forward {
-                    moved: Forward {
+                    moved: Box::new(Forward {
                         to: target.primary(),
                         record: Some(s.record.clone()),
                         aliases: target.aliases.clone(),
                         avatar: target.avatar.clone().unwrap(),
-                    },
+                    }),
                 }
             } else {
                 Stored::Record(s)
@@ -143,7 +168,7 @@ proptest::proptest! {
             let scanned = r
                 .records
                 .values()
-                .filter(|(_, s)| matches!(s, Stored::Record(_)))
+                .filter(|(_, s)| matches!(s, Held::Record(_)))
                 .count();
             proptest::prop_assert_eq!(r.identities(), scanned);
         }
