@@ -318,7 +318,7 @@ PY
     kill -9 "${APID[3]}"; wait "${APID[3]}" 2>/dev/null || true
     t0=$(date +%s.%N)
     start_node 3
-    # serve listens only once the replica is loaded, and exits if that takes over 60 s.
+    # serve listens only once the replica is loaded; it exits if loading stalls for 30 s.
     deadline=$((SECONDS + 600))
     until curl -fs -o /dev/null "http://127.0.0.1:${AP[3]}/readyz"; do
       ((SECONDS < deadline)) || { echo "cluster.sh: restarted node 3 not ready in 600 s" >&2; exit 1; }
