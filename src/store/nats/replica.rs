@@ -232,8 +232,8 @@ impl Replica {
             }
         }
         if let Stored::Record(r) = &stored {
-            for a in r.record.aliases.iter().filter(|a| **a != primary) {
-                self.aliases.entry(*a).or_insert(primary);
+            for a in &r.record.aliases {
+                self.alias_listed(*a, primary);
             }
         }
         let held = Held::from(stored);

@@ -34,6 +34,18 @@ impl Replica {
         None
     }
 
+    /// A record at `primary` lists `alias`: kept unless an `a.` entry
+    /// already placed it, and only if it names another primary.
+    pub(in crate::store::nats) fn alias_listed(
+        &mut self,
+        alias: IdentityHash,
+        primary: IdentityHash,
+    ) {
+        if alias != primary {
+            self.aliases.entry(alias).or_insert(primary);
+        }
+    }
+
     /// The `a.<alias>` entry says `alias` names `primary`: an alias naming
     /// itself leaves the map (absent means itself), any other is recorded.
     pub(in crate::store::nats) fn set_alias(&mut self, alias: IdentityHash, primary: IdentityHash) {
