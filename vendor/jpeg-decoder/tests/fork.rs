@@ -194,8 +194,9 @@ fn fork_decodes_every_encoding_as_upstream_does() {
 
 #[test]
 fn fork_reuses_rows_across_decodes_on_one_thread() {
-    // One decoder after another on the same thread, larger then smaller
-    // rows: a reused row must never carry a previous image's coefficients.
+    // Noise (nearly every coefficient non-zero), decoded one image after
+    // another with rows of different lengths: within a decode every reused
+    // row must start zeroed, and nothing may carry over to the next decode.
     let mut rng = Rng(7);
     for (w, h) in [(400u16, 300u16), (150, 700), (129, 129), (600, 40)] {
         let pixels: Vec<u8> = (0..w as usize * h as usize * 3)
