@@ -125,11 +125,13 @@ pub(super) async fn identity<B>(app: &App, req: &Request<B>, rest: &str) -> Resp
     if behind {
         h.insert(header::CACHE_CONTROL, NO_STORE);
     }
-    if reply.stale && !behind && reply.lifetime != Lifetime::NoStore {
+    if reply.stale && cacheable {
         // Cut off from the cluster: the answer comes from this node's last
         // replica of the index; keep it briefly and say so. (An answer behind
         // the version its URL names stays `no-store`, stale or not, and so
-        // does one after a failed upstream fetch.)
+        // do one after a failed upstream fetch and a fault default: issue
+        // 20, a bounded replica's failed read of an identity it does not
+        // hold.)
         h.insert(header::CACHE_CONTROL, STALE_CACHE_CONTROL);
         h.insert(header::WARNING, STALE_WARNING);
         h.insert(CDN_CACHE_CONTROL, STALE_CACHE_CONTROL);
