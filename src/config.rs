@@ -212,6 +212,9 @@ pub struct NatsOptions {
     /// Change events kept in memory for resuming event streams; older
     /// resumes read the event stream in JetStream.
     pub resume_events: usize,
+    /// Issue 20: bytes of identities each node holds (the hot set); 0 holds
+    /// every identity.
+    pub index_bytes: usize,
 }
 
 fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
@@ -366,6 +369,10 @@ impl Config {
         if !(1..=1_000_000).contains(&resume_events) {
             return Err(invalid("nats_resume_events", "must be 1..=1000000"));
         }
+        let index_mb = s.nats_index_mb.unwrap_or(0);
+        if index_mb > 1 << 20 {
+            return Err(invalid("nats_index_mb", "must be 0..=1048576"));
+        }
         let quality = Quality {
             webp: check_quality(
                 "webp_quality",
@@ -386,6 +393,7 @@ impl Config {
             replicas: nats_replicas,
             security,
             resume_events,
+            index_bytes: index_mb << 20,
         });
         let fallback_config = fallback::resolve(&s)?;
         let listen = s

@@ -160,37 +160,46 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-fn start_node(dir: &std::path::Path, nats: &str, hook: &str) -> Server {
-    Server::start(
-        dir,
-        &[
-            "--nats",
-            nats,
-            "--nats-replicas",
-            "3",
-            "--webhook",
-            hook,
-            "--render-threads",
-            "2",
-        ],
-        Some(TOKEN),
-    )
+/// Issue 20: the node named `n3` holds a bounded replica (the identities it
+/// looked up, within 1 MiB; the rest read from NATS), so every scenario
+/// runs both kinds of node.
+fn bounded_if_n3(dir: &std::path::Path) -> &'static [&'static str] {
+    if dir.file_name().is_some_and(|n| n == "n3") {
+        &["--nats-index-mb", "1"]
+    } else {
+        &[]
+    }
 }
 
-/// A node in `dir/name` on the NATS at `urls`: R3 buckets, one render thread.
+fn start_node(dir: &std::path::Path, nats: &str, hook: &str) -> Server {
+    let mut args = vec![
+        "--nats",
+        nats,
+        "--nats-replicas",
+        "3",
+        "--webhook",
+        hook,
+        "--render-threads",
+        "2",
+    ];
+    args.extend_from_slice(bounded_if_n3(dir));
+    Server::start(dir, &args, Some(TOKEN))
+}
+
+/// A node in `dir/name` on the NATS at `urls`: R3 buckets, one render
+/// thread; `n3` bounded.
 fn r3_node(dir: &std::path::Path, urls: &str, name: &str) -> Server {
-    Server::start(
-        &dir.join(name),
-        &[
-            "--nats",
-            urls,
-            "--nats-replicas",
-            "3",
-            "--render-threads",
-            "1",
-        ],
-        Some(TOKEN),
-    )
+    let dir = dir.join(name);
+    let mut args = vec![
+        "--nats",
+        urls,
+        "--nats-replicas",
+        "3",
+        "--render-threads",
+        "1",
+    ];
+    args.extend_from_slice(bounded_if_n3(&dir));
+    Server::start(&dir, &args, Some(TOKEN))
 }
 
 /// Wait until every node's `/readyz` answers 200.

@@ -142,6 +142,9 @@ pub struct Settings {
     /// Change events each cluster node keeps in memory for resuming event streams; a page resuming from further back is replayed from the JetStream stream [default: 10000]
     #[arg(long, env = "AVATAR_EDGE_NATS_RESUME_EVENTS")]
     pub nats_resume_events: Option<usize>,
+    /// Memory for the index on each cluster node, MiB: 0 holds every identity (memory grows with the index); N holds the identities looked up most recently within N MiB and reads the others from NATS (one or two KV reads at the stream leader) [default: 0]
+    #[arg(long, env = "AVATAR_EDGE_NATS_INDEX_MB")]
+    pub nats_index_mb: Option<usize>,
     /// Quality of lossy WebP variants (photos), 1-100; logos and flat art stay lossless [default: 80]
     #[arg(long, env = "AVATAR_EDGE_WEBP_QUALITY")]
     pub webp_quality: Option<u32>,
@@ -323,6 +326,7 @@ impl Settings {
             demo,
             nats_replicas,
             nats_resume_events,
+            nats_index_mb,
             webp_quality,
             avif_quality,
             avif_negotiate,

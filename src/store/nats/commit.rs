@@ -247,7 +247,7 @@ impl NatsStore {
         });
         if let Some(written) = self.write_slot(&moved.to, target.seq, &stored).await? {
             let unnamed = unnamed(target.value.as_ref(), &stored);
-            self.apply_identity(moved.to, written, stored);
+            self.apply_identity(moved.to, written, stored, false);
             self.unname_all(moved.to, written, &unnamed).await;
         }
         Ok(())
@@ -406,13 +406,13 @@ impl NatsStore {
         // Read-your-writes on this node, without waiting for the watch (which
         // then finds the revisions applied and announces nothing).
         for (p, seq, fwd) in forwards {
-            self.apply_identity(p, seq, fwd);
+            self.apply_identity(p, seq, fwd, false);
         }
         let record = stored.record.clone();
         let event = stored.event(written);
         let old = slots.iter().find(|s| s.primary == primary);
         let unnamed = unnamed(old.and_then(|s| s.value.as_ref()), &value);
-        self.apply_identity(primary, written, value);
+        self.apply_identity(primary, written, value, false);
         let committed = Committed {
             record,
             event: Some(event),

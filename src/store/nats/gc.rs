@@ -242,7 +242,7 @@ pub(super) fn verdict(condemned: &MasterEntry, referenced: bool, now: u64) -> Ma
 
 impl NatsStore {
     /// The `m.<hash>` entry and its revision, from the stream leader.
-    async fn read_master(
+    pub(super) async fn read_master(
         &self,
         hash: &ContentHash,
     ) -> Result<(u64, Option<MasterEntry>), StoreError> {

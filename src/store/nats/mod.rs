@@ -54,6 +54,7 @@
 //! `Retry-After`), look-ups keep answering from the replica and
 //! [`Store::index_stale`] says so; the client reconnects by itself.
 
+mod cold;
 mod commit;
 mod connect;
 mod fallbacks;
@@ -110,6 +111,11 @@ struct Stats {
     /// Bytes of verified blobs read from the object store (render misses
     /// and prefetches).
     blob_fetched_bytes: AtomicU64,
+    /// Bounded replica: keys read from the leader on a look-up, reads that
+    /// failed, and values read but not held (overtaken by a change).
+    cold_reads: AtomicU64,
+    cold_read_errors: AtomicU64,
+    cold_unheld: AtomicU64,
 }
 
 struct Inner {
@@ -126,6 +132,9 @@ struct Inner {
     /// Told of masters that stop being reachable ([`Store::on_content_gone`]).
     gone: OnceLock<ContentGone>,
     replica: RwLock<Replica>,
+    /// Issue 20, `--nats-index-mb`: the identities this node looked up
+    /// (`None`: the replica holds every identity).
+    hot: Option<std::sync::Mutex<replica::hot::Hot>>,
     stats: Stats,
     /// Announces each revision the replica applies first (see [`Publish`]).
     publish: Publish,
@@ -193,7 +202,12 @@ impl NatsStore {
                 blob_stream,
                 position: tokio::sync::watch::Sender::new(0),
                 gone: OnceLock::new(),
-                replica: RwLock::new(Replica::keeping(opts.resume_events)),
+                replica: RwLock::new(match opts.index_bytes {
+                    0 => Replica::keeping(opts.resume_events),
+                    _ => Replica::bounded(opts.resume_events),
+                }),
+                hot: (opts.index_bytes > 0)
+                    .then(|| std::sync::Mutex::new(replica::hot::Hot::new(opts.index_bytes))),
                 stats: Stats {
                     reconnects,
                     ..Default::default()
@@ -233,9 +247,13 @@ impl NatsStore {
         Ok(store)
     }
 
-    /// Identities in the local replica (for tests and metrics).
+    /// Identities in the local replica (for tests and metrics): on a
+    /// bounded replica, the records its hot set holds.
     pub fn replica_len(&self) -> usize {
-        self.read_replica().identities()
+        match self.hot() {
+            Some(hot) => hot.records(),
+            None => self.read_replica().identities(),
+        }
     }
 
     fn read_replica(&self) -> std::sync::RwLockReadGuard<'_, Replica> {
@@ -303,6 +321,9 @@ impl Store for NatsStore {
     }
 
     async fn identity(&self, alias: &IdentityHash) -> Result<Option<IdentityRecord>, StoreError> {
+        if self.inner.hot.is_some() {
+            return self.identity_bounded(alias).await;
+        }
         Ok(self.read_replica().lookup(alias).cloned())
     }
 
@@ -437,8 +458,35 @@ impl Store for NatsStore {
         );
         out.gauge(
             "avatar_edge_replica_identities",
-            "Identities in this node's replica of the index.",
+            "Identities in this node's replica of the index (bounded: those its hot set holds).",
             self.replica_len() as u64,
+        );
+        if let Some(hot) = self.hot() {
+            out.gauge(
+                "avatar_edge_index_hot_bytes",
+                "Estimated bytes of the bounded replica's hot set (--nats-index-mb).",
+                hot.bytes() as u64,
+            );
+            out.gauge(
+                "avatar_edge_index_hot_keys",
+                "Index keys the hot set holds (records, aliases, and hashes known to be absent).",
+                hot.len() as u64,
+            );
+        }
+        out.counter(
+            "avatar_edge_index_cold_reads_total",
+            "Index keys read from the stream leader by look-ups the hot set could not answer.",
+            s.cold_reads.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "avatar_edge_index_cold_read_errors_total",
+            "Cold index reads that failed (answered with the fault default, no-store).",
+            s.cold_read_errors.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "avatar_edge_index_cold_unheld_total",
+            "Cold index reads answered but not held: a change of the key arrived meanwhile.",
+            s.cold_unheld.load(Ordering::Relaxed),
         );
         out.counter(
             "avatar_edge_nats_reconnects_total",
@@ -494,6 +542,9 @@ impl Store for NatsStore {
     }
 
     async fn bound_to(&self, hash: &ContentHash) -> Result<Vec<IdentityHash>, StoreError> {
+        if self.inner.hot.is_some() {
+            return self.bound_to_bounded(hash).await;
+        }
         Ok(self.bound_to_now(hash))
     }
 

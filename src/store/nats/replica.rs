@@ -4,7 +4,7 @@
 //! a revision first — the watch, or this node's own commit — announces its
 //! event, once: local and remote changes are published the same way.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::keys::{is_put, Held, Key, MasterEntry, Phase, Stored, INDEX_BUCKET};
 use super::NatsStore;
 use crate::model::{ChangeEvent, ContentHash, IdentityHash};
 use crate::store::{now_ms, Manifest, StoreError};
+use hot::{HotKey, Value};
 
 /// A change applied later than this after it was made (an index loaded at
 /// start, a long catch-up) prefetches no blobs.
@@ -52,6 +53,15 @@ pub(super) struct Replica {
     pub(super) head: u64,
     /// Issue 16: content taken down (`t.` keys).
     pub(super) takedowns: super::moderation::Takedowns,
+    /// Issue 20, `--nats-index-mb`: identities are not held here but in the
+    /// hot set (`hot.rs`); `records`, `aliases` and `refs` stay empty, and a
+    /// master is named when its `m.` entry lists a key (`bounded.rs`).
+    pub(super) bounded: bool,
+    /// Bounded: revisions this node's commits announced before the watch
+    /// reached them (the watch then announces nothing).
+    announced: BTreeSet<u64>,
+    /// Bounded: the highest identity revision the watch applied.
+    watched: u64,
     /// How many of `records` are records, not forwards: kept by
     /// [`Replica::apply_record`], the only writer of `records`, so `/metrics`
     /// never scans the index under the lock the watch needs.
@@ -82,11 +92,17 @@ impl Replica {
     /// Does some identity value in the replica name `hash`, or a fallback
     /// entry's lease (issue 17, [`MasterEntry::held_until`]) hold it?
     pub(super) fn referenced(&self, hash: &ContentHash) -> bool {
-        self.refs.get(hash).is_some_and(|n| *n > 0)
-            || self
-                .masters
-                .get(hash)
-                .is_some_and(|(_, e)| e.as_ref().is_some_and(|e| e.held_until > now_ms()))
+        if self.bounded {
+            return self.listed(hash) || self.leased(hash);
+        }
+        self.refs.get(hash).is_some_and(|n| *n > 0) || self.leased(hash)
+    }
+
+    /// Does a fallback entry's lease hold `hash`?
+    fn leased(&self, hash: &ContentHash) -> bool {
+        self.masters
+            .get(hash)
+            .is_some_and(|(_, e)| e.as_ref().is_some_and(|e| e.held_until > now_ms()))
     }
 
     /// Apply the `m.<hash>` entry at `revision` (`None`: deleted).
@@ -103,6 +119,7 @@ impl Replica {
         {
             return;
         }
+        let was_named = self.bounded && self.listed(&hash);
         let live = entry.as_ref().is_some_and(|e| e.phase != Phase::Deleting);
         if live {
             self.deleting.remove(&hash);
@@ -115,83 +132,17 @@ impl Replica {
             self.gone.push(hash);
         }
         // Listings are read at the leader when they matter; a replica only
-        // needs whether there is one (saves a ~0.5 KB tree node per master).
+        // needs whether there is one (saves a ~0.5 KB tree node per master),
+        // and whether it names a key: `many` says so here (see `bounded.rs`).
         let mut entry = entry;
         if let Some(refs) = entry.as_mut().and_then(|e| e.refs.as_mut()) {
+            refs.many |= !refs.by.is_empty();
             refs.by = Default::default();
         }
         self.masters.insert(hash, (revision, entry));
-    }
-
-    /// Is a rung of `m` also a rung of another master being deleted?
-    pub(super) fn shares_a_deletion(&self, m: &Manifest) -> bool {
-        self.deleting.iter().any(|d| {
-            *d != m.hash
-                && self.masters.get(d).is_some_and(|(_, e)| {
-                    e.iter()
-                        .flat_map(|e| &e.manifest.rungs)
-                        .any(|r| m.rungs.iter().any(|x| x.blob == r.blob))
-                })
-        })
-    }
-
-    /// Rungs of `m` that another master not being deleted also lists.
-    pub(super) fn shared_rungs(&self, m: &Manifest) -> HashSet<ContentHash> {
-        let own: HashSet<ContentHash> = m.rungs.iter().map(|r| r.blob).collect();
-        self.masters
-            .iter()
-            .filter(|(h, (_, e))| {
-                **h != m.hash && e.as_ref().is_some_and(|e| e.phase != Phase::Deleting)
-            })
-            .flat_map(|(_, (_, e))| e.iter().flat_map(|e| &e.manifest.rungs))
-            .filter(|r| own.contains(&r.blob))
-            .map(|r| r.blob)
-            .collect()
-    }
-
-    /// Up to `limit` live masters whose entries list no keys yet (written
-    /// before listings, or listed by an audit not yet verified).
-    pub(super) fn unlisted_masters(&self, limit: usize) -> Vec<ContentHash> {
-        self.masters
-            .iter()
-            .filter(|(_, (_, e))| {
-                e.as_ref().is_some_and(|e| {
-                    e.phase == Phase::Live && e.refs.as_ref().is_none_or(|r| r.verify)
-                })
-            })
-            .map(|(h, _)| *h)
-            .take(limit)
-            .collect()
-    }
-
-    /// For each of `masters`, the keys whose values here name it, with
-    /// their revisions (one scan of the index).
-    pub(super) fn keys_naming(
-        &self,
-        masters: &HashSet<ContentHash>,
-    ) -> HashMap<ContentHash, Vec<(IdentityHash, u64)>> {
-        let mut out: HashMap<ContentHash, Vec<(IdentityHash, u64)>> = HashMap::new();
-        for (key, (rev, value)) in &self.records {
-            for m in value.masters() {
-                if masters.contains(&m) {
-                    out.entry(m).or_default().push((*key, *rev));
-                }
-            }
+        if was_named && live && !self.referenced(&hash) {
+            self.gone.push(hash);
         }
-        out
-    }
-
-    /// Masters a sweep should look at: stored, and unreferenced or stuck in
-    /// a collection phase.
-    pub(super) fn sweep_candidates(&self) -> Vec<ContentHash> {
-        self.masters
-            .iter()
-            .filter(|(h, (_, e))| {
-                e.as_ref()
-                    .is_some_and(|e| e.phase != Phase::Live || !self.referenced(h))
-            })
-            .map(|(h, _)| *h)
-            .collect()
     }
 
     /// Identities (records, not forwards) in the replica.
@@ -199,22 +150,51 @@ impl Replica {
         self.identities
     }
 
-    /// Apply the value of `i.<primary>` at `revision`; returns its event
-    /// when it is new here and a record (forwards are not events).
-    fn apply_record(
+    /// Apply the value of `i.<primary>` at `revision` as the watch delivered
+    /// it (`watched`) or this node's commit wrote it; returns its event when
+    /// it is new here and a record (forwards are not events).
+    pub(super) fn apply_record(
         &mut self,
         primary: IdentityHash,
         revision: u64,
         stored: Stored,
+        watched: bool,
     ) -> Option<ChangeEvent> {
+        let event = stored.event(revision);
+        let new = if self.bounded {
+            self.first_time(revision, watched)
+        } else {
+            self.hold_record(primary, revision, stored)
+        };
+        if !new {
+            return None;
+        }
+        let event = event?;
+        if revision > self.head {
+            self.head = revision;
+        }
+        // Keep `recent` ordered by id (a local commit may apply before an
+        // older revision arrives through the watch).
+        let at = self.recent.partition_point(|e| e.id < revision);
+        self.recent.insert(at, event.clone());
+        while self.recent.len() > self.recent_limit.max(1) {
+            if let Some(e) = self.recent.pop_front() {
+                self.recent_floor = self.recent_floor.max(e.id);
+            }
+        }
+        Some(event)
+    }
+
+    /// The whole replica: hold the value, keep the reference counts; `false`
+    /// when the replica has this revision or a later one.
+    fn hold_record(&mut self, primary: IdentityHash, revision: u64, stored: Stored) -> bool {
         if self
             .records
             .get(&primary)
             .is_some_and(|(rev, _)| *rev >= revision)
         {
-            return None;
+            return false;
         }
-        let event = stored.event(revision);
         // References: the new value's first, so a master both name never
         // drops to zero on the way.
         for h in stored.masters() {
@@ -248,20 +228,7 @@ impl Replica {
             _ => {}
         }
         self.records.insert(primary, (revision, held));
-        let event = event?;
-        if revision > self.head {
-            self.head = revision;
-        }
-        // Keep `recent` ordered by id (a local commit may apply before an
-        // older revision arrives through the watch).
-        let at = self.recent.partition_point(|e| e.id < revision);
-        self.recent.insert(at, event.clone());
-        while self.recent.len() > self.recent_limit.max(1) {
-            if let Some(e) = self.recent.pop_front() {
-                self.recent_floor = self.recent_floor.max(e.id);
-            }
-        }
-        Some(event)
+        true
     }
 }
 
@@ -478,15 +445,19 @@ impl NatsStore {
 
     /// Apply an identity record at `revision` to the replica and announce its
     /// event, unless the replica had it already. Returns the event when new.
+    /// `watched`: delivered by the watch (or a catch-up read), not written
+    /// by this node's commit.
     pub(super) fn apply_identity(
         &self,
         primary: IdentityHash,
         revision: u64,
         stored: Stored,
+        watched: bool,
     ) -> Option<ChangeEvent> {
+        self.hot_record(primary, revision, &stored, watched);
         let (event, gone) = {
             let mut r = self.write_replica();
-            let event = r.apply_record(primary, revision, stored);
+            let event = r.apply_record(primary, revision, stored, watched);
             (event, std::mem::take(&mut r.gone))
         };
         self.content_gone(gone);
@@ -536,12 +507,17 @@ impl NatsStore {
         match Key::parse(key) {
             Some(Key::Identity(primary)) => match Stored::decode(value) {
                 Ok(stored) => {
-                    if let Some(ev) = self.apply_identity(primary, revision, stored) {
+                    if let Some(ev) = self.apply_identity(primary, revision, stored, true) {
                         let lag = now_ms().saturating_sub(ev.at);
                         // Only a recent change is about to be asked for
-                        // (open pages follow it); loading the index at start
-                        // must not read the whole object store.
-                        if let Some(h) = ev.hash.filter(|_| lag < PREFETCH_RECENT_MS) {
+                        // (open pages follow it), and on a bounded replica
+                        // only one of an identity looked up here; loading
+                        // the index at start must not read the whole object
+                        // store.
+                        let wanted = self
+                            .hot()
+                            .is_none_or(|h| h.holds(&HotKey::Identity(primary)));
+                        if let Some(h) = ev.hash.filter(|_| lag < PREFETCH_RECENT_MS && wanted) {
                             let this = self.clone();
                             tokio::spawn(async move { this.prefetch(&h).await });
                         }
@@ -561,7 +537,12 @@ impl NatsStore {
                 .ok()
                 .and_then(|s| s.parse::<IdentityHash>().ok())
             {
-                Some(primary) => self.write_replica().set_alias(alias, primary),
+                Some(primary) => match self.hot() {
+                    Some(mut hot) => {
+                        hot.applied(HotKey::Alias(alias), revision, Value::Names(primary))
+                    }
+                    None => self.write_replica().set_alias(alias, primary),
+                },
                 None => tracing::error!(key = %key, "corrupt alias entry"),
             },
             Some(Key::Manifest(hash)) => match MasterEntry::decode(value) {
@@ -574,6 +555,9 @@ impl NatsStore {
     }
 }
 
+mod bounded;
+pub(super) mod hot;
 mod lookup;
+mod masters;
 #[cfg(test)]
 mod tests;

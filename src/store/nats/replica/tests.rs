@@ -7,28 +7,33 @@ fn replica_applies_each_revision_once_and_in_order() {
     let a1 = Stored::Record(stored("a@example.org", 1, 1));
     let a2 = stored("a@example.org", 2, 2);
     let p = a2.record.primary();
-    assert_eq!(r.apply_record(p, 5, a1.clone()).unwrap().id, 5);
+    assert_eq!(r.apply_record(p, 5, a1.clone(), true).unwrap().id, 5);
     assert!(
-        r.apply_record(p, 5, a1.clone()).is_none(),
+        r.apply_record(p, 5, a1.clone(), true).is_none(),
         "same revision twice"
     );
     let sha = a2.record.aliases[1];
-    assert_eq!(r.apply_record(p, 9, Stored::Record(a2)).unwrap().version, 2);
+    assert_eq!(
+        r.apply_record(p, 9, Stored::Record(a2), true)
+            .unwrap()
+            .version,
+        2
+    );
     assert!(
-        r.apply_record(p, 7, a1).is_none(),
+        r.apply_record(p, 7, a1, true).is_none(),
         "an older revision never wins"
     );
     assert_eq!(r.lookup(&sha).unwrap().version, 2);
     // An event applied out of order still lands in id order.
     let b = stored("b@example.org", 1, 3);
-    r.apply_record(b.record.primary(), 8, Stored::Record(b));
+    r.apply_record(b.record.primary(), 8, Stored::Record(b), true);
     let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
     assert_eq!(ids, vec![5, 8, 9]);
     assert_eq!(r.head, 9);
     // Past the limit the oldest events go, and the floor says how far.
     assert_eq!(r.recent_floor, 0);
     let c = stored("c@example.org", 1, 4);
-    r.apply_record(c.record.primary(), 12, Stored::Record(c));
+    r.apply_record(c.record.primary(), 12, Stored::Record(c), true);
     let ids: Vec<u64> = r.recent.iter().map(|e| e.id).collect();
     assert_eq!((ids, r.recent_floor), (vec![8, 9, 12], 5));
 }
@@ -44,8 +49,8 @@ fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
     m.record.aliases = vec![md5];
     let mut s = stored("a@example.org", 1, 2);
     s.record.aliases = vec![sha];
-    r.apply_record(md5, 1, Stored::Record(m.clone()));
-    r.apply_record(sha, 2, Stored::Record(s.clone()));
+    r.apply_record(md5, 1, Stored::Record(m.clone()), true);
+    r.apply_record(sha, 2, Stored::Record(s.clone()), true);
     r.set_alias(sha, sha);
     let fwd = Stored::Forward {
         moved: Box::new(Forward {
@@ -55,12 +60,12 @@ fn a_forward_answers_with_its_target_only_once_the_merge_is_done() {
             avatar: full.avatar.clone().unwrap(),
         }),
     };
-    assert!(r.apply_record(sha, 3, fwd).is_none(), "not an event");
+    assert!(r.apply_record(sha, 3, fwd, true).is_none(), "not an event");
     // Merge not finished: sha still answers with its own record.
     assert_eq!(r.lookup(&sha), Some(&s.record));
     let mut merged = stored("a@example.org", 2, 3);
     merged.record.aliases = vec![md5, sha];
-    r.apply_record(md5, 4, Stored::Record(merged.clone()));
+    r.apply_record(md5, 4, Stored::Record(merged.clone()), true);
     assert_eq!(r.lookup(&sha), Some(&merged.record));
     assert_eq!(r.lookup(&md5), Some(&merged.record));
     assert_eq!(r.identities(), 1);
@@ -71,7 +76,7 @@ fn the_alias_map_keeps_only_aliases_of_another_primary() {
     let mut r = Replica::default();
     let a = stored("a@example.org", 1, 1);
     let (md5, sha) = (a.record.aliases[0], a.record.aliases[1]);
-    r.apply_record(md5, 1, Stored::Record(a.clone()));
+    r.apply_record(md5, 1, Stored::Record(a.clone()), true);
     // The primary names itself without an entry; its other alias has one.
     assert_eq!(r.aliases.len(), 1);
     assert_eq!(r.aliases.get(&sha), Some(&md5));
@@ -81,7 +86,7 @@ fn the_alias_map_keeps_only_aliases_of_another_primary() {
     // removes the alias's entry (absent means itself).
     let b = stored("b@example.org", 1, 2);
     let other = b.record.aliases[0];
-    r.apply_record(other, 2, Stored::Record(b.clone()));
+    r.apply_record(other, 2, Stored::Record(b.clone()), true);
     r.set_alias(sha, other);
     assert_eq!(r.lookup(&sha), Some(&b.record));
     r.set_alias(sha, sha);
@@ -164,7 +169,7 @@ proptest::proptest! {
             } else {
                 Stored::Record(s)
             };
-            r.apply_record(primary, revision, value);
+            r.apply_record(primary, revision, value, true);
             let scanned = r
                 .records
                 .values()

@@ -1,0 +1,88 @@
+//! The replica's view of masters for the collector (`gc`): rungs shared
+//! with other masters, masters a sweep should look at, and the audit of
+//! entries written before listings.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Replica;
+use crate::model::{ContentHash, IdentityHash};
+use crate::store::nats::keys::Phase;
+use crate::store::Manifest;
+
+impl Replica {
+    /// Is a rung of `m` also a rung of another master being deleted?
+    pub(in crate::store::nats) fn shares_a_deletion(&self, m: &Manifest) -> bool {
+        self.deleting.iter().any(|d| {
+            *d != m.hash
+                && self.masters.get(d).is_some_and(|(_, e)| {
+                    e.iter()
+                        .flat_map(|e| &e.manifest.rungs)
+                        .any(|r| m.rungs.iter().any(|x| x.blob == r.blob))
+                })
+        })
+    }
+
+    /// Rungs of `m` that another master not being deleted also lists.
+    pub(in crate::store::nats) fn shared_rungs(&self, m: &Manifest) -> HashSet<ContentHash> {
+        let own: HashSet<ContentHash> = m.rungs.iter().map(|r| r.blob).collect();
+        self.masters
+            .iter()
+            .filter(|(h, (_, e))| {
+                **h != m.hash && e.as_ref().is_some_and(|e| e.phase != Phase::Deleting)
+            })
+            .flat_map(|(_, (_, e))| e.iter().flat_map(|e| &e.manifest.rungs))
+            .filter(|r| own.contains(&r.blob))
+            .map(|r| r.blob)
+            .collect()
+    }
+
+    /// Up to `limit` live masters whose entries list no keys yet (written
+    /// before listings, or listed by an audit not yet verified).
+    /// A bounded replica has none to offer: the audit needs every record
+    /// (their masters stay, counted as named).
+    pub(in crate::store::nats) fn unlisted_masters(&self, limit: usize) -> Vec<ContentHash> {
+        if self.bounded {
+            return Vec::new();
+        }
+        self.masters
+            .iter()
+            .filter(|(_, (_, e))| {
+                e.as_ref().is_some_and(|e| {
+                    e.phase == Phase::Live && e.refs.as_ref().is_none_or(|r| r.verify)
+                })
+            })
+            .map(|(h, _)| *h)
+            .take(limit)
+            .collect()
+    }
+
+    /// For each of `masters`, the keys whose values here name it, with
+    /// their revisions (one scan of the index).
+    pub(in crate::store::nats) fn keys_naming(
+        &self,
+        masters: &HashSet<ContentHash>,
+    ) -> HashMap<ContentHash, Vec<(IdentityHash, u64)>> {
+        let mut out: HashMap<ContentHash, Vec<(IdentityHash, u64)>> = HashMap::new();
+        for (key, (rev, value)) in &self.records {
+            for m in value.masters() {
+                if masters.contains(&m) {
+                    out.entry(m).or_default().push((*key, *rev));
+                }
+            }
+        }
+        out
+    }
+
+    /// Masters a sweep should look at: stored, and unreferenced or stuck in
+    /// a collection phase.
+    pub(in crate::store::nats) fn sweep_candidates(&self) -> Vec<ContentHash> {
+        self.masters
+            .iter()
+            .filter(|(h, (_, e))| {
+                e.as_ref()
+                    .is_some_and(|e| e.phase != Phase::Live || !self.referenced(h))
+            })
+            .map(|(h, _)| *h)
+            .collect()
+    }
+}

@@ -1,0 +1,168 @@
+//! Issue 20: a node holding a bounded replica (`--nats-index-mb 1`) next to
+//! one holding the whole index, on a real nats-server. The bounded node
+//! reads identities it does not hold from the stream leader, holds what it
+//! looked up within its budget (unknown hashes too), and the watch keeps
+//! what it holds current: an unknown hash that becomes an identity, an
+//! identity that changes. A failed read is the fault default with
+//! `no-store`, counted, while identities it holds keep answering.
+//! (`tests/cluster.rs` runs its node `n3` bounded in every scenario.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+/// A small synthetic PNG, different for every `seed`.
+fn png(seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(48, 48, |x, y| {
+        image::Rgb([(x * 5 + seed) as u8, (y * 5) as u8, (seed * 37) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Upload `body` as `email`'s avatar through `addr`; its master hash.
+fn upload(addr: SocketAddr, email: &str, body: &[u8]) -> String {
+    let (k, v) = auth();
+    let r = try_request(
+        addr,
+        "PUT",
+        &format!("/v1/avatars/{email}"),
+        &[(k, v.as_str())],
+        body,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    j["hash"].as_str().unwrap().to_string()
+}
+
+/// `addr`'s answer for identity hash `hex` (`d=404`): the status and the
+/// master hash it names, if any.
+fn answer(addr: SocketAddr, hex: &str) -> (u16, Option<String>) {
+    let r = try_request(
+        addr,
+        "GET",
+        &format!("/avatar/{hex}?s=32&d=404"),
+        &[],
+        b"",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let at = r
+        .header("content-location")
+        .and_then(|l| l.split("/c/").nth(1))
+        .map(|l| l.chars().take_while(char::is_ascii_hexdigit).collect());
+    (r.status, at)
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[test]
+fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsCluster::start(dir.path(), 1);
+    let urls = nats.urls();
+    let node = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--nats", urls.as_str(), "--render-threads", "1"];
+        args.extend_from_slice(extra);
+        Server::start(&dir.path().join(name), &args, Some(TOKEN))
+    };
+    let whole = node("whole", &[]);
+    let bounded = node("bounded", &["--nats-index-mb", "1"]);
+    let (w, b) = (whole.addr, bounded.addr);
+    for addr in [w, b] {
+        eventually(Duration::from_secs(10), || {
+            let r = try_request(addr, "GET", "/readyz", &[], b"", Duration::from_secs(2)).ok()?;
+            (r.status == 200).then_some(())
+        })
+        .expect("ready");
+    }
+    let reads = || metric(b, "avatar_edge_index_cold_reads_total");
+
+    // An unknown hash: its alias entry and record read together, once; the
+    // absence is then held.
+    let email = "later@example.org";
+    let md5 = md5_hex(email);
+    assert_eq!(answer(b, &md5), (404, None));
+    assert_eq!(reads(), 2, "a. and i. in one round trip");
+    assert_eq!(answer(b, &md5), (404, None));
+    assert_eq!(reads(), 2, "the absence is held");
+
+    // It becomes an identity on the other node: the watch replaces the held
+    // absence, with no read.
+    let first = upload(w, email, &png(1));
+    eventually(Duration::from_secs(2), || {
+        (answer(b, &md5) == (200, Some(first.clone()))).then_some(())
+    })
+    .expect("the bounded node serves a new identity it had found absent");
+    assert_eq!(reads(), 2, "applied by the watch, not read");
+    // Its other alias: an alias entry naming the primary, then the primary
+    // (held already).
+    assert_eq!(answer(b, &sha256_hex(email)), (200, Some(first.clone())));
+    assert_eq!(reads(), 4);
+
+    // A change of a held identity arrives by the watch.
+    let second = upload(w, email, &png(2));
+    assert_ne!(first, second);
+    eventually(Duration::from_secs(2), || {
+        (answer(b, &md5) == (200, Some(second.clone()))).then_some(())
+    })
+    .expect("the bounded node serves the change");
+    // This node's own write is read back at once (no watch needed).
+    let third = upload(b, email, &png(3));
+    assert_eq!(answer(b, &sha256_hex(email)), (200, Some(third.clone())));
+
+    // Many unknown hashes: the budget holds (1 MiB), the oldest go, and an
+    // identity that went is read again correctly.
+    let before = reads();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..1_500 {
+                    let hex = md5_hex(&format!("nobody{t}-{i}@example.org"));
+                    assert_eq!(answer(b, &hex).0, 404);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(reads() >= before + 2 * 6_000);
+    let held = metric(b, "avatar_edge_index_hot_bytes");
+    assert!(held <= 1 << 20, "held {held} bytes");
+    let keys = metric(b, "avatar_edge_index_hot_keys");
+    assert!(keys > 1_000 && keys < 12_000, "{keys} keys held");
+    assert_eq!(answer(b, &md5), (200, Some(third.clone())));
+    assert_eq!(
+        answer(w, &md5),
+        (200, Some(third.clone())),
+        "both nodes agree"
+    );
+
+    // NATS gone: a hash not held is the fault default, never cached and
+    // counted; a held identity still answers from memory.
+    nats.kill(0);
+    let r = try_request(
+        b,
+        "GET",
+        &format!("/avatar/{}?s=32", md5_hex("unseen@example.org")),
+        &[],
+        b"",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "a default, not an error");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(metric(b, "avatar_edge_index_cold_read_errors_total") >= 1);
+    assert!(metric(b, "avatar_edge_fault_defaults_total") >= 1);
+    assert_eq!(answer(b, &md5), (200, Some(third)));
+}
