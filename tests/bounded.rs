@@ -148,6 +148,45 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         "both nodes agree"
     );
 
+    // A restart reads masters and takedowns, not identities: ready at
+    // once, the identity read cold, its content served.
+    bounded.stop();
+    let bounded = node("bounded", &["--nats-index-mb", "1"]);
+    let b = bounded.addr;
+    eventually(Duration::from_secs(10), || {
+        let r = try_request(b, "GET", "/readyz", &[], b"", Duration::from_secs(2)).ok()?;
+        (r.status == 200).then_some(())
+    })
+    .expect("the restarted bounded node becomes ready");
+    assert_eq!(
+        metric(b, "avatar_edge_replica_lag_seconds_count"),
+        0,
+        "no identity change applied at start"
+    );
+    assert_eq!(answer(b, &md5), (200, Some(third.clone())));
+    let content = try_request(
+        b,
+        "GET",
+        &format!("/c/{third}?s=32"),
+        &[],
+        b"",
+        Duration::from_secs(5),
+    );
+    assert_eq!(content.unwrap().status, 200, "its master is known here");
+    let stale = try_request(
+        b,
+        "GET",
+        &format!("/c/{first}?s=32"),
+        &[],
+        b"",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        stale.unwrap().status,
+        404,
+        "a master nobody names is not served"
+    );
+
     // NATS gone: a hash not held is the fault default, never cached and
     // counted; a held identity still answers from memory.
     nats.kill(0);

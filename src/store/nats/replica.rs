@@ -269,6 +269,15 @@ impl NatsStore {
             } else {
                 0
             };
+            // Issue 20: a bounded replica starts at the head, with only the
+            // keys it holds whole (constant in the number of identities).
+            if applied == 0 && last > 0 && self.inner.hot.is_some() {
+                if let Err(e) = self.start_bounded(last).await {
+                    tracing::warn!(error = %e, "loading masters and takedowns; retrying");
+                    continue;
+                }
+                applied = last;
+            }
             let (initial, from) = (applied == 0, applied + 1);
             let kv = self.inner.kv.clone();
             let create = async move {
@@ -434,7 +443,7 @@ impl NatsStore {
         }
     }
 
-    fn apply_entry(&self, e: &kv::Entry) {
+    pub(super) fn apply_entry(&self, e: &kv::Entry) {
         self.apply(
             &e.key,
             e.revision,

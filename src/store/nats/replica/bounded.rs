@@ -21,6 +21,14 @@ impl Replica {
         }
     }
 
+    /// Started at the bucket's `last` sequence: nothing up to it is held
+    /// or announced here; events up to it are read from the stream.
+    pub(in crate::store::nats) fn starts_at(&mut self, last: u64) {
+        self.head = self.head.max(last);
+        self.recent_floor = self.recent_floor.max(last);
+        self.watched = self.watched.max(last);
+    }
+
     /// Is identity revision `revision` applied here for the first time?
     /// The watch delivers each revision once, in order; a commit of this
     /// node may apply its own before the watch reaches it.
