@@ -60,6 +60,15 @@ fn answer(addr: SocketAddr, hex: &str) -> (u16, Option<String>) {
     (r.status, at)
 }
 
+/// Wait until `addr`'s `/readyz` answers 200 (bounded: 10 s).
+fn wait_ready(addr: SocketAddr) {
+    eventually(Duration::from_secs(10), || {
+        let r = try_request(addr, "GET", "/readyz", &[], b"", Duration::from_secs(2)).ok()?;
+        (r.status == 200).then_some(())
+    })
+    .expect("ready");
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -78,13 +87,8 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     let whole = node("whole", &[]);
     let bounded = node("bounded", &["--nats-index-mb", "1"]);
     let (w, b) = (whole.addr, bounded.addr);
-    for addr in [w, b] {
-        eventually(Duration::from_secs(10), || {
-            let r = try_request(addr, "GET", "/readyz", &[], b"", Duration::from_secs(2)).ok()?;
-            (r.status == 200).then_some(())
-        })
-        .expect("ready");
-    }
+    wait_ready(w);
+    wait_ready(b);
     let reads = || metric(b, "avatar_edge_index_cold_reads_total");
 
     // An unknown hash: its alias entry and record read together, once; the
@@ -153,39 +157,20 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     bounded.stop();
     let bounded = node("bounded", &["--nats-index-mb", "1"]);
     let b = bounded.addr;
-    eventually(Duration::from_secs(10), || {
-        let r = try_request(b, "GET", "/readyz", &[], b"", Duration::from_secs(2)).ok()?;
-        (r.status == 200).then_some(())
-    })
-    .expect("the restarted bounded node becomes ready");
+    wait_ready(b);
     assert_eq!(
         metric(b, "avatar_edge_replica_lag_seconds_count"),
         0,
         "no identity change applied at start"
     );
     assert_eq!(answer(b, &md5), (200, Some(third.clone())));
-    let content = try_request(
-        b,
-        "GET",
-        &format!("/c/{third}?s=32"),
-        &[],
-        b"",
-        Duration::from_secs(5),
-    );
-    assert_eq!(content.unwrap().status, 200, "its master is known here");
-    let stale = try_request(
-        b,
-        "GET",
-        &format!("/c/{first}?s=32"),
-        &[],
-        b"",
-        Duration::from_secs(5),
-    );
-    assert_eq!(
-        stale.unwrap().status,
-        404,
-        "a master nobody names is not served"
-    );
+    let content = |hash: &str| {
+        let path = format!("/c/{hash}?s=32");
+        let r = try_request(b, "GET", &path, &[], b"", Duration::from_secs(5));
+        r.unwrap().status
+    };
+    assert_eq!(content(&third), 200, "its master is known here");
+    assert_eq!(content(&first), 404, "a master nobody names is not served");
 
     // NATS gone: a hash not held is the fault default, never cached and
     // counted; a held identity still answers from memory.

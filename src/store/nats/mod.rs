@@ -474,41 +474,45 @@ impl Store for NatsStore {
             );
         }
         out.counter(
-            "avatar_edge_index_cold_reads_total",
-            "Index keys read from the stream leader by look-ups the hot set could not answer.",
-            s.cold_reads.load(Ordering::Relaxed),
-        );
-        out.counter(
-            "avatar_edge_index_cold_read_errors_total",
-            "Cold index reads that failed (answered with the fault default, no-store).",
-            s.cold_read_errors.load(Ordering::Relaxed),
-        );
-        out.counter(
-            "avatar_edge_index_cold_unheld_total",
-            "Cold index reads answered but not held: a change of the key arrived meanwhile.",
-            s.cold_unheld.load(Ordering::Relaxed),
-        );
-        out.counter(
             "avatar_edge_nats_reconnects_total",
             "Times the NATS connection was re-established.",
             // The first `Connected` is the initial connection.
             s.reconnects.load(Ordering::Relaxed).saturating_sub(1),
         );
-        out.counter(
-            "avatar_edge_watch_restarts_total",
-            "Times the index watch was restarted after a failure.",
-            s.watch_restarts.load(Ordering::Relaxed),
-        );
-        out.counter(
-            "avatar_edge_bucket_errors_total",
-            "Failed NATS bucket operations (index, objects).",
-            s.bucket_errors.load(Ordering::Relaxed),
-        );
-        out.counter(
-            "avatar_edge_blob_fetched_bytes_total",
-            "Bytes of blobs this node read from the object store (render misses and prefetches).",
-            s.blob_fetched_bytes.load(Ordering::Relaxed),
-        );
+        for (name, help, n) in [
+            (
+                "avatar_edge_index_cold_reads_total",
+                "Index keys read from the stream leader by look-ups the hot set could not answer.",
+                &s.cold_reads,
+            ),
+            (
+                "avatar_edge_index_cold_read_errors_total",
+                "Cold index reads that failed (answered with the fault default, no-store).",
+                &s.cold_read_errors,
+            ),
+            (
+                "avatar_edge_index_cold_unheld_total",
+                "Cold index reads answered but not held: a change of the key arrived meanwhile.",
+                &s.cold_unheld,
+            ),
+            (
+                "avatar_edge_watch_restarts_total",
+                "Times the index watch was restarted after a failure.",
+                &s.watch_restarts,
+            ),
+            (
+                "avatar_edge_bucket_errors_total",
+                "Failed NATS bucket operations (index, objects).",
+                &s.bucket_errors,
+            ),
+            (
+                "avatar_edge_blob_fetched_bytes_total",
+                "Bytes of blobs this node read from the object store (render misses and prefetches).",
+                &s.blob_fetched_bytes,
+            ),
+        ] {
+            out.counter(name, help, n.load(Ordering::Relaxed));
+        }
         out.gauge(
             "avatar_edge_blob_cache_bytes",
             "Bytes in this node's byte-bounded cache of fetched blobs.",
