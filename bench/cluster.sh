@@ -35,6 +35,10 @@
 #     get a bounded replica's cold look-up would make. Projection to 1 M and
 #     10 M identities. Long: at 250-400 imports/s (2 shared cores), 100 k
 #     takes ~10-15 min. The model these figures feed: docs/scaling.md.
+#     INDEX_MB=N (default 0): node 3 holds a bounded replica
+#     (`--nats-index-mb N`, issue 20): its RSS against the whole-index nodes
+#     1 and 2 at every step, and its look-ups (hot: memory; cold: read from
+#     the stream leader) next to node 1's and the embedded node's.
 # (c) failover, always last (it kills a nats-server): SIGKILL the nats-server
 #     leading the index stream (the worst case: writes wait for a new leader),
 #     then upload through node 2 every 100 ms: the time until the first upload
@@ -65,6 +69,7 @@ DISTINCT_SIDE=${DISTINCT_SIDE:-16}
 IMPORT_CONCURRENCY=${IMPORT_CONCURRENCY:-36}
 LOOKUP_ROUNDS=${LOOKUP_ROUNDS:-2}
 LOOKUPS=${LOOKUPS:-2000}
+INDEX_MB=${INDEX_MB:-0}
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
@@ -110,9 +115,11 @@ URLS="nats://127.0.0.1:${NP[0]},nats://127.0.0.1:${NP[1]},nats://127.0.0.1:${NP[
 # --- avatar-edge: three nodes on NATS, one embedded.
 declare -a AP APID
 for i in 1 2 3 4; do AP[$i]=$(port); done
-start_node() { # I: node I on NATS (1-3)
+start_node() { # I: node I on NATS (1-3); node 3 bounded when INDEX_MB > 0
+  local bounded=()
+  if [ "$1" = 3 ] && [ "$INDEX_MB" -gt 0 ]; then bounded=(--nats-index-mb "$INDEX_MB"); fi
   AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:${AP[$1]}" \
-    --data "$work/node$1" --nats "$URLS" --nats-replicas 3 >>"$work/node$1.log" 2>&1 &
+    --data "$work/node$1" --nats "$URLS" --nats-replicas 3 "${bounded[@]}" >>"$work/node$1.log" 2>&1 &
   PIDS+=($!)
   APID[$1]=$!
 }
@@ -277,9 +284,11 @@ print("0 0 0")
 PY
   }
   replica_len() { curl -fs "http://127.0.0.1:$1/metrics" | awk '/^avatar_edge_replica_identities / {print $2}'; }
-  wait_replicas() { # N: every node's replica holds at least N identities
+  WHOLE="1 2 3"
+  [ "$INDEX_MB" -gt 0 ] && WHOLE="1 2"
+  wait_replicas() { # N: every whole-index node's replica holds at least N identities
     local deadline=$((SECONDS + 300)) i
-    for i in 1 2 3; do
+    for i in $WHOLE; do
       until [ "$(replica_len "${AP[$i]}")" -ge "$1" ] 2>/dev/null; do
         ((SECONDS < deadline)) || { echo "cluster.sh: node $i's replica did not reach $1 identities" >&2; exit 1; }
         sleep 0.2
@@ -298,14 +307,23 @@ PY
     echo "start $RSS_START 0 0 0"
     sleep 1
     echo "before $(rss_all) $(jsz)"
-    echo "import1 $(bulk s- 0 "$half" 16 "$NODES" "$IMPORT_CONCURRENCY")"
-    wait_replicas $((base + half)); sleep 1
+    # Each step waits for the identities it did import (a PUT answered 503
+    # 200 times in a row is given up and reported with the step).
+    imported() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])["imported"])' "$1"; }
+    got=$(bulk s- 0 "$half" 16 "$NODES" "$IMPORT_CONCURRENCY" || true)
+    echo "import1 $got"
+    have=$((base + $(imported "$got")))
+    wait_replicas "$have"; sleep 1
     echo "half $(rss_all) $(jsz)"
-    echo "import2 $(bulk s- "$half" $((IDENTITIES - half)) 16 "$NODES" "$IMPORT_CONCURRENCY")"
-    wait_replicas $((base + IDENTITIES)); sleep 1
+    got=$(bulk s- "$half" $((IDENTITIES - half)) 16 "$NODES" "$IMPORT_CONCURRENCY" || true)
+    echo "import2 $got"
+    have=$((have + $(imported "$got")))
+    wait_replicas "$have"; sleep 1
     echo "shared $(rss_all) $(jsz)"
-    echo "import3 $(bulk d- 0 "$DISTINCT" 0 "$NODES" "$IMPORT_CONCURRENCY" "$DISTINCT_SIDE")"
-    wait_replicas $((base + IDENTITIES + DISTINCT)); sleep 1
+    got=$(bulk d- 0 "$DISTINCT" 0 "$NODES" "$IMPORT_CONCURRENCY" "$DISTINCT_SIDE" || true)
+    echo "import3 $got"
+    have=$((have + $(imported "$got")))
+    wait_replicas "$have"; sleep 1
     echo "distinct $(rss_all) $(jsz)"
     # A fresh replica: node 3 restarted, loads everything from the bucket.
     nats_out() { # bytes the three nats-servers have sent so far
@@ -340,14 +358,21 @@ PY
       off=$(((r - 1) * LOOKUPS))
       echo "lookups $("${CLIENT[@]}" lookups --port "${AP[1]}" --name "node$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
       echo "lookups $("${CLIENT[@]}" lookups --port "${AP[4]}" --name "embedded$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
+      if [ "$INDEX_MB" -gt 0 ]; then
+        echo "lookups $("${CLIENT[@]}" lookups --port "${AP[3]}" --name "bounded$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
+      fi
       echo "kvget $("${CLIENT[@]}" kvget --port "${NP[0]}" --prefix s- --start "$off" --count "$LOOKUPS")"
     done
+    hot_bytes=$(curl -fs "http://127.0.0.1:${AP[3]}/metrics" | awk '/^avatar_edge_index_hot_bytes / {print $2}')
+    echo "hot_bytes ${hot_bytes:-0}"
     echo "load $(uptime | sed 's/.*load average: //')"
   } >"$work/replica.txt"
-  python3 - "$work/replica.txt" "$base" "$IDENTITIES" "$DISTINCT" <<'PY'
+  python3 - "$work/replica.txt" "$base" "$IDENTITIES" "$DISTINCT" "$INDEX_MB" <<'PY'
 import json, statistics, sys
 lines = [l.split(" ", 1) for l in open(sys.argv[1]).read().splitlines()]
-base, n, d = (int(x) for x in sys.argv[2:5])
+base, n, d, index_mb = (int(x) for x in sys.argv[2:6])
+# The whole-index nodes (node 3 holds a bounded replica when INDEX_MB > 0).
+whole = [0, 1] if index_mb else [0, 1, 2]
 snap = {k: [int(x) for x in v.split()] for k, v in lines if k in ("start", "before", "half", "shared", "distinct", "restarted")}
 js = {k: json.loads(v) for k, v in lines if k.startswith("import")}
 look = [json.loads(v) for k, v in lines if k == "lookups"]
@@ -363,14 +388,23 @@ for k in ("start", "before", "half", "shared", "distinct", "restarted"):
     print("RSS %-9s node1 %6.1f  node2 %6.1f  node3 %6.1f  embedded %6.1f MiB   index stream %7.1f MiB / %d msgs, blobs %6.1f MiB"
           % ((k,) + tuple(mib(x) for x in s[:4]) + (s[4] / 2**20, s[5], s[6] / 2**20)))
 half = n // 2
-per_id = [(snap["shared"][i] - snap["half"][i]) * 1024 / (n - half) for i in range(3)]
-per_id_all = [(snap["shared"][i] - snap["before"][i]) * 1024 / n for i in range(3)]
-per_own = [(snap["distinct"][i] - snap["shared"][i]) * 1024 / d for i in range(3)]
+per_id = [(snap["shared"][i] - snap["half"][i]) * 1024 / (n - half) for i in whole]
+per_id_all = [(snap["shared"][i] - snap["before"][i]) * 1024 / n for i in whole]
+per_own = [(snap["distinct"][i] - snap["shared"][i]) * 1024 / d for i in whole]
 pi, pa, po = med(per_id), med(per_id_all), med(per_own)
 pm = po - pi
 fresh_total = base + n + d
 fresh = (snap["restarted"][2] - snap["start"][2]) * 1024 / fresh_total
-print("replica per identity on shared content: %.0f B marginal (second half; nodes %s), %.0f B over all %d"
+if index_mb:
+    b = [mib(snap[k][2]) for k in ("start", "before", "half", "shared", "distinct", "restarted")]
+    print("bounded node 3 (--nats-index-mb %d): RSS %s MiB at start / before / half / shared / distinct / restarted;"
+          " %+.1f MiB over the %d shared-content identities, %+.1f MiB over the %d with their own masters;"
+          " hot set %.1f MiB at the end"
+          % (index_mb, " / ".join("%.1f" % x for x in b), b[3] - b[1], n, b[4] - b[3], d,
+             int(dict(lines).get("hot_bytes", 0)) / 2**20))
+    print("target: a bounded node's RSS <= 256 MiB with %d identities in the index: %s (highest %.1f MiB)"
+          % (base + n + d, "met" if max(b) <= 256 else "NOT met", max(b)))
+print("whole replica per identity on shared content: %.0f B marginal (second half; nodes %s), %.0f B over all %d"
       % (pi, ", ".join("%.0f" % x for x in per_id), pa, n))
 print("replica per identity on its own content: %.0f B (nodes %s) -> per master %.0f B, including its rungs"
       " prefetched into the node's blob cache (bounded at 64 MiB) while that fills" % (po, ", ".join("%.0f" % x for x in per_own), pm))
@@ -389,7 +423,7 @@ for N in (10**6, 10**7):
           % (N, (start + N * po) / 2**20, start / 2**20, po, (start + N * pi) / 2**20))
 print("targets: 1 M in <= 256 MiB per node, 10 M in <= 1 GiB: %s"
       % ("met" if start + 10**6 * po <= 256 * 2**20 and start + 10**7 * po <= 2**30 else "NOT met by the whole-index replica"))
-for name in ("node", "embedded"):
+for name in ("node", "embedded", "bounded")[: 3 if index_mb else 2]:
     rows = [l for l in look if l["name"].startswith(name)]
     print("look-ups %-8s hot p50 %.3f p99 %.3f ms, cold p50 %.3f p99 %.3f ms (%d rounds of %d; medians)"
           % (name, med(r["hot_p50_ms"] for r in rows), med(r["hot_p99_ms"] for r in rows),
@@ -397,6 +431,9 @@ for name in ("node", "embedded"):
 nh = med(r["hot_p50_ms"] for r in look if r["name"].startswith("node"))
 eh = med(r["hot_p50_ms"] for r in look if r["name"].startswith("embedded"))
 print("hot look-up p50 node / embedded %.2f" % (nh / eh))
+if index_mb:
+    bh = med(r["hot_p50_ms"] for r in look if r["name"].startswith("bounded"))
+    print("hot look-up p50 bounded node / embedded %.2f, bounded / whole node %.2f" % (bh / eh, bh / nh))
 print("KV direct get (what a bounded replica's cold look-up adds): one get p50 %.3f p99 %.3f ms; alias then record p50 %.3f p99 %.3f ms"
       % (med(r["get_p50_ms"] for r in kv), med(r["get_p99_ms"] for r in kv),
          med(r["alias_then_record_p50_ms"] for r in kv), med(r["alias_then_record_p99_ms"] for r in kv)))

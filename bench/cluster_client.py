@@ -121,7 +121,7 @@ async def bulk(a):
             i = next_i
             next_i += 1
             body = shared[i % a.contents] if a.contents else png(f"{a.prefix}/own/{i}", a.side)
-            for _ in range(200):
+            for attempt in range(200):
                 try:
                     st, _, data = await conn.request("PUT", upload_path(a.prefix, i), body, auth)
                 except (OSError, asyncio.IncompleteReadError):
@@ -132,8 +132,8 @@ async def bulk(a):
                     done += 1
                     break
                 retried += 1
-                if st not in (0, 503):
-                    failed.append(f"{email(a.prefix, i)}: {st} {data[:120]!r}")
+                if st not in (0, 503) or attempt == 199:
+                    failed.append(f"{email(a.prefix, i)}: {st} {data[:120]!r} (try {attempt + 1})")
                     break
                 await asyncio.sleep(0.02)
         conn.close()
