@@ -89,8 +89,9 @@ impl Replica {
         }
     }
 
-    /// Does some identity value in the replica name `hash`, or a fallback
-    /// entry's lease (issue 17, [`MasterEntry::held_until`]) hold it?
+    /// Does some identity value in the replica name `hash` (a bounded
+    /// replica: does its `m.` entry list a key), or a fallback entry's lease
+    /// (issue 17, [`MasterEntry::held_until`]) hold it?
     pub(super) fn referenced(&self, hash: &ContentHash) -> bool {
         if self.bounded {
             return self.listed(hash) || self.leased(hash);
