@@ -38,7 +38,9 @@
 //!   and collected after a grace period: its blobs leave the object store,
 //!   safely against a concurrent bind of the same content (see `gc`);
 //! - each node keeps a replica of the bucket fed by a KV watch; identity and
-//!   manifest look-ups answer from it and never leave the node. A change
+//!   manifest look-ups answer from it and never leave the node (issue 20,
+//!   `--nats-index-mb`: a bounded replica holds only the identities it
+//!   looked up and reads the others at the stream leader, `cold`). A change
 //!   arriving through the watch also prefetches the new master's small rungs
 //!   (those renders up to 256 px read) into a byte-bounded cache, so the
 //!   first such render here does not wait for the object store. Whoever
@@ -46,7 +48,8 @@
 //!   announces its event through the store's [`Publish`], once.
 //!
 //! Files: `connect` (connection, minimum server version, redaction), `keys`
-//! (layout, buckets), `replica` (watch and replica), `replay` (event-stream resume from JetStream), `commit` (writes), `gc` (erasure: pins and collection), `objects` (blobs), `queue` (delivery consumers); this file holds
+//! (layout, buckets), `replica` (watch and replica; `replica/hot` the
+//! bounded replica's hot set), `cold` (bounded look-ups and start), `replay` (event-stream resume from JetStream), `commit` (writes), `gc` (erasure: pins and collection), `objects` (blobs), `queue` (delivery consumers); this file holds
 //! the connection, the [`Store`] implementation and the metrics.
 //!
 //! Failure: with the connection down, commits answer
