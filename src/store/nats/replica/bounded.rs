@@ -48,11 +48,8 @@ impl Replica {
     /// "lists at least one", see `apply_master`.)
     pub(super) fn listed(&self, hash: &ContentHash) -> bool {
         self.masters.get(hash).is_some_and(|(_, e)| {
-            e.as_ref().is_some_and(|e| {
-                e.refs
-                    .as_ref()
-                    .is_none_or(|r| r.many || r.verify || !r.by.is_empty())
-            })
+            e.as_ref()
+                .is_some_and(|e| e.refs.is_none() || crate::store::nats::gc::listed(e))
         })
     }
 }
