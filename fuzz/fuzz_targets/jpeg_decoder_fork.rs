@@ -3,7 +3,9 @@
 //! Arbitrary bytes, decoded by both at the scale the first byte picks (1,
 //! 1/2, 1/4, 1/8: the upload path's shrink-on-load), with a 64 MiB decoding
 //! buffer limit: the same pixels and info, or both an error. The fork must
-//! also never panic where upstream does not.
+//! also never panic where upstream does not. The fork reads either the slice
+//! (as avatar-edge does) or, by the first byte's upper bits, a `BufReader`
+//! of 1 to 63 bytes: its 8-byte refill must not depend on the buffering.
 //!
 //! Headers declaring more than 16 Mpx are not decoded, as avatar-edge's
 //! upload path refuses them from the header (`Limits`): both crates
@@ -50,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let scale: u16 = 1 << (pick % 4);
-    let fork = decode_with!(fork, bytes, scale);
+    let fork = match usize::from(pick >> 2) {
+        0 => decode_with!(fork, bytes, scale),
+        capacity => decode_with!(fork, std::io::BufReader::with_capacity(capacity, bytes), scale),
+    };
     let upstream = decode_with!(jpeg_decoder, bytes, scale);
     assert_eq!(fork, upstream);
 });

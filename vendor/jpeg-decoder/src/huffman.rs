@@ -2,7 +2,7 @@ use alloc::borrow::ToOwned;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::iter;
-use std::io::Read;
+use std::io::BufRead;
 use crate::read_u8;
 use crate::error::{Error, Result};
 use crate::marker::Marker;
@@ -28,7 +28,7 @@ impl HuffmanDecoder {
 
     // Section F.2.2.3
     // Figure F.16
-    pub fn decode<R: Read>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<u8> {
+    pub fn decode<R: BufRead>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<u8> {
         if self.num_bits < 16 {
             self.read_bits(reader)?;
         }
@@ -57,7 +57,10 @@ impl HuffmanDecoder {
         }
     }
 
-    pub fn decode_fast_ac<R: Read>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<Option<(i16, u8)>> {
+    // avatar-edge fork: always inlined into `decode_block` (the per-coefficient
+    // path); with `read_bits`' fast path the compiler stopped inlining it.
+    #[inline(always)]
+    pub fn decode_fast_ac<R: BufRead>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<Option<(i16, u8)>> {
         if let Some(ref ac_lut) = table.ac_lut {
             if self.num_bits < LUT_BITS {
                 self.read_bits(reader)?;
@@ -78,7 +81,7 @@ impl HuffmanDecoder {
     }
 
     #[inline]
-    pub fn get_bits<R: Read>(&mut self, reader: &mut R, count: u8) -> Result<u16> {
+    pub fn get_bits<R: BufRead>(&mut self, reader: &mut R, count: u8) -> Result<u16> {
         if self.num_bits < count {
             self.read_bits(reader)?;
         }
@@ -90,7 +93,7 @@ impl HuffmanDecoder {
     }
 
     #[inline]
-    pub fn receive_extend<R: Read>(&mut self, reader: &mut R, count: u8) -> Result<i16> {
+    pub fn receive_extend<R: BufRead>(&mut self, reader: &mut R, count: u8) -> Result<i16> {
         let value = self.get_bits(reader, count)?;
         Ok(extend(value, count))
     }
@@ -100,7 +103,7 @@ impl HuffmanDecoder {
         self.num_bits = 0;
     }
 
-    pub fn take_marker<R: Read>(&mut self, reader: &mut R) -> Result<Option<Marker>> {
+    pub fn take_marker<R: BufRead>(&mut self, reader: &mut R) -> Result<Option<Marker>> {
         self.read_bits(reader).map(|_| self.marker.take())
     }
 
@@ -120,7 +123,27 @@ impl HuffmanDecoder {
         self.num_bits -= count;
     }
 
-    fn read_bits<R: Read>(&mut self, reader: &mut R) -> Result<()> {
+    fn read_bits<R: BufRead>(&mut self, reader: &mut R) -> Result<()> {
+        // avatar-edge fork: the loop below takes one byte at a time until more
+        // than 56 bits are held. When the reader has 8 bytes buffered and none
+        // of those that loop would take is 0xFF (stuffing or a marker), take
+        // them in one load instead: the same bytes, the same bits.
+        if self.marker.is_none() && self.num_bits <= 56 {
+            if let Ok(buf) = reader.fill_buf() {
+                if let Some(word) = buf.get(..8) {
+                    let n = usize::from((64 - self.num_bits) / 8);
+                    if !word[..n].contains(&0xFF) {
+                        let mut be = [0u8; 8];
+                        be.copy_from_slice(word);
+                        let taken = u64::from_be_bytes(be) >> (64 - 8 * n);
+                        self.bits |= taken << (64 - usize::from(self.num_bits) - 8 * n);
+                        self.num_bits += 8 * n as u8;
+                        reader.consume(n);
+                        return Ok(());
+                    }
+                }
+            }
+        }
         while self.num_bits <= 56 {
             // Fill with zero bits if we have reached the end.
             let byte = match self.marker {

@@ -128,6 +128,29 @@ fn fork_decodes_damaged_fixtures_as_upstream_does() {
 }
 
 #[test]
+fn fork_decodes_through_any_buffer_as_upstream_does() {
+    // `read_bits` loads 8 bytes at once only when the reader has them
+    // buffered: readers that buffer fewer, or end a buffer anywhere in the
+    // entropy-coded data, must decode exactly as the slice does.
+    let mut rng = Rng(7);
+    for (name, bytes) in fixtures().iter().filter(|(_, b)| b.len() < 400_000) {
+        let cut = (rng.next() % bytes.len() as u64) as usize;
+        for data in [&bytes[..], &bytes[..cut]] {
+            for capacity in [1, 7, 8, 9, 61] {
+                for scale in [1, 8] {
+                    let reader = std::io::BufReader::with_capacity(capacity, data);
+                    assert!(
+                        decode_with!(jpeg_decoder, reader, scale) == upstream(data, scale),
+                        "{name} ({} bytes) through a {capacity}-byte buffer at 1/{scale}",
+                        data.len()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn fork_decodes_every_encoding_as_upstream_does() {
     let mut rng = Rng(42);
     let samplings = [
