@@ -35,6 +35,8 @@ use crate::model::MAX_OUTPUT_SIDE;
 
 /// Smallest rung side produced by halving (a master below it is kept alone).
 pub const MIN_RUNG_SIDE: u32 = 64;
+/// A master at least this large has its rung encoded on a second thread.
+const PARALLEL_TOP_SIDE: u32 = 512;
 
 fn into_pixels(img: DynamicImage) -> Pixels {
     let (width, height) = img.dimensions();
@@ -216,34 +218,68 @@ fn ladder_from(
     }
 
     let sides = ladder_sides(master_side);
-    let mut ladder = Vec::with_capacity(sides.len());
-    let mut compression = None;
-    let mut current = master;
-    for (i, &side) in sides.iter().enumerate() {
-        if i > 0 {
-            let whole = Square {
-                x: 0,
-                y: 0,
-                side: current.width,
-            };
-            current = crop_resize(&current, whole, side)?;
-        }
-        // Lossy or lossless: decided once, on the largest rung <= 256 px
-        // (the last rung when every one is larger, which halving rules out).
-        if compression.is_none() && (side <= DECISION_SIDE || i + 1 == sides.len()) {
-            compression = Some(classify(&current)?);
-        }
-        let bytes = encode_rung(&current)?;
-        let hash = ContentHash::of(&bytes);
-        ladder.push(Rung { side, bytes, hash });
-    }
+    // The master rung's QOI encode and hash (a third of a 1024 px ladder's
+    // time) run on a second thread beside the rest of the ladder (issue 19);
+    // below `PARALLEL_TOP_SIDE` a thread costs more than it saves.
+    let (ladder, compression) = if master_side >= PARALLEL_TOP_SIDE && sides.len() > 1 {
+        std::thread::scope(|s| {
+            let top = s.spawn(|| rung(&master, master_side));
+            let below = rungs(&master, &sides, false);
+            let top = top.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let (mut ladder, compression) = below?;
+            ladder.insert(0, top?);
+            Ok::<_, PipelineError>((ladder, compression))
+        })?
+    } else {
+        rungs(&master, &sides, true)?
+    };
     Ok(Normalized {
         source_format: decoded.format,
         has_alpha,
-        compression: compression.unwrap_or(Compression::Lossless),
+        compression,
         ladder,
         animation: None,
     })
+}
+
+/// The rungs of `sides` (`sides[0]` is `top`'s side), each halved from the
+/// one before, without the top one unless `with_top`; and the lossy-or-
+/// lossless decision, made once on the largest rung <= 256 px (the last rung
+/// when every one is larger, which halving rules out).
+fn rungs(
+    top: &Pixels,
+    sides: &[u32],
+    with_top: bool,
+) -> Result<(Vec<Rung>, Compression), PipelineError> {
+    let mut ladder = Vec::with_capacity(sides.len());
+    let mut compression = None;
+    let mut halved: Option<Pixels> = None;
+    for (i, &side) in sides.iter().enumerate() {
+        if i > 0 {
+            let previous = halved.as_ref().unwrap_or(top);
+            let whole = Square {
+                x: 0,
+                y: 0,
+                side: previous.width,
+            };
+            halved = Some(crop_resize(previous, whole, side)?);
+        }
+        let current = halved.as_ref().unwrap_or(top);
+        if compression.is_none() && (side <= DECISION_SIDE || i + 1 == sides.len()) {
+            compression = Some(classify(current)?);
+        }
+        if i > 0 || with_top {
+            ladder.push(rung(current, side)?);
+        }
+    }
+    Ok((ladder, compression.unwrap_or(Compression::Lossless)))
+}
+
+/// One rung: its stored bytes and their hash.
+fn rung(px: &Pixels, side: u32) -> Result<Rung, PipelineError> {
+    let bytes = encode_rung(px)?;
+    let hash = ContentHash::of(&bytes);
+    Ok(Rung { side, bytes, hash })
 }
 
 /// `sq` (in full-size upright pixels, offsets and side divisible by `scale`)
@@ -455,6 +491,23 @@ mod tests {
         let full = normalize_with(&rotated, None, &l, false).unwrap();
         let d = mean_diff(&fast.ladder[0], &full.ladder[0]);
         assert!(d < 4.0, "exif_landscape_6: mean diff {d:.2}");
+    }
+
+    #[test]
+    fn the_parallel_ladder_is_the_sequential_one() {
+        // A 1024 px master encodes its top rung on a second thread: the
+        // ladder and decision must be exactly the one-thread result, in order.
+        for name in ["photo_retina_baseline_1024.jpg", "logo_alpha_disc_512.png"] {
+            let n = normalize(&fixture(name), None, &Limits::default()).unwrap();
+            let master = decode_rung(&n.ladder[0].bytes).unwrap();
+            assert!(master.width >= PARALLEL_TOP_SIDE, "{name}");
+            let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+            assert_eq!(sides, ladder_sides(master.width), "{name}");
+            let (alone, compression) = rungs(&master, &sides, true).unwrap();
+            assert_eq!(compression, n.compression, "{name}");
+            let hashes = |l: &[Rung]| l.iter().map(|r| r.hash).collect::<Vec<_>>();
+            assert_eq!(hashes(&alone), hashes(&n.ladder), "{name}");
+        }
     }
 
     #[test]
