@@ -318,11 +318,14 @@ impl Service {
                 let body = if self.store.blobs_are_local() {
                     let store = self.store.clone();
                     let job = move || -> Result<Vec<u8>, ServiceError> {
-                        let bytes = store
-                            .blob_blocking(&rung)
-                            .unwrap_or(Ok(None))?
-                            .ok_or(ServiceError::ContentUnreadable)?;
-                        Ok(pipeline::render(&bytes, size, format, encoding)?)
+                        let mut out = None;
+                        let mut render = |bytes: &[u8]| {
+                            out = Some(pipeline::render(bytes, size, format, encoding));
+                        };
+                        store
+                            .with_blob_blocking(&rung, &mut render)
+                            .unwrap_or(Ok(false))?;
+                        Ok(out.ok_or(ServiceError::ContentUnreadable)??)
                     };
                     self.render_result(self.run_render(cost, job).await.and_then(|r| r))?
                 } else {

@@ -5,14 +5,25 @@
 //! blob or nothing visible (stale temp files are removed at open). Reads are
 //! verified against the name; a mismatch is counted and reported as missing.
 
+use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
 use crate::model::ContentHash;
+
+/// Largest read buffer a thread keeps between [`BlobDir::with`] calls: the
+/// stored rungs small renders read (a raw 256 px rung is 192 KiB, a QOI
+/// 512 px rung ~0.3 MiB); a larger blob's buffer is freed after its read.
+pub const KEEP_READ_BUFFER: usize = 1 << 20;
+
+thread_local! {
+    /// This thread's read buffer ([`BlobDir::with`]).
+    static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The blob directory of a data root.
 #[derive(Debug)]
@@ -100,18 +111,53 @@ impl BlobDir {
 
     /// Read and verify a blob. `Ok(None)` when missing or corrupt.
     pub fn get(&self, hash: &ContentHash) -> io::Result<Option<Bytes>> {
+        let mut bytes = Vec::new();
+        Ok(self
+            .read_into(hash, &mut bytes)?
+            .then(|| Bytes::from(bytes)))
+    }
+
+    /// [`BlobDir::get`] lent to `f` from a buffer this thread keeps between
+    /// calls (up to [`KEEP_READ_BUFFER`]): a cold render reads its rung
+    /// without a fresh allocation, whose pages the allocator (page decay 0)
+    /// would otherwise fault in on every read. `Ok(None)` when missing or
+    /// corrupt (`f` not called).
+    pub fn with<R>(&self, hash: &ContentHash, f: impl FnOnce(&[u8]) -> R) -> io::Result<Option<R>> {
+        READ.with(|cell| {
+            let mut buf = cell.take();
+            let found = self.read_into(hash, &mut buf);
+            let out = match found {
+                Ok(true) => Ok(Some(f(&buf))),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            };
+            if buf.capacity() <= KEEP_READ_BUFFER {
+                buf.clear();
+                cell.replace(buf);
+            }
+            out
+        })
+    }
+
+    /// Read `hash`'s file into `buf` (cleared first) and verify it:
+    /// `Ok(false)` when missing or corrupt.
+    fn read_into(&self, hash: &ContentHash, buf: &mut Vec<u8>) -> io::Result<bool> {
+        buf.clear();
         let path = self.path_of(hash);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        if ContentHash::of(&bytes) != *hash {
+        let len = file.metadata().map_or(0, |m| m.len());
+        buf.reserve(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(buf)?;
+        if ContentHash::of(buf) != *hash {
             self.corrupt.fetch_add(1, Ordering::Relaxed);
             tracing::error!(blob = %hash, path = %path.display(), "blob content does not match its hash; treated as missing");
-            return Ok(None);
+            return Ok(false);
         }
-        Ok(Some(Bytes::from(bytes)))
+        Ok(true)
     }
 
     /// Remove a blob (missing is fine).
@@ -153,6 +199,35 @@ mod tests {
         b.remove(&h).unwrap();
         assert_eq!(b.get(&h).unwrap(), None);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn lent_reads_are_verified_and_keep_only_a_small_buffer() {
+        let kept_capacity = || READ.with(|c| c.borrow().capacity());
+        let dir = tempfile::tempdir().unwrap();
+        let b = BlobDir::open(dir.path()).unwrap();
+        // Sizes around the kept buffer's limit, larger ones first: a read
+        // never sees an earlier blob's bytes.
+        let big = vec![7u8; KEEP_READ_BUFFER + 1];
+        let cases: [&[u8]; 4] = [&big, &[1u8; 300_000], b"hello", b""];
+        for bytes in cases {
+            let h = b.put(bytes).unwrap();
+            let lent = b.with(&h, |read| read.to_vec()).unwrap();
+            assert_eq!(lent.as_deref(), Some(bytes), "{} bytes", bytes.len());
+            assert_eq!(lent.map(Bytes::from), b.get(&h).unwrap());
+            let kept = kept_capacity();
+            assert!(kept <= KEEP_READ_BUFFER, "{kept} bytes kept");
+            if bytes.len() <= KEEP_READ_BUFFER {
+                assert!(kept >= bytes.len(), "the buffer is kept for the next read");
+            }
+        }
+        let kept = |b: &BlobDir, h| b.with(h, |_| ()).unwrap();
+        let h = b.put(b"world").unwrap();
+        fs::write(b.path_of(&h), b"WORLD").unwrap();
+        assert_eq!(kept(&b, &h), None, "a corrupt blob is not lent");
+        assert_eq!(b.corrupt.load(Ordering::Relaxed), 1);
+        b.remove(&h).unwrap();
+        assert_eq!(kept(&b, &h), None, "a missing blob is not lent");
     }
 
     #[test]

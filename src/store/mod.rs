@@ -301,15 +301,21 @@ pub trait Store: Send + Sync + 'static {
     async fn manifest(&self, hash: &ContentHash) -> Result<Option<Manifest>, StoreError>;
     /// A blob's bytes, verified against its hash; `None` if missing or corrupt.
     async fn blob(&self, hash: &ContentHash) -> Result<Option<Bytes>, StoreError>;
-    /// True when [`Store::blob_blocking`] reads local files, so a caller
+    /// True when [`Store::with_blob_blocking`] reads local files, so a caller
     /// already on a blocking thread (the render job) can read there: a cold
     /// render then takes one hand-off between threads instead of two.
     fn blobs_are_local(&self) -> bool {
         false
     }
-    /// [`Store::blob`] from a blocking thread; `None` when the store can only
-    /// read asynchronously (see [`Store::blobs_are_local`]).
-    fn blob_blocking(&self, _hash: &ContentHash) -> Option<Result<Option<Bytes>, StoreError>> {
+    /// [`Store::blob`] from a blocking thread, lent to `f` from a buffer the
+    /// thread keeps (`Ok(false)`: missing or corrupt, `f` not called);
+    /// `None` when the store can only read asynchronously (see
+    /// [`Store::blobs_are_local`]).
+    fn with_blob_blocking(
+        &self,
+        _hash: &ContentHash,
+        _f: &mut dyn FnMut(&[u8]),
+    ) -> Option<Result<bool, StoreError>> {
         None
     }
     /// Events with `id > after`, oldest first, at most `limit`.

@@ -235,8 +235,13 @@ impl Store for EmbeddedStore {
         let _ = self.inner.gone.set(f);
     }
 
-    fn blob_blocking(&self, hash: &ContentHash) -> Option<Result<Option<Bytes>, StoreError>> {
-        Some(self.inner.blobs.get(hash).map_err(StoreError::from))
+    fn with_blob_blocking(
+        &self,
+        hash: &ContentHash,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Option<Result<bool, StoreError>> {
+        let read = self.inner.blobs.with(hash, f);
+        Some(read.map(|r| r.is_some()).map_err(StoreError::from))
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
