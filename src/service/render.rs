@@ -18,18 +18,28 @@ use crate::pipeline::{self, Encoding, PIPELINE_VERSION};
 use crate::spec::{ContentRequest, IfNoneMatch};
 use crate::store::Manifest;
 
-/// Renders whose working memory ([`pipeline::render_cost`]) is at most this
-/// run on the request's own thread (still admitted by the render pool: a slot
-/// and their memory) instead of being handed to a blocking thread and back:
-/// up to 128 px from a rung of up to 256 px, 0.1-0.3 ms of work, where the two
-/// thread wake-ups cost a fifth of the request. Measured A-B-A-B
+/// JPEG and PNG renders whose working memory ([`pipeline::render_cost`]) is
+/// at most this run on the request's own thread (still admitted by the render
+/// pool: a slot and their memory) instead of being handed to a blocking thread
+/// and back: up to 128 px from a rung of up to 256 px, 0.1-0.3 ms of work,
+/// where the two thread wake-ups cost a fifth of the request. Measured A-B-A-B
 /// (`bench/compare.sh`, same binary): cold 128 px p50 over HTTP 0.571 / 0.436
 /// ms handed off against 0.461 / 0.354 ms here; 32 px 0.323 / 0.272 against
-/// 0.276 / 0.215 ms; renders/s at `-c4` +18 %. Larger renders (256 px: over
-/// 1 ms) would hold up the other connections of that thread: they hand off.
+/// 0.276 / 0.215 ms; renders/s at `-c4` +18 %. Larger renders (256 px: 0.4 ms
+/// and more) would hold up the other connections of that thread: they hand
+/// off. So do WebP and AVIF at every size ([`renders_here`]).
 /// With local blobs the job also reads the rung (from the page cache); other
 /// stores fetch it first (the NATS store from its blob cache, usually).
 pub const RENDER_HERE_BYTES: u64 = 512 << 10;
+
+/// Does a still render of `format` with working memory `cost` run on the
+/// request's thread? Only JPEG and PNG are fast enough at any size: a cold
+/// 128 px lossy WebP takes 0.7 ms (libwebp), an AVIF ~40 ms (rav1e), which on
+/// the request's thread stalled every other connection that thread serves
+/// (hit p99 under a stream of cold AVIF renders, BENCHMARKS.md).
+pub fn renders_here(format: OutputFormat, cost: u64) -> bool {
+    matches!(format, OutputFormat::Jpeg | OutputFormat::Png) && cost <= RENDER_HERE_BYTES
+}
 
 /// What a variant is made from. Content-derived only (see module doc).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -327,7 +337,7 @@ impl Service {
                             .unwrap_or(Ok(false))?;
                         Ok(out.ok_or(ServiceError::ContentUnreadable)??)
                     };
-                    self.render_result(self.run_render(cost, job).await.and_then(|r| r))?
+                    self.render_result(self.run_render(format, cost, job).await.and_then(|r| r))?
                 } else {
                     let bytes = self
                         .store
@@ -335,21 +345,27 @@ impl Service {
                         .await?
                         .ok_or(ServiceError::ContentUnreadable)?;
                     let job = move || pipeline::render(&bytes, size, format, encoding);
-                    self.render_result(self.run_render(cost, job).await.and_then(|r| Ok(r?)))?
+                    self.render_result(
+                        self.run_render(format, cost, job)
+                            .await
+                            .and_then(|r| Ok(r?)),
+                    )?
                 };
                 Ok(self.rendered(started, body, etag, format))
             })
             .await
     }
 
-    /// Run a still render's `job` of working memory `cost`: on this thread
-    /// when small ([`RENDER_HERE_BYTES`]), else on the render pool.
+    /// Run a still render's `job` of working memory `cost` to `format`: on
+    /// this thread when small and fast ([`renders_here`]), else on the render
+    /// pool.
     async fn run_render<T: Send + 'static>(
         &self,
+        format: OutputFormat,
         cost: u64,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
-        if cost <= RENDER_HERE_BYTES {
+        if renders_here(format, cost) {
             self.run_here(cost, job).await
         } else {
             self.on_pool(cost, job).await
@@ -438,9 +454,28 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
+    use super::{renders_here, RENDER_HERE_BYTES};
+    use crate::model::OutputFormat;
     use crate::pipeline;
     use crate::store::Manifest;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_small_jpeg_and_png_renders_run_on_the_request_thread() {
+        let cost = |rung, size| pipeline::render_cost(rung, size);
+        let cases = [
+            (OutputFormat::Jpeg, cost(256, 128), true),
+            (OutputFormat::Png, cost(128, 32), true),
+            (OutputFormat::Jpeg, cost(256, 256), false),
+            (OutputFormat::Webp, cost(64, 32), false),
+            (OutputFormat::Avif, cost(64, 32), false),
+            (OutputFormat::Gif, cost(64, 32), false),
+        ];
+        for (format, cost, here) in cases {
+            assert!(cost <= 4 * RENDER_HERE_BYTES, "{format:?}");
+            assert_eq!(renders_here(format, cost), here, "{format:?} at {cost} B");
+        }
+    }
 
     proptest! {
         /// The rungs a prefetch up to `limit` takes
