@@ -22,6 +22,7 @@
 //! | decode/normalize/1024          | 51.5 ms       |
 //! | decode/normalize/4032 (12 MP)  | 283 ms        |
 //! | decode/sniff/4032 (EOI check)  | 140 µs (was 1.23–1.29 ms before memchr; A-B-A-B, 2026-12-01) |
+//! | decode/normalize/{1024,4032}, 2026-12-02, `--measurement-time 6`, bench binaries alternated A-B-A-B (load 1.4–1.5): before / after the decoder's 8-byte refill and the master rung on a second thread | 20.5, 20.3 / 11.1, 11.1 ms; 72.0, 69.8 / 63.4, 65.8 ms |
 //! | render/{png,jpg,webp}/16       | 107 / 101 / 140 µs |
 //! | render/{png,jpg,webp}/32       | 143 / 141 / 190 µs |
 //! | render/{png,jpg,webp}/80       | 408 / 484 / 647 µs |
