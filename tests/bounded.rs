@@ -5,6 +5,7 @@
 //! what it holds current: an unknown hash that becomes an identity, an
 //! identity that changes. A failed read is the fault default with
 //! `no-store`, counted, while identities it holds keep answering.
+//! Concurrent look-ups of one cold identity share one read.
 //! (`tests/cluster.rs` runs its node `n3` bounded in every scenario.)
 
 mod common;
@@ -162,6 +163,28 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         metric(b, "avatar_edge_replica_lag_seconds_count"),
         0,
         "no identity change applied at start"
+    );
+    // A cold identity asked by many at once: its two keys are read once,
+    // the look-ups in flight share the read, later ones find it held.
+    let reads = || metric(b, "avatar_edge_index_cold_reads_total");
+    let before = reads();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(32));
+    let askers: Vec<_> = (0..32)
+        .map(|_| {
+            let (start, md5) = (start.clone(), md5.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                answer(b, &md5)
+            })
+        })
+        .collect();
+    for a in askers {
+        assert_eq!(a.join().unwrap(), (200, Some(third.clone())));
+    }
+    assert_eq!(
+        reads(),
+        before + 2,
+        "32 look-ups at once, a. and i. read once"
     );
     assert_eq!(answer(b, &md5), (200, Some(third.clone())));
     let content = |hash: &str| {

@@ -35,7 +35,7 @@ use crate::model::{AnimationInfo, Compression, ContentHash, IdentityHash, Rating
 
 /// Store failures. `Unavailable`/`Full` are the server's fault or the disk's,
 /// never the client's.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("no such identity")]
     NotFound,

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard};
 
 use futures_util::future::try_join_all;
 
@@ -21,6 +21,10 @@ use crate::store::{IdentityRecord, StoreError};
 /// Keys one look-up may read (an alias, its primary, a forward's target,
 /// with room for a merge chain); past it, the index is inconsistent.
 const MOST_READS: usize = 8;
+
+/// One cold read of a key, shared by the look-ups that want it at once:
+/// the value and the position the read began at, or its error.
+pub(super) type Reading = Arc<tokio::sync::OnceCell<Result<(u64, Value), StoreError>>>;
 
 impl NatsStore {
     /// The hot set, when the replica is bounded.
@@ -55,19 +59,56 @@ impl NatsStore {
             if need == HotKey::Alias(*alias) {
                 keys.push(HotKey::Identity(*alias));
             }
-            let since = *self.inner.position.borrow();
-            let values = try_join_all(keys.into_iter().map(|k| self.read_hot(k))).await?;
-            let mut hot = self.hot().expect("bounded above");
-            for (k, revision, v) in values {
-                if !hot.insert(since, k, revision, v.clone()) {
-                    self.inner.stats.cold_unheld.fetch_add(1, Ordering::Relaxed);
-                }
-                read.insert(k, v);
-            }
+            let values = try_join_all(keys.into_iter().map(|k| self.read_shared(k))).await?;
+            read.extend(values);
         }
         Err(StoreError::Index(format!(
             "looking up {alias} read {MOST_READS} keys without an answer"
         )))
+    }
+
+    /// `k`'s value, read at the stream leader and held when that is safe;
+    /// concurrent look-ups of `k` share one read. A look-up that joins a
+    /// read begun before it uses the value only if no change of `k` was
+    /// applied here since that read began (this node's own commits
+    /// included), else reads again itself: what it answers is never older
+    /// than what this node had applied when it asked. (A change made on
+    /// another node and not yet applied here may be missed by up to one
+    /// read's time, within the propagation a whole replica has anyway.)
+    async fn read_shared(&self, k: HotKey) -> Result<(HotKey, Value), StoreError> {
+        let cell = {
+            let mut reading = self.inner.reading.lock().unwrap_or_else(|p| p.into_inner());
+            reading.entry(k).or_default().clone()
+        };
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let shared = cell
+            .get_or_init(|| async {
+                ran.store(true, Ordering::Relaxed);
+                let since = *self.inner.position.borrow();
+                let (_, revision, v) = self.read_hot(k).await?;
+                let held = self
+                    .hot()
+                    .is_some_and(|mut hot| hot.insert(since, k, revision, v.clone()));
+                if !held {
+                    self.inner.stats.cold_unheld.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((since, v))
+            })
+            .await
+            .clone();
+        {
+            let mut reading = self.inner.reading.lock().unwrap_or_else(|p| p.into_inner());
+            if reading.get(&k).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                reading.remove(&k);
+            }
+        }
+        let (since, v) = shared?;
+        let joined = !ran.load(Ordering::Relaxed);
+        if joined && self.hot().is_some_and(|hot| hot.changed_after(since, &k)) {
+            let (_, _, v) = self.read_hot(k).await?;
+            return Ok((k, v));
+        }
+        Ok((k, v))
     }
 
     /// `k`'s value and revision at the stream leader (never behind a write

@@ -155,7 +155,7 @@ impl Hot {
         revision: u64,
         v: Value,
     ) -> bool {
-        if self.floor > since || self.changed.iter().any(|(rev, c)| *c == k && *rev > since) {
+        if self.changed_after(since, &k) {
             return false;
         }
         if self.map.peek(&k).is_some_and(|(rev, _)| *rev >= revision) {
@@ -163,6 +163,12 @@ impl Hot {
         }
         self.put(k, revision, v);
         true
+    }
+
+    /// Was a change of `k` applied here after `since`, or can that no
+    /// longer be told?
+    pub(in crate::store::nats) fn changed_after(&self, since: u64, k: &HotKey) -> bool {
+        self.floor > since || self.changed.iter().any(|(rev, c)| c == k && *rev > since)
     }
 
     fn put(&mut self, k: HotKey, revision: u64, v: Value) {
