@@ -54,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
     let scale: u16 = 1 << (pick % 4);
     let fork = match usize::from(pick >> 2) {
         0 => decode_with!(fork, bytes, scale),
-        capacity => decode_with!(fork, std::io::BufReader::with_capacity(capacity, bytes), scale),
+        capacity => decode_with!(
+            fork,
+            std::io::BufReader::with_capacity(capacity, bytes),
+            scale
+        ),
     };
     let upstream = decode_with!(jpeg_decoder, bytes, scale);
     assert_eq!(fork, upstream);

@@ -15,7 +15,8 @@ use std::{
 
 enum WorkerMsg {
     Start(RowData),
-    /// avatar-edge fork: rows go in batches of [`BATCH`] (FORK.md).
+    /// avatar-edge fork: rows go in batches of [`BATCH`], in upstream's order
+/// among the other messages (FORK.md).
     AppendRows(Vec<Vec<i16>>),
     GetResult(Sender<Vec<u8>>),
 }
@@ -43,6 +44,11 @@ impl MpscWorker {
     ) -> Result<()> {
         // if there is no worker thread for this component yet, start one
         let component = row_data.index;
+        // avatar-edge fork: rows queued before this start go first, as
+        // upstream sent them.
+        if self.senders[component].is_some() {
+            self.flush(component);
+        }
         if self.senders[component].is_none() {
             let (sender, spares) = spawn_worker(component)?;
             self.senders[component] = Some(sender);
