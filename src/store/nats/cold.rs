@@ -85,7 +85,7 @@ impl NatsStore {
             .get_or_init(|| async {
                 ran.store(true, Ordering::Relaxed);
                 let since = *self.inner.position.borrow();
-                let (_, revision, v) = self.read_hot(k).await?;
+                let (revision, v) = self.read_hot(k).await?;
                 let held = self
                     .hot()
                     .is_some_and(|mut hot| hot.insert(since, k, revision, v.clone()));
@@ -105,15 +105,14 @@ impl NatsStore {
         let (since, v) = shared?;
         let joined = !ran.load(Ordering::Relaxed);
         if joined && self.hot().is_some_and(|hot| hot.changed_after(since, &k)) {
-            let (_, _, v) = self.read_hot(k).await?;
-            return Ok((k, v));
+            return Ok((k, self.read_hot(k).await?.1));
         }
         Ok((k, v))
     }
 
     /// `k`'s value and revision at the stream leader (never behind a write
     /// this node's watch has applied), counted.
-    async fn read_hot(&self, k: HotKey) -> Result<(HotKey, u64, Value), StoreError> {
+    async fn read_hot(&self, k: HotKey) -> Result<(u64, Value), StoreError> {
         let stats = &self.inner.stats;
         stats.cold_reads.fetch_add(1, Ordering::Relaxed);
         let key = match k {
@@ -132,7 +131,7 @@ impl NatsStore {
                 .map(Value::Names)
                 .ok_or_else(|| StoreError::Index(format!("corrupt alias entry {key}")))?,
         };
-        Ok((k, revision, value))
+        Ok((revision, value))
     }
 
     /// `i.<primary>` changed at `revision` here: a held key takes it. A
