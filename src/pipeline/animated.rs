@@ -199,7 +199,7 @@ pub fn render_animated(
     if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
-    let anim = decode_frames(master, |px| {
+    let anim = decode_frames(super::salt::payload(master), |px| {
         if px.width == size {
             Ok(px)
         } else {

@@ -185,7 +185,7 @@ pub(crate) const RAW_RUNG_MAX_SIDE: u32 = 256;
 /// Magic of an uncompressed rung: then width and height (u32 big-endian),
 /// channels (3 or 4), and the pixels, rows top to bottom. No QOI rung starts
 /// with it (those start `qoif`).
-const RAW_MAGIC: &[u8; 4] = b"AEr1";
+pub(crate) const RAW_MAGIC: &[u8; 4] = b"AEr1";
 const RAW_HEADER: usize = 13;
 
 /// Encodes a ladder rung: QOI, or uncompressed (`RAW_MAGIC`) when the rung is
@@ -249,7 +249,9 @@ fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, buf: Vec
 }
 
 /// [`decode_rung`] into `buf` (emptied first; its allocation is reused).
+/// The blob's salt (issue 20, `salt.rs`) is not part of the rung.
 fn decode_rung_into(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
+    let bytes = super::salt::payload(bytes);
     if bytes.starts_with(RAW_MAGIC) {
         return decode_raw_rung(bytes, buf);
     }
@@ -280,6 +282,19 @@ fn check_rung_side(width: u32, height: u32) -> Result<(), PipelineError> {
         )));
     }
     Ok(())
+}
+
+/// The length an uncompressed rung's header says it has, if it has one.
+pub(crate) fn raw_rung_len(rung: &[u8]) -> Option<usize> {
+    let header = rung.get(..RAW_HEADER)?;
+    let be = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let channels = usize::from(header[12]);
+    (be(4) as usize)
+        .checked_mul(be(8) as usize)?
+        .checked_mul(channels)?
+        .checked_add(RAW_HEADER)
 }
 
 fn decode_raw_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {

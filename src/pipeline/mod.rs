@@ -29,6 +29,7 @@ mod error;
 mod geometry;
 mod ladder;
 mod resize;
+pub mod salt;
 mod sniff;
 mod webp_mux;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::audit::{Actor, Audited};
 use super::{Service, ServiceError};
-use crate::model::{IdentityKeys, Rating};
+use crate::model::{ContentHash, IdentityKeys, Rating};
 use crate::pipeline::{self, SourceFormat};
 use crate::spec::UploadParams;
 use crate::store::moderation::AuditAction;
@@ -201,35 +201,42 @@ impl Service {
 /// animated rungs first, as rungs of side 0 (see `Manifest::rungs`); the
 /// master's hash names the avatar.
 pub(super) fn new_master(normalized: pipeline::Normalized) -> NewMaster {
-    let mut refs = Vec::with_capacity(normalized.ladder.len() + 1);
-    let mut blobs = Vec::with_capacity(normalized.ladder.len() + 1);
+    // (side, bytes, hash), largest first; the first one names the master.
+    let mut rungs: Vec<(u32, Vec<u8>, ContentHash)> =
+        Vec::with_capacity(normalized.ladder.len() + 1);
     let animation = normalized.animation.map(|a| {
-        refs.push(RungRef {
-            side: 0,
-            blob: a.hash,
-            len: a.bytes.len() as u64,
-        });
-        blobs.push(Bytes::from(a.bytes));
-        for r in a.smaller {
-            refs.push(RungRef {
-                side: 0,
-                blob: r.hash,
-                len: r.bytes.len() as u64,
-            });
-            blobs.push(Bytes::from(r.bytes));
-        }
+        rungs.push((0, a.bytes, a.hash));
+        rungs.extend(a.smaller.into_iter().map(|r| (0, r.bytes, r.hash)));
         a.info
     });
-    for r in normalized.ladder {
+    rungs.extend(
+        normalized
+            .ladder
+            .into_iter()
+            .map(|r| (r.side, r.bytes, r.hash)),
+    );
+    let owner = rungs[0].2;
+    let mut refs = Vec::with_capacity(rungs.len());
+    let mut blobs = Vec::with_capacity(rungs.len());
+    for (i, (side, bytes, hash)) in rungs.into_iter().enumerate() {
+        // Issue 20: every rung but the master's own is salted with its hash.
+        let (bytes, blob) = if i == 0 {
+            (bytes, hash)
+        } else {
+            let salted = pipeline::salt::salt(bytes, &owner);
+            let blob = ContentHash::of(&salted);
+            (salted, blob)
+        };
         refs.push(RungRef {
-            side: r.side,
-            blob: r.hash,
-            len: r.bytes.len() as u64,
+            side,
+            blob,
+            len: bytes.len() as u64,
         });
-        blobs.push(Bytes::from(r.bytes));
+        blobs.push(Bytes::from(bytes));
     }
     let manifest = Manifest {
-        hash: refs[0].blob,
+        hash: owner,
+        salted: true,
         has_alpha: normalized.has_alpha,
         compression: Some(normalized.compression),
         source_format: source_format_name(normalized.source_format).into(),
@@ -270,5 +277,56 @@ fn info(key: &str, record: &IdentityRecord, manifest: &Manifest) -> AvatarInfo {
             .as_ref()
             .and_then(|a| a.source)
             .map(|s| s.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{decode_rung, normalize, salt, Limits};
+
+    fn stored(bytes: &[u8]) -> NewMaster {
+        new_master(normalize(bytes, None, &Limits::default()).unwrap())
+    }
+
+    /// Issue 20: a re-upload of one of a master's rungs (a 128 px PNG saved
+    /// from this server) is a master whose own blob is that rung's picture;
+    /// salting keeps the two masters from sharing it.
+    #[test]
+    fn no_blob_is_shared_by_two_masters() {
+        let photo = std::fs::read(format!(
+            "{}/fixtures/photo_grace_hopper_512x600.jpg",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let a = stored(&photo);
+        assert!(a.manifest.salted);
+        let i = a.manifest.rungs.iter().position(|r| r.side == 128).unwrap();
+        let px = decode_rung(&a.rungs[i]).unwrap();
+        let mut png = Vec::new();
+        image::RgbImage::from_raw(px.width, px.height, px.data)
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let b = stored(&png);
+        // Unsalted, the two blobs would be one.
+        assert_eq!(salt::payload(&a.rungs[i]), &b.rungs[0][..]);
+        for m in [&a, &b] {
+            assert_eq!(m.manifest.rungs[0].blob, m.manifest.hash);
+            for (k, (r, bytes)) in m.manifest.rungs.iter().zip(&m.rungs).enumerate() {
+                assert_eq!(r.blob, ContentHash::of(bytes));
+                assert_eq!(r.len, bytes.len() as u64);
+                let owner = salt::owner(bytes);
+                assert_eq!(owner, (k > 0).then_some(m.manifest.hash), "rung {k}");
+            }
+        }
+        let blobs = |m: &NewMaster| {
+            m.manifest
+                .rungs
+                .iter()
+                .map(|r| r.blob)
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert!(blobs(&a).is_disjoint(&blobs(&b)));
     }
 }

@@ -93,6 +93,11 @@ pub struct Manifest {
     /// [`Manifest::compression`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// Issue 20: every rung but `rungs[0]` ends with `hash`
+    /// (`pipeline::salt`), so no other master lists any of them; absent in
+    /// manifests written before salting, whose rungs may be shared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub salted: bool,
 }
 
 impl Manifest {
@@ -137,6 +142,7 @@ impl Manifest {
                 .collect(),
             animation: None,
             compression: None,
+            salted: false,
         }
     }
 

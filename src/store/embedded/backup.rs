@@ -250,6 +250,7 @@ mod tests {
                 source_format: "png".into(),
                 compression: None,
                 animation: None,
+                salted: false,
                 rungs: vec![RungRef {
                     side: 64,
                     blob: hash,

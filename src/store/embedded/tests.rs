@@ -15,6 +15,7 @@ fn master(seed: &[u8]) -> NewMaster {
         source_format: "png".into(),
         compression: None,
         animation: None,
+        salted: false,
         rungs: vec![
             RungRef {
                 side: 128,

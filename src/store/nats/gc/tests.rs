@@ -15,6 +15,7 @@ pub(super) fn manifest() -> Manifest {
         }],
         compression: None,
         animation: None,
+        salted: false,
     }
 }
 

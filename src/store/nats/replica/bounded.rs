@@ -93,6 +93,7 @@ mod tests {
             rungs: Vec::new(),
             compression: None,
             animation: None,
+            salted: false,
         };
         let entry = |refs: Option<Refs>| MasterEntry {
             manifest: m.clone(),

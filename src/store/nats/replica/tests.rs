@@ -106,6 +106,7 @@ fn a_fallback_lease_keeps_an_unnamed_master_reachable_until_it_ends() {
         rungs: Vec::new(),
         compression: None,
         animation: None,
+        salted: false,
     };
     let entry = |held_until| MasterEntry {
         manifest: manifest.clone(),
