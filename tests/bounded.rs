@@ -5,7 +5,10 @@
 //! what it holds current: an unknown hash that becomes an identity, an
 //! identity that changes. A failed read is the fault default with
 //! `no-store`, counted, while identities it holds keep answering.
-//! Concurrent look-ups of one cold identity share one read.
+//! Concurrent look-ups of one cold identity share one read. Masters are
+//! looked up the same way, and the bounded node collects the salted master
+//! its commit unlisted (every blob) while leaving one stored before salting
+//! to a node holding every master.
 //! (`tests/cluster.rs` runs its node `n3` bounded in every scenario.)
 
 mod common;
@@ -70,6 +73,67 @@ fn wait_ready(addr: SocketAddr) {
     .expect("ready");
 }
 
+/// The index and blob buckets, read and written from outside the nodes.
+struct Bucket {
+    rt: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+}
+
+impl Bucket {
+    fn connect(urls: &str) -> Bucket {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let js = rt.block_on(async {
+            async_nats::jetstream::new(async_nats::connect(urls).await.unwrap())
+        });
+        Bucket { rt, js }
+    }
+
+    fn entry(&self, master: &str) -> Option<(u64, serde_json::Value)> {
+        self.rt.block_on(async {
+            let kv = self.js.get_key_value("avatar_edge_index").await.unwrap();
+            let e = kv.entry(format!("m.{master}")).await.unwrap()?;
+            let put = e.operation == async_nats::jetstream::kv::Operation::Put;
+            put.then(|| (e.revision, serde_json::from_slice(&e.value).unwrap()))
+        })
+    }
+
+    fn master_stored(&self, master: &str) -> bool {
+        self.entry(master).is_some()
+    }
+
+    /// The blobs of `master`'s rungs.
+    fn rungs(&self, master: &str) -> Vec<String> {
+        let (_, v) = self.entry(master).unwrap();
+        assert_eq!(v["salted"], true, "{v}");
+        let rungs = v["rungs"].as_array().unwrap();
+        rungs
+            .iter()
+            .map(|r| r["blob"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn blob_stored(&self, blob: &str) -> bool {
+        self.rt.block_on(async {
+            let store = self.js.get_object_store("avatar_edge_blobs").await.unwrap();
+            store.info(blob).await.is_ok_and(|i| !i.deleted)
+        })
+    }
+
+    /// Make `master`'s entry look written before salting.
+    fn unsalt(&self, master: &str) {
+        let (rev, mut v) = self.entry(master).unwrap();
+        v.as_object_mut().unwrap().remove("salted");
+        self.rt.block_on(async {
+            let kv = self.js.get_key_value("avatar_edge_index").await.unwrap();
+            let body = serde_json::to_vec(&v).unwrap().into();
+            kv.update(format!("m.{master}"), body, rev).await.unwrap();
+        });
+    }
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -85,6 +149,7 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         args.extend_from_slice(extra);
         Server::start(&dir.path().join(name), &args, Some(TOKEN))
     };
+    let kv = Bucket::connect(&urls);
     let whole = node("whole", &[]);
     let bounded = node("bounded", &["--nats-index-mb", "1"]);
     let (w, b) = (whole.addr, bounded.addr);
@@ -108,11 +173,15 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         (answer(b, &md5) == (200, Some(first.clone()))).then_some(())
     })
     .expect("the bounded node serves a new identity it had found absent");
-    assert_eq!(reads(), 2, "applied by the watch, not read");
+    assert_eq!(
+        reads(),
+        3,
+        "the identity applied by the watch, its master's entry read once"
+    );
     // Its other alias: an alias entry naming the primary, then the primary
     // (held already).
     assert_eq!(answer(b, &sha256_hex(email)), (200, Some(first.clone())));
-    assert_eq!(reads(), 4);
+    assert_eq!(reads(), 5);
 
     // A change of a held identity arrives by the watch.
     let second = upload(w, email, &png(2));
@@ -121,9 +190,28 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         (answer(b, &md5) == (200, Some(second.clone()))).then_some(())
     })
     .expect("the bounded node serves the change");
+    let second_rungs = kv.rungs(&second);
+    assert!(second_rungs.iter().all(|r| kv.blob_stored(r)));
     // This node's own write is read back at once (no watch needed).
     let third = upload(b, email, &png(3));
     assert_eq!(answer(b, &sha256_hex(email)), (200, Some(third.clone())));
+    // Its commit unlisted `second`, so it collects it (after the grace):
+    // every blob, with no other master in memory (salted rungs).
+    eventually(Duration::from_secs(10), || {
+        (!kv.master_stored(&second)).then_some(())
+    })
+    .expect("the bounded node collects the master its commit unlisted");
+    assert!(second_rungs.iter().all(|r| !kv.blob_stored(r)));
+    // A master stored before salting is left to a node holding every
+    // master: it may share rungs with others.
+    let old_email = "before-salting@example.org";
+    let old = upload(b, old_email, &png(4));
+    kv.unsalt(&old);
+    upload(b, old_email, &png(5));
+    eventually(Duration::from_secs(10), || {
+        (metric(b, "avatar_edge_gc_left_unsalted_total") >= 1).then_some(())
+    })
+    .expect("left for a node holding every master");
 
     // Many unknown hashes: the budget holds (1 MiB), the oldest go, and an
     // identity that went is read again correctly.
@@ -146,6 +234,9 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     assert!(held <= 1 << 20, "held {held} bytes");
     let keys = metric(b, "avatar_edge_index_hot_keys");
     assert!(keys > 1_000 && keys < 12_000, "{keys} keys held");
+    // Of the masters, only those a sweep must look at.
+    assert_eq!(metric(b, "avatar_edge_replica_masters"), 0);
+    assert!(metric(w, "avatar_edge_replica_masters") >= 2);
     assert_eq!(answer(b, &md5), (200, Some(third.clone())));
     assert_eq!(
         answer(w, &md5),
@@ -183,8 +274,8 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     }
     assert_eq!(
         reads(),
-        before + 2,
-        "32 look-ups at once, a. and i. read once"
+        before + 3,
+        "32 look-ups at once, a., i. and the master's m. read once"
     );
     assert_eq!(answer(b, &md5), (200, Some(third.clone())));
     let content = |hash: &str| {

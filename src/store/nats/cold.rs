@@ -12,11 +12,14 @@ use std::sync::{Arc, MutexGuard};
 
 use futures_util::future::try_join_all;
 
-use super::keys::{alias_key, identity_key, Held, Stored, INDEX_BUCKET};
+use super::keys::INDEX_BUCKET;
+use super::keys::{alias_key, identity_key, manifest_key, Held, MasterEntry, Phase, Stored};
+use super::replica::bounded::named;
 use super::replica::hot::{resolve, Hot, HotKey, Resolved, Value};
+use super::replica::masters::kept;
 use super::{NatsStore, LOAD_STALL};
 use crate::model::{ContentHash, IdentityHash};
-use crate::store::{IdentityRecord, StoreError};
+use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
 
 /// Keys one look-up may read (an alias, its primary, a forward's target,
 /// with room for a merge chain); past it, the index is inconsistent.
@@ -65,6 +68,44 @@ impl NatsStore {
         Err(StoreError::Index(format!(
             "looking up {alias} read {MOST_READS} keys without an answer"
         )))
+    }
+
+    /// The manifest `/c/` and renders may use (`Store::manifest`), on a
+    /// bounded replica: a master some identity names (or a lease holds),
+    /// not being deleted, from its held `m.` entry or read at the leader
+    /// (and held, an absence too). As on the whole replica, one that what
+    /// this node holds does not serve is asked again once this node has
+    /// caught up with the bucket's head: it may have been bound a moment
+    /// ago on another node.
+    pub(super) async fn manifest_bounded(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Option<Manifest>, StoreError> {
+        let k = HotKey::Master(*hash);
+        let served = |v: &Value| match v {
+            Value::Master(e) if e.phase != Phase::Deleting && named(e, now_ms()) => {
+                Some(e.manifest.clone())
+            }
+            _ => None,
+        };
+        let held = self.hot().and_then(|mut hot| hot.get(&k).cloned());
+        let Some(v) = held else {
+            return Ok(served(&self.read_shared(k).await?.1));
+        };
+        if let Some(m) = served(&v) {
+            return Ok(Some(m));
+        }
+        if self.connected() {
+            if let Ok(s) = self.inner.kv.status().await {
+                let _ = self.wait_position(s.info.state.last_sequence).await;
+            }
+        }
+        let held = self.hot().and_then(|mut hot| hot.get(&k).cloned());
+        let v = match held {
+            Some(v) => v,
+            None => self.read_shared(k).await?.1,
+        };
+        Ok(served(&v))
     }
 
     /// `k`'s value, read at the stream leader and held when that is safe;
@@ -118,6 +159,7 @@ impl NatsStore {
         let key = match k {
             HotKey::Identity(h) => identity_key(&h),
             HotKey::Alias(h) => alias_key(&h),
+            HotKey::Master(h) => manifest_key(&h),
         };
         let (revision, bytes) = self.read_last(&key).await.inspect_err(|_| {
             stats.cold_read_errors.fetch_add(1, Ordering::Relaxed);
@@ -130,6 +172,7 @@ impl NatsStore {
                 .and_then(|s| s.parse().ok())
                 .map(Value::Names)
                 .ok_or_else(|| StoreError::Index(format!("corrupt alias entry {key}")))?,
+            (HotKey::Master(_), Some(b)) => Value::Master(Box::new(kept(MasterEntry::decode(&b)?))),
         };
         Ok((revision, value))
     }

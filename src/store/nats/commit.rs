@@ -111,7 +111,9 @@ impl NatsStore {
             match self.unname_master(*m, &primary, written).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    if !self.read_replica().referenced(m) {
+                    // A bounded replica goes by the listing alone (it may
+                    // not hold the entry); the collector checks again.
+                    if self.inner.hot.is_some() || !self.read_replica().referenced(m) {
                         self.collect_later(*m);
                     }
                 }

@@ -52,7 +52,13 @@
 //! keeps rungs a non-deleting master lists in its replica at ≥ its
 //! `Deleting` revision; a binder, at ≥ its pin revision, waits for every
 //! deletion that lists one of its rungs before putting them. Whichever wrote
-//! second sees the other. `model` below checks the rule on every
+//! second sees the other. Since salted rungs (`pipeline::salt`,
+//! `Manifest::salted`) a master shares no rung with another stored since,
+//! so a bounded replica, which holds only deletions of the other masters,
+//! deletes a salted master's rungs without asking (its own blob excepted
+//! once a master stored before salting was seen, which may list it), and
+//! leaves masters stored before salting to a node holding every master
+//! (counted). `model` below checks the rule on every
 //! interleaving of a binder, an unlister, a collector and (for entries
 //! written before listings) the audit, with the replica's count and without
 //! it; `tests`, the rules case by case.
@@ -62,7 +68,7 @@ use std::time::{Duration, Instant};
 use super::keys::{manifest_key, MasterEntry, Phase, Refs, MAX_REFS};
 use super::NatsStore;
 use crate::model::{ContentHash, IdentityHash};
-use crate::store::{now_ms, Manifest, NewMaster, Store, StoreError};
+use crate::store::{now_ms, Manifest, NewMaster, StoreError};
 
 /// A collector leaves a master pinned this recently alone (a binder is
 /// between its pin and its record).
@@ -78,8 +84,6 @@ const DELETE_WINDOW: Duration = Duration::from_secs(10);
 const PIN_WAIT: Duration = Duration::from_secs(3);
 /// Entries written before listings that one sweep gives listings to.
 const AUDIT_BATCH: usize = 1_000;
-/// How often every node sweeps its replica for unreferenced masters.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// The binder's pin: the entry to write over `current` (read at revision
 /// `seq`), naming `keys` (the identity keys its writes will name it under,
@@ -494,6 +498,13 @@ impl NatsStore {
     pub(super) async fn collect(&self, hash: ContentHash) -> Result<(), StoreError> {
         let key = manifest_key(&hash);
         let (seq, current) = self.read_master(&hash).await?;
+        if self.inner.hot.is_some() && current.as_ref().is_some_and(|e| !e.manifest.salted) {
+            // Issue 20: a master stored before salting may share rungs with
+            // others, which only a node holding every master can tell.
+            let left = &self.inner.stats.left_unsalted;
+            left.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
         let (rev, deleting) = match collect(current.as_ref(), now_ms()) {
             Collect::Leave => return Ok(()),
             Collect::Condemn(condemned) => {
@@ -542,54 +553,9 @@ impl NatsStore {
         tracing::debug!(master = %hash, "unreferenced master collected");
         Ok(())
     }
-
-    /// Collect `hash` once its grace has passed (this node's commit dropped
-    /// its last reference).
-    pub(super) fn collect_later(&self, hash: ContentHash) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(GRACE_MS + 200)).await;
-            if let Err(e) = this.collect(hash).await {
-                tracing::debug!(master = %hash, error = %e, "collection failed; the sweep retries");
-            }
-        });
-    }
-
-    /// Every [`SWEEP_EVERY`] (first soon after start): collect masters this
-    /// replica sees unreferenced, and finish abandoned collections. Catches
-    /// what a node that died mid-collection, or before collecting, left.
-    pub(super) async fn sweep_forever(self) {
-        let mut first = true;
-        loop {
-            let mut r = [0u8; 1];
-            let _ = getrandom::fill(&mut r);
-            let wait = if first {
-                Duration::from_secs(5)
-            } else {
-                SWEEP_EVERY
-            };
-            first = false;
-            tokio::time::sleep(wait + Duration::from_millis(u64::from(r[0]) * 20)).await;
-            if self.index_stale() {
-                continue;
-            }
-            let candidates = self.read_replica().sweep_candidates();
-            for h in candidates {
-                if let Err(e) = self.collect(h).await {
-                    tracing::debug!(master = %h, error = %e, "sweep: collection failed");
-                }
-            }
-            match self.audit_listings().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    masters = n,
-                    "listed the keys of masters stored before listings"
-                ),
-                Err(e) => tracing::debug!(error = %e, "sweep: listing old masters failed"),
-            }
-        }
-    }
 }
+
+mod sweep;
 
 #[cfg(test)]
 mod model;

@@ -119,6 +119,9 @@ struct Stats {
     cold_reads: AtomicU64,
     cold_read_errors: AtomicU64,
     cold_unheld: AtomicU64,
+    /// Collections a bounded node left to a whole replica (masters stored
+    /// before salting).
+    left_unsalted: AtomicU64,
 }
 
 struct Inner {
@@ -337,6 +340,9 @@ impl Store for NatsStore {
     /// nobody names here may have been bound a moment ago on another node,
     /// so the replica first catches up with the bucket's head.
     async fn manifest(&self, hash: &ContentHash) -> Result<Option<Manifest>, StoreError> {
+        if self.inner.hot.is_some() {
+            return self.manifest_bounded(hash).await;
+        }
         if let Some(m) = self.read_replica().bound_manifest(hash) {
             return Ok(Some(m));
         }
@@ -467,6 +473,11 @@ impl Store for NatsStore {
             "Identities in this node's replica of the index (bounded: those its hot set holds).",
             self.replica_len() as u64,
         );
+        out.gauge(
+            "avatar_edge_replica_masters",
+            "Master entries in this node's replica (bounded: those a sweep must look at; the rest are looked up through the hot set).",
+            self.read_replica().masters.len() as u64,
+        );
         if let Some(hot) = self.hot() {
             out.gauge(
                 "avatar_edge_index_hot_bytes",
@@ -500,6 +511,11 @@ impl Store for NatsStore {
                 "avatar_edge_index_cold_unheld_total",
                 "Cold index reads answered but not held: a change of the key arrived meanwhile.",
                 &s.cold_unheld,
+            ),
+            (
+                "avatar_edge_gc_left_unsalted_total",
+                "Collections this bounded node left to a node holding every master: masters stored before salted rungs, which may share rungs.",
+                &s.left_unsalted,
             ),
             (
                 "avatar_edge_watch_restarts_total",

@@ -53,10 +53,14 @@ pub(super) struct Replica {
     pub(super) head: u64,
     /// Issue 16: content taken down (`t.` keys).
     pub(super) takedowns: super::moderation::Takedowns,
-    /// Issue 20, `--nats-index-mb`: identities are not held here but in the
-    /// hot set (`hot.rs`); `records`, `aliases` and `refs` stay empty, and a
+    /// Issue 20, `--nats-index-mb`: identities and masters are not held
+    /// here but in the hot set (`hot.rs`); `records`, `aliases` and `refs`
+    /// stay empty, `masters` holds only entries a sweep must look at, and a
     /// master is named when its `m.` entry lists a key (`bounded.rs`).
     pub(super) bounded: bool,
+    /// Bounded: an entry written before salting was seen (`Manifest::salted`):
+    /// a salted master's own blob may then be another master's rung.
+    pub(super) unsalted: bool,
     /// Bounded: revisions this node's commits announced before the watch
     /// reached them (the watch then announces nothing).
     announced: BTreeSet<u64>,
@@ -90,11 +94,11 @@ impl Replica {
     }
 
     /// Does some identity value in the replica name `hash` (a bounded
-    /// replica: does its `m.` entry list a key), or a fallback entry's lease
-    /// (issue 17, [`MasterEntry::held_until`]) hold it?
+    /// replica: see `bounded.rs`), or a fallback entry's lease (issue 17,
+    /// [`MasterEntry::held_until`]) hold it?
     pub(super) fn referenced(&self, hash: &ContentHash) -> bool {
         if self.bounded {
-            return self.listed(hash) || self.leased(hash);
+            return self.named_bounded(hash);
         }
         self.refs.get(hash).is_some_and(|n| *n > 0) || self.leased(hash)
     }
@@ -120,7 +124,7 @@ impl Replica {
         {
             return;
         }
-        let was_named = self.bounded && self.listed(&hash);
+        let entry = entry.map(masters::kept);
         let live = entry.as_ref().is_some_and(|e| e.phase != Phase::Deleting);
         if live {
             self.deleting.remove(&hash);
@@ -132,18 +136,10 @@ impl Replica {
             }
             self.gone.push(hash);
         }
-        // Listings are read at the leader when they matter; a replica only
-        // needs whether there is one (saves a ~0.5 KB tree node per master),
-        // and whether it names a key: `many` says so here (see `bounded.rs`).
-        let mut entry = entry;
-        if let Some(refs) = entry.as_mut().and_then(|e| e.refs.as_mut()) {
-            refs.many |= !refs.by.is_empty();
-            refs.by = Default::default();
+        if self.bounded {
+            return self.hold_master(hash, revision, entry);
         }
         self.masters.insert(hash, (revision, entry));
-        if was_named && live && !self.referenced(&hash) {
-            self.gone.push(hash);
-        }
     }
 
     /// Identities (records, not forwards) in the replica.
@@ -483,6 +479,12 @@ impl NatsStore {
         revision: u64,
         entry: Option<MasterEntry>,
     ) {
+        if let Some(mut hot) = self.hot() {
+            let v = entry
+                .clone()
+                .map_or(Value::Absent, |e| Value::Master(Box::new(masters::kept(e))));
+            hot.applied(HotKey::Master(hash), revision, v);
+        }
         let gone = {
             let mut r = self.write_replica();
             r.apply_master(hash, revision, entry);
@@ -565,9 +567,9 @@ impl NatsStore {
     }
 }
 
-mod bounded;
+pub(super) mod bounded;
 pub(super) mod hot;
 mod lookup;
-mod masters;
+pub(super) mod masters;
 #[cfg(test)]
 mod tests;

@@ -7,10 +7,18 @@
 //!   unlisters unlist, see `gc`), not by counting the records naming it.
 //!   An entry written before listings (`refs` absent) counts as named: the
 //!   audit that lists those needs every record, so their blobs are kept
-//!   (an over-count) until a node holding the whole index has run it.
+//!   (an over-count) until a node holding the whole index has run it;
+//! - it holds no master entry a sweep need not look at: a master is looked
+//!   up through the hot set like an identity (`cold.rs`), and `masters`
+//!   keeps deletions and salted masters that are condemned or list no key.
+//!   Memory for masters is then the budget plus what is being collected,
+//!   not one entry per avatar stored.
 
 use super::Replica;
 use crate::model::ContentHash;
+use crate::store::nats::gc;
+use crate::store::nats::keys::{MasterEntry, Phase};
+use crate::store::now_ms;
 
 impl Replica {
     /// A replica holding only the hot set (see the module doc).
@@ -44,22 +52,64 @@ impl Replica {
         }
     }
 
-    /// Does `hash`'s entry here list a key? (The replica keeps `many` for
-    /// "lists at least one", see `apply_master`.)
-    pub(super) fn listed(&self, hash: &ContentHash) -> bool {
-        self.masters.get(hash).is_some_and(|(_, e)| {
-            e.as_ref()
-                .is_some_and(|e| e.refs.is_none() || crate::store::nats::gc::listed(e))
-        })
+    /// Is `hash` named, as far as this replica can tell? An entry it does
+    /// not hold is `Live` and listed (or was never stored: callers ask
+    /// about stored masters), see [`Replica::hold_master`].
+    pub(super) fn named_bounded(&self, hash: &ContentHash) -> bool {
+        match self.masters.get(hash) {
+            None => true,
+            Some((_, e)) => e.as_ref().is_some_and(|e| named(e, now_ms())),
+        }
     }
+
+    /// Keep the `m.<hash>` entry at `revision` (already `masters::kept`) only while
+    /// a sweep here must look at it: a deletion (binders wait for those
+    /// sharing a rung), or a salted master in another phase or listing no
+    /// key. Masters stored before salting are left to a node holding every
+    /// master (`gc::collect`), so only their deletions are kept.
+    pub(super) fn hold_master(
+        &mut self,
+        hash: ContentHash,
+        revision: u64,
+        entry: Option<MasterEntry>,
+    ) {
+        let reachable = entry
+            .as_ref()
+            .is_some_and(|e| e.phase != Phase::Deleting && named(e, now_ms()));
+        if !reachable {
+            self.gone.push(hash);
+        }
+        self.unsalted |= entry.as_ref().is_some_and(|e| !e.manifest.salted);
+        let swept = |e: &MasterEntry| {
+            e.phase == Phase::Deleting
+                || (e.manifest.salted
+                    && (e.phase != Phase::Live || !(e.refs.is_none() || gc::listed(e))))
+        };
+        match entry.filter(swept) {
+            Some(e) => {
+                self.masters.insert(hash, (revision, Some(e)));
+            }
+            None => {
+                self.masters.remove(&hash);
+            }
+        }
+    }
+}
+
+/// Is a master with entry `e` named at `now`: listed, written before
+/// listings (counted as named: their audit needs every record), or held by
+/// a fallback entry's lease?
+pub(in crate::store::nats) fn named(e: &MasterEntry, now: u64) -> bool {
+    e.refs.is_none() || gc::listed(e) || e.held_until > now
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::nats::keys::tests::stored;
-    use crate::store::nats::keys::{MasterEntry, Phase, Refs, Stored};
-    use crate::store::Manifest;
+    use crate::store::nats::keys::{Refs, Stored};
+    use crate::store::{Manifest, RungRef};
+    use std::collections::HashSet;
 
     #[test]
     fn each_revision_is_announced_once_whoever_applies_it_first() {
@@ -84,20 +134,26 @@ mod tests {
     }
 
     #[test]
-    fn a_master_is_named_while_its_entry_lists_a_key() {
+    fn only_masters_a_sweep_must_look_at_are_held() {
         let mut r = Replica::bounded(10);
         let m = Manifest {
             hash: ContentHash([3; 32]),
             has_alpha: false,
             source_format: "png".into(),
-            rungs: Vec::new(),
+            rungs: [3, 4, 5]
+                .map(|b| RungRef {
+                    side: 64,
+                    blob: ContentHash([b; 32]),
+                    len: 1,
+                })
+                .to_vec(),
             compression: None,
             animation: None,
-            salted: false,
+            salted: true,
         };
-        let entry = |refs: Option<Refs>| MasterEntry {
+        let entry = |m: &Manifest, phase, refs: Option<Refs>| MasterEntry {
             manifest: m.clone(),
-            phase: Phase::Live,
+            phase,
             at: 0,
             generation: 1,
             held_until: 0,
@@ -106,15 +162,69 @@ mod tests {
         let key = stored("a@example.org", 1, 1).record.primary();
         let mut one = Refs::default();
         one.by.insert(key, 4);
-        r.apply_master(m.hash, 1, Some(entry(None)));
-        assert!(r.referenced(&m.hash), "before listings: kept");
-        r.apply_master(m.hash, 2, Some(entry(Some(one))));
-        assert!(r.referenced(&m.hash) && r.bound_manifest(&m.hash).is_some());
-        assert!(r.gone.is_empty());
-        r.apply_master(m.hash, 3, Some(entry(Some(Refs::default()))));
-        assert!(!r.referenced(&m.hash) && r.bound_manifest(&m.hash).is_none());
-        assert_eq!(r.gone, vec![m.hash], "unreachable here at once");
+        let none = Refs::default();
+        let held = |r: &Replica| r.masters.len();
+
+        // Listed: not held, named.
+        r.apply_master(m.hash, 1, Some(entry(&m, Phase::Live, Some(one.clone()))));
+        assert_eq!(held(&r), 0);
+        assert!(r.referenced(&m.hash) && r.gone.is_empty());
+        // Unlisted: held for the sweep, unreachable here at once.
+        r.apply_master(m.hash, 2, Some(entry(&m, Phase::Live, Some(none.clone()))));
+        assert_eq!(held(&r), 1);
+        assert!(!r.referenced(&m.hash));
+        assert_eq!(std::mem::take(&mut r.gone), vec![m.hash]);
         assert_eq!(r.sweep_candidates(), vec![m.hash]);
+        // Listed again: let go.
+        r.apply_master(m.hash, 3, Some(entry(&m, Phase::Live, Some(one.clone()))));
+        assert_eq!(held(&r), 0);
+        assert!(r.referenced(&m.hash) && r.sweep_candidates().is_empty());
+        // Condemned, deleting, deleted.
+        r.apply_master(
+            m.hash,
+            4,
+            Some(entry(&m, Phase::Condemned, Some(none.clone()))),
+        );
+        assert_eq!(r.sweep_candidates(), vec![m.hash]);
+        r.apply_master(
+            m.hash,
+            5,
+            Some(entry(&m, Phase::Deleting, Some(none.clone()))),
+        );
+        assert!(r.deleting.contains(&m.hash) && held(&r) == 1);
+        r.apply_master(m.hash, 6, None);
+        assert!(r.deleting.is_empty() && held(&r) == 0);
         assert!(r.unlisted_masters(10).is_empty());
+
+        // A salted master's rungs are its own.
+        assert!(r.shared_rungs(&m).is_empty());
+        // Masters stored before salting: left to a node holding every
+        // master (not held unless being deleted), and once one is seen a
+        // salted master's own blob may be one of its rungs.
+        let old = Manifest {
+            hash: ContentHash([9; 32]),
+            salted: false,
+            rungs: [9, 3]
+                .map(|b| RungRef {
+                    side: 64,
+                    blob: ContentHash([b; 32]),
+                    len: 1,
+                })
+                .to_vec(),
+            ..m.clone()
+        };
+        r.apply_master(
+            old.hash,
+            7,
+            Some(entry(&old, Phase::Live, Some(none.clone()))),
+        );
+        assert_eq!(held(&r), 0, "not swept here");
+        assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
+        assert_eq!(r.shared_rungs(&old).len(), 2, "all kept");
+        r.apply_master(old.hash, 8, Some(entry(&old, Phase::Deleting, Some(none))));
+        assert!(r.shares_a_deletion(&m), "binders of a rung it lists wait");
+        // Written before listings: named.
+        r.apply_master(old.hash, 9, Some(entry(&old, Phase::Live, None)));
+        assert!(r.referenced(&old.hash) && !r.shares_a_deletion(&m));
     }
 }

@@ -1,8 +1,8 @@
 //! Issue 20: the bounded replica's hot set (`--nats-index-mb`). Instead of
-//! every identity, a node holds the `i.` and `a.` keys it has looked up,
-//! least recently used out first, within a byte budget; a key found absent
-//! is held too, as absent (the negative cache). A key not held is read from
-//! the stream leader (`cold.rs`).
+//! every identity and master, a node holds the `i.`, `a.` and `m.` keys it
+//! has looked up, least recently used out first, within a byte budget; a
+//! key found absent is held too, as absent (the negative cache). A key not
+//! held is read from the stream leader (`cold.rs`).
 //!
 //! Invariants:
 //! - the watch and this node's commits only change keys already held, never
@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 
 use lru::LruCache;
 
-use crate::model::IdentityHash;
-use crate::store::nats::keys::Held;
-use crate::store::IdentityRecord;
+use crate::model::{ContentHash, IdentityHash};
+use crate::store::nats::keys::{Held, MasterEntry};
+use crate::store::{IdentityRecord, RungRef};
 
 /// A key of the index bucket the hot set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +29,8 @@ pub(in crate::store::nats) enum HotKey {
     Identity(IdentityHash),
     /// `a.<alias>`: the primary the alias names.
     Alias(IdentityHash),
+    /// `m.<master>`: the master's entry, for `/c/` and renders (`Value::Master`).
+    Master(ContentHash),
 }
 
 /// What a held key has: its value, or none (never written).
@@ -36,6 +38,8 @@ pub(in crate::store::nats) enum HotKey {
 pub(in crate::store::nats) enum Value {
     Held(Held),
     Names(IdentityHash),
+    /// A master's entry as a replica keeps it (`masters::kept`).
+    Master(Box<MasterEntry>),
     Absent,
 }
 
@@ -72,9 +76,19 @@ pub(in crate::store::nats) fn weight(v: &Value) -> usize {
                     f.aliases.capacity() * std::mem::size_of::<IdentityHash>(),
                 )
         }
+        Value::Master(e) => master_heap(e),
         Value::Names(_) | Value::Absent => 0,
     };
     crate::cache::allocated(NODE) + TABLE + heap
+}
+
+/// What a held master entry holds on the heap: the entry, its rung list,
+/// its format name (a kept entry's listing is empty, see `masters::kept`).
+fn master_heap(e: &MasterEntry) -> usize {
+    let m = &e.manifest;
+    crate::cache::allocated(std::mem::size_of::<MasterEntry>())
+        + crate::cache::allocated(m.rungs.capacity() * std::mem::size_of::<RungRef>())
+        + crate::cache::allocated(m.source_format.capacity())
 }
 
 fn record_heap(r: &IdentityRecord) -> usize {

@@ -170,6 +170,7 @@ fn resolve_asks_for_each_key_it_needs_in_turn() {
                 let v = match k {
                     HotKey::Alias(_) => Value::Names(md5),
                     HotKey::Identity(_) => Value::Held(Held::Record(a.clone())),
+                    HotKey::Master(_) => unreachable!("a look-up reads no master"),
                 };
                 known.insert(k, v);
             }
@@ -180,4 +181,40 @@ fn resolve_asks_for_each_key_it_needs_in_turn() {
         }
     }
     assert_eq!(asked, vec![HotKey::Alias(sha), HotKey::Identity(md5)]);
+}
+
+#[test]
+fn master_entries_are_held_like_identities() {
+    use crate::store::nats::keys::{MasterEntry, Phase};
+    use crate::store::{Manifest, RungRef};
+    let entry = |phase| {
+        let mut manifest = Manifest::with_sides(&[1024, 512, 256, 128, 64, 32, 16]);
+        manifest.salted = true;
+        Value::Master(Box::new(MasterEntry {
+            manifest,
+            phase,
+            at: 0,
+            generation: 1,
+            held_until: 0,
+            refs: None,
+        }))
+    };
+    let w = weight(&entry(Phase::Live));
+    // The entry, seven rungs of 48 bytes, the LRU node and table slot.
+    let rungs = 7 * std::mem::size_of::<RungRef>();
+    assert!(
+        w > rungs + std::mem::size_of::<MasterEntry>() && w < 1_000,
+        "{w}"
+    );
+    let k = HotKey::Master(crate::model::ContentHash([5; 32]));
+    let mut h = Hot::new(100 * w);
+    // The watch adds nothing; a read does; the watch then keeps it current.
+    h.applied(k, 1, entry(Phase::Live));
+    assert!(!h.holds(&k));
+    assert!(h.insert(1, k, 1, Value::Absent));
+    h.applied(k, 2, entry(Phase::Live));
+    assert_eq!(h.get(&k), Some(&entry(Phase::Live)));
+    h.applied(k, 3, entry(Phase::Deleting));
+    assert_eq!(h.get(&k), Some(&entry(Phase::Deleting)));
+    assert_eq!(h.records(), 0, "not an identity");
 }

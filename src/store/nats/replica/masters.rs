@@ -6,8 +6,19 @@ use std::collections::{HashMap, HashSet};
 
 use super::Replica;
 use crate::model::{ContentHash, IdentityHash};
-use crate::store::nats::keys::Phase;
+use crate::store::nats::keys::{MasterEntry, Phase};
 use crate::store::Manifest;
+
+/// A master entry as a replica keeps it: listings are read at the leader
+/// when they matter, so a replica needs only whether there is one (saves a
+/// ~0.5 KB tree node per master) and whether it names a key: `many` says so.
+pub(in crate::store::nats) fn kept(mut e: MasterEntry) -> MasterEntry {
+    if let Some(refs) = e.refs.as_mut() {
+        refs.many |= !refs.by.is_empty();
+        refs.by = Default::default();
+    }
+    e
+}
 
 impl Replica {
     /// Is a rung of `m` also a rung of another master being deleted?
@@ -22,8 +33,19 @@ impl Replica {
         })
     }
 
-    /// Rungs of `m` that another master not being deleted also lists.
+    /// Rungs of `m` that another master not being deleted also lists. A
+    /// bounded replica cannot tell (it holds no such master) and need not
+    /// for a salted master (`Manifest::salted`): its rungs are its own, and
+    /// its own blob can be another's rung only if a master stored before
+    /// salting was seen. It collects no other (`gc::collect`): all kept.
     pub(in crate::store::nats) fn shared_rungs(&self, m: &Manifest) -> HashSet<ContentHash> {
+        if self.bounded {
+            return match (m.salted, self.unsalted) {
+                (true, false) => HashSet::new(),
+                (true, true) => HashSet::from([m.hash]),
+                (false, _) => m.rungs.iter().map(|r| r.blob).collect(),
+            };
+        }
         let own: HashSet<ContentHash> = m.rungs.iter().map(|r| r.blob).collect();
         self.masters
             .iter()
