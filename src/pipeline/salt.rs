@@ -127,4 +127,31 @@ mod tests {
         );
         assert_eq!(payload(&[]), &[] as &[u8]);
     }
+
+    proptest::proptest! {
+        /// Any bytes: the payload is a prefix, cut by exactly the salt or
+        /// not at all, and a salted whole rung gives back that rung.
+        #[test]
+        fn the_payload_is_the_blob_or_the_blob_less_its_salt(
+            blob in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            side in 1u32..4,
+            channels in 3u8..=4,
+            fill in proptest::prelude::any::<u8>(),
+        ) {
+            let p = payload(&blob);
+            proptest::prop_assert!(blob.starts_with(p));
+            proptest::prop_assert!(p.len() == blob.len() || p.len() + SALT_LEN == blob.len());
+            proptest::prop_assert_eq!(owner(&blob).is_some(), p.len() != blob.len());
+            // A whole uncompressed rung of any size, whatever its pixels.
+            let mut raw = super::super::encode::RAW_MAGIC.to_vec();
+            raw.extend_from_slice(&side.to_be_bytes());
+            raw.extend_from_slice(&side.to_be_bytes());
+            raw.push(channels);
+            raw.extend(std::iter::repeat_n(fill, (side * side) as usize * usize::from(channels)));
+            let by = ContentHash::of(&blob);
+            proptest::prop_assert_eq!(payload(&raw), &raw[..]);
+            let salted = salt(raw.clone(), &by);
+            proptest::prop_assert_eq!(payload(&salted), &raw[..]);
+        }
+    }
 }
