@@ -38,7 +38,10 @@
 #     INDEX_MB=N (default 0): node 3 holds a bounded replica
 #     (`--nats-index-mb N`, issue 20): its RSS against the whole-index nodes
 #     1 and 2 at every step, and its look-ups (hot: memory; cold: read from
-#     the stream leader) next to node 1's and the embedded node's.
+#     the stream leader) next to node 1's and the embedded node's; then
+#     look-ups of identities on their own contents on node 1 and node 3
+#     ("own": a cold one also reads its master's entry on node 3, and
+#     renders 16 px on both; needs DISTINCT >= 4 x LOOKUPS + 1).
 # (c) failover, always last (it kills a nats-server): SIGKILL the nats-server
 #     leading the index stream (the worst case: writes wait for a new leader),
 #     then upload through node 2 every 100 ms: the time until the first upload
@@ -360,6 +363,10 @@ PY
       echo "lookups $("${CLIENT[@]}" lookups --port "${AP[4]}" --name "embedded$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
       if [ "$INDEX_MB" -gt 0 ]; then
         echo "lookups $("${CLIENT[@]}" lookups --port "${AP[3]}" --name "bounded$r" --prefix s- --offset "$off" --count "$LOOKUPS")"
+        # Identities on their own contents: a cold one is its look-up, its
+        # master's entry (a bounded node reads it too) and a 16 px render.
+        echo "lookups $("${CLIENT[@]}" lookups --port "${AP[1]}" --name "ownnode$r" --prefix d- --contents 1 --offset "$off" --count "$LOOKUPS")"
+        echo "lookups $("${CLIENT[@]}" lookups --port "${AP[3]}" --name "ownbounded$r" --prefix d- --contents 1 --offset "$((off + LOOKUPS * LOOKUP_ROUNDS))" --count "$LOOKUPS")"
       fi
       echo "kvget $("${CLIENT[@]}" kvget --port "${NP[0]}" --prefix s- --start "$off" --count "$LOOKUPS")"
     done
@@ -423,7 +430,7 @@ for N in (10**6, 10**7):
           % (N, (start + N * po) / 2**20, start / 2**20, po, (start + N * pi) / 2**20))
 print("targets: 1 M in <= 256 MiB per node, 10 M in <= 1 GiB: %s"
       % ("met" if start + 10**6 * po <= 256 * 2**20 and start + 10**7 * po <= 2**30 else "NOT met by the whole-index replica"))
-for name in ("node", "embedded", "bounded")[: 3 if index_mb else 2]:
+for name in ("node", "embedded", "bounded", "ownnode", "ownbounded")[: 5 if index_mb else 2]:
     rows = [l for l in look if l["name"].startswith(name)]
     print("look-ups %-8s hot p50 %.3f p99 %.3f ms, cold p50 %.3f p99 %.3f ms (%d rounds of %d; medians)"
           % (name, med(r["hot_p50_ms"] for r in rows), med(r["hot_p99_ms"] for r in rows),
