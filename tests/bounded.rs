@@ -73,67 +73,6 @@ fn wait_ready(addr: SocketAddr) {
     .expect("ready");
 }
 
-/// The index and blob buckets, read and written from outside the nodes.
-struct Bucket {
-    rt: tokio::runtime::Runtime,
-    js: async_nats::jetstream::Context,
-}
-
-impl Bucket {
-    fn connect(urls: &str) -> Bucket {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let js = rt.block_on(async {
-            async_nats::jetstream::new(async_nats::connect(urls).await.unwrap())
-        });
-        Bucket { rt, js }
-    }
-
-    fn entry(&self, master: &str) -> Option<(u64, serde_json::Value)> {
-        self.rt.block_on(async {
-            let kv = self.js.get_key_value("avatar_edge_index").await.unwrap();
-            let e = kv.entry(format!("m.{master}")).await.unwrap()?;
-            let put = e.operation == async_nats::jetstream::kv::Operation::Put;
-            put.then(|| (e.revision, serde_json::from_slice(&e.value).unwrap()))
-        })
-    }
-
-    fn master_stored(&self, master: &str) -> bool {
-        self.entry(master).is_some()
-    }
-
-    /// The blobs of `master`'s rungs.
-    fn rungs(&self, master: &str) -> Vec<String> {
-        let (_, v) = self.entry(master).unwrap();
-        assert_eq!(v["salted"], true, "{v}");
-        let rungs = v["rungs"].as_array().unwrap();
-        rungs
-            .iter()
-            .map(|r| r["blob"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn blob_stored(&self, blob: &str) -> bool {
-        self.rt.block_on(async {
-            let store = self.js.get_object_store("avatar_edge_blobs").await.unwrap();
-            store.info(blob).await.is_ok_and(|i| !i.deleted)
-        })
-    }
-
-    /// Make `master`'s entry look written before salting.
-    fn unsalt(&self, master: &str) {
-        let (rev, mut v) = self.entry(master).unwrap();
-        v.as_object_mut().unwrap().remove("salted");
-        self.rt.block_on(async {
-            let kv = self.js.get_key_value("avatar_edge_index").await.unwrap();
-            let body = serde_json::to_vec(&v).unwrap().into();
-            kv.update(format!("m.{master}"), body, rev).await.unwrap();
-        });
-    }
-}
-
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -149,7 +88,7 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         args.extend_from_slice(extra);
         Server::start(&dir.path().join(name), &args, Some(TOKEN))
     };
-    let kv = Bucket::connect(&urls);
+    let kv = common::inspector::Inspector::connect(&urls);
     let whole = node("whole", &[]);
     let bounded = node("bounded", &["--nats-index-mb", "1"]);
     let (w, b) = (whole.addr, bounded.addr);
@@ -191,17 +130,17 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     })
     .expect("the bounded node serves the change");
     let second_rungs = kv.rungs(&second);
-    assert!(second_rungs.iter().all(|r| kv.blob_stored(r)));
+    assert!(second_rungs.iter().all(|r| kv.holds_blob(r) == Some(true)));
     // This node's own write is read back at once (no watch needed).
     let third = upload(b, email, &png(3));
     assert_eq!(answer(b, &sha256_hex(email)), (200, Some(third.clone())));
     // Its commit unlisted `second`, so it collects it (after the grace):
     // every blob, with no other master in memory (salted rungs).
     eventually(Duration::from_secs(10), || {
-        (!kv.master_stored(&second)).then_some(())
+        (kv.holds_manifest(&second) == Some(false)).then_some(())
     })
     .expect("the bounded node collects the master its commit unlisted");
-    assert!(second_rungs.iter().all(|r| !kv.blob_stored(r)));
+    assert!(second_rungs.iter().all(|r| kv.holds_blob(r) == Some(false)));
     // A master stored before salting is left to a node holding every
     // master: it may share rungs with others.
     let old_email = "before-salting@example.org";

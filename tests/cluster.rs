@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::inspector::Inspector;
 use common::*;
 
 /// A small synthetic PNG, different for every `seed`.
@@ -1244,69 +1245,6 @@ fn takedowns_reach_every_node_of_a_cluster_within_two_seconds() {
         actions,
         ["upload", "takedown", "lift", "upload", "takedown"]
     );
-}
-
-/// A NATS client of the test's own, on a small runtime of its own, for
-/// looking into the buckets the nodes write.
-struct Inspector {
-    rt: tokio::runtime::Runtime,
-    js: async_nats::jetstream::Context,
-}
-
-impl Inspector {
-    fn connect(urls: &str) -> Inspector {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let addrs: Vec<async_nats::ServerAddr> =
-            urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let js = rt.block_on(async {
-            let client = async_nats::connect(addrs).await.unwrap();
-            let mut js = async_nats::jetstream::new(client);
-            js.set_timeout(Duration::from_secs(2));
-            js
-        });
-        Inspector { rt, js }
-    }
-
-    /// Does the object store hold blob `name` (`None`: could not tell)?
-    fn holds_blob(&self, name: &str) -> Option<bool> {
-        self.rt.block_on(async {
-            let store = self.js.get_object_store("avatar_edge_blobs").await.ok()?;
-            match store.info(name).await {
-                Ok(info) => Some(!info.deleted),
-                Err(e)
-                    if e.kind() == async_nats::jetstream::object_store::InfoErrorKind::NotFound =>
-                {
-                    Some(false)
-                }
-                Err(_) => None,
-            }
-        })
-    }
-
-    /// Does the index bucket hold master `hash`'s entry?
-    fn holds_manifest(&self, hash: &str) -> Option<bool> {
-        self.rt.block_on(async {
-            let kv = self.js.get_key_value("avatar_edge_index").await.ok()?;
-            kv.get(format!("m.{hash}")).await.ok().map(|v| v.is_some())
-        })
-    }
-
-    /// The index of the nats-server leading the index bucket's stream.
-    fn index_leader(&self) -> usize {
-        self.rt.block_on(async {
-            let mut s = self.js.get_stream("KV_avatar_edge_index").await.unwrap();
-            let info = s.info().await.unwrap();
-            let leader = info
-                .cluster
-                .as_ref()
-                .and_then(|c| c.leader.clone())
-                .unwrap();
-            leader.trim_start_matches("test-nats-").parse().unwrap()
-        })
-    }
 }
 
 fn delete(addr: SocketAddr, key: &str) -> u16 {

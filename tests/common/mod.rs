@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod inspector;
 pub mod varnish;
 
 pub const TOKEN: &str = "integration-token-0123456789";
