@@ -73,10 +73,12 @@ impl Replica {
         revision: u64,
         entry: Option<MasterEntry>,
     ) {
-        let reachable = entry
+        // A deletion was announced by the caller; a live entry naming no
+        // key (nor leased) is unreachable here from now on too.
+        if entry
             .as_ref()
-            .is_some_and(|e| e.phase != Phase::Deleting && named(e, now_ms()));
-        if !reachable {
+            .is_some_and(|e| e.phase != Phase::Deleting && !named(e, now_ms()))
+        {
             self.gone.push(hash);
         }
         self.unsalted |= entry.as_ref().is_some_and(|e| !e.manifest.salted);
@@ -192,6 +194,13 @@ mod tests {
             Some(entry(&m, Phase::Deleting, Some(none.clone()))),
         );
         assert!(r.deleting.contains(&m.hash) && held(&r) == 1);
+        assert_eq!(r.gone.pop(), Some(m.hash));
+        assert_eq!(
+            r.gone.pop(),
+            Some(m.hash),
+            "condemned, then deleting: once each"
+        );
+        assert!(r.gone.is_empty());
         r.apply_master(m.hash, 6, None);
         assert!(r.deleting.is_empty() && held(&r) == 0);
         assert!(r.unlisted_masters(10).is_empty());
