@@ -214,7 +214,8 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     assert_eq!(
         reads(),
         before + 3,
-        "32 look-ups at once, a., i. and the master's m. read once"
+        "32 look-ups at once, a., i. and the master's m. read once ({} unheld)",
+        metric(b, "avatar_edge_index_cold_unheld_total")
     );
     assert_eq!(answer(b, &md5), (200, Some(third.clone())));
     let content = |hash: &str| {

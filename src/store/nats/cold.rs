@@ -12,8 +12,9 @@ use std::sync::{Arc, MutexGuard};
 
 use futures_util::future::try_join_all;
 
-use super::keys::INDEX_BUCKET;
-use super::keys::{alias_key, identity_key, manifest_key, Held, MasterEntry, Phase, Stored};
+use super::keys::{
+    alias_key, identity_key, manifest_key, Held, MasterEntry, Phase, Stored, INDEX_BUCKET,
+};
 use super::replica::bounded::named;
 use super::replica::hot::{resolve, Hot, HotKey, Resolved, Value};
 use super::replica::masters::kept;
@@ -124,8 +125,13 @@ impl NatsStore {
         let ran = std::sync::atomic::AtomicBool::new(false);
         let shared = cell
             .get_or_init(|| async {
-                ran.store(true, Ordering::Relaxed);
                 let since = *self.inner.position.borrow();
+                // A read that ended between this look-up's miss and here
+                // left its value held: no second read.
+                if let Some(v) = self.hot().and_then(|mut hot| hot.get(&k).cloned()) {
+                    return Ok((since, v));
+                }
+                ran.store(true, Ordering::Relaxed);
                 let (revision, v) = self.read_hot(k).await?;
                 let held = self
                     .hot()
