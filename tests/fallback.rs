@@ -471,6 +471,10 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
     assert_eq!(r.status, 200);
     let base = format!("http://{}/avatar/", up.addr);
     let nats_args = ["--nats", urls.as_str(), "--nats-replicas", "1"];
+    // Issue 20: nodes two and three hold a bounded replica, where a
+    // fallback's master (named by its lease, listing no identity) is kept
+    // as its hash and lease only, and looked up through the hot set.
+    let bounded_args = [&nats_args[..], &["--nats-index-mb", "1"]].concat();
     let one = edge(
         &dir.path().join("one"),
         std::slice::from_ref(&base),
@@ -479,7 +483,7 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
     let two = edge(
         &dir.path().join("two"),
         std::slice::from_ref(&base),
-        &nats_args,
+        &bounded_args,
     );
     let before = upstream_identity_requests(&up);
 
@@ -511,11 +515,18 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
     // node started afterwards (no blob of it cached) renders a new size from
     // the object store's blobs.
     std::thread::sleep(std::time::Duration::from_secs(11));
-    let three = edge(&dir.path().join("three"), &[base], &nats_args);
+    let three = edge(&dir.path().join("three"), &[base], &bounded_args);
     let later = three.request("GET", &format!("/avatar/{known}.png?s=40"), &[], b"");
     assert_eq!(later.status, 200);
     assert_eq!(later.header("x-avatar-source"), Some("fallback"));
     assert_eq!(upstream_identity_requests(&up) - before, 2);
+    for node in [&two, &three] {
+        assert_eq!(
+            metric(node, "avatar_edge_replica_masters", ""),
+            1,
+            "its lease"
+        );
+    }
 }
 
 #[test]

@@ -476,7 +476,10 @@ impl Store for NatsStore {
         out.gauge(
             "avatar_edge_replica_masters",
             "Master entries in this node's replica (bounded: those a sweep must look at; the rest are looked up through the hot set).",
-            self.read_replica().masters.len() as u64,
+            {
+                let r = self.read_replica();
+                (r.masters.len() + r.unlisted.len()) as u64
+            },
         );
         if let Some(hot) = self.hot() {
             out.gauge(

@@ -58,6 +58,11 @@ pub(super) struct Replica {
     /// stay empty, `masters` holds only entries a sweep must look at, and a
     /// master is named when its `m.` entry lists a key (`bounded.rs`).
     pub(super) bounded: bool,
+    /// Bounded: salted masters `Live` and listing no key (the sweep's
+    /// candidates once unleased) → the lease's end (`held_until`, 0: none).
+    /// A fallback's master (issue 17) is one while its entry lives, so
+    /// they are kept as this pair, not as entries.
+    pub(super) unlisted: HashMap<ContentHash, u64>,
     /// Bounded: an entry written before salting was seen (`Manifest::salted`):
     /// a salted master's own blob may then be another master's rung.
     pub(super) unsalted: bool,

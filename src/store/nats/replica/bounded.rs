@@ -10,9 +10,11 @@
 //!   (an over-count) until a node holding the whole index has run it;
 //! - it holds no master entry a sweep need not look at: a master is looked
 //!   up through the hot set like an identity (`cold.rs`), and `masters`
-//!   keeps deletions and salted masters that are condemned or list no key.
-//!   Memory for masters is then the budget plus what is being collected,
-//!   not one entry per avatar stored.
+//!   keeps deletions and condemned salted masters; salted masters listing
+//!   no key are kept as their hash and lease only (`unlisted`: fallbacks'
+//!   masters, and candidates). Memory for masters is then the budget plus
+//!   what is being collected and ~64 B per such master, not one entry per
+//!   avatar stored.
 
 use super::Replica;
 use crate::model::ContentHash;
@@ -56,17 +58,30 @@ impl Replica {
     /// not hold is `Live` and listed (or was never stored: callers ask
     /// about stored masters), see [`Replica::hold_master`].
     pub(super) fn named_bounded(&self, hash: &ContentHash) -> bool {
+        if let Some(until) = self.unlisted.get(hash) {
+            return *until > now_ms();
+        }
         match self.masters.get(hash) {
             None => true,
             Some((_, e)) => e.as_ref().is_some_and(|e| named(e, now_ms())),
         }
     }
 
-    /// Keep the `m.<hash>` entry at `revision` (already `masters::kept`) only while
-    /// a sweep here must look at it: a deletion (binders wait for those
-    /// sharing a rung), or a salted master in another phase or listing no
-    /// key. Masters stored before salting are left to a node holding every
-    /// master (`gc::collect`), so only their deletions are kept.
+    /// Salted masters listing no key whose lease (if any) has ended.
+    pub(super) fn unleased(&self) -> impl Iterator<Item = &ContentHash> {
+        let now = now_ms();
+        self.unlisted
+            .iter()
+            .filter(move |(_, until)| **until <= now)
+            .map(|(h, _)| h)
+    }
+
+    /// Keep the `m.<hash>` entry at `revision` (already `masters::kept`)
+    /// only while a sweep here must look at it: a deletion (binders wait for
+    /// those sharing a rung), or a condemned salted master; of a salted
+    /// master listing no key, only its lease. Masters stored before salting
+    /// are left to a node holding every master (`gc::collect`), so only
+    /// their deletions are kept.
     pub(super) fn hold_master(
         &mut self,
         hash: ContentHash,
@@ -82,19 +97,21 @@ impl Replica {
             self.gone.push(hash);
         }
         self.unsalted |= entry.as_ref().is_some_and(|e| !e.manifest.salted);
-        let swept = |e: &MasterEntry| {
-            e.phase == Phase::Deleting
-                || (e.manifest.salted
-                    && (e.phase != Phase::Live || !(e.refs.is_none() || gc::listed(e))))
-        };
-        match entry.filter(swept) {
-            Some(e) => {
-                self.masters.insert(hash, (revision, Some(e)));
+        self.masters.remove(&hash);
+        self.unlisted.remove(&hash);
+        let Some(e) = entry else { return };
+        let salted = e.manifest.salted;
+        let listed = e.refs.is_none() || gc::listed(&e);
+        match e.phase {
+            Phase::Deleting => {}
+            Phase::Condemned if salted => {}
+            Phase::Live if salted && !listed => {
+                self.unlisted.insert(hash, e.held_until);
+                return;
             }
-            None => {
-                self.masters.remove(&hash);
-            }
+            _ => return,
         }
+        self.masters.insert(hash, (revision, Some(e)));
     }
 }
 
@@ -165,7 +182,7 @@ mod tests {
         let mut one = Refs::default();
         one.by.insert(key, 4);
         let none = Refs::default();
-        let held = |r: &Replica| r.masters.len();
+        let held = |r: &Replica| r.masters.len() + r.unlisted.len();
 
         // Listed: not held, named.
         r.apply_master(m.hash, 1, Some(entry(&m, Phase::Live, Some(one.clone()))));
@@ -174,9 +191,22 @@ mod tests {
         // Unlisted: held for the sweep, unreachable here at once.
         r.apply_master(m.hash, 2, Some(entry(&m, Phase::Live, Some(none.clone()))));
         assert_eq!(held(&r), 1);
+        assert!(r.masters.is_empty(), "as its hash and lease only");
         assert!(!r.referenced(&m.hash));
         assert_eq!(std::mem::take(&mut r.gone), vec![m.hash]);
         assert_eq!(r.sweep_candidates(), vec![m.hash]);
+        // A fallback's master: listing no key, named while its lease lasts.
+        let leased = |until| MasterEntry {
+            held_until: until,
+            ..entry(&m, Phase::Live, Some(none.clone()))
+        };
+        r.apply_master(m.hash, 3, Some(leased(now_ms() + 60_000)));
+        assert!(r.referenced(&m.hash) && r.sweep_candidates().is_empty());
+        assert!(r.gone.is_empty(), "still reachable");
+        r.apply_master(m.hash, 4, Some(leased(now_ms() - 1)));
+        assert!(!r.referenced(&m.hash));
+        assert_eq!(r.sweep_candidates(), vec![m.hash], "the lease ended");
+        r.gone.clear();
         // Listed again: let go.
         r.apply_master(m.hash, 3, Some(entry(&m, Phase::Live, Some(one.clone()))));
         assert_eq!(held(&r), 0);

@@ -105,6 +105,7 @@ impl Replica {
                     .is_some_and(|e| e.phase != Phase::Live || !self.referenced(h))
             })
             .map(|(h, _)| *h)
+            .chain(self.unleased().copied())
             .collect()
     }
 }
