@@ -484,10 +484,12 @@ impl NatsStore {
         revision: u64,
         entry: Option<MasterEntry>,
     ) {
+        // Stripped once, before the hot set's copy is made.
+        let entry = entry.map(masters::kept);
         if let Some(mut hot) = self.hot() {
             let v = entry
                 .clone()
-                .map_or(Value::Absent, |e| Value::Master(Box::new(masters::kept(e))));
+                .map_or(Value::Absent, |e| Value::Master(Box::new(e)));
             hot.applied(HotKey::Master(hash), revision, v);
         }
         let gone = {
