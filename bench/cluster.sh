@@ -26,7 +26,8 @@
 #     content (DISTINCT_SIDE px square, 16); every node's VmRSS after each
 #     step gives the replica's bytes per identity (second half: marginal, free
 #     of fixed costs) and per master; KV and object-store bytes from /jsz;
-#     node 3 restarted: time to ready, its RSS with a freshly loaded replica,
+#     node 3 restarted: time to ready (and, bounded, until its background
+#     read of master entries ends), its RSS with a freshly loaded replica,
 #     and what it read from NATS (/varz out_bytes, start-up prefetch included). Then look-ups, node 1 vs the
 #     embedded node (which gets EMBEDDED_IDENTITIES, default IDENTITIES, of
 #     the same shared-content identities), LOOKUP_ROUNDS (2) rounds of LOOKUPS
@@ -347,6 +348,12 @@ PY
       sleep 0.1
     done
     echo "ready_s $(python3 -c "print(round($(date +%s.%N) - $t0, 2))")"
+    # A bounded node reads the master entries after ready, in the background.
+    until [ "$(curl -fs "http://127.0.0.1:${AP[3]}/metrics" | awk '/^avatar_edge_replica_masters_loading / {print $2}')" = 0 ]; do
+      ((SECONDS < deadline)) || { echo "cluster.sh: restarted node 3 did not read its masters in 600 s" >&2; exit 1; }
+      sleep 0.1
+    done
+    echo "masters_read_s $(python3 -c "print(round($(date +%s.%N) - $t0, 2))")"
     # What the restart read from NATS, once it settles (the start-up prefetches run after ready).
     prev=$(nats_out)
     for _ in $(seq 60); do
@@ -415,8 +422,8 @@ print("whole replica per identity on shared content: %.0f B marginal (second hal
       % (pi, ", ".join("%.0f" % x for x in per_id), pa, n))
 print("replica per identity on its own content: %.0f B (nodes %s) -> per master %.0f B, including its rungs"
       " prefetched into the node's blob cache (bounded at 64 MiB) while that fills" % (po, ", ".join("%.0f" % x for x in per_own), pm))
-print("node 3 restarted: ready in %s s with %d identities; RSS %.1f MiB = start %.1f MiB + %.0f B per identity"
-      % (ready, fresh_total, mib(snap["restarted"][2]), mib(snap["start"][2]), fresh))
+print("node 3 restarted: ready in %s s with %d identities (master entries read by %s s); RSS %.1f MiB = start %.1f MiB + %.0f B per identity"
+      % (ready, fresh_total, dict(lines)["masters_read_s"], mib(snap["restarted"][2]), mib(snap["start"][2]), fresh))
 print("node 3 restarted: read %.1f MiB from NATS (index stream %.1f MiB, object store %.1f MiB per replica)"
       % (int(dict(lines)["restart_read"]) / 2**20, snap["restarted"][4] / 2**20, snap["restarted"][6] / 2**20))
 kvb = (snap["shared"][4] - snap["half"][4]) / (n - half)

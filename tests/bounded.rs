@@ -183,12 +183,16 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         "both nodes agree"
     );
 
-    // A restart reads masters and takedowns, not identities: ready at
-    // once, the identity read cold, its content served.
+    // A restart reads takedowns, then masters in the background, never
+    // identities: ready at once, the identity read cold, its content served.
     bounded.stop();
     let bounded = node("bounded", &["--nats-index-mb", "1"]);
     let b = bounded.addr;
     wait_ready(b);
+    eventually(Duration::from_secs(10), || {
+        (metric(b, "avatar_edge_replica_masters_loading") == 0).then_some(())
+    })
+    .expect("the masters' read ends");
     assert_eq!(
         metric(b, "avatar_edge_replica_lag_seconds_count"),
         0,
@@ -225,6 +229,9 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     };
     assert_eq!(content(&third), 200, "its master is known here");
     assert_eq!(content(&first), 404, "a master nobody names is not served");
+    // New content pinned here once the masters are read.
+    let fourth = upload(b, email, &png(6));
+    assert_eq!(answer(b, &md5), (200, Some(fourth.clone())));
 
     // NATS gone: a hash not held is the fault default, never cached and
     // counted; a held identity still answers from memory.
@@ -242,5 +249,5 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert!(metric(b, "avatar_edge_index_cold_read_errors_total") >= 1);
     assert!(metric(b, "avatar_edge_fault_defaults_total") >= 1);
-    assert_eq!(answer(b, &md5), (200, Some(third)));
+    assert_eq!(answer(b, &md5), (200, Some(fourth)));
 }

@@ -12,13 +12,11 @@ use std::sync::{Arc, MutexGuard};
 
 use futures_util::future::try_join_all;
 
-use super::keys::{
-    alias_key, identity_key, manifest_key, Held, MasterEntry, Phase, Stored, INDEX_BUCKET,
-};
+use super::keys::{alias_key, identity_key, manifest_key, Held, MasterEntry, Phase, Stored};
 use super::replica::bounded::named;
 use super::replica::hot::{resolve, Hot, HotKey, Resolved, Value};
 use super::replica::masters::kept;
-use super::{NatsStore, LOAD_STALL};
+use super::NatsStore;
 use crate::model::{ContentHash, IdentityHash};
 use crate::store::{now_ms, IdentityRecord, Manifest, StoreError};
 
@@ -231,54 +229,6 @@ impl NatsStore {
             }
         }
         Ok(out)
-    }
-
-    /// A bounded replica's start (issue 20): the last values of the keys it
-    /// holds whole (`m.` masters, `t.` takedowns), not the identities', so
-    /// the time to ready does not grow with them; the watch then starts
-    /// after `last`, the bucket's last sequence read before. Events up to
-    /// `last` are read from the stream on resume (`replay.rs`).
-    pub(super) async fn start_bounded(&self, last: u64) -> Result<(), StoreError> {
-        use async_nats::jetstream::stream::RawMessageErrorKind;
-        use futures_util::StreamExt;
-        for prefix in ["m", "t"] {
-            let filter = format!("$KV.{INDEX_BUCKET}.{prefix}.>");
-            match self
-                .inner
-                .stream
-                .get_first_raw_message_by_subject(&filter, 1)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => continue,
-                Err(e) => return Err(self.fail("index start")(e)),
-            }
-            let mut watch = self
-                .inner
-                .kv
-                .watch_with_history(format!("{prefix}.>"))
-                .await
-                .map_err(self.fail("index start"))?;
-            loop {
-                let next = tokio::time::timeout(LOAD_STALL, watch.next()).await;
-                let e = match next {
-                    Ok(Some(Ok(e))) => e,
-                    Ok(Some(Err(e))) => return Err(self.fail("index start")(e)),
-                    Ok(None) | Err(_) => {
-                        return Err(StoreError::Unavailable(format!(
-                            "loading the `{prefix}.` keys stalled"
-                        )))
-                    }
-                };
-                self.apply_entry(&e);
-                if e.delta == 0 {
-                    break;
-                }
-            }
-        }
-        self.write_replica().starts_at(last);
-        self.inner.position.send_replace(last);
-        Ok(())
     }
 
     /// The primaries of every `i.` key whose last value passes `keep`: one

@@ -496,6 +496,12 @@ impl NatsStore {
     /// Collect `hash` if nothing names it (see the module doc). `Ok` also
     /// when it was left alone.
     pub(super) async fn collect(&self, hash: ContentHash) -> Result<(), StoreError> {
+        if self.read_replica().loading.is_some() {
+            // A bounded start still reading masters (`start.rs`) cannot tell
+            // what `hash` shares; the replica holds it as unlisted (from that
+            // read or the watch), for the sweep.
+            return Ok(());
+        }
         let key = manifest_key(&hash);
         let (seq, current) = self.read_master(&hash).await?;
         if self.inner.hot.is_some() && current.as_ref().is_some_and(|e| !e.manifest.salted) {

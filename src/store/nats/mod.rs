@@ -68,6 +68,7 @@ mod objects;
 mod queue;
 mod replay;
 mod replica;
+mod start;
 mod subscriptions;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -480,6 +481,11 @@ impl Store for NatsStore {
                 let r = self.read_replica();
                 (r.masters.len() + r.unlisted.len()) as u64
             },
+        );
+        out.gauge(
+            "avatar_edge_replica_masters_loading",
+            "1 while a bounded node's start still reads every master entry in the background (sweeps and pins wait).",
+            u64::from(self.read_replica().loading.is_some()),
         );
         if let Some(hot) = self.hot() {
             out.gauge(

@@ -66,6 +66,10 @@ pub(super) struct Replica {
     /// Bounded: an entry written before salting was seen (`Manifest::salted`):
     /// a salted master's own blob may then be another master's rung.
     pub(super) unsalted: bool,
+    /// Bounded: `Some` while the start's read of every `m.` entry runs
+    /// (`start.rs`): master → the highest revision applied since by the
+    /// watch or a commit, which that read's older values do not undo.
+    pub(super) loading: Option<HashMap<ContentHash, u64>>,
     /// Bounded: revisions this node's commits announced before the watch
     /// reached them (the watch then announces nothing).
     announced: BTreeSet<u64>,
@@ -122,6 +126,15 @@ impl Replica {
         revision: u64,
         entry: Option<MasterEntry>,
     ) {
+        if let Some(seen) = self.loading.as_mut() {
+            let at = seen.entry(hash).or_default();
+            *at = (*at).max(revision);
+        }
+        self.put_master(hash, revision, entry);
+    }
+
+    /// [`Replica::apply_master`] without noting the revision for a load.
+    fn put_master(&mut self, hash: ContentHash, revision: u64, entry: Option<MasterEntry>) {
         if self
             .masters
             .get(&hash)
@@ -502,7 +515,7 @@ impl NatsStore {
 
     /// Tell the service (`Store::on_content_gone`) which masters stopped
     /// being reachable here, so it drops their cached manifests and variants.
-    fn content_gone(&self, gone: Vec<ContentHash>) {
+    pub(super) fn content_gone(&self, gone: Vec<ContentHash>) {
         if let Some(f) = self.inner.gone.get() {
             for h in gone {
                 f(h);

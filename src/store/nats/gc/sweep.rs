@@ -40,7 +40,9 @@ impl NatsStore {
             };
             first = false;
             tokio::time::sleep(wait + Duration::from_millis(u64::from(r[0]) * 20)).await;
-            if self.index_stale() {
+            // A bounded replica's start may still be reading the masters
+            // (`start.rs`): what to look at is not known yet.
+            if self.index_stale() || self.read_replica().loading.is_some() {
                 continue;
             }
             let candidates = self.read_replica().sweep_candidates();

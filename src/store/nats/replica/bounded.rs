@@ -39,6 +39,35 @@ impl Replica {
         self.watched = self.watched.max(last);
     }
 
+    /// The start's read of every `m.` entry begins (`start.rs`): from here
+    /// until [`Replica::loaded`], what the watch and commits apply wins over
+    /// what that read brings.
+    pub(in crate::store::nats) fn loading(&mut self) {
+        self.loading = Some(Default::default());
+    }
+
+    /// The `m.<hash>` entry at `revision` as the start's read found it:
+    /// applied unless the watch or a commit applied it at that revision or
+    /// a later one meanwhile.
+    pub(in crate::store::nats) fn load_master(
+        &mut self,
+        hash: ContentHash,
+        revision: u64,
+        entry: Option<MasterEntry>,
+    ) {
+        let newer = self.loading.as_ref().and_then(|seen| seen.get(&hash));
+        if newer.is_some_and(|at| *at >= revision) {
+            return;
+        }
+        self.put_master(hash, revision, entry);
+    }
+
+    /// The start's read of every `m.` entry ended: deletions, condemned and
+    /// unlisted masters, and whether any master predates salting are known.
+    pub(in crate::store::nats) fn loaded(&mut self) {
+        self.loading = None;
+    }
+
     /// Is identity revision `revision` applied here for the first time?
     /// The watch delivers each revision once, in order; a commit of this
     /// node may apply its own before the watch reaches it.
@@ -130,6 +159,86 @@ mod tests {
     use crate::store::{Manifest, RungRef};
     use std::collections::HashSet;
 
+    /// A master `[hash; 32]` with a rung per blob `[b; 32]`.
+    fn manifest(hash: u8, blobs: &[u8], salted: bool) -> Manifest {
+        Manifest {
+            hash: ContentHash([hash; 32]),
+            has_alpha: false,
+            source_format: "png".into(),
+            rungs: blobs
+                .iter()
+                .map(|b| RungRef {
+                    side: 64,
+                    blob: ContentHash([*b; 32]),
+                    len: 1,
+                })
+                .collect(),
+            compression: None,
+            animation: None,
+            salted,
+        }
+    }
+
+    fn entry(m: &Manifest, phase: Phase, refs: Option<Refs>) -> MasterEntry {
+        MasterEntry {
+            manifest: m.clone(),
+            phase,
+            at: 0,
+            generation: 1,
+            held_until: 0,
+            refs,
+        }
+    }
+
+    /// A listing of one key.
+    fn listing() -> Refs {
+        let mut one = Refs::default();
+        one.by
+            .insert(stored("a@example.org", 1, 1).record.primary(), 4);
+        one
+    }
+
+    #[test]
+    fn the_start_read_of_masters_never_undoes_what_the_watch_applied() {
+        let mut r = Replica::bounded(10);
+        r.loading();
+        let m = manifest(3, &[3, 4, 5], true);
+        // Until the read ends: pins wait, a collection keeps the own blob.
+        assert!(r.shares_a_deletion(&m));
+        assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
+        // The watch listed `m` at 10; the read brings it unlisted at 5.
+        r.apply_master(m.hash, 10, Some(entry(&m, Phase::Live, Some(listing()))));
+        r.load_master(
+            m.hash,
+            5,
+            Some(entry(&m, Phase::Live, Some(Refs::default()))),
+        );
+        assert!(r.unlisted.is_empty() && r.referenced(&m.hash));
+        // A deletion begun before the start, of a master stored before
+        // salting that shares rung 4: held.
+        let old = manifest(9, &[9, 4], false);
+        r.load_master(old.hash, 3, Some(entry(&old, Phase::Deleting, None)));
+        assert!(r.deleting.contains(&old.hash));
+        // One whose end the watch applied before the read got to it: not.
+        let ended = manifest(7, &[7, 3], false);
+        r.apply_master(ended.hash, 12, None);
+        r.load_master(ended.hash, 4, Some(entry(&ended, Phase::Deleting, None)));
+        assert!(!r.deleting.contains(&ended.hash));
+        // A salted master unlisted at start: the sweep's.
+        let idle = manifest(6, &[6, 8], true);
+        r.load_master(
+            idle.hash,
+            2,
+            Some(entry(&idle, Phase::Live, Some(Refs::default()))),
+        );
+        r.loaded();
+        assert!(r.shares_a_deletion(&m), "`old` lists rung 4");
+        r.apply_master(old.hash, 13, None);
+        assert!(!r.shares_a_deletion(&m));
+        assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]), "unsalted seen");
+        assert_eq!(r.sweep_candidates(), vec![idle.hash]);
+    }
+
     #[test]
     fn each_revision_is_announced_once_whoever_applies_it_first() {
         let mut r = Replica::bounded(10);
@@ -155,33 +264,8 @@ mod tests {
     #[test]
     fn only_masters_a_sweep_must_look_at_are_held() {
         let mut r = Replica::bounded(10);
-        let m = Manifest {
-            hash: ContentHash([3; 32]),
-            has_alpha: false,
-            source_format: "png".into(),
-            rungs: [3, 4, 5]
-                .map(|b| RungRef {
-                    side: 64,
-                    blob: ContentHash([b; 32]),
-                    len: 1,
-                })
-                .to_vec(),
-            compression: None,
-            animation: None,
-            salted: true,
-        };
-        let entry = |m: &Manifest, phase, refs: Option<Refs>| MasterEntry {
-            manifest: m.clone(),
-            phase,
-            at: 0,
-            generation: 1,
-            held_until: 0,
-            refs,
-        };
-        let key = stored("a@example.org", 1, 1).record.primary();
-        let mut one = Refs::default();
-        one.by.insert(key, 4);
-        let none = Refs::default();
+        let m = manifest(3, &[3, 4, 5], true);
+        let (one, none) = (listing(), Refs::default());
         let held = |r: &Replica| r.masters.len() + r.unlisted.len();
 
         // Listed: not held, named.
@@ -240,18 +324,7 @@ mod tests {
         // Masters stored before salting: left to a node holding every
         // master (not held unless being deleted), and once one is seen a
         // salted master's own blob may be one of its rungs.
-        let old = Manifest {
-            hash: ContentHash([9; 32]),
-            salted: false,
-            rungs: [9, 3]
-                .map(|b| RungRef {
-                    side: 64,
-                    blob: ContentHash([b; 32]),
-                    len: 1,
-                })
-                .to_vec(),
-            ..m.clone()
-        };
+        let old = manifest(9, &[9, 3], false);
         r.apply_master(
             old.hash,
             7,

@@ -21,8 +21,13 @@ pub(in crate::store::nats) fn kept(mut e: MasterEntry) -> MasterEntry {
 }
 
 impl Replica {
-    /// Is a rung of `m` also a rung of another master being deleted?
+    /// Is a rung of `m` also a rung of another master being deleted? While
+    /// a bounded replica's start still reads the masters, it cannot tell
+    /// (a deletion may have begun before the start): yes.
     pub(in crate::store::nats) fn shares_a_deletion(&self, m: &Manifest) -> bool {
+        if self.loading.is_some() {
+            return true;
+        }
         self.deleting.iter().any(|d| {
             *d != m.hash
                 && self.masters.get(d).is_some_and(|(_, e)| {
@@ -40,7 +45,10 @@ impl Replica {
     /// salting was seen. It collects no other (`gc::collect`): all kept.
     pub(in crate::store::nats) fn shared_rungs(&self, m: &Manifest) -> HashSet<ContentHash> {
         if self.bounded {
-            return match (m.salted, self.unsalted) {
+            // Until the start's read ends, a master stored before salting
+            // may exist unseen.
+            let unsalted = self.unsalted || self.loading.is_some();
+            return match (m.salted, unsalted) {
                 (true, false) => HashSet::new(),
                 (true, true) => HashSet::from([m.hash]),
                 (false, _) => m.rungs.iter().map(|r| r.blob).collect(),
