@@ -672,6 +672,9 @@ fn a_node_started_before_its_nats_cluster_has_a_quorum_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::configure(dir.path(), 3);
     nats.spawn(0);
+    // Listening, so the node finds a server (one it cannot reach at all is
+    // an error at start, `unreachable_nats_at_start_is_an_error_naming_the_url`).
+    nats.wait_listening(0);
     let first = format!("nats://127.0.0.1:{}", nats.client_ports[0]);
     let data = dir.path().join("n1");
     let node = std::thread::spawn(move || {

@@ -487,6 +487,16 @@ impl NatsCluster {
         self.procs[i] = Some(child);
     }
 
+    /// Wait until server `i` accepts client connections (bounded: 30 s);
+    /// without a quorum it never becomes healthy, but it listens.
+    pub fn wait_listening(&self, i: usize) {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.client_ports[i]).into();
+        eventually(Duration::from_secs(30), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+        })
+        .unwrap_or_else(|| panic!("nats-server {i} did not listen on {addr} in 30 s"));
+    }
+
     /// Wait until server `i`'s `/healthz` answers 200 (JetStream current).
     pub fn wait_healthy(&self, i: usize) {
         let addr: SocketAddr = ([127, 0, 0, 1], self.monitor_ports[i]).into();
