@@ -19,6 +19,12 @@
 #     uploads/s, p99 <= 100 ms, no 503. WRITE_REPLACE=1: each writer keeps
 #     one identity and replaces its avatar (every write unbinds a master:
 #     the unlisting and collection path).
+# (f) binds of one content (issue 20): SAME_WRITERS (36) writers for
+#     WRITE_DUR s over the three nodes, each upload a new identity; rounds
+#     alternate distinct images / one image for all (WRITE_ROUNDS each).
+#     Every bind pins its master's m. entry by compare-and-set, so one
+#     image is a hot key (an adoption wave of one default); the peer is the
+#     distinct round of the same run. Prints p50 / p99 / max and 503s.
 # (e) replica memory and look-ups (issue 20): imports IDENTITIES (100,000)
 #     identities through the public API (IMPORT_CONCURRENCY concurrent PUTs
 #     over the three nodes, 503s retried), in two halves on 16 shared
@@ -55,7 +61,7 @@
 # node of the same run (print `uptime` with them); memory figures hold under
 # load.
 #
-#   bench/cluster.sh                         # all sections: a b d e c
+#   bench/cluster.sh                         # all sections: a b d f e c
 #   CHANGES=50 DUR=5 bench/cluster.sh
 #   SECTIONS="d e" IDENTITIES=200000 bench/cluster.sh
 #   AVATAR_EDGE_BIN=/path/to/avatar-edge SECTIONS=d bench/cluster.sh   # no build
@@ -63,7 +69,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CHANGES=${CHANGES:-200}
 DUR=${DUR:-10}
-SECTIONS=" ${SECTIONS:-a b d e c} "
+SECTIONS=" ${SECTIONS:-a b d f e c} "
 WRITERS=${WRITERS:-12}
 WRITE_DUR=${WRITE_DUR:-10}
 WRITE_ROUNDS=${WRITE_ROUNDS:-2}
@@ -264,6 +270,31 @@ print("writes medians: cluster %.0f uploads/s (p50 %.2f, p99 %.2f ms, 503s %d) v
       % (c, med("p50_ms", "cluster"), med("p99_ms", "cluster"),
          sum(r["s503"] for r in rows if r["name"].startswith("cluster")),
          e, med("p50_ms", "embedded"), med("p99_ms", "embedded"), c / e, ", ".join("%.2f" % x for x in ratios)))
+PY
+fi
+
+# --- (f) binds of one content (issue 20): distinct / same, alternating.
+if section f; then
+  echo "running (f) binds of one content: ${SAME_WRITERS:-36} writers, ${WRITE_DUR} s, $WRITE_ROUNDS rounds distinct / same ..." >&2
+  : >"$work/same.jsonl"
+  for r in $(seq 1 "$WRITE_ROUNDS"); do
+    for kind in distinct same; do
+      timeout "$((${WRITE_DUR%.*} + 60))" "${CLIENT[@]}" writes --ports "${AP[1]},${AP[2]},${AP[3]}" --token "$TOKEN" \
+        --tag "$kind$r" --writers "${SAME_WRITERS:-36}" --duration "$WRITE_DUR" \
+        $([ "$kind" = same ] && echo --same) >>"$work/same.jsonl"
+    done
+  done
+  python3 - "$work/same.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for r in rows:
+    print("binds %-10s %7.0f uploads/s  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  503s %d  other %d %s"
+          % (r["name"], r["per_s"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["s503"], r["other"], " ".join(r["example"])))
+med = lambda k, kind: statistics.median(r[k] for r in rows if r["name"].startswith(kind))
+print("binds medians: one content p99 %.1f ms, max %.1f ms, %.0f uploads/s vs distinct p99 %.1f ms, max %.1f ms, %.0f uploads/s"
+      " (p99 ratio %.2f)" % (med("p99_ms", "same"), med("max_ms", "same"), med("per_s", "same"),
+                             med("p99_ms", "distinct"), med("max_ms", "distinct"), med("per_s", "distinct"),
+                             med("p99_ms", "same") / med("p99_ms", "distinct")))
 PY
 fi
 

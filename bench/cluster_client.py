@@ -5,7 +5,8 @@ memory and look-ups (stdlib only: asyncio + raw HTTP/1.1 and raw NATS).
            distinct identities, writer i on port i % len(ports); prints one
            JSON line: uploads/s, p50/p99 of acknowledged uploads, 503s, other
            failures. With --replace each writer keeps one identity and
-           replaces its avatar every time (each upload unbinds a master).
+           replaces its avatar every time (each upload unbinds a master);
+           with --same every upload is one image (binds of one master).
   import   COUNT identities (emails PREFIX<i>@example.org, i from START) on
            CONTENTS shared images (0: each identity its own image), C at a
            time spread over the ports; a 503 is retried (and counted).
@@ -67,14 +68,14 @@ async def writes(a):
     auth = {"Authorization": f"Bearer {a.token}"}
     lat, counts, bad = [], {}, []
     stop_at = time.perf_counter() + a.duration
+    same = png(f"{a.tag}/same")
 
     async def writer(n):
         conn = Conn(ports[n % len(ports)])
         j = 0
         while time.perf_counter() < stop_at:
             j += 1
-            seed = f"{a.tag}/{n}/{j}"
-            body = png(seed)
+            body = same if a.same else png(f"{a.tag}/{n}/{j}")
             t = time.perf_counter()
             try:
                 slot = 0 if a.replace else j
@@ -101,6 +102,7 @@ async def writes(a):
     print(json.dumps({
         "name": a.tag, "uploads": len(lat), "per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
+        "max_ms": round(max(lat, default=0) * 1e3, 2),
         "s503": counts.get(503, 0), "other": sum(v for k, v in counts.items() if k not in (200, 503)),
         "example": bad[:3],
     }), flush=True)
@@ -238,6 +240,7 @@ def main():
     p.add_argument("--writers", type=int, default=12)
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--replace", action="store_true")
+    p.add_argument("--same", action="store_true", help="one image for every upload")
     p = sub.add_parser("import")
     p.add_argument("--ports", required=True)
     p.add_argument("--token", required=True)

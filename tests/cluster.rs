@@ -662,6 +662,63 @@ fn concurrent_writers_on_one_identity_through_two_nodes() {
     }
 }
 
+/// Binds of one content at once (an adoption wave of one default), through
+/// two nodes: every upload is acknowledged, and the master's entry lists
+/// every identity key. A node writes its pins of one master in batches
+/// (`gc/pins.rs`): no pin of a batch may go unlisted.
+#[test]
+fn binds_of_one_content_at_once_are_each_listed() {
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 1);
+    let urls = nats.urls();
+    let node = |name: &str| {
+        let args = ["--nats", urls.as_str(), "--render-threads", "2"];
+        Server::start(&dir.path().join(name), &args, Some(TOKEN))
+    };
+    let (n1, n2) = (node("n1"), node("n2"));
+    let _dump = DumpLogsOnPanic(vec![&n1, &n2]);
+    wait_ready(&[n1.addr, n2.addr]);
+    const BINDS: usize = 24;
+    let email = |i: usize| format!("wave{i}@example.org");
+    let body = png(6100);
+    let results = race(
+        (0..BINDS)
+            .map(|i| ([n1.addr, n2.addr][i % 2], email(i), body.clone()))
+            .collect(),
+    );
+    let hashes: std::collections::HashSet<String> = results
+        .iter()
+        .map(|r| r.as_ref().expect("every bind acknowledged").0.clone())
+        .collect();
+    assert_eq!(hashes.len(), 1, "one content");
+    let hash = hashes.into_iter().next().unwrap();
+    let (_, entry) = Inspector::connect(&urls).master_entry(&hash).unwrap();
+    let mut listed: Vec<String> = entry["refs"]["by"]
+        .as_object()
+        .unwrap_or_else(|| panic!("a listing: {entry}"))
+        .keys()
+        .cloned()
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = (0..BINDS).map(|i| md5_hex(&email(i))).collect();
+    want.sort();
+    assert_eq!(listed, want, "every identity key listed");
+    // By its pin: none had to pin again after writing its record (the
+    // check that would repair a pin listed without its key).
+    for n in [&n1, &n2] {
+        let again: Vec<String> = n
+            .drain_log()
+            .into_iter()
+            .filter(|l| l.contains("pinning again"))
+            .collect();
+        assert!(again.is_empty(), "{again:#?}");
+    }
+    for i in 0..BINDS {
+        assert!(serves(n2.addr, &md5_hex(&email(i)), 32, &hash).is_some());
+    }
+}
+
 /// Nodes and NATS servers started together (a compose file, a reboot): a
 /// node whose NATS has no quorum yet (one of three servers up, so no
 /// JetStream meta leader and nowhere to place R3 buckets) waits, logging each

@@ -297,29 +297,9 @@ impl NatsStore {
         keys: &[(IdentityHash, u64)],
         ensured: &mut Option<u64>,
     ) -> Result<u64, StoreError> {
-        let key = manifest_key(&manifest.hash);
         let started = Instant::now();
-        let generation = loop {
-            let (seq, current) = self.read_master(&manifest.hash).await?;
-            let pinned = pin(current.as_ref(), seq, manifest, now_ms(), keys);
-            if let Some(mut entry) = pinned {
-                entry.held_until = entry.held_until.max(hold);
-                if let Some(rev) = self.write_if(&key, seq, Some(entry.encode()?)).await? {
-                    self.apply_master(manifest.hash, rev, Some(entry.clone()));
-                    // Deletions of masters sharing a rung, sequenced before
-                    // the pin, are in the replica from here on.
-                    self.wait_position(rev).await?;
-                    break entry.generation;
-                }
-            }
-            if started.elapsed() > PIN_WAIT {
-                return Err(StoreError::Unavailable(format!(
-                    "master {} is being collected; retry",
-                    manifest.hash
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        // With this node's other pins of the same master (`pins.rs`).
+        let generation = self.pin_batched(manifest, keys, hold).await?;
         if *ensured == Some(generation) {
             return Ok(generation);
         }
@@ -347,6 +327,45 @@ impl NatsStore {
         }
         *ensured = Some(generation);
         Ok(generation)
+    }
+
+    /// The pin's write (one batch of `pins.rs`): `manifest`'s entry listing
+    /// `keys`, with lease `hold`, by compare-and-set, tried again while it
+    /// loses a race or a deletion is in progress, up to [`PIN_WAIT`]; once
+    /// written, applied here. Returns the generation pinned.
+    pub(super) async fn pin_write(
+        &self,
+        manifest: &Manifest,
+        keys: &[(IdentityHash, u64)],
+        hold: u64,
+    ) -> Result<u64, StoreError> {
+        let key = manifest_key(&manifest.hash);
+        let started = Instant::now();
+        loop {
+            let (seq, current) = self.read_master(&manifest.hash).await?;
+            let pinned = pin(current.as_ref(), seq, manifest, now_ms(), keys);
+            if let Some(mut entry) = pinned {
+                entry.held_until = entry.held_until.max(hold);
+                if let Some(rev) = self.write_if(&key, seq, Some(entry.encode()?)).await? {
+                    self.apply_master(manifest.hash, rev, Some(entry.clone()));
+                    // Deletions of masters sharing a rung, sequenced before
+                    // the pin, are in the replica from here on.
+                    self.wait_position(rev).await?;
+                    return Ok(entry.generation);
+                }
+            }
+            if started.elapsed() > PIN_WAIT {
+                return Err(StoreError::Unavailable(format!(
+                    "master {} is being collected; retry",
+                    manifest.hash
+                )));
+            }
+            // Jittered, so pins of other nodes that lost together do not
+            // meet again.
+            let mut r = [0u8; 1];
+            let _ = getrandom::fill(&mut r);
+            tokio::time::sleep(Duration::from_millis(25 + u64::from(r[0]) / 5)).await;
+        }
     }
 
     /// After the writes naming it under `keys`: hold the pin, re-pinning
@@ -561,6 +580,7 @@ impl NatsStore {
     }
 }
 
+pub(super) mod pins;
 mod sweep;
 
 #[cfg(test)]

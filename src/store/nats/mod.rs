@@ -142,6 +142,8 @@ struct Inner {
     /// Issue 20, `--nats-index-mb`: the identities this node looked up
     /// (`None`: the replica holds every identity).
     hot: Option<std::sync::Mutex<replica::hot::Hot>>,
+    /// Pins being written, one batch per master at a time (`gc/pins.rs`).
+    pins: gc::pins::Pins,
     /// Cold reads in flight, one per key: concurrent look-ups share it.
     reading: std::sync::Mutex<std::collections::HashMap<replica::hot::HotKey, cold::Reading>>,
     stats: Stats,
@@ -218,6 +220,7 @@ impl NatsStore {
                 hot: (opts.index_bytes > 0)
                     .then(|| std::sync::Mutex::new(replica::hot::Hot::new(opts.index_bytes))),
                 reading: Default::default(),
+                pins: Default::default(),
                 stats: Stats {
                     reconnects,
                     ..Default::default()
