@@ -70,6 +70,8 @@ pub(super) struct Replica {
     /// (`start.rs`): master → the highest revision applied since by the
     /// watch or a commit, which that read's older values do not undo.
     pub(super) loading: Option<HashMap<ContentHash, u64>>,
+    /// Bounded: when that read began (ms since the epoch).
+    pub(super) loading_since: u64,
     /// Bounded: revisions this node's commits announced before the watch
     /// reached them (the watch then announces nothing).
     announced: BTreeSet<u64>,

@@ -8,14 +8,16 @@
 //! - a sweep, and a collection (`gc::collect` leaves it to the sweep): the
 //!   masters to look at, and whether one predates salting, are not known;
 //! - a pin (`gc::pin_master`): a deletion begun before the start may share
-//!   a rung with the master pinned ([`Replica::shares_a_deletion`] says
-//!   yes until then, so a pin waits, and answers `Unavailable` past its
-//!   wait).
+//!   a rung with the master pinned (`Replica::shares_a_deletion` says
+//!   yes until then, or until a lease (30 s) after the start, when such a
+//!   deletion has stopped deleting; a pin waits, and answers `Unavailable`
+//!   past its wait). So new content waits at most ~30 s after a restart,
+//!   however many masters there are.
 //!
 //! The watch starts after `last`, the bucket's last sequence read first;
 //! it and this node's commits apply changes while the masters are read,
 //! and an older value that read brings is not applied over them
-//! ([`Replica::load_master`]). Events up to `last` are read from the
+//! (`Replica::load_master`). Events up to `last` are read from the
 //! stream on resume (`replay.rs`).
 
 use std::time::{Duration, Instant};

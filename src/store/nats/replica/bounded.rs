@@ -44,6 +44,7 @@ impl Replica {
     /// what that read brings.
     pub(in crate::store::nats) fn loading(&mut self) {
         self.loading = Some(Default::default());
+        self.loading_since = now_ms();
     }
 
     /// The `m.<hash>` entry at `revision` as the start's read found it:
@@ -203,9 +204,16 @@ mod tests {
         let mut r = Replica::bounded(10);
         r.loading();
         let m = manifest(3, &[3, 4, 5], true);
-        // Until the read ends: pins wait, a collection keeps the own blob.
+        // Until the read ends: a collection keeps the own blob, and pins
+        // wait — for a lease's time at most (a deletion begun before the
+        // start has stopped deleting by then).
         assert!(r.shares_a_deletion(&m));
         assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
+        let since = r.loading_since;
+        r.loading_since = since - gc::LEASE_MS;
+        assert!(!r.shares_a_deletion(&m));
+        assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
+        r.loading_since = since;
         // The watch listed `m` at 10; the read brings it unlisted at 5.
         r.apply_master(m.hash, 10, Some(entry(&m, Phase::Live, Some(listing()))));
         r.load_master(

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::Replica;
 use crate::model::{ContentHash, IdentityHash};
+use crate::store::nats::gc::LEASE_MS;
 use crate::store::nats::keys::{MasterEntry, Phase};
-use crate::store::Manifest;
+use crate::store::{now_ms, Manifest};
 
 /// A master entry as a replica keeps it: listings are read at the leader
 /// when they matter, so a replica needs only whether there is one (saves a
@@ -22,10 +23,13 @@ pub(in crate::store::nats) fn kept(mut e: MasterEntry) -> MasterEntry {
 
 impl Replica {
     /// Is a rung of `m` also a rung of another master being deleted? While
-    /// a bounded replica's start still reads the masters, it cannot tell
-    /// (a deletion may have begun before the start): yes.
+    /// a bounded replica's start still reads the masters, a deletion begun
+    /// before the start may be unknown here: yes, until [`LEASE_MS`] after
+    /// the start. By then such a deletion has stopped deleting blobs — the
+    /// collector's takeover rule assumes the same of a deleter — and any
+    /// later one (a takeover) is a new `Deleting` write the watch brings.
     pub(in crate::store::nats) fn shares_a_deletion(&self, m: &Manifest) -> bool {
-        if self.loading.is_some() {
+        if self.loading.is_some() && now_ms() < self.loading_since.saturating_add(LEASE_MS) {
             return true;
         }
         self.deleting.iter().any(|d| {
