@@ -47,17 +47,21 @@ fn next_batch(queue: &mut VecDeque<Waiting>) -> Vec<Waiting> {
     same
 }
 
-/// Removes a master's queue when its leader ends, by return or by panic
-/// (its queued pins then get an error instead of waiting for ever).
+/// Removes a master's queue if its leader ends before emptying it (a
+/// panic): its queued pins then get an error instead of waiting for ever,
+/// and the next pin leads.
 struct Leading<'a> {
     pins: &'a Pins,
     hash: ContentHash,
+    done: bool,
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-        pins.remove(&self.hash);
+        if !self.done {
+            let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+            pins.remove(&self.hash);
+        }
     }
 }
 
@@ -104,23 +108,25 @@ impl NatsStore {
 
     /// Write `hash`'s queued pins, a batch at a time, until none is left.
     async fn lead_pins(self, hash: ContentHash) {
-        let _leading = Leading {
+        let mut leading = Leading {
             pins: &self.inner.pins,
             hash,
+            done: false,
         };
         loop {
             let batch = {
                 let mut pins = self.pins();
-                match pins.get_mut(&hash) {
-                    Some(queue) => next_batch(queue),
-                    None => Vec::new(),
+                let batch = pins.get_mut(&hash).map(next_batch).unwrap_or_default();
+                if batch.is_empty() {
+                    // Under the lock pins queue by: one asked from here on
+                    // leads a new batch, none is left behind.
+                    pins.remove(&hash);
+                    leading.done = true;
+                    return;
                 }
+                batch
             };
-            let Some(first) = batch.first() else {
-                // Removed under the lock that queues: a pin asked from here
-                // on leads a new batch.
-                return;
-            };
+            let first = &batch[0];
             let keys: Vec<(IdentityHash, u64)> =
                 batch.iter().flat_map(|w| w.keys.iter().copied()).collect();
             let hold = batch.iter().map(|w| w.hold).max().unwrap_or(0);
