@@ -379,8 +379,10 @@ PY
       sleep 0.1
     done
     echo "ready_s $(python3 -c "print(round($(date +%s.%N) - $t0, 2))")"
-    # A bounded node reads the master entries after ready, in the background.
-    until [ "$(curl -fs "http://127.0.0.1:${AP[3]}/metrics" | awk '/^avatar_edge_replica_masters_loading / {print $2}')" = 0 ]; do
+    # A bounded node reads the master entries after ready, in the background
+    # (a release without the gauge read them before ready).
+    until loading=$(curl -fs "http://127.0.0.1:${AP[3]}/metrics" | awk '/^avatar_edge_replica_masters_loading / {print $2}') \
+        && [ "${loading:-0}" = 0 ]; do
       ((SECONDS < deadline)) || { echo "cluster.sh: restarted node 3 did not read its masters in 600 s" >&2; exit 1; }
       sleep 0.1
     done
