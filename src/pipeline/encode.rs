@@ -4,8 +4,7 @@
 //! Invariants: nothing but pixels is ever written — no EXIF, ICC, XMP or text
 //! chunks (we always re-encode from pixels). PNG uses fast compression and
 //! keeps alpha; JPEG (quality 85, `jpeg-encoder` with SIMD, optimized Huffman
-//! tables, progressive from [`PROGRESSIVE_FROM`] px) flattens alpha onto
-//! white; WebP is lossy (libwebp, alpha kept) or lossless (image-webp, byte-
+//! tables, baseline at every size) flattens alpha onto white; WebP is lossy (libwebp, alpha kept) or lossless (image-webp, byte-
 //! for-byte what it always was) as the master's [`Compression`] says; AVIF is
 //! in `avif`. Rungs are QOI: lossless, byte-deterministic, and decoded in
 //! microseconds at avatar sizes. `decode_rung` reads bytes *we* stored, so
@@ -21,10 +20,14 @@ use super::{Compression, Encoding, Layout, OutputFormat, PipelineError, Pixels};
 /// JPEG quality for variants.
 pub const JPEG_QUALITY: u8 = 85;
 
-/// Smallest side written as progressive JPEG: from here on progressive is
-/// smaller than baseline for every photo of `bench/bytes.sh` (below it the
-/// extra scan headers cost more than they save).
-pub const PROGRESSIVE_FROM: u32 = 256;
+/// Whether JPEG variants are progressive: no. `jpeg-encoder`'s progressive
+/// mode is spectral selection only (no successive approximation): with
+/// optimized Huffman tables, baseline's output was smaller for every photo
+/// of the corpus at 256 px (by 3–14 %) and 512 px (4–30 %, median 6 %),
+/// and faster to encode at 512 px (1.44 vs 1.68 ms): BENCHMARKS.md, issue
+/// 19, twenty-first session.
+/// Avatars are small enough that progressive display buys nothing.
+const PROGRESSIVE: bool = false;
 
 /// libwebp's effort (0 fastest … 6 smallest). Its default, 4, cost ~2.3 ms
 /// of CPU for a cold 128 px render against a 2 ms budget; 2 takes about half
@@ -146,7 +149,7 @@ pub fn encode(
             return with_out_scratch(|buf| {
                 let mut enc = jpeg_encoder::Encoder::new(buf, JPEG_QUALITY);
                 enc.set_optimized_huffman_tables(true);
-                enc.set_progressive(px.width.min(px.height) >= PROGRESSIVE_FROM);
+                enc.set_progressive(PROGRESSIVE);
                 enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
                     .map_err(PipelineError::from_encode)
             });
@@ -495,18 +498,55 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_is_progressive_from_256_px() {
-        // SOF2 (progressive) vs SOF0 (baseline) markers.
+    fn jpeg_is_baseline_at_every_size() {
+        // SOF0 (baseline) and never SOF2 (progressive).
         let has = |b: &[u8], m: u8| b.windows(2).any(|w| w == [0xFF, m]);
-        for (side, progressive) in [(64, false), (255, false), (256, true), (300, true)] {
+        for side in [1, 64, 255, 256, 300, 512] {
             let j = encode(
                 &gradient(side, side, Layout::Rgb8),
                 OutputFormat::Jpeg,
                 Encoding::LOSSY,
             )
             .unwrap();
-            assert_eq!(has(&j, 0xC2), progressive, "{side}");
-            assert_eq!(has(&j, 0xC0), !progressive, "{side}");
+            assert!(has(&j, 0xC0), "{side}");
+            assert!(!has(&j, 0xC2), "{side}");
+        }
+    }
+
+    #[test]
+    fn baseline_jpeg_is_smaller_than_progressive_for_a_photo() {
+        // Why `PROGRESSIVE` is false: a photo's rung, encoded both ways with
+        // the tables optimized, as variants are.
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/photo_retina_baseline_1024.jpg"
+        ))
+        .unwrap();
+        let n = super::super::normalize(&bytes, None, &super::super::Limits::default()).unwrap();
+        for rung in n.ladder.iter().filter(|r| r.side == 256 || r.side == 512) {
+            let px = decode_rung(&rung.bytes).unwrap();
+            let size = |progressive: bool| {
+                let mut out = Vec::new();
+                let mut enc = jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY);
+                enc.set_optimized_huffman_tables(true);
+                enc.set_progressive(progressive);
+                enc.encode(
+                    &px.data,
+                    px.width as u16,
+                    px.height as u16,
+                    jpeg_encoder::ColorType::Rgb,
+                )
+                .unwrap();
+                out.len()
+            };
+            let (baseline, progressive) = (size(false), size(true));
+            assert!(
+                baseline < progressive,
+                "{}: {baseline} vs {progressive}",
+                rung.side
+            );
+            let ours = encode(&px, OutputFormat::Jpeg, Encoding::LOSSY).unwrap();
+            assert_eq!(ours.len(), baseline, "{}", rung.side);
         }
     }
 
