@@ -515,7 +515,7 @@ impl NatsStore {
     /// Collect `hash` if nothing names it (see the module doc). `Ok` also
     /// when it was left alone.
     pub(super) async fn collect(&self, hash: ContentHash) -> Result<(), StoreError> {
-        if self.read_replica().loading.is_some() {
+        if !self.read_replica().masters_known() {
             // A bounded start still reading masters (`start.rs`) cannot tell
             // what `hash` shares; the replica holds it as unlisted (from that
             // read or the watch), for the sweep.

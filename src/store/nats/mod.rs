@@ -488,7 +488,7 @@ impl Store for NatsStore {
         out.gauge(
             "avatar_edge_replica_masters_loading",
             "1 while a bounded node's start still reads every master entry in the background (sweeps and pins wait).",
-            u64::from(self.read_replica().loading.is_some()),
+            u64::from(!self.read_replica().masters_known()),
         );
         if let Some(hot) = self.hot() {
             out.gauge(

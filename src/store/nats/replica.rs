@@ -67,11 +67,8 @@ pub(super) struct Replica {
     /// a salted master's own blob may then be another master's rung.
     pub(super) unsalted: bool,
     /// Bounded: `Some` while the start's read of every `m.` entry runs
-    /// (`start.rs`): master → the highest revision applied since by the
-    /// watch or a commit, which that read's older values do not undo.
-    pub(super) loading: Option<HashMap<ContentHash, u64>>,
-    /// Bounded: when that read began (ms since the epoch).
-    pub(super) loading_since: u64,
+    /// (`start.rs`, [`Replica::masters_known`]).
+    pub(super) loading: Option<bounded::Loading>,
     /// Bounded: revisions this node's commits announced before the watch
     /// reached them (the watch then announces nothing).
     announced: BTreeSet<u64>,
@@ -128,9 +125,8 @@ impl Replica {
         revision: u64,
         entry: Option<MasterEntry>,
     ) {
-        if let Some(seen) = self.loading.as_mut() {
-            let at = seen.entry(hash).or_default();
-            *at = (*at).max(revision);
+        if let Some(loading) = self.loading.as_mut() {
+            loading.applied(hash, revision);
         }
         self.put_master(hash, revision, entry);
     }
@@ -531,11 +527,14 @@ impl NatsStore {
             // A lift is a delete: both matter here.
             return self.apply_takedown(key, hash, revision, put.then_some(value));
         }
+        if let Some(Key::Manifest(hash)) = Key::parse(key) {
+            if let Some(entry) = master_value(key, put, value) {
+                self.apply_master(hash, revision, entry);
+            }
+            return;
+        }
         if !put {
             // Only master entries are ever deleted (once their blobs are gone).
-            if let Some(Key::Manifest(hash)) = Key::parse(key) {
-                self.apply_master(hash, revision, None);
-            }
             return;
         }
         match Key::parse(key) {
@@ -579,12 +578,24 @@ impl NatsStore {
                 },
                 None => tracing::error!(key = %key, "corrupt alias entry"),
             },
-            Some(Key::Manifest(hash)) => match MasterEntry::decode(value) {
-                Ok(m) => self.apply_master(hash, revision, Some(m)),
-                Err(err) => tracing::error!(key = %key, error = %err, "corrupt manifest"),
-            },
-            Some(Key::Probe) | Some(Key::Takedown(_)) => {}
+            Some(Key::Probe) | Some(Key::Takedown(_)) | Some(Key::Manifest(_)) => {}
             None => tracing::warn!(key = %key, "unknown key in the index bucket"),
+        }
+    }
+}
+
+/// The value a change of master entry `key` stores: `Some(None)` for a
+/// delete, `None` when the value is corrupt (logged). The watch's and the
+/// start's read of masters (`start.rs`) decode alike.
+pub(super) fn master_value(key: &str, put: bool, value: &[u8]) -> Option<Option<MasterEntry>> {
+    if !put {
+        return Some(None);
+    }
+    match MasterEntry::decode(value) {
+        Ok(m) => Some(Some(m)),
+        Err(err) => {
+            tracing::error!(key = %key, error = %err, "corrupt manifest");
+            None
         }
     }
 }

@@ -26,7 +26,7 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
 
-use super::keys::{Key, MasterEntry, INDEX_BUCKET};
+use super::keys::{Key, INDEX_BUCKET};
 use super::{NatsStore, LOAD_STALL};
 use crate::store::StoreError;
 
@@ -81,14 +81,9 @@ impl NatsStore {
         let Some(Key::Manifest(hash)) = Key::parse(&e.key) else {
             return;
         };
-        let entry = match e.operation {
-            Operation::Put => match MasterEntry::decode(&e.value) {
-                Ok(m) => Some(super::replica::masters::kept(m)),
-                Err(err) => {
-                    return tracing::error!(key = %e.key, error = %err, "corrupt manifest");
-                }
-            },
-            _ => None,
+        let put = e.operation == Operation::Put;
+        let Some(entry) = super::replica::master_value(&e.key, put, &e.value) else {
+            return;
         };
         let gone = {
             let mut r = self.write_replica();

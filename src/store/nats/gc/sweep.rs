@@ -42,7 +42,7 @@ impl NatsStore {
             tokio::time::sleep(wait + Duration::from_millis(u64::from(r[0]) * 20)).await;
             // A bounded replica's start may still be reading the masters
             // (`start.rs`): what to look at is not known yet.
-            if self.index_stale() || self.read_replica().loading.is_some() {
+            if self.index_stale() || !self.read_replica().masters_known() {
                 continue;
             }
             let candidates = self.read_replica().sweep_candidates();

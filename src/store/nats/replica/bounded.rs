@@ -16,11 +16,31 @@
 //!   what is being collected and ~64 B per such master, not one entry per
 //!   avatar stored.
 
+use std::collections::HashMap;
+
 use super::Replica;
 use crate::model::ContentHash;
 use crate::store::nats::gc;
 use crate::store::nats::keys::{MasterEntry, Phase};
 use crate::store::now_ms;
+
+/// The start's read of every `m.` entry, while it runs (`start.rs`).
+#[derive(Debug)]
+pub(in crate::store::nats) struct Loading {
+    /// When it began (ms since the epoch).
+    pub(in crate::store::nats) since: u64,
+    /// Master → the highest revision the watch or a commit applied since,
+    /// which the read's older values do not undo.
+    seen: HashMap<ContentHash, u64>,
+}
+
+impl Loading {
+    /// The watch or a commit applied `hash` at `revision`.
+    pub(super) fn applied(&mut self, hash: ContentHash, revision: u64) {
+        let at = self.seen.entry(hash).or_default();
+        *at = (*at).max(revision);
+    }
+}
 
 impl Replica {
     /// A replica holding only the hot set (see the module doc).
@@ -43,8 +63,19 @@ impl Replica {
     /// until [`Replica::loaded`], what the watch and commits apply wins over
     /// what that read brings.
     pub(in crate::store::nats) fn loading(&mut self) {
-        self.loading = Some(Default::default());
-        self.loading_since = now_ms();
+        self.loading = Some(Loading {
+            since: now_ms(),
+            seen: HashMap::new(),
+        });
+    }
+
+    /// Are the masters known — the sweep's candidates, the deletions in
+    /// progress, whether any master predates salting? Not while the start's
+    /// read of every `m.` entry runs: then the sweep waits, `gc::collect`
+    /// leaves a master to it, and `shared_rungs` assumes an unsalted master
+    /// may exist. Always on a whole-index replica.
+    pub(in crate::store::nats) fn masters_known(&self) -> bool {
+        self.loading.is_none()
     }
 
     /// The `m.<hash>` entry at `revision` as the start's read found it:
@@ -56,7 +87,7 @@ impl Replica {
         revision: u64,
         entry: Option<MasterEntry>,
     ) {
-        let newer = self.loading.as_ref().and_then(|seen| seen.get(&hash));
+        let newer = self.loading.as_ref().and_then(|l| l.seen.get(&hash));
         if newer.is_some_and(|at| *at >= revision) {
             return;
         }
@@ -209,11 +240,10 @@ mod tests {
         // start has stopped deleting by then).
         assert!(r.shares_a_deletion(&m));
         assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
-        let since = r.loading_since;
-        r.loading_since = since - gc::LEASE_MS;
+        r.loading.as_mut().unwrap().since -= gc::LEASE_MS;
         assert!(!r.shares_a_deletion(&m));
         assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
-        r.loading_since = since;
+        r.loading.as_mut().unwrap().since += gc::LEASE_MS;
         // The watch listed `m` at 10; the read brings it unlisted at 5.
         r.apply_master(m.hash, 10, Some(entry(&m, Phase::Live, Some(listing()))));
         r.load_master(

@@ -29,7 +29,8 @@ impl Replica {
     /// collector's takeover rule assumes the same of a deleter — and any
     /// later one (a takeover) is a new `Deleting` write the watch brings.
     pub(in crate::store::nats) fn shares_a_deletion(&self, m: &Manifest) -> bool {
-        if self.loading.is_some() && now_ms() < self.loading_since.saturating_add(LEASE_MS) {
+        let started = self.loading.as_ref().map(|l| l.since);
+        if started.is_some_and(|since| now_ms() < since.saturating_add(LEASE_MS)) {
             return true;
         }
         self.deleting.iter().any(|d| {
@@ -51,7 +52,7 @@ impl Replica {
         if self.bounded {
             // Until the start's read ends, a master stored before salting
             // may exist unseen.
-            let unsalted = self.unsalted || self.loading.is_some();
+            let unsalted = self.unsalted || !self.masters_known();
             return match (m.salted, unsalted) {
                 (true, false) => HashSet::new(),
                 (true, true) => HashSet::from([m.hash]),
