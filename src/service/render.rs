@@ -25,12 +25,23 @@ use crate::store::Manifest;
 /// where the two thread wake-ups cost a fifth of the request. Measured A-B-A-B
 /// (`bench/compare.sh`, same binary): cold 128 px p50 over HTTP 0.571 / 0.436
 /// ms handed off against 0.461 / 0.354 ms here; 32 px 0.323 / 0.272 against
-/// 0.276 / 0.215 ms; renders/s at `-c4` +18 %. Larger renders (256 px: 0.4 ms
-/// and more) would hold up the other connections of that thread: they hand
-/// off. So do WebP and AVIF at every size ([`renders_here`]).
+/// 0.276 / 0.215 ms; renders/s at `-c4` +18 %. Larger PNG renders hold up
+/// the other connections of that thread: they hand off, and so do WebP and
+/// AVIF at every size ([`renders_here`]). JPEG goes further
+/// ([`JPEG_RENDER_HERE_BYTES`]).
 /// With local blobs the job also reads the rung (from the page cache); other
 /// stores fetch it first (the NATS store from its blob cache, usually).
 pub const RENDER_HERE_BYTES: u64 = 512 << 10;
+
+/// [`RENDER_HERE_BYTES`] for JPEG: up to 256 px from the 256 px rung (a
+/// baseline encode of ~0.3 ms). Measured (issue 19, twenty-first session,
+/// one binary with the two limits, alternating): cold 256 px p50 over HTTP
+/// 0.757 / 0.800 / 0.806 ms handed off against 0.712 / 0.752 / 0.691 ms
+/// here; hits on a cached 128 px JPEG (`wrk -c16`) beside a stream of cold
+/// 256 px renders: p99 4.81 / 4.13 ms handed off, 3.47 / 3.15 ms here, max
+/// 16.3 / 11.3 against 9.4 / 8.4 ms — the hand-off's two wake-ups cost the
+/// other connections more than the render's time on their thread.
+pub const JPEG_RENDER_HERE_BYTES: u64 = 1 << 20;
 
 /// Does a still render of `format` with working memory `cost` run on the
 /// request's thread? Only JPEG and PNG are fast enough at any size: a cold
@@ -38,7 +49,11 @@ pub const RENDER_HERE_BYTES: u64 = 512 << 10;
 /// the request's thread stalled every other connection that thread serves
 /// (hit p99 under a stream of cold AVIF renders, BENCHMARKS.md).
 pub fn renders_here(format: OutputFormat, cost: u64) -> bool {
-    matches!(format, OutputFormat::Jpeg | OutputFormat::Png) && cost <= RENDER_HERE_BYTES
+    match format {
+        OutputFormat::Jpeg => cost <= JPEG_RENDER_HERE_BYTES,
+        OutputFormat::Png => cost <= RENDER_HERE_BYTES,
+        _ => false,
+    }
 }
 
 /// What a variant is made from. Content-derived only (see module doc).
@@ -454,7 +469,7 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use super::{renders_here, RENDER_HERE_BYTES};
+    use super::{renders_here, JPEG_RENDER_HERE_BYTES};
     use crate::model::OutputFormat;
     use crate::pipeline;
     use crate::store::Manifest;
@@ -466,13 +481,17 @@ mod tests {
         let cases = [
             (OutputFormat::Jpeg, cost(256, 128), true),
             (OutputFormat::Png, cost(128, 32), true),
-            (OutputFormat::Jpeg, cost(256, 256), false),
+            (OutputFormat::Jpeg, cost(256, 256), true),
+            (OutputFormat::Png, cost(256, 256), false),
+            (OutputFormat::Png, cost(256, 128), true),
+            (OutputFormat::Jpeg, cost(512, 256), false),
+            (OutputFormat::Jpeg, cost(512, 512), false),
             (OutputFormat::Webp, cost(64, 32), false),
             (OutputFormat::Avif, cost(64, 32), false),
             (OutputFormat::Gif, cost(64, 32), false),
         ];
         for (format, cost, here) in cases {
-            assert!(cost <= 4 * RENDER_HERE_BYTES, "{format:?}");
+            assert!(cost <= 4 * JPEG_RENDER_HERE_BYTES, "{format:?}");
             assert_eq!(renders_here(format, cost), here, "{format:?} at {cost} B");
         }
     }
