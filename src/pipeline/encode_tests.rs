@@ -1,0 +1,301 @@
+//! Tests of `encode.rs` (its own file: the module would pass the 600-line
+//! limit with them, `tests/tidy.rs`).
+
+use super::*;
+
+/// A `w`×`h` image whose pixel at (x, y) is `pixel(x, y)` (RGBA; the
+/// alpha is dropped for `Rgb8`).
+fn image(w: u32, h: u32, layout: Layout, mut pixel: impl FnMut(u32, u32) -> [u8; 4]) -> Pixels {
+    let mut data = Vec::with_capacity(w as usize * h as usize * channels(layout));
+    for y in 0..h {
+        for x in 0..w {
+            data.extend_from_slice(&pixel(x, y)[..channels(layout)]);
+        }
+    }
+    Pixels {
+        width: w,
+        height: h,
+        layout,
+        data,
+    }
+}
+
+fn gradient(w: u32, h: u32, layout: Layout) -> Pixels {
+    image(w, h, layout, |x, y| {
+        [(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8, 200]
+    })
+}
+
+#[test]
+fn flatten_table() {
+    let cases: &[([u8; 4], [u8; 3])] = &[
+        ([10, 20, 30, 255], [10, 20, 30]),
+        ([10, 20, 30, 0], [255, 255, 255]),
+        ([0, 0, 0, 128], [127, 127, 127]),
+        ([255, 0, 255, 51], [255, 204, 255]),
+    ];
+    for (i, o) in cases {
+        assert_eq!(flatten_on_white(i), o.to_vec(), "{i:?}");
+    }
+}
+
+#[test]
+fn rung_roundtrip_is_lossless_and_deterministic() {
+    for layout in [Layout::Rgb8, Layout::Rgba8] {
+        let p = gradient(33, 33, layout);
+        let a = encode_rung(&p).unwrap();
+        assert_eq!(a, encode_rung(&p).unwrap());
+        assert_eq!(decode_rung(&a).unwrap(), p);
+    }
+}
+
+/// Pixels QOI cannot compress: a photograph's fine detail, at worst.
+fn noise(w: u32, h: u32, layout: Layout) -> Pixels {
+    let mut seed = 0x9e37_79b9_u32;
+    image(w, h, layout, |_, _| {
+        [0; 4].map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        })
+    })
+}
+
+/// Flat art: a few solid colours, which QOI stores as runs.
+fn flat(w: u32, h: u32, layout: Layout) -> Pixels {
+    let colours = [[230u8, 57, 70, 255], [29, 53, 87, 255], [241, 250, 238, 0]];
+    image(w, h, layout, |x, y| {
+        colours[((x / 16 + y / 16) % 3) as usize]
+    })
+}
+
+#[test]
+fn rung_storage_table() {
+    // (pixels, expected storage): uncompressed only for small rungs QOI
+    // cannot shrink by 60 %.
+    let cases: &[(Pixels, bool)] = &[
+        (noise(64, 64, Layout::Rgb8), true),
+        (noise(256, 256, Layout::Rgba8), true),
+        (noise(257, 257, Layout::Rgb8), false),
+        (flat(64, 64, Layout::Rgb8), false),
+        (flat(256, 256, Layout::Rgba8), false),
+        (flat(300, 300, Layout::Rgb8), false),
+        // QOI's 22 bytes of header and end marker outweigh one pixel.
+        (flat(1, 1, Layout::Rgb8), true),
+    ];
+    for (px, raw) in cases {
+        let bytes = encode_rung(px).unwrap();
+        assert_eq!(
+            bytes.starts_with(RAW_MAGIC),
+            *raw,
+            "{}px {:?}",
+            px.width,
+            px.layout
+        );
+        assert_eq!(bytes.starts_with(b"qoif"), !*raw);
+        assert_eq!(&decode_rung(&bytes).unwrap(), px);
+    }
+}
+
+#[test]
+fn corrupt_raw_rungs_are_internal_errors() {
+    let good = encode_rung(&noise(16, 16, Layout::Rgb8)).unwrap();
+    assert!(good.starts_with(RAW_MAGIC));
+    let with = |at: usize, v: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + v.len()].copy_from_slice(v);
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("magic only", RAW_MAGIC.to_vec()),
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("trailing byte", [good.clone(), vec![0]].concat()),
+        ("zero width", with(4, &0u32.to_be_bytes())),
+        ("huge side", with(8, &100_000u32.to_be_bytes())),
+        ("five channels", with(12, &[5])),
+        (
+            "width x height overflows the bytes",
+            with(4, &16_384u32.to_be_bytes()),
+        ),
+    ];
+    for (why, c) in cases {
+        let e = decode_rung(&c).unwrap_err();
+        assert!(!e.is_client_error(), "{why}: {e:?}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_rung_round_trips(w in 1u32..48, h in 1u32..48, alpha: bool, smooth: bool) {
+        let layout = if alpha { Layout::Rgba8 } else { Layout::Rgb8 };
+        let px = if smooth { gradient(w, h, layout) } else { noise(w, h, layout) };
+        let bytes = encode_rung(&px).unwrap();
+        proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
+    }
+}
+
+#[test]
+fn corrupt_rungs_are_internal_errors() {
+    let good = encode_rung(&gradient(8, 8, Layout::Rgb8)).unwrap();
+    let mut huge = good.clone();
+    huge[4..8].copy_from_slice(&100_000u32.to_be_bytes());
+    let cases: Vec<Vec<u8>> = vec![
+        vec![],
+        b"qoif".to_vec(),
+        good[..20].to_vec(),
+        huge,
+        b"\x89PNG\r\n\x1a\n".to_vec(),
+    ];
+    for c in cases {
+        let e = decode_rung(&c).unwrap_err();
+        assert!(!e.is_client_error(), "{e:?}");
+    }
+}
+
+#[test]
+fn every_format_round_trips_its_size() {
+    for layout in [Layout::Rgb8, Layout::Rgba8] {
+        let p = gradient(17, 17, layout);
+        for f in [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp] {
+            let bytes = encode(&p, f, Encoding::LOSSY).unwrap();
+            let img = image::load_from_memory(&bytes).unwrap();
+            assert_eq!((img.width(), img.height()), (17, 17), "{f:?}");
+            let keeps_alpha = layout == Layout::Rgba8 && f != OutputFormat::Jpeg;
+            assert_eq!(img.color().has_alpha(), keeps_alpha, "{f:?} {layout:?}");
+        }
+    }
+}
+
+#[test]
+fn jpeg_is_baseline_at_every_size() {
+    // SOF0 (baseline) and never SOF2 (progressive).
+    let has = |b: &[u8], m: u8| b.windows(2).any(|w| w == [0xFF, m]);
+    for side in [1, 64, 255, 256, 300, 512] {
+        let j = encode(
+            &gradient(side, side, Layout::Rgb8),
+            OutputFormat::Jpeg,
+            Encoding::LOSSY,
+        )
+        .unwrap();
+        assert!(has(&j, 0xC0), "{side}");
+        assert!(!has(&j, 0xC2), "{side}");
+    }
+}
+
+#[test]
+fn baseline_jpeg_is_smaller_than_progressive_for_a_photo() {
+    // Why `PROGRESSIVE` is false: a photo's rung, encoded both ways with
+    // the tables optimized, as variants are.
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/photo_retina_baseline_1024.jpg"
+    ))
+    .unwrap();
+    let n = super::super::normalize(&bytes, None, &super::super::Limits::default()).unwrap();
+    for rung in n.ladder.iter().filter(|r| r.side == 256 || r.side == 512) {
+        let px = decode_rung(&rung.bytes).unwrap();
+        let size = |progressive: bool| {
+            let mut out = Vec::new();
+            let mut enc = jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY);
+            enc.set_optimized_huffman_tables(true);
+            enc.set_progressive(progressive);
+            enc.encode(
+                &px.data,
+                px.width as u16,
+                px.height as u16,
+                jpeg_encoder::ColorType::Rgb,
+            )
+            .unwrap();
+            out.len()
+        };
+        let (baseline, progressive) = (size(false), size(true));
+        assert!(
+            baseline < progressive,
+            "{}: {baseline} vs {progressive}",
+            rung.side
+        );
+        let ours = encode(&px, OutputFormat::Jpeg, Encoding::LOSSY).unwrap();
+        assert_eq!(ours.len(), baseline, "{}", rung.side);
+    }
+}
+
+#[test]
+fn lossy_webp_is_vp8_and_keeps_alpha() {
+    for layout in [Layout::Rgb8, Layout::Rgba8] {
+        let p = gradient(40, 24, layout);
+        let b = encode(&p, OutputFormat::Webp, Encoding::LOSSY).unwrap();
+        assert!(b.windows(4).any(|w| w == b"VP8 "), "{layout:?}");
+        let img = image::load_from_memory(&b).unwrap();
+        assert_eq!((img.width(), img.height()), (40, 24));
+        assert_eq!(img.color().has_alpha(), layout == Layout::Rgba8);
+        let lossless = encode(&p, OutputFormat::Webp, Encoding::LOSSLESS).unwrap();
+        assert!(lossless.windows(4).any(|w| w == b"VP8L"), "{layout:?}");
+        // Same pixels, same bytes.
+        assert_eq!(b, encode(&p, OutputFormat::Webp, Encoding::LOSSY).unwrap());
+    }
+}
+
+#[test]
+fn lossless_formats_are_exact() {
+    let p = gradient(20, 20, Layout::Rgba8);
+    for f in [OutputFormat::Png, OutputFormat::Webp] {
+        let img = image::load_from_memory(&encode(&p, f, Encoding::LOSSLESS).unwrap()).unwrap();
+        assert_eq!(img.into_rgba8().into_raw(), p.data, "{f:?}");
+    }
+}
+
+#[test]
+fn qualities_outside_1_to_100_are_internal_errors() {
+    let p = gradient(8, 8, Layout::Rgb8);
+    let cases = [
+        (0, 60, OutputFormat::Webp),
+        (101, 60, OutputFormat::Webp),
+        (80, 0, OutputFormat::Avif),
+        (80, 255, OutputFormat::Avif),
+    ];
+    for (webp, avif, f) in cases {
+        let e = Encoding {
+            compression: Compression::Lossy,
+            quality: super::super::Quality { webp, avif },
+        };
+        let err = encode(&p, f, e).unwrap_err();
+        assert!(
+            !err.is_client_error() && err.to_string().contains("quality"),
+            "{err}"
+        );
+        // Only the format whose quality is wrong fails.
+        assert!(encode(&p, OutputFormat::Png, e).is_ok());
+    }
+}
+
+#[test]
+fn bad_buffers_are_refused() {
+    let mut p = gradient(4, 4, Layout::Rgb8);
+    p.data.truncate(10);
+    assert!(matches!(
+        encode(&p, OutputFormat::Png, Encoding::LOSSY),
+        Err(PipelineError::Internal(_))
+    ));
+    let z = Pixels {
+        width: 0,
+        height: 0,
+        layout: Layout::Rgb8,
+        data: vec![],
+    };
+    for f in [
+        OutputFormat::Png,
+        OutputFormat::Jpeg,
+        OutputFormat::Webp,
+        OutputFormat::Avif,
+    ] {
+        for e in [Encoding::LOSSY, Encoding::LOSSLESS] {
+            assert!(
+                matches!(encode(&z, f, e), Err(PipelineError::Internal(_))),
+                "{f:?} {e:?}"
+            );
+            assert!(
+                matches!(encode(&p, f, e), Err(PipelineError::Internal(_))),
+                "{f:?} {e:?}"
+            );
+        }
+    }
+}
