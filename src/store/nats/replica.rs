@@ -523,21 +523,24 @@ impl NatsStore {
 
     /// Apply one bucket message (from the watch or a catch-up read).
     fn apply(&self, key: &str, revision: u64, value: &[u8], put: bool) {
-        if let Some(Key::Takedown(hash)) = Key::parse(key) {
+        let parsed = Key::parse(key);
+        match parsed {
             // A lift is a delete: both matter here.
-            return self.apply_takedown(key, hash, revision, put.then_some(value));
-        }
-        if let Some(Key::Manifest(hash)) = Key::parse(key) {
-            if let Some(entry) = master_value(key, put, value) {
-                self.apply_master(hash, revision, entry);
+            Some(Key::Takedown(hash)) => {
+                return self.apply_takedown(key, hash, revision, put.then_some(value))
             }
-            return;
+            // Deleted once their blobs are gone.
+            Some(Key::Manifest(hash)) => {
+                if let Some(entry) = masters::decode_change(key, put, value) {
+                    self.apply_master(hash, revision, entry);
+                }
+                return;
+            }
+            // Nothing else is ever deleted.
+            _ if !put => return,
+            _ => {}
         }
-        if !put {
-            // Only master entries are ever deleted (once their blobs are gone).
-            return;
-        }
-        match Key::parse(key) {
+        match parsed {
             Some(Key::Identity(primary)) => match Stored::decode(value) {
                 Ok(stored) => {
                     if let Some(ev) = self.apply_identity(primary, revision, stored, true) {
@@ -580,22 +583,6 @@ impl NatsStore {
             },
             Some(Key::Probe) | Some(Key::Takedown(_)) | Some(Key::Manifest(_)) => {}
             None => tracing::warn!(key = %key, "unknown key in the index bucket"),
-        }
-    }
-}
-
-/// The value a change of master entry `key` stores: `Some(None)` for a
-/// delete, `None` when the value is corrupt (logged). The watch's and the
-/// start's read of masters (`start.rs`) decode alike.
-pub(super) fn master_value(key: &str, put: bool, value: &[u8]) -> Option<Option<MasterEntry>> {
-    if !put {
-        return Some(None);
-    }
-    match MasterEntry::decode(value) {
-        Ok(m) => Some(Some(m)),
-        Err(err) => {
-            tracing::error!(key = %key, error = %err, "corrupt manifest");
-            None
         }
     }
 }

@@ -82,7 +82,7 @@ impl NatsStore {
             return;
         };
         let put = e.operation == Operation::Put;
-        let Some(entry) = super::replica::master_value(&e.key, put, &e.value) else {
+        let Some(entry) = super::replica::masters::decode_change(&e.key, put, &e.value) else {
             return;
         };
         let gone = {

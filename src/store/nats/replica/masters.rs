@@ -122,3 +122,23 @@ impl Replica {
             .collect()
     }
 }
+
+/// The value a change of master entry `key` stores: `Some(None)` for a
+/// delete, `None` when the value is corrupt (logged). The watch's and the
+/// start's read of masters (`start.rs`) decode alike.
+pub(in crate::store::nats) fn decode_change(
+    key: &str,
+    put: bool,
+    value: &[u8],
+) -> Option<Option<MasterEntry>> {
+    if !put {
+        return Some(None);
+    }
+    match MasterEntry::decode(value) {
+        Ok(m) => Some(Some(m)),
+        Err(err) => {
+            tracing::error!(key = %key, error = %err, "corrupt manifest");
+            None
+        }
+    }
+}
