@@ -25,7 +25,6 @@ use crate::store::nats::keys::{MasterEntry, Phase};
 use crate::store::now_ms;
 
 /// The start's read of every `m.` entry, while it runs (`start.rs`).
-#[derive(Debug)]
 pub(in crate::store::nats) struct Loading {
     /// When it began (ms since the epoch).
     pub(in crate::store::nats) since: u64,
