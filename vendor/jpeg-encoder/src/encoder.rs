@@ -1307,11 +1307,22 @@ pub(crate) trait Operations {
     /// gathered value at a time).
     #[inline(always)]
     fn quantize_block(block: &AlignedBlock, q_block: &mut AlignedBlock, table: &QuantizationTable) {
-        let mut natural = [0i16; 64];
-        table.quantize_all(&block.data, &mut natural);
-        for i in 0..64 {
-            q_block.data[i] = natural[ZIGZAG[i] as usize & 0x3f];
-        }
+        quantize_block(block, q_block, table);
+    }
+}
+
+/// The body of [`Operations::quantize_block`], shared with the AVX2
+/// operations, which compile it with AVX2 enabled (avatar-edge fork).
+#[inline(always)]
+pub(crate) fn quantize_block(
+    block: &AlignedBlock,
+    q_block: &mut AlignedBlock,
+    table: &QuantizationTable,
+) {
+    let mut natural = [0i16; 64];
+    table.quantize_all(&block.data, &mut natural);
+    for i in 0..64 {
+        q_block.data[i] = natural[ZIGZAG[i] as usize & 0x3f];
     }
 }
 
