@@ -120,15 +120,16 @@ mod tests {
     /// Each zig-zag position is filled from exactly one place.
     #[test]
     fn masks_cover_each_position_once() {
-        for k in 0..8 {
-            for byte in 0..16 {
-                let sources = (0..8).filter(|&r| MASKS[k][r][byte] >= 0).count();
-                assert_eq!(sources, 1, "row {k}, byte {byte}");
+        for (k, masks) in MASKS.iter().enumerate() {
+            let mut sources = [0usize; 16];
+            for (r, mask) in masks.iter().enumerate() {
+                for (byte, &b) in mask.iter().enumerate() {
+                    sources[byte] += usize::from(b >= 0);
+                }
+                let used = mask.iter().any(|&b| b >= 0);
+                assert_eq!(used, USES[k] & (1 << r) != 0, "row {k}, input row {r}");
             }
-            for r in 0..8 {
-                let used = MASKS[k][r].iter().any(|&b| b >= 0);
-                assert_eq!(used, USES[k] & (1 << r) != 0);
-            }
+            assert!(sources.iter().all(|&n| n == 1), "row {k}: {sources:?}");
         }
     }
 }
