@@ -95,6 +95,11 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
     wait_ready(w);
     wait_ready(b);
     let reads = || metric(b, "avatar_edge_index_cold_reads_total");
+    // A new bucket is marked as holding only salted, listed masters.
+    assert_eq!(
+        kv.format_marker().as_deref(),
+        Some("salted rungs, listed entries")
+    );
 
     // An unknown hash: its alias entry and record read together, once; the
     // absence is then held.

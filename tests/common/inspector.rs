@@ -87,6 +87,8 @@ impl Inspector {
     }
 
     /// Make master `hash`'s entry look written before salted rungs.
+    /// The bucket then is one an earlier version wrote: its format marker
+    /// (`v.format`, which says no such master exists) goes too.
     pub fn unsalt(&self, hash: &str) {
         let (rev, mut v) = self.master_entry(hash).unwrap();
         v.as_object_mut().unwrap().remove("salted");
@@ -94,6 +96,16 @@ impl Inspector {
             let kv = self.js.get_key_value("avatar_edge_index").await.unwrap();
             let body = serde_json::to_vec(&v).unwrap().into();
             kv.update(format!("m.{hash}"), body, rev).await.unwrap();
+            kv.delete("v.format").await.unwrap();
         });
+    }
+
+    /// The index bucket's format marker, if it has one.
+    pub fn format_marker(&self) -> Option<String> {
+        self.rt.block_on(async {
+            let kv = self.js.get_key_value("avatar_edge_index").await.unwrap();
+            let v = kv.get("v.format").await.unwrap()?;
+            Some(String::from_utf8(v.to_vec()).unwrap())
+        })
     }
 }

@@ -231,6 +231,8 @@ pub(super) enum Key {
     Probe,
     /// `t.<master>`: a takedown (issue 16).
     Takedown(ContentHash),
+    /// [`FORMAT_KEY`]: the bucket's format marker.
+    Format,
 }
 
 impl Key {
@@ -242,6 +244,7 @@ impl Key {
             "m" => hex.parse().ok().map(Key::Manifest),
             "p" => Some(Key::Probe),
             "t" => hex.parse().ok().map(Key::Takedown),
+            "v" => (key == FORMAT_KEY).then_some(Key::Format),
             _ => None,
         }
     }
@@ -307,6 +310,35 @@ where
     }
 }
 
+/// The index bucket's format marker (issue 20). Its value [`FORMAT_SALTED`]
+/// says every master in the bucket was stored with salted rungs and every
+/// entry with its listing, so a bounded replica need not wait to find out
+/// ([`salted_bucket`]).
+pub(super) const FORMAT_KEY: &str = "v.format";
+/// See [`FORMAT_KEY`].
+pub(super) const FORMAT_SALTED: &[u8] = b"salted rungs, listed entries";
+
+/// Is the index bucket marked [`FORMAT_SALTED`]? The first node to find it
+/// empty (no sequence ever written) marks it, create-only, so nodes
+/// starting together agree; a bucket holding data without the marker was
+/// written by an earlier version and may hold masters stored before
+/// salting and entries stored before listings.
+pub(super) async fn salted_bucket(kv: &kv::Store) -> Result<bool, StoreError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("the index bucket's format: {what}: {e}"))
+    };
+    let status = kv.status().await.map_err(|e| fail("status", &e))?;
+    if status.info.state.last_sequence == 0 {
+        match kv.create(FORMAT_KEY, FORMAT_SALTED.into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail("marking", &e)),
+        }
+    }
+    let marker = kv.get(FORMAT_KEY).await.map_err(|e| fail("reading", &e))?;
+    Ok(marker.as_deref() == Some(FORMAT_SALTED))
+}
+
 pub(super) async fn open_kv(
     js: &jetstream::Context,
     replicas: usize,
@@ -366,6 +398,8 @@ pub(super) mod tests {
         let t = super::super::moderation::takedown_key(&c);
         assert_eq!(Key::parse(&t), Some(Key::Takedown(c)));
         assert_eq!(Key::parse(&probe_key()), Some(Key::Probe));
+        assert_eq!(Key::parse(FORMAT_KEY), Some(Key::Format));
+        assert_eq!(Key::parse("v.other"), None);
         assert_ne!(probe_key(), probe_key());
         for junk in ["", "i", "x.00", "i.zz", "m.00"] {
             assert_eq!(Key::parse(junk), None, "{junk}");

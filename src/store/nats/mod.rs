@@ -195,14 +195,16 @@ impl NatsStore {
                     .map_err(|e| StoreError::Unavailable(format!("NATS at {joined}: {what}: {e}")))
             }
         };
-        let (kv, blobs, stream, blob_stream) = connect::at_start("opening the buckets", || async {
-            let kv = open_kv(&js, replicas).await?;
-            let blobs = open_blobs(&js, replicas).await?;
-            let events = stream(format!("KV_{INDEX_BUCKET}"), "event stream").await?;
-            let blob_stream = stream(format!("OBJ_{BLOB_BUCKET}"), "blob stream").await?;
-            Ok((kv, blobs, events, blob_stream))
-        })
-        .await?;
+        let (kv, blobs, stream, blob_stream, salted) =
+            connect::at_start("opening the buckets", || async {
+                let kv = open_kv(&js, replicas).await?;
+                let blobs = open_blobs(&js, replicas).await?;
+                let events = stream(format!("KV_{INDEX_BUCKET}"), "event stream").await?;
+                let blob_stream = stream(format!("OBJ_{BLOB_BUCKET}"), "blob stream").await?;
+                let salted = keys::salted_bucket(&kv).await?;
+                Ok((kv, blobs, events, blob_stream, salted))
+            })
+            .await?;
         let store = NatsStore {
             inner: Arc::new(Inner {
                 client,
@@ -234,6 +236,7 @@ impl NatsStore {
                 fallbacks: tokio::sync::OnceCell::new(),
             }),
         };
+        store.write_replica().salted_bucket = salted;
         let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(store.clone().watch(ready_tx));
         // The load takes as long as the index is large (~10,000 identities/s,

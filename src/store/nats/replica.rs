@@ -66,6 +66,8 @@ pub(super) struct Replica {
     /// Bounded: an entry written before salting was seen (`Manifest::salted`):
     /// a salted master's own blob may then be another master's rung.
     pub(super) unsalted: bool,
+    /// The bucket holds no such entry unless one is seen (`keys::salted_bucket`).
+    pub(super) salted_bucket: bool,
     /// Bounded: `Some` while the start's read of every `m.` entry runs
     /// (`start.rs`, [`Replica::masters_known`]).
     pub(super) loading: Option<bounded::Loading>,
@@ -581,7 +583,7 @@ impl NatsStore {
                 },
                 None => tracing::error!(key = %key, "corrupt alias entry"),
             },
-            Some(Key::Probe) | Some(Key::Takedown(_)) | Some(Key::Manifest(_)) => {}
+            Some(Key::Probe | Key::Takedown(_) | Key::Manifest(_) | Key::Format) => {}
             None => tracing::warn!(key = %key, "unknown key in the index bucket"),
         }
     }

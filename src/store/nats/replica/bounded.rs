@@ -277,6 +277,29 @@ mod tests {
     }
 
     #[test]
+    fn in_a_bucket_marked_salted_pins_never_wait_for_the_start_read() {
+        let mut r = Replica::bounded(10);
+        r.salted_bucket = true;
+        r.loading();
+        let m = manifest(3, &[3, 4, 5], true);
+        assert!(!r.shares_a_deletion(&m), "a salted master shares no rung");
+        assert!(r.shared_rungs(&m).is_empty(), "not even its own blob");
+        // A master stored before salting, pinned: waits as anywhere.
+        let old = manifest(9, &[9, 4], false);
+        assert!(r.shares_a_deletion(&old));
+        // One seen after all, the marker notwithstanding: the rules of an
+        // unmarked bucket apply.
+        r.load_master(old.hash, 3, Some(entry(&old, Phase::Live, Some(listing()))));
+        assert!(r.shares_a_deletion(&m), "until a lease after the start");
+        assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
+        // Unmarked: the start's read is waited for.
+        let mut r = Replica::bounded(10);
+        r.loading();
+        assert!(r.shares_a_deletion(&m));
+        assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]));
+    }
+
+    #[test]
     fn each_revision_is_announced_once_whoever_applies_it_first() {
         let mut r = Replica::bounded(10);
         let a = stored("a@example.org", 1, 1);

@@ -28,7 +28,13 @@ impl Replica {
     /// the start. By then such a deletion has stopped deleting blobs — the
     /// collector's takeover rule assumes the same of a deleter — and any
     /// later one (a takeover) is a new `Deleting` write the watch brings.
+    /// A salted master on a bounded replica shares none unless a master
+    /// stored before salting may exist ([`Replica::unsalted_possible`]):
+    /// so in a bucket marked salted, pins never wait for the start's read.
     pub(in crate::store::nats) fn shares_a_deletion(&self, m: &Manifest) -> bool {
+        if self.bounded && m.salted && !self.unsalted_possible() {
+            return false;
+        }
         let started = self.loading.as_ref().map(|l| l.since);
         if started.is_some_and(|since| now_ms() < since.saturating_add(LEASE_MS)) {
             return true;
@@ -50,10 +56,7 @@ impl Replica {
     /// salting was seen. It collects no other (`gc::collect`): all kept.
     pub(in crate::store::nats) fn shared_rungs(&self, m: &Manifest) -> HashSet<ContentHash> {
         if self.bounded {
-            // Until the start's read ends, a master stored before salting
-            // may exist unseen.
-            let unsalted = self.unsalted || !self.masters_known();
-            return match (m.salted, unsalted) {
+            return match (m.salted, self.unsalted_possible()) {
                 (true, false) => HashSet::new(),
                 (true, true) => HashSet::from([m.hash]),
                 (false, _) => m.rungs.iter().map(|r| r.blob).collect(),
@@ -69,6 +72,13 @@ impl Replica {
             .filter(|r| own.contains(&r.blob))
             .map(|r| r.blob)
             .collect()
+    }
+
+    /// May a master stored before salting exist here (bounded)? Once one
+    /// was seen; else not in a bucket marked salted (`keys::salted_bucket`),
+    /// and elsewhere not known until the start's read of masters ends.
+    fn unsalted_possible(&self) -> bool {
+        self.unsalted || (!self.salted_bucket && !self.masters_known())
     }
 
     /// Up to `limit` live masters whose entries list no keys yet (written
