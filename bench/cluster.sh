@@ -125,8 +125,8 @@ URLS="nats://127.0.0.1:${NP[0]},nats://127.0.0.1:${NP[1]},nats://127.0.0.1:${NP[
 # --- avatar-edge: three nodes on NATS, one embedded.
 declare -a AP APID
 for i in 1 2 3 4; do AP[$i]=$(port); done
-start_node() { # I: node I on NATS (1-3); node 3 bounded when INDEX_MB > 0
-  local bounded=()
+start_node() { # I: node I on NATS (1-3); node 3 bounded when INDEX_MB > 0, the others whole
+  local bounded=(--nats-index-mb 0) # (unset, a node in a new bucket would be bounded at 64 MiB)
   if [ "$1" = 3 ] && [ "$INDEX_MB" -gt 0 ]; then bounded=(--nats-index-mb "$INDEX_MB"); fi
   AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:${AP[$1]}" \
     --data "$work/node$1" --nats "$URLS" --nats-replicas 3 "${bounded[@]}" >>"$work/node$1.log" 2>&1 &

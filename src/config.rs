@@ -213,9 +213,15 @@ pub struct NatsOptions {
     /// resumes read the event stream in JetStream.
     pub resume_events: usize,
     /// Issue 20: bytes of identities each node holds (the hot set); 0 holds
-    /// every identity.
-    pub index_bytes: usize,
+    /// every identity; `None` (the default): [`AUTO_INDEX_BYTES`] in an index
+    /// bucket marked salted, every identity in one an earlier release wrote.
+    pub index_bytes: Option<usize>,
 }
+
+/// The index budget of a cluster node given no `--nats-index-mb`, in a
+/// bucket marked salted (`store::nats`): bounded, as its memory must not
+/// grow with the platform (~150,000 identities held; others one round trip).
+pub const AUTO_INDEX_BYTES: usize = 64 << 20;
 
 fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -369,8 +375,7 @@ impl Config {
         if !(1..=1_000_000).contains(&resume_events) {
             return Err(invalid("nats_resume_events", "must be 1..=1000000"));
         }
-        let index_mb = s.nats_index_mb.unwrap_or(0);
-        if index_mb > 1 << 20 {
+        if s.nats_index_mb.is_some_and(|mb| mb > 1 << 20) {
             return Err(invalid("nats_index_mb", "must be 0..=1048576"));
         }
         let quality = Quality {
@@ -393,7 +398,7 @@ impl Config {
             replicas: nats_replicas,
             security,
             resume_events,
-            index_bytes: index_mb << 20,
+            index_bytes: s.nats_index_mb.map(|mb| mb << 20),
         });
         let fallback_config = fallback::resolve(&s)?;
         let listen = s

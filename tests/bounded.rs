@@ -89,17 +89,30 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         Server::start(&dir.path().join(name), &args, Some(TOKEN))
     };
     let kv = common::inspector::Inspector::connect(&urls);
-    let whole = node("whole", &[]);
+    let whole = node("whole", &["--nats-index-mb", "0"]);
     let bounded = node("bounded", &["--nats-index-mb", "1"]);
     let (w, b) = (whole.addr, bounded.addr);
     wait_ready(w);
     wait_ready(b);
     let reads = || metric(b, "avatar_edge_index_cold_reads_total");
-    // A new bucket is marked as holding only salted, listed masters.
+    // A new bucket is marked as holding only salted, listed masters, and
+    // there a node given no budget holds a bounded replica (64 MiB).
     assert_eq!(
         kv.format_marker().as_deref(),
         Some("salted rungs, listed entries")
     );
+    let is_bounded = |addr| {
+        let r = common::request(addr, "GET", "/metrics", &[], b"");
+        String::from_utf8_lossy(&r.body).contains("\navatar_edge_index_hot_bytes ")
+    };
+    assert!(is_bounded(b) && !is_bounded(w));
+    let default = node("default", &[]);
+    wait_ready(default.addr);
+    assert!(
+        is_bounded(default.addr),
+        "bounded by default in a marked bucket"
+    );
+    default.stop();
 
     // An unknown hash: its alias entry and record read together, once; the
     // absence is then held.
@@ -156,6 +169,15 @@ fn a_bounded_replica_reads_what_it_does_not_hold_and_keeps_what_it_holds_current
         (metric(b, "avatar_edge_gc_left_unsalted_total") >= 1).then_some(())
     })
     .expect("left for a node holding every master");
+    // Without the marker (an earlier release's bucket, `unsalt`), a node
+    // given no budget holds every identity.
+    let default = node("default", &[]);
+    wait_ready(default.addr);
+    assert!(
+        !is_bounded(default.addr),
+        "the whole index in an unmarked bucket"
+    );
+    default.stop();
 
     // Many unknown hashes: the budget holds (1 MiB), the oldest go, and an
     // identity that went is read again correctly.

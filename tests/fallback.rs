@@ -471,14 +471,16 @@ fn on_a_nats_cluster_the_fallback_entry_is_shared_by_every_node() {
     assert_eq!(r.status, 200);
     let base = format!("http://{}/avatar/", up.addr);
     let nats_args = ["--nats", urls.as_str(), "--nats-replicas", "1"];
-    // Issue 20: nodes two and three hold a bounded replica, where a
+    let whole_args = [&nats_args[..], &["--nats-index-mb", "0"]].concat();
+    // Issue 20: node one holds the whole index; nodes two and three a
+    // bounded replica, where a
     // fallback's master (named by its lease, listing no identity) is kept
     // as its hash and lease only, and looked up through the hot set.
     let bounded_args = [&nats_args[..], &["--nats-index-mb", "1"]].concat();
     let one = edge(
         &dir.path().join("one"),
         std::slice::from_ref(&base),
-        &nats_args,
+        &whole_args,
     );
     let two = edge(
         &dir.path().join("two"),

@@ -142,7 +142,7 @@ pub struct Settings {
     /// Change events each cluster node keeps in memory for resuming event streams; a page resuming from further back is replayed from the JetStream stream [default: 10000]
     #[arg(long, env = "AVATAR_EDGE_NATS_RESUME_EVENTS")]
     pub nats_resume_events: Option<usize>,
-    /// Memory for the index on each cluster node, MiB: 0 holds every identity (memory grows with the index); N holds the identities looked up most recently within N MiB and reads the others from NATS (one or two KV reads at the stream leader) [default: 0]
+    /// Memory for the index on each cluster node, MiB: 0 holds every identity (memory grows with the index); N holds the identities looked up most recently within N MiB and reads the others from NATS (one or two KV reads at the stream leader) [default: 64 in an index bucket this release created, else 0]
     #[arg(long, env = "AVATAR_EDGE_NATS_INDEX_MB")]
     pub nats_index_mb: Option<usize>,
     /// Quality of lossy WebP variants (photos), 1-100; logos and flat art stay lossless [default: 80]

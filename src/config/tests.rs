@@ -124,4 +124,21 @@ fn nats_settings() {
         };
         assert!(Config::resolve(s, None).is_err());
     }
+    // The index budget: unset is decided by the bucket (`Replica::for_budget`).
+    for (mb, want) in [
+        (None, Ok(None)),
+        (Some(0), Ok(Some(0))),
+        (Some(64), Ok(Some(64 << 20))),
+    ]
+    .into_iter()
+    .chain([(Some((1 << 20) + 1), Err(()))])
+    {
+        let s = Settings {
+            nats: vec!["nats://a:4222".into()],
+            nats_index_mb: mb,
+            ..Default::default()
+        };
+        let got = Config::resolve(s, None).map(|c| c.store.nats.unwrap().index_bytes);
+        assert_eq!(got.map_err(|_| ()), want, "{mb:?}");
+    }
 }

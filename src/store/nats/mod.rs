@@ -205,6 +205,7 @@ impl NatsStore {
                 Ok((kv, blobs, events, blob_stream, salted))
             })
             .await?;
+        let (replica, hot) = Replica::for_budget(opts.index_bytes, salted, opts.resume_events);
         let store = NatsStore {
             inner: Arc::new(Inner {
                 client,
@@ -215,12 +216,8 @@ impl NatsStore {
                 blob_stream,
                 position: tokio::sync::watch::Sender::new(0),
                 gone: OnceLock::new(),
-                replica: RwLock::new(match opts.index_bytes {
-                    0 => Replica::keeping(opts.resume_events),
-                    _ => Replica::bounded(opts.resume_events),
-                }),
-                hot: (opts.index_bytes > 0)
-                    .then(|| std::sync::Mutex::new(replica::hot::Hot::new(opts.index_bytes))),
+                replica: RwLock::new(replica),
+                hot,
                 reading: Default::default(),
                 pins: Default::default(),
                 stats: Stats {
@@ -236,7 +233,6 @@ impl NatsStore {
                 fallbacks: tokio::sync::OnceCell::new(),
             }),
         };
-        store.write_replica().salted_bucket = salted;
         let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(store.clone().watch(ready_tx));
         // The load takes as long as the index is large (~10,000 identities/s,
@@ -490,7 +486,7 @@ impl Store for NatsStore {
         );
         out.gauge(
             "avatar_edge_replica_masters_loading",
-            "1 while a bounded node's start still reads every master entry in the background (sweeps and pins wait).",
+            "1 while a bounded node's start still reads every master entry in the background (sweeps wait, and pins in a bucket not marked salted).",
             u64::from(!self.read_replica().masters_known()),
         );
         if let Some(hot) = self.hot() {

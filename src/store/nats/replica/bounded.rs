@@ -17,8 +17,11 @@
 //!   avatar stored.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
+use super::hot::Hot;
 use super::Replica;
+use crate::config::AUTO_INDEX_BYTES;
 use crate::model::ContentHash;
 use crate::store::nats::gc;
 use crate::store::nats::keys::{MasterEntry, Phase};
@@ -48,6 +51,36 @@ impl Replica {
             bounded: true,
             ..Replica::keeping(recent_limit)
         }
+    }
+
+    /// The replica, and the hot set if bounded, for an index budget
+    /// (`NatsOptions::index_bytes`: 0 the whole index; `None` bounded at
+    /// [`AUTO_INDEX_BYTES`] in a bucket marked salted, else the whole index:
+    /// there a bounded node would leave masters stored before salting and
+    /// entries stored before listings to others, and make new content wait
+    /// after a restart — docs/scaling.md).
+    pub(in crate::store::nats) fn for_budget(
+        budget: Option<usize>,
+        salted: bool,
+        resume_events: usize,
+    ) -> (Replica, Option<Mutex<Hot>>) {
+        let bytes = budget.unwrap_or(if salted { AUTO_INDEX_BYTES } else { 0 });
+        tracing::info!(
+            index_mb = bytes >> 20,
+            salted_bucket = salted,
+            "index replica: {}",
+            if bytes > 0 {
+                "bounded"
+            } else {
+                "every identity"
+            }
+        );
+        let mut replica = match bytes {
+            0 => Replica::keeping(resume_events),
+            _ => Replica::bounded(resume_events),
+        };
+        replica.salted_bucket = salted;
+        (replica, (bytes > 0).then(|| Mutex::new(Hot::new(bytes))))
     }
 
     /// Started at the bucket's `last` sequence: nothing up to it is held
@@ -274,6 +307,24 @@ mod tests {
         assert!(!r.shares_a_deletion(&m));
         assert_eq!(r.shared_rungs(&m), HashSet::from([m.hash]), "unsalted seen");
         assert_eq!(r.sweep_candidates(), vec![idle.hash]);
+    }
+
+    #[test]
+    fn the_default_budget_is_bounded_only_in_a_bucket_marked_salted() {
+        for (budget, salted, bounded) in [
+            (None, true, true),
+            (None, false, false),
+            (Some(0), true, false),
+            (Some(1 << 20), false, true),
+        ] {
+            let (r, hot) = Replica::for_budget(budget, salted, 10);
+            assert_eq!(
+                (r.bounded, hot.is_some()),
+                (bounded, bounded),
+                "{budget:?} {salted}"
+            );
+            assert_eq!(r.salted_bucket, salted);
+        }
     }
 
     #[test]
