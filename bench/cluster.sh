@@ -42,6 +42,9 @@
 #     get a bounded replica's cold look-up would make. Projection to 1 M and
 #     10 M identities. Long: at 250-400 imports/s (2 shared cores), 100 k
 #     takes ~10-15 min. The model these figures feed: docs/scaling.md.
+#     DEFAULT_NODES=1: all three nodes start without --nats-index-mb, as
+#     an operator's would (in the new, marked bucket: bounded at 64 MiB);
+#     INDEX_MB is then ignored.
 #     INDEX_MB=N (default 0): node 3 holds a bounded replica
 #     (`--nats-index-mb N`, issue 20): its RSS against the whole-index nodes
 #     1 and 2 at every step, and its look-ups (hot: memory; cold: read from
@@ -128,6 +131,7 @@ for i in 1 2 3 4; do AP[$i]=$(port); done
 start_node() { # I: node I on NATS (1-3); node 3 bounded when INDEX_MB > 0, the others whole
   local bounded=(--nats-index-mb 0) # (unset, a node in a new bucket would be bounded at 64 MiB)
   if [ "$1" = 3 ] && [ "$INDEX_MB" -gt 0 ]; then bounded=(--nats-index-mb "$INDEX_MB"); fi
+  if [ "${DEFAULT_NODES:-0}" = 1 ]; then bounded=(); fi
   AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:${AP[$1]}" \
     --data "$work/node$1" --nats "$URLS" --nats-replicas 3 "${bounded[@]}" >>"$work/node$1.log" 2>&1 &
   PIDS+=($!)
