@@ -1221,11 +1221,10 @@ fn get_block(
     row_stride: usize,
     width: usize,
 ) -> AlignedBlock {
-    let mut block = [0i16; 64];
-
     // avatar-edge fork: full-resolution components (luma, and chroma without
     // subsampling) read whole rows of 8, which the compiler vectorizes.
     if col_stride == 1 && row_stride == 1 {
+        let mut block = [0i16; 64];
         for y in 0..8 {
             let row = &data[(start_y + y) * width + start_x..][..8];
             for x in 0..8 {
@@ -1235,6 +1234,26 @@ fn get_block(
         return AlignedBlock::new(block);
     }
 
+    #[cfg(all(feature = "simd", target_arch = "x86_64"))]
+    if col_stride == 2 {
+        if let Some(block) = get_block_every_other(data, start_x, start_y, row_stride, width) {
+            return block;
+        }
+    }
+
+    get_block_scalar(data, start_x, start_y, col_stride, row_stride, width)
+}
+
+/// Upstream's `get_block` loop: any strides.
+fn get_block_scalar(
+    data: &[u8],
+    start_x: usize,
+    start_y: usize,
+    col_stride: usize,
+    row_stride: usize,
+    width: usize,
+) -> AlignedBlock {
+    let mut block = [0i16; 64];
     for y in 0..8 {
         for x in 0..8 {
             let ix = start_x + (x * col_stride);
@@ -1245,6 +1264,46 @@ fn get_block(
     }
 
     AlignedBlock::new(block)
+}
+
+/// avatar-edge fork: a block of every other pixel of its rows (horizontally
+/// subsampled chroma, 4:2:0 and 4:2:2, without averaging) by SSE2: 16 bytes
+/// of a row loaded at once and their even bytes kept as the eight 16-bit
+/// lanes (upstream: 64 scalar loads; ~4 % of a 512 px encode). `None` when
+/// the last row's 16 bytes would reach past `data` (the caller's scalar loop
+/// then reads the 15 it needs).
+#[cfg(all(feature = "simd", target_arch = "x86_64"))]
+#[inline(always)]
+fn get_block_every_other(
+    data: &[u8],
+    start_x: usize,
+    start_y: usize,
+    row_stride: usize,
+    width: usize,
+) -> Option<AlignedBlock> {
+    use core::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_loadu_si128, _mm_set1_epi16, _mm_storeu_si128, _mm_sub_epi16,
+    };
+    let end = (start_y + 7 * row_stride)
+        .checked_mul(width)?
+        .checked_add(start_x + 16)?;
+    if end > data.len() {
+        return None;
+    }
+    let mut block = [0i16; 64];
+    for y in 0..8 {
+        let at = (start_y + y * row_stride) * width + start_x;
+        // SAFETY: SSE2 is part of x86_64; `at + 16 <= end <= data.len()`
+        // (rows before the last end earlier), and `block[8y..8y + 8]` is
+        // 16 bytes; loadu/storeu need no alignment.
+        unsafe {
+            let v = _mm_loadu_si128(data.as_ptr().add(at) as *const __m128i);
+            let even = _mm_and_si128(v, _mm_set1_epi16(0x00FF));
+            let centred = _mm_sub_epi16(even, _mm_set1_epi16(128));
+            _mm_storeu_si128(block.as_mut_ptr().add(y * 8) as *mut __m128i, centred);
+        }
+    }
+    Some(AlignedBlock::new(block))
 }
 
 fn get_block_averaged(
@@ -1337,6 +1396,31 @@ mod tests {
     use crate::encoder::{get_block, get_block_averaged, get_num_bits};
     use crate::writer::get_code;
     use crate::{Encoder, SamplingFactor};
+
+    #[test]
+    fn fork_get_block_matches_the_scalar_loop() {
+        // Every stride pair the encoder uses, every start inside a 40x20
+        // buffer that leaves the block in bounds, pixels from an LCG: the
+        // fast paths (rows of 8, every other pixel by SSE2, and its scalar
+        // fallback at the buffer's end) equal upstream's loop.
+        let (width, height) = (40usize, 20usize);
+        let mut seed = 7u64;
+        let data: alloc::vec::Vec<u8> = (0..width * height)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (seed >> 56) as u8
+            })
+            .collect();
+        for (cs, rs) in [(1, 1), (2, 1), (2, 2), (1, 2), (4, 1)] {
+            for y in 0..=height - (7 * rs + 1) {
+                for x in 0..=width - (7 * cs + 1) {
+                    let fast = get_block(&data, x, y, cs, rs, width);
+                    let slow = super::get_block_scalar(&data, x, y, cs, rs, width);
+                    assert_eq!(fast.data, slow.data, "stride {cs}x{rs} at {x},{y}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn test_get_block_averaged_2x2() {
