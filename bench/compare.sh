@@ -6,6 +6,7 @@
 #   bench/compare.sh                 # builds release, installs missing tools
 #   DUR=5 bench/compare.sh           # shorter wrk runs (default 10 s for hits)
 #   BIN=/tmp/a/avatar-edge bench/compare.sh   # that binary, no build (A-B-A-B)
+#   EDGE_ARGS="--raw-rungs-up-to 512" bench/compare.sh   # extra flags for avatar-edge
 #   SKIP_RSS=1 bench/compare.sh      # (a)-(c) only, ~1.5 minutes
 #
 # (a) hits: wrk -t2 -c64 -d${DUR}s, req/s, p99, server CPU per request from
@@ -84,7 +85,7 @@ PIDS+=($!); NGX_MASTER=$!
 
 start_edge() { # $1 port, $2 data dir, $3 cache MiB
   AVATAR_EDGE_TOKEN=$TOKEN RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$1" --data "$2" --cache-mb "$3" \
-    --max-connections 4096 >/dev/null 2>"$2.log" &
+    --max-connections 4096 ${EDGE_ARGS:-} >/dev/null 2>"$2.log" &
   PIDS+=($!); echo $! > "$2.pid"
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done
   echo "avatar-edge did not start" >&2; cat "$2.log" >&2; exit 1

@@ -265,6 +265,13 @@ impl Config {
         if !(64..=4096).contains(&master_side) {
             return Err(invalid("master_side", "must be 64..=4096"));
         }
+        let raw_rungs_up_to = s.raw_rungs_up_to.unwrap_or(defaults.raw_rungs_up_to);
+        if raw_rungs_up_to > crate::pipeline::RAW_RUNG_MAX_SIDE {
+            return Err(invalid(
+                "raw_rungs_up_to",
+                format!("must be 0..=512, got {raw_rungs_up_to}"),
+            ));
+        }
         let max_upload_mb = s.max_upload_mb.unwrap_or(10);
         if !(1..=1024).contains(&max_upload_mb) {
             return Err(invalid("max_upload_mb", "must be 1..=1024"));
@@ -431,6 +438,7 @@ impl Config {
                     max_side,
                     max_pixels: max_mp * 1_000_000,
                     master_side,
+                    raw_rungs_up_to,
                     animation,
                     ..defaults
                 },

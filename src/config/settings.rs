@@ -29,6 +29,9 @@ pub struct Settings {
     /// Side of the largest stored master, px [default: 1024]
     #[arg(long, env = "AVATAR_EDGE_MASTER_SIDE")]
     pub master_side: Option<u32>,
+    /// Photographs' rungs up to this side are stored uncompressed (faster cold renders, more disk), px; 0..=512 [default: 256]
+    #[arg(long, env = "AVATAR_EDGE_RAW_RUNGS_UP_TO")]
+    pub raw_rungs_up_to: Option<u32>,
     /// Largest accepted upload body, MiB [default: 10]
     #[arg(long, env = "AVATAR_EDGE_MAX_UPLOAD_MB")]
     pub max_upload_mb: Option<u64>,
@@ -300,6 +303,7 @@ impl Settings {
             data,
             cache_mb,
             master_side,
+            raw_rungs_up_to,
             max_upload_mb,
             max_side,
             max_megapixels,

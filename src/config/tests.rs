@@ -9,12 +9,38 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.store.data_dir, PathBuf::from("avatar-data"));
     assert_eq!(c.render.cache_bytes, 256 << 20);
     assert_eq!(c.render.limits.master_side, 1024);
+    assert_eq!(c.render.limits.raw_rungs_up_to, 256);
     assert_eq!(c.render.limits.max_upload_bytes, 10 << 20);
     assert_eq!(c.cache.identity_max_age, 60);
     assert_eq!(c.render.default_style, Style::Identicon);
     assert!(!c.http.identity_redirect);
     assert_eq!(c.render.quality, Quality { webp: 80, avif: 80 });
     assert!(!c.render.avif_negotiate);
+}
+
+#[test]
+fn raw_rungs_up_to_is_0_to_512() {
+    // setting → Ok(value) or Err(text the message must hold)
+    let cases: &[(Option<u32>, Result<u32, &str>)] = &[
+        (None, Ok(256)),
+        (Some(0), Ok(0)),
+        (Some(512), Ok(512)),
+        (Some(513), Err("raw_rungs_up_to: must be 0..=512, got 513")),
+    ];
+    for (setting, want) in cases {
+        let s = Settings {
+            raw_rungs_up_to: *setting,
+            ..Default::default()
+        };
+        let got = Config::resolve(s, None)
+            .map(|c| c.render.limits.raw_rungs_up_to)
+            .map_err(|e| e.to_string());
+        match (got, want) {
+            (Ok(g), Ok(w)) => assert_eq!(g, *w),
+            (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
+            (g, w) => panic!("{setting:?}: got {g:?}, want {w:?}"),
+        }
+    }
 }
 
 #[test]

@@ -70,12 +70,36 @@ pub enum Layout {
 }
 
 /// A decoded image in memory, sRGB, 8 bits per channel, tightly packed rows.
+/// The pixels are owned (`Vec<u8>`, the default) or borrowed (`&[u8]`: an
+/// uncompressed stored rung is rendered from the bytes read, not a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pixels {
+pub struct Pixels<D = Vec<u8>> {
     pub width: u32,
     pub height: u32,
     pub layout: Layout,
-    pub data: Vec<u8>,
+    pub data: D,
+}
+
+impl<D: AsRef<[u8]>> Pixels<D> {
+    /// The same pixels, borrowed.
+    pub fn view(&self) -> Pixels<&[u8]> {
+        Pixels {
+            width: self.width,
+            height: self.height,
+            layout: self.layout,
+            data: self.data.as_ref(),
+        }
+    }
+
+    /// The same pixels, owned (a copy).
+    pub fn to_owned_pixels(&self) -> Pixels {
+        Pixels {
+            width: self.width,
+            height: self.height,
+            layout: self.layout,
+            data: self.data.as_ref().to_vec(),
+        }
+    }
 }
 
 /// What a stored animated master is (issue 22): kept in the manifest, read by

@@ -256,9 +256,9 @@ pub(crate) fn encode_gif(
 }
 
 /// A still GIF of `px`.
-pub(crate) fn encode_still_gif(px: &Pixels) -> Result<Vec<u8>, PipelineError> {
+pub(crate) fn encode_still_gif(px: &Pixels<&[u8]>) -> Result<Vec<u8>, PipelineError> {
     let frame = Frame {
-        px: px.clone(),
+        px: px.to_owned_pixels(),
         delay_ms: 0,
     };
     encode_gif(std::slice::from_ref(&frame), None)

@@ -18,13 +18,18 @@ use super::{Layout, PipelineError, Pixels};
 pub const AVIF_SPEED: u8 = 8;
 
 /// Encodes `px` as AVIF at `quality` (1–100) and [`AVIF_SPEED`].
-pub(crate) fn encode_avif(px: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
+pub(crate) fn encode_avif(px: &Pixels<&[u8]>, quality: u8) -> Result<Vec<u8>, PipelineError> {
     encode_avif_at(px, quality, AVIF_SPEED)
 }
 
 /// `encode_avif` at an explicit speed (the benchmark compares speeds).
-pub fn encode_avif_at(px: &Pixels, quality: u8, speed: u8) -> Result<Vec<u8>, PipelineError> {
+pub fn encode_avif_at(
+    px: &Pixels<impl AsRef<[u8]>>,
+    quality: u8,
+    speed: u8,
+) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
+    let px = px.view();
     let q = f32::from(quality.clamp(1, 100));
     let enc = Encoder::new()
         .with_quality(q)

@@ -74,11 +74,15 @@ fn checked_quality(name: &str, q: u8) -> Result<u8, PipelineError> {
 }
 
 /// Lossy WebP at `quality` with libwebp (alpha kept, compressed losslessly).
-pub(crate) fn encode_webp_lossy(px: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
+pub(crate) fn encode_webp_lossy(
+    px: &Pixels<impl AsRef<[u8]>>,
+    quality: u8,
+) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
+    let px = px.view();
     let enc = match px.layout {
-        Layout::Rgb8 => webp::Encoder::from_rgb(&px.data, px.width, px.height),
-        Layout::Rgba8 => webp::Encoder::from_rgba(&px.data, px.width, px.height),
+        Layout::Rgb8 => webp::Encoder::from_rgb(px.data, px.width, px.height),
+        Layout::Rgba8 => webp::Encoder::from_rgba(px.data, px.width, px.height),
     };
     let mut config = webp::WebPConfig::new()
         .map_err(|()| PipelineError::Internal("encode: libwebp version mismatch".into()))?;
@@ -95,27 +99,28 @@ pub(crate) fn encode_webp_lossy(px: &Pixels, quality: u8) -> Result<Vec<u8>, Pip
 
 /// Lossless WebP (image-webp): the bytes generated defaults and flat art
 /// have always had.
-pub(crate) fn encode_webp_lossless(px: &Pixels) -> Result<Vec<u8>, PipelineError> {
+pub(crate) fn encode_webp_lossless(px: &Pixels<&[u8]>) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
     let mut out = Vec::new();
     WebPEncoder::new_lossless(&mut out)
-        .encode(&px.data, px.width, px.height, color_type(px.layout))
+        .encode(px.data, px.width, px.height, color_type(px.layout))
         .map_err(PipelineError::from_encode)?;
     Ok(out)
 }
 
 /// Encodes `px` as a variant in `format`.
 pub fn encode(
-    px: &Pixels,
+    px: &Pixels<impl AsRef<[u8]>>,
     format: OutputFormat,
     encoding: Encoding,
 ) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
+    let px = &px.view();
     let mut out = match format {
         OutputFormat::Png => {
             return with_out_scratch(|buf| {
                 PngEncoder::new_with_quality(buf, CompressionType::Fast, PngFilter::Adaptive)
-                    .write_image(&px.data, px.width, px.height, color_type(px.layout))
+                    .write_image(px.data, px.width, px.height, color_type(px.layout))
                     .map_err(PipelineError::from_encode)
             });
         }
@@ -141,9 +146,9 @@ pub fn encode(
             };
             let flat;
             let rgb: &[u8] = match px.layout {
-                Layout::Rgb8 => &px.data,
+                Layout::Rgb8 => px.data,
                 Layout::Rgba8 => {
-                    flat = flatten_on_white(&px.data);
+                    flat = flatten_on_white(px.data);
                     &flat
                 }
             };
@@ -183,9 +188,14 @@ fn with_out_scratch(
     written
 }
 
-/// Rungs up to this side may be stored uncompressed (issue 19): decoding the
-/// QOI rung was 21–26 % of a cold render from it.
-pub(crate) const RAW_RUNG_MAX_SIDE: u32 = 256;
+/// Default of [`Limits::raw_rungs_up_to`](super::Limits): rungs up to this
+/// side may be stored uncompressed (issue 19): decoding the QOI rung was
+/// 21–26 % of a cold render from it at 128–256 px.
+pub const RAW_RUNGS_UP_TO: u32 = 256;
+/// The largest `raw_rungs_up_to` allowed (`--raw-rungs-up-to`): at 512 px
+/// the QOI decode was ~47 % of a cold render, and an uncompressed photo rung
+/// is 768 KiB (a thread's kept read buffer, `store::blobs`, holds one).
+pub const RAW_RUNG_MAX_SIDE: u32 = 512;
 /// Magic of an uncompressed rung: then width and height (u32 big-endian),
 /// channels (3 or 4), and the pixels, rows top to bottom. No QOI rung starts
 /// with it (those start `qoif`).
@@ -193,16 +203,17 @@ pub(crate) const RAW_MAGIC: &[u8; 4] = b"AEr1";
 const RAW_HEADER: usize = 13;
 
 /// Encodes a ladder rung: QOI, or uncompressed (`RAW_MAGIC`) when the rung is
-/// at most [`RAW_RUNG_MAX_SIDE`] and QOI would save less than 60 % of its
+/// at most `raw_up_to` px (at most [`RAW_RUNG_MAX_SIDE`]) and QOI would save less than 60 % of its
 /// bytes — photographs, where raw pixels cost ~2–2.5× QOI's bytes and save
 /// the decode on every cold render; flat art (logos, drawings, generated
 /// avatars) stays QOI, which keeps it 5–50× smaller and decodes fast.
-pub(crate) fn encode_rung(px: &Pixels) -> Result<Vec<u8>, PipelineError> {
+pub(crate) fn encode_rung(px: &Pixels, raw_up_to: u32) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
     let qoi =
         qoi::encode_to_vec(&px.data, px.width, px.height).map_err(PipelineError::from_encode)?;
     let raw_len = RAW_HEADER + px.data.len();
-    if px.width.max(px.height) > RAW_RUNG_MAX_SIDE || qoi.len() * 5 <= raw_len * 2 {
+    let raw_up_to = raw_up_to.min(RAW_RUNG_MAX_SIDE);
+    if px.width.max(px.height) > raw_up_to || qoi.len() * 5 <= raw_len * 2 {
         return Ok(qoi);
     }
     let mut raw = Vec::with_capacity(raw_len);
@@ -229,17 +240,22 @@ std::thread_local! {
     static RUNG_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on the pixels of a stored rung, decoded into this thread's
-/// scratch buffer (issue 19): a fresh buffer per cold render was a
-/// page-faulting allocation each time (freed pages go back to the kernel at
-/// once, see `.cargo/config.toml`). Each render thread keeps at most
-/// `SCRATCH_KEEP_MAX` bytes.
+/// Runs `f` on the pixels of a stored rung: an uncompressed rung's own bytes
+/// (no copy: at 512 px the copy was 5 % of a cold render), a QOI rung
+/// decoded into this thread's scratch buffer (issue 19): a fresh buffer per
+/// cold render was a page-faulting allocation each time (freed pages go back
+/// to the kernel at once, see `.cargo/config.toml`). Each render thread keeps
+/// at most `SCRATCH_KEEP_MAX` bytes.
 pub(crate) fn with_rung<T>(
     bytes: &[u8],
-    f: impl FnOnce(&Pixels) -> Result<T, PipelineError>,
+    f: impl FnOnce(&Pixels<&[u8]>) -> Result<T, PipelineError>,
 ) -> Result<T, PipelineError> {
-    let px = decode_rung_into(bytes, RUNG_SCRATCH.take())?;
-    let out = f(&px);
+    let bytes = super::salt::payload(bytes);
+    if bytes.starts_with(RAW_MAGIC) {
+        return f(&raw_rung_view(bytes)?);
+    }
+    let px = decode_qoi_rung(bytes, RUNG_SCRATCH.take())?;
+    let out = f(&px.view());
     keep(&RUNG_SCRATCH, px.data);
     out
 }
@@ -257,8 +273,21 @@ fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, buf: Vec
 fn decode_rung_into(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
     let bytes = super::salt::payload(bytes);
     if bytes.starts_with(RAW_MAGIC) {
-        return decode_raw_rung(bytes, buf);
+        let v = raw_rung_view(bytes)?;
+        buf.clear();
+        buf.extend_from_slice(v.data);
+        return Ok(Pixels {
+            width: v.width,
+            height: v.height,
+            layout: v.layout,
+            data: buf,
+        });
     }
+    decode_qoi_rung(bytes, buf)
+}
+
+/// A QOI rung decoded into `buf` (emptied first; its allocation is reused).
+fn decode_qoi_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
     let corrupt = |e: qoi::Error| PipelineError::Internal(format!("corrupt rung: {e}"));
     let header = qoi::decode_header(bytes).map_err(corrupt)?;
     check_rung_side(header.width, header.height)?;
@@ -301,7 +330,8 @@ pub(crate) fn raw_rung_len(rung: &[u8]) -> Option<usize> {
         .checked_add(RAW_HEADER)
 }
 
-fn decode_raw_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
+/// The pixels of an uncompressed rung, borrowed from its bytes.
+fn raw_rung_view(bytes: &[u8]) -> Result<Pixels<&[u8]>, PipelineError> {
     let corrupt = |why: &str| PipelineError::Internal(format!("corrupt rung: {why}"));
     let header = bytes
         .get(..RAW_HEADER)
@@ -317,18 +347,16 @@ fn decode_raw_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineErr
         _ => return Err(corrupt("bad channel count")),
     };
     // The length must match the header exactly (a truncated blob is
-    // corrupt); checked before the pixels are copied.
+    // corrupt).
     let want = width as usize * height as usize * channels(layout);
     if bytes.len() - RAW_HEADER != want {
         return Err(corrupt("length does not match the header"));
     }
-    buf.clear();
-    buf.extend_from_slice(&bytes[RAW_HEADER..]);
     Ok(Pixels {
         width,
         height,
         layout,
-        data: buf,
+        data: &bytes[RAW_HEADER..],
     })
 }
 

@@ -43,8 +43,8 @@ fn flatten_table() {
 fn rung_roundtrip_is_lossless_and_deterministic() {
     for layout in [Layout::Rgb8, Layout::Rgba8] {
         let p = gradient(33, 33, layout);
-        let a = encode_rung(&p).unwrap();
-        assert_eq!(a, encode_rung(&p).unwrap());
+        let a = encode_rung(&p, RAW_RUNGS_UP_TO).unwrap();
+        assert_eq!(a, encode_rung(&p, RAW_RUNGS_UP_TO).unwrap());
         assert_eq!(decode_rung(&a).unwrap(), p);
     }
 }
@@ -70,24 +70,30 @@ fn flat(w: u32, h: u32, layout: Layout) -> Pixels {
 
 #[test]
 fn rung_storage_table() {
-    // (pixels, expected storage): uncompressed only for small rungs QOI
+    // (pixels, raw_rungs_up_to, expected storage): uncompressed only for
+    // rungs up to the setting (never above RAW_RUNG_MAX_SIDE) that QOI
     // cannot shrink by 60 %.
-    let cases: &[(Pixels, bool)] = &[
-        (noise(64, 64, Layout::Rgb8), true),
-        (noise(256, 256, Layout::Rgba8), true),
-        (noise(257, 257, Layout::Rgb8), false),
-        (flat(64, 64, Layout::Rgb8), false),
-        (flat(256, 256, Layout::Rgba8), false),
-        (flat(300, 300, Layout::Rgb8), false),
+    let cases: &[(Pixels, u32, bool)] = &[
+        (noise(64, 64, Layout::Rgb8), 256, true),
+        (noise(256, 256, Layout::Rgba8), 256, true),
+        (noise(257, 257, Layout::Rgb8), 256, false),
+        (noise(512, 300, Layout::Rgb8), 256, false),
+        (noise(512, 300, Layout::Rgb8), 512, true),
+        (noise(513, 513, Layout::Rgb8), 512, false),
+        (noise(513, 513, Layout::Rgb8), 4096, false),
+        (noise(64, 64, Layout::Rgb8), 0, false),
+        (flat(64, 64, Layout::Rgb8), 256, false),
+        (flat(256, 256, Layout::Rgba8), 256, false),
+        (flat(300, 300, Layout::Rgb8), 512, false),
         // QOI's 22 bytes of header and end marker outweigh one pixel.
-        (flat(1, 1, Layout::Rgb8), true),
+        (flat(1, 1, Layout::Rgb8), 256, true),
     ];
-    for (px, raw) in cases {
-        let bytes = encode_rung(px).unwrap();
+    for (px, up_to, raw) in cases {
+        let bytes = encode_rung(px, *up_to).unwrap();
         assert_eq!(
             bytes.starts_with(RAW_MAGIC),
             *raw,
-            "{}px {:?}",
+            "{}px {:?} up to {up_to}",
             px.width,
             px.layout
         );
@@ -98,7 +104,7 @@ fn rung_storage_table() {
 
 #[test]
 fn corrupt_raw_rungs_are_internal_errors() {
-    let good = encode_rung(&noise(16, 16, Layout::Rgb8)).unwrap();
+    let good = encode_rung(&noise(16, 16, Layout::Rgb8), RAW_RUNGS_UP_TO).unwrap();
     assert!(good.starts_with(RAW_MAGIC));
     let with = |at: usize, v: &[u8]| {
         let mut b = good.clone();
@@ -128,14 +134,14 @@ proptest::proptest! {
     fn any_rung_round_trips(w in 1u32..48, h in 1u32..48, alpha: bool, smooth: bool) {
         let layout = if alpha { Layout::Rgba8 } else { Layout::Rgb8 };
         let px = if smooth { gradient(w, h, layout) } else { noise(w, h, layout) };
-        let bytes = encode_rung(&px).unwrap();
+        let bytes = encode_rung(&px, RAW_RUNGS_UP_TO).unwrap();
         proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
     }
 }
 
 #[test]
 fn corrupt_rungs_are_internal_errors() {
-    let good = encode_rung(&gradient(8, 8, Layout::Rgb8)).unwrap();
+    let good = encode_rung(&gradient(8, 8, Layout::Rgb8), RAW_RUNGS_UP_TO).unwrap();
     let mut huge = good.clone();
     huge[4..8].copy_from_slice(&100_000u32.to_be_bytes());
     let cases: Vec<Vec<u8>> = vec![
@@ -297,5 +303,22 @@ fn bad_buffers_are_refused() {
                 "{f:?} {e:?}"
             );
         }
+    }
+}
+
+#[test]
+fn renders_from_raw_and_qoi_rungs_are_identical() {
+    // The uncompressed rung is rendered from its own bytes, the QOI one from
+    // a decoded copy: the same pixels must give the same variant.
+    let px = noise(512, 512, Layout::Rgb8);
+    let (raw, qoi) = (encode_rung(&px, 512).unwrap(), encode_rung(&px, 0).unwrap());
+    assert!(raw.starts_with(RAW_MAGIC) && qoi.starts_with(b"qoif"));
+    for (size, format) in [
+        (512, OutputFormat::Jpeg),
+        (300, OutputFormat::Png),
+        (64, OutputFormat::Webp),
+    ] {
+        let r = |b: &[u8]| crate::pipeline::render(b, size, format, Encoding::LOSSY).unwrap();
+        assert_eq!(r(&raw), r(&qoi), "{size} {format:?}");
     }
 }

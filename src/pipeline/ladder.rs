@@ -218,20 +218,21 @@ fn ladder_from(
     }
 
     let sides = ladder_sides(master_side);
+    let raw = limits.raw_rungs_up_to;
     // The master rung's QOI encode and hash (a third of a 1024 px ladder's
     // time) run on a second thread beside the rest of the ladder (issue 19);
     // below `PARALLEL_TOP_SIDE` a thread costs more than it saves.
     let (ladder, compression) = if master_side >= PARALLEL_TOP_SIDE && sides.len() > 1 {
         std::thread::scope(|s| {
-            let top = s.spawn(|| rung(&master, master_side));
-            let below = rungs(&master, &sides, false);
+            let top = s.spawn(|| rung(&master, master_side, raw));
+            let below = rungs(&master, &sides, false, raw);
             let top = top.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             let (mut ladder, compression) = below?;
             ladder.insert(0, top?);
             Ok::<_, PipelineError>((ladder, compression))
         })?
     } else {
-        rungs(&master, &sides, true)?
+        rungs(&master, &sides, true, raw)?
     };
     Ok(Normalized {
         source_format: decoded.format,
@@ -250,6 +251,7 @@ fn rungs(
     top: &Pixels,
     sides: &[u32],
     with_top: bool,
+    raw_up_to: u32,
 ) -> Result<(Vec<Rung>, Compression), PipelineError> {
     let mut ladder = Vec::with_capacity(sides.len());
     let mut compression = None;
@@ -269,15 +271,15 @@ fn rungs(
             compression = Some(classify(current)?);
         }
         if i > 0 || with_top {
-            ladder.push(rung(current, side)?);
+            ladder.push(rung(current, side, raw_up_to)?);
         }
     }
     Ok((ladder, compression.unwrap_or(Compression::Lossless)))
 }
 
 /// One rung: its stored bytes and their hash.
-fn rung(px: &Pixels, side: u32) -> Result<Rung, PipelineError> {
-    let bytes = encode_rung(px)?;
+fn rung(px: &Pixels, side: u32, raw_up_to: u32) -> Result<Rung, PipelineError> {
+    let bytes = encode_rung(px, raw_up_to)?;
     let hash = ContentHash::of(&bytes);
     Ok(Rung { side, bytes, hash })
 }
@@ -350,6 +352,7 @@ mod tests {
     use super::*;
     use crate::pipeline::decode_rung;
     use crate::pipeline::fixture;
+    use crate::pipeline::RAW_RUNGS_UP_TO;
     use proptest::prelude::*;
 
     const LOSSLESS: Encoding = Encoding::LOSSLESS;
@@ -503,10 +506,33 @@ mod tests {
             assert!(master.width >= PARALLEL_TOP_SIDE, "{name}");
             let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
             assert_eq!(sides, ladder_sides(master.width), "{name}");
-            let (alone, compression) = rungs(&master, &sides, true).unwrap();
+            let (alone, compression) = rungs(&master, &sides, true, RAW_RUNGS_UP_TO).unwrap();
             assert_eq!(compression, n.compression, "{name}");
             let hashes = |l: &[Rung]| l.iter().map(|r| r.hash).collect::<Vec<_>>();
             assert_eq!(hashes(&alone), hashes(&n.ladder), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_photos_rungs_are_uncompressed_up_to_the_setting() {
+        // (raw_rungs_up_to, sides stored uncompressed) for a 1024 px photo.
+        let photo = fixture("photo_retina_baseline_1024.jpg");
+        let cases: &[(u32, &[u32])] = &[
+            (0, &[]),
+            (RAW_RUNGS_UP_TO, &[256, 128, 64]),
+            (512, &[512, 256, 128, 64]),
+        ];
+        for &(up_to, want) in cases {
+            let l = Limits {
+                raw_rungs_up_to: up_to,
+                ..Limits::default()
+            };
+            let n = normalize(&photo, None, &l).unwrap();
+            let raw: Vec<u32> = (n.ladder.iter())
+                .filter(|r| r.bytes.starts_with(super::super::encode::RAW_MAGIC))
+                .map(|r| r.side)
+                .collect();
+            assert_eq!(raw, want, "up to {up_to}");
         }
     }
 

@@ -22,17 +22,15 @@ pub(crate) fn channels(layout: Layout) -> usize {
 }
 
 /// Checks that `px.data` holds exactly width×height pixels.
-pub(crate) fn check_buffer(px: &Pixels) -> Result<(), PipelineError> {
+pub(crate) fn check_buffer(px: &Pixels<impl AsRef<[u8]>>) -> Result<(), PipelineError> {
     let want = (px.width as usize)
         .checked_mul(px.height as usize)
         .and_then(|n| n.checked_mul(channels(px.layout)));
-    if want != Some(px.data.len()) || px.width == 0 || px.height == 0 {
+    let len = px.data.as_ref().len();
+    if want != Some(len) || px.width == 0 || px.height == 0 {
         return Err(PipelineError::Internal(format!(
             "pixel buffer of {} bytes does not match {}x{} {:?}",
-            px.data.len(),
-            px.width,
-            px.height,
-            px.layout
+            len, px.width, px.height, px.layout
         )));
     }
     Ok(())
@@ -46,7 +44,7 @@ fn pixel_type(layout: Layout) -> PixelType {
 }
 
 /// Copies square `r` out of `px` without resampling.
-fn crop_copy(px: &Pixels, r: Square) -> Pixels {
+fn crop_copy(px: &Pixels<&[u8]>, r: Square) -> Pixels {
     let ch = channels(px.layout);
     let row = px.width as usize * ch;
     let side = r.side as usize;
@@ -65,8 +63,13 @@ fn crop_copy(px: &Pixels, r: Square) -> Pixels {
 
 /// Takes square `r` of `px` and resamples it to `out`×`out`.
 /// `r` must lie inside `px` (checked: `Internal` otherwise).
-pub(crate) fn crop_resize(px: &Pixels, r: Square, out: u32) -> Result<Pixels, PipelineError> {
+pub(crate) fn crop_resize(
+    px: &Pixels<impl AsRef<[u8]>>,
+    r: Square,
+    out: u32,
+) -> Result<Pixels, PipelineError> {
     check_buffer(px)?;
+    let px = px.view();
     let inside = |o: u32, len: u32| o.checked_add(r.side).is_some_and(|e| e <= len);
     if r.side == 0 || out == 0 || !inside(r.x, px.width) || !inside(r.y, px.height) {
         return Err(PipelineError::Internal(format!(
@@ -75,10 +78,10 @@ pub(crate) fn crop_resize(px: &Pixels, r: Square, out: u32) -> Result<Pixels, Pi
         )));
     }
     if out == r.side {
-        return Ok(crop_copy(px, r));
+        return Ok(crop_copy(&px, r));
     }
     let pt = pixel_type(px.layout);
-    let src = ImageRef::new(px.width, px.height, &px.data, pt)
+    let src = ImageRef::new(px.width, px.height, px.data, pt)
         .map_err(|e| PipelineError::Internal(format!("resize source: {e}")))?;
     let mut dst = Image::new(out, out, pt);
     let filter = if out < r.side {
@@ -107,7 +110,7 @@ pub(crate) fn crop_resize(px: &Pixels, r: Square, out: u32) -> Result<Pixels, Pi
 }
 
 /// Resizes a square image to exactly `size`×`size` (1..=2048).
-pub fn resize_square(px: &Pixels, size: u32) -> Result<Pixels, PipelineError> {
+pub fn resize_square(px: &Pixels<impl AsRef<[u8]>>, size: u32) -> Result<Pixels, PipelineError> {
     if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
@@ -178,7 +181,7 @@ mod tests {
 
     #[test]
     fn crop_copy_is_exact() {
-        let p = Pixels {
+        let p: Pixels = Pixels {
             width: 3,
             height: 3,
             layout: Layout::Rgb8,
@@ -234,7 +237,7 @@ mod tests {
         fn output_is_exactly_size(side in 1u32..=40, size in 1u32..=2048, rgba in any::<bool>(), seed in any::<u8>()) {
             let layout = if rgba { Layout::Rgba8 } else { Layout::Rgb8 };
             let n = (side * side) as usize * channels(layout);
-            let p = Pixels { width: side, height: side, layout,
+            let p: Pixels = Pixels { width: side, height: side, layout,
                 data: (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect() };
             let out = resize_square(&p, size).unwrap();
             prop_assert_eq!((out.width, out.height), (size, size));

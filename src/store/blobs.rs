@@ -16,9 +16,10 @@ use bytes::Bytes;
 use crate::model::ContentHash;
 
 /// Largest read buffer a thread keeps between [`BlobDir::with`] calls: the
-/// stored rungs small renders read (a raw 256 px rung is 192 KiB, a QOI
-/// 512 px rung ~0.3 MiB); a larger blob's buffer is freed after its read.
-pub const KEEP_READ_BUFFER: usize = 1 << 20;
+/// stored rungs renders up to 512 px read (an uncompressed 512 px rung is
+/// 768 KiB, 1 MiB with alpha, plus its header and salt); a larger blob's
+/// buffer is freed after its read.
+pub const KEEP_READ_BUFFER: usize = 1 << 20 | 1 << 16;
 
 thread_local! {
     /// This thread's read buffer ([`BlobDir::with`]).
