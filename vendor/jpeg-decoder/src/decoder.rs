@@ -1,5 +1,5 @@
 use crate::error::{Error, Result, UnsupportedFeature};
-use crate::huffman::{fill_default_mjpeg_tables, HuffmanDecoder, HuffmanTable};
+use crate::huffman::{fill_default_mjpeg_tables, HuffmanDecoder, HuffmanTable, LUT_BITS};
 use crate::marker::Marker;
 use crate::parser::{
     parse_app, parse_com, parse_dht, parse_dqt, parse_dri, parse_sof, parse_sos,
@@ -1141,49 +1141,133 @@ fn decode_block<R: BufRead>(
     }
 
     // Section F.1.2.2.1
-    while index < spectral_selection.end {
-        if let Some((value, run)) = huffman.decode_fast_ac(reader, ac_table.unwrap())? {
-            index += run;
-
-            if index >= spectral_selection.end {
+    // avatar-edge fork: the AC loop holds the bit buffer in locals (registers)
+    // and writes it back only around the calls that read or decode through
+    // `huffman` (a refill, a code the look-up table does not complete), and
+    // looks codes up in a 10-bit table (upstream: 8). It refills exactly where
+    // upstream does: when fewer than 8 bits are held (upstream's
+    // `decode_fast_ac`), and when fewer than 16 are held before a code and
+    // value longer than 8 bits (which upstream's 8-bit table misses, so its
+    // `decode` refills first). The bytes a refill takes decide which marker
+    // the end of a damaged scan sees, so the same refills keep even damaged
+    // files' outcomes upstream's (tests/fork.rs). Below 10 held bits the
+    // look-up reads zeros past them; an entry of at most 8 bits is still
+    // exact, a longer one is looked up again after the refill.
+    let end = spectral_selection.end;
+    if index >= end {
+        // A DC-only scan: no AC table to look at.
+        return Ok(());
+    }
+    let ac_table = ac_table.unwrap();
+    let Some(ac_lut) = ac_table.ac_lut() else {
+        return decode_ac_slow(reader, coefficients, huffman, ac_table, index, end, successive_approximation_low, eob_run);
+    };
+    let (mut bits, mut num_bits) = huffman.state();
+    while index < end {
+        let mut entry = ac_lut[(bits >> (64 - LUT_BITS)) as usize];
+        // One branch, rarely taken, for both of upstream's refills.
+        if num_bits < 16 && (num_bits < 8 || entry.1 & 0x0f > 8) {
+            huffman.set_state(bits, num_bits);
+            huffman.read_bits(reader)?;
+            (bits, num_bits) = huffman.state();
+            entry = ac_lut[(bits >> (64 - LUT_BITS)) as usize];
+        }
+        let (value, run_size, past_end) = entry;
+        if run_size != 0 {
+            index += run_size >> 4;
+            if index >= end {
+                bits <<= past_end;
+                num_bits -= past_end;
                 break;
             }
-
-            coefficients[UNZIGZAG[index as usize] as usize] = value << successive_approximation_low;
+            let size = run_size & 0x0f;
+            bits <<= size;
+            num_bits -= size;
+            coefficients[usize::from(UNZIGZAG[usize::from(index & 63)] & 63)] = value << successive_approximation_low;
             index += 1;
         } else {
-            let byte = huffman.decode(reader, ac_table.unwrap())?;
-            let r = byte >> 4;
-            let s = byte & 0x0f;
-
-            if s == 0 {
-                match r {
-                    15 => index += 16, // Run length of 16 zero coefficients.
-                    _ => {
-                        *eob_run = (1 << r) - 1;
-
-                        if r > 0 {
-                            *eob_run += huffman.get_bits(reader, r)?;
-                        }
-
-                        break;
-                    }
-                }
-            } else {
-                index += r;
-
-                if index >= spectral_selection.end {
-                    break;
-                }
-
-                coefficients[UNZIGZAG[index as usize] as usize] =
-                    huffman.receive_extend(reader, s)? << successive_approximation_low;
-                index += 1;
+            huffman.set_state(bits, num_bits);
+            let (next, stop) = decode_ac_symbol(reader, coefficients, huffman, ac_table, index, end, successive_approximation_low, eob_run)?;
+            (bits, num_bits) = huffman.state();
+            index = next;
+            if stop {
+                break;
             }
         }
     }
+    huffman.set_state(bits, num_bits);
 
     Ok(())
+}
+
+// avatar-edge fork: upstream's AC loop, for a table without the combined
+// look-up (never an AC table as built by `HuffmanTable::new`).
+#[allow(clippy::too_many_arguments)]
+#[cold]
+fn decode_ac_slow<R: BufRead>(
+    reader: &mut R,
+    coefficients: &mut [i16; 64],
+    huffman: &mut HuffmanDecoder,
+    ac_table: &HuffmanTable,
+    mut index: u8,
+    end: u8,
+    successive_approximation_low: u8,
+    eob_run: &mut u16,
+) -> Result<()> {
+    while index < end {
+        let (next, stop) = decode_ac_symbol(reader, coefficients, huffman, ac_table, index, end, successive_approximation_low, eob_run)?;
+        index = next;
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// avatar-edge fork: one AC symbol decoded through `HuffmanDecoder::decode`,
+// upstream's slow branch of the loop: the next index, and whether the block
+// ends.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn decode_ac_symbol<R: BufRead>(
+    reader: &mut R,
+    coefficients: &mut [i16; 64],
+    huffman: &mut HuffmanDecoder,
+    ac_table: &HuffmanTable,
+    mut index: u8,
+    end: u8,
+    successive_approximation_low: u8,
+    eob_run: &mut u16,
+) -> Result<(u8, bool)> {
+    let byte = huffman.decode(reader, ac_table)?;
+    let r = byte >> 4;
+    let s = byte & 0x0f;
+
+    if s == 0 {
+        match r {
+            15 => index += 16, // Run length of 16 zero coefficients.
+            _ => {
+                *eob_run = (1 << r) - 1;
+
+                if r > 0 {
+                    *eob_run += huffman.get_bits(reader, r)?;
+                }
+
+                return Ok((index, true));
+            }
+        }
+    } else {
+        index += r;
+
+        if index >= end {
+            return Ok((index, true));
+        }
+
+        coefficients[UNZIGZAG[index as usize] as usize] =
+            huffman.receive_extend(reader, s)? << successive_approximation_low;
+        index += 1;
+    }
+    Ok((index, false))
 }
 
 fn decode_block_successive_approximation<R: BufRead>(
