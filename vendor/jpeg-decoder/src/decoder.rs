@@ -1144,15 +1144,14 @@ fn decode_block<R: BufRead>(
     // avatar-edge fork: the AC loop holds the bit buffer in locals (registers)
     // and writes it back only around the calls that read or decode through
     // `huffman` (a refill, a code the look-up table does not complete), and
-    // looks codes up in a 10-bit table (upstream: 8). It refills exactly where
-    // upstream does: when fewer than 8 bits are held (upstream's
-    // `decode_fast_ac`), and when fewer than 16 are held before a code and
-    // value longer than 8 bits (which upstream's 8-bit table misses, so its
-    // `decode` refills first). The bytes a refill takes decide which marker
-    // the end of a damaged scan sees, so the same refills keep even damaged
-    // files' outcomes upstream's (tests/fork.rs). Below 10 held bits the
-    // look-up reads zeros past them; an entry of at most 8 bits is still
-    // exact, a longer one is looked up again after the refill.
+    // looks codes (end of block included) up in a 10-bit table (upstream: 8).
+    // It refills exactly where upstream did: below 8 held bits (its
+    // `decode_fast_ac`), and below 16 before what its 8-bit table could not
+    // complete (its `decode`); each entry says which (`AcEntry`). The bytes a
+    // refill takes decide which marker the end of a damaged scan sees, so the
+    // same refills keep even damaged files' outcomes upstream's
+    // (tests/fork.rs). Below 10 held bits the look-up reads zeros past them:
+    // an entry of at most 8 bits is still exact, any other refills first.
     let end = spectral_selection.end;
     if index >= end {
         // A DC-only scan: no AC table to look at.
@@ -1165,25 +1164,23 @@ fn decode_block<R: BufRead>(
     let (mut bits, mut num_bits) = huffman.state();
     while index < end {
         let mut entry = ac_lut[(bits >> (64 - LUT_BITS)) as usize];
-        // One branch, rarely taken, for both of upstream's refills.
-        if num_bits < 16 && (num_bits < 8 || entry.1 & 0x0f > 8) {
+        // One branch, rarely taken, for upstream's refills.
+        if num_bits < entry.refill_below {
             huffman.set_state(bits, num_bits);
             huffman.read_bits(reader)?;
             (bits, num_bits) = huffman.state();
             entry = ac_lut[(bits >> (64 - LUT_BITS)) as usize];
         }
-        let (value, run_size, past_end) = entry;
-        if run_size != 0 {
-            index += run_size >> 4;
+        if entry.length != 0 {
+            index += entry.run;
             if index >= end {
-                bits <<= past_end;
-                num_bits -= past_end;
+                bits <<= entry.past_end;
+                num_bits -= entry.past_end;
                 break;
             }
-            let size = run_size & 0x0f;
-            bits <<= size;
-            num_bits -= size;
-            coefficients[usize::from(UNZIGZAG[usize::from(index & 63)] & 63)] = value << successive_approximation_low;
+            bits <<= entry.length;
+            num_bits -= entry.length;
+            coefficients[usize::from(UNZIGZAG[usize::from(index & 63)] & 63)] = entry.value << successive_approximation_low;
             index += 1;
         } else {
             huffman.set_state(bits, num_bits);

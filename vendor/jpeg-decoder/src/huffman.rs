@@ -196,13 +196,34 @@ pub enum HuffmanTableClass {
     AC,
 }
 
+/// avatar-edge fork: one entry of the AC look-up table, for `decode_block`'s
+/// AC loop. `length == 0`: the bits need `HuffmanDecoder::decode` (a longer
+/// code, a zero run, an end-of-band run, or a code and value over 10 bits).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AcEntry {
+    /// The coefficient (extended).
+    pub value: i16,
+    /// Zeros before it; 64 for end of block (past any block's end).
+    pub run: u8,
+    /// Bits of code and value.
+    pub length: u8,
+    /// Bits to consume when the run passes the end of the block.
+    pub past_end: u8,
+    /// Refill first when fewer bits than this are held: where upstream did.
+    pub refill_below: u8,
+}
+
+impl AcEntry {
+    const MISS: AcEntry = AcEntry { value: 0, run: 0, length: 0, past_end: 0, refill_below: 8 };
+}
+
 pub struct HuffmanTable {
     values: Vec<u8>,
     delta: [i32; 16],
     maxcode: [i32; 16],
 
     lut: [(u8, u8); 1 << LUT_BITS],
-    ac_lut: Option<[(i16, u8, u8); 1 << LUT_BITS]>,
+    ac_lut: Option<[AcEntry; 1 << LUT_BITS]>,
 }
 
 impl HuffmanTable {
@@ -239,15 +260,12 @@ impl HuffmanTable {
 
         // Build a lookup table for small AC coefficients which both decodes the value and does the
         // equivalent of receive_extend.
-        // avatar-edge fork: each entry also holds the bits to consume when the
-        // run passes the end of the block (damaged data only): upstream, with
-        // its 8-bit table, consumed the value bits there only for a code and
-        // value of at most 8 bits; a longer one went through `decode`, which
-        // consumes the code, and the block ended before `receive_extend`.
+        // avatar-edge fork: entries say what upstream's 8-bit table made of
+        // the same bits (`AcEntry`), and end-of-block codes are entries too.
         let ac_lut = match class {
             HuffmanTableClass::DC => None,
             HuffmanTableClass::AC => {
-                let mut table = [(0i16, 0u8, 0u8); 1 << LUT_BITS];
+                let mut table = [AcEntry::MISS; 1 << LUT_BITS];
 
                 for (i, &(value, size)) in lut.iter().enumerate() {
                     let run_length = value >> 4;
@@ -258,8 +276,27 @@ impl HuffmanTable {
                         let ac_value = extend(unextended_ac_value, magnitude_category);
 
                         let length = size + magnitude_category;
-                        let past_end = if length <= 8 { length } else { size };
-                        table[i] = (ac_value, (run_length << 4) | length, past_end);
+                        // Upstream completed a code and value of up to 8 bits
+                        // in its table; a longer one went through `decode`,
+                        // which refills below 16 bits and consumes the code
+                        // only, so a run past the block's end left the value.
+                        let upstream_fast = length <= 8;
+                        table[i] = AcEntry {
+                            value: ac_value,
+                            run: run_length,
+                            length,
+                            past_end: if upstream_fast { length } else { size },
+                            refill_below: if upstream_fast { 8 } else { 16 },
+                        };
+                    } else if value == 0 && size > 0 {
+                        // End of block, which upstream decoded through `decode`.
+                        table[i] = AcEntry {
+                            value: 0,
+                            run: 64,
+                            length: size,
+                            past_end: size,
+                            refill_below: 16,
+                        };
                     }
                 }
 
@@ -280,7 +317,7 @@ impl HuffmanTable {
 impl HuffmanTable {
     // avatar-edge fork: the combined AC look-up, for `decode_block`'s AC loop.
     #[inline(always)]
-    pub(crate) fn ac_lut(&self) -> Option<&[(i16, u8, u8); 1 << LUT_BITS]> {
+    pub(crate) fn ac_lut(&self) -> Option<&[AcEntry; 1 << LUT_BITS]> {
         self.ac_lut.as_ref()
     }
 }
