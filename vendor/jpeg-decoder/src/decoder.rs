@@ -1058,8 +1058,8 @@ impl<R: BufRead> Decoder<R> {
                         // fresh zeroed allocation per MCU row and component
                         // was a page-faulting `calloc` of up to ~130 KB each.
                         let next = match worker.take_spare(i) {
+                            // Zeros already (`Worker::take_spare`).
                             Some(mut row) => {
-                                row.clear();
                                 row.resize(coefficients_per_mcu_row, 0);
                                 row
                             }
@@ -1112,19 +1112,22 @@ fn decode_block<R: BufRead>(
     debug_assert_eq!(coefficients.len(), 64);
 
     if spectral_selection.start == 0 {
-        // Section F.2.2.1
-        // Figure F.12
-        let value = huffman.decode(reader, dc_table.unwrap())?;
-        let diff = match value {
-            0 => 0,
-            1..=11 => huffman.receive_extend(reader, value)?,
-            _ => {
-                // Section F.1.2.1.1
-                // Table F.1
-                return Err(Error::Format(
-                    "invalid DC difference magnitude category".to_owned(),
-                ));
+        // avatar-edge fork: a DC code and its value in one look-up when the
+        // table completes both (refilled below 16 held bits first, as
+        // upstream's `decode` did); upstream's steps otherwise.
+        let dc_table = dc_table.unwrap();
+        let (mut bits, mut num_bits) = huffman.state();
+        if num_bits < 16 {
+            huffman.read_bits(reader)?;
+            (bits, num_bits) = huffman.state();
+        }
+        let entry = dc_table.dc_lut().map(|lut| lut[(bits >> (64 - LUT_BITS)) as usize]);
+        let diff = match entry {
+            Some(entry) if entry.length != 0 => {
+                huffman.set_state(bits << entry.length, num_bits - entry.length);
+                entry.diff
             }
+            _ => decode_dc_slow(reader, huffman, dc_table)?,
         };
 
         // Malicious JPEG files can cause this add to overflow, therefore we use wrapping_add.
@@ -1195,6 +1198,24 @@ fn decode_block<R: BufRead>(
     huffman.set_state(bits, num_bits);
 
     Ok(())
+}
+
+// avatar-edge fork: upstream's DC steps (Section F.2.2.1, Figure F.12), for
+// what the DC look-up does not complete.
+#[cold]
+fn decode_dc_slow<R: BufRead>(reader: &mut R, huffman: &mut HuffmanDecoder, dc_table: &HuffmanTable) -> Result<i16> {
+    let value = huffman.decode(reader, dc_table)?;
+    Ok(match value {
+        0 => 0,
+        1..=11 => huffman.receive_extend(reader, value)?,
+        _ => {
+            // Section F.1.2.1.1
+            // Table F.1
+            return Err(Error::Format(
+                "invalid DC difference magnitude category".to_owned(),
+            ));
+        }
+    })
 }
 
 // avatar-edge fork: upstream's AC loop, for a table without the combined

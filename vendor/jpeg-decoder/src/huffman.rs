@@ -127,10 +127,15 @@ impl HuffmanDecoder {
             if let Ok(buf) = reader.fill_buf() {
                 if let Some(word) = buf.get(..8) {
                     let n = usize::from((64 - self.num_bits) / 8);
-                    if !word[..n].contains(&0xFF) {
-                        let mut be = [0u8; 8];
-                        be.copy_from_slice(word);
-                        let taken = u64::from_be_bytes(be) >> (64 - 8 * n);
+                    let mut be = [0u8; 8];
+                    be.copy_from_slice(word);
+                    let taken = u64::from_be_bytes(be) >> (64 - 8 * n);
+                    // No 0xFF among the n bytes: no zero byte in `!taken`,
+                    // whose bytes above them are 0xFF (the word test of
+                    // "Bit Twiddling Hacks"; a `contains` was a memchr call).
+                    let inverted = !taken;
+                    let has_ff = inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080 != 0;
+                    if !has_ff {
                         self.bits |= taken << (64 - usize::from(self.num_bits) - 8 * n);
                         self.num_bits += 8 * n as u8;
                         reader.consume(n);
@@ -196,6 +201,17 @@ pub enum HuffmanTableClass {
     AC,
 }
 
+/// avatar-edge fork: one entry of the DC look-up table. `length == 0`: the
+/// bits need `HuffmanDecoder::decode` (a longer code or value, or a magnitude
+/// category over 11, which is an error there).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DcEntry {
+    /// The DC difference (extended).
+    pub diff: i16,
+    /// Bits of code and value.
+    pub length: u8,
+}
+
 /// avatar-edge fork: one entry of the AC look-up table, for `decode_block`'s
 /// AC loop. `length == 0`: the bits need `HuffmanDecoder::decode` (a longer
 /// code, a zero run, an end-of-band run, or a code and value over 10 bits).
@@ -224,6 +240,8 @@ pub struct HuffmanTable {
 
     lut: [(u8, u8); 1 << LUT_BITS],
     ac_lut: Option<[AcEntry; 1 << LUT_BITS]>,
+    // avatar-edge fork: DC codes with their difference (`DcEntry`).
+    dc_lut: Option<[DcEntry; 1 << LUT_BITS]>,
 }
 
 impl HuffmanTable {
@@ -304,12 +322,38 @@ impl HuffmanTable {
             },
         };
 
+        // avatar-edge fork: a DC code and its difference in one look-up, for
+        // codes and values of up to LUT_BITS bits. Upstream refilled below 16
+        // held bits before a DC code, after which a value that fits here
+        // never needed another refill: `decode_block` refills the same way.
+        let dc_lut = match class {
+            HuffmanTableClass::AC => None,
+            HuffmanTableClass::DC => {
+                let mut table = [DcEntry { diff: 0, length: 0 }; 1 << LUT_BITS];
+
+                for (i, &(value, size)) in lut.iter().enumerate() {
+                    if size == 0 || value > 11 || size + value > LUT_BITS {
+                        continue;
+                    }
+                    let diff = if value == 0 {
+                        0
+                    } else {
+                        extend((((i << size) & ((1 << LUT_BITS) - 1)) >> (LUT_BITS - value)) as u16, value)
+                    };
+                    table[i] = DcEntry { diff, length: size + value };
+                }
+
+                Some(table)
+            },
+        };
+
         Ok(HuffmanTable {
             values: values.to_vec(),
             delta,
             maxcode,
             lut,
             ac_lut,
+            dc_lut,
         })
     }
 }
@@ -319,6 +363,12 @@ impl HuffmanTable {
     #[inline(always)]
     pub(crate) fn ac_lut(&self) -> Option<&[AcEntry; 1 << LUT_BITS]> {
         self.ac_lut.as_ref()
+    }
+
+    // avatar-edge fork: the combined DC look-up, for `decode_block`.
+    #[inline(always)]
+    pub(crate) fn dc_lut(&self) -> Option<&[DcEntry; 1 << LUT_BITS]> {
+        self.dc_lut.as_ref()
     }
 }
 

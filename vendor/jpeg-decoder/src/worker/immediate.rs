@@ -83,6 +83,8 @@ impl Worker for ImmediateWorker {
         Ok(self.get_result_immediate(index))
     }
     fn take_spare(&mut self, index: usize) -> Option<Vec<i16>> {
-        self.spares[index].take()
+        let mut row = self.spares[index].take()?;
+        row.fill(0);
+        Some(row)
     }
 }

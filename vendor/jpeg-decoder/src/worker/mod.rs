@@ -26,8 +26,8 @@ pub trait Worker {
     fn append_row(&mut self, row: (usize, Vec<i16>)) -> Result<()>;
     fn get_result(&mut self, index: usize) -> Result<Vec<u8>>;
     /// avatar-edge fork: a coefficient row of component `index` the worker
-    /// has finished with, to be reused (cleared by the caller) instead of a
-    /// fresh allocation per MCU row (FORK.md).
+    /// has finished with, to be reused instead of a fresh allocation per MCU
+    /// row (FORK.md). Every element is zero; its length is any.
     fn take_spare(&mut self, _index: usize) -> Option<Vec<i16>> {
         None
     }

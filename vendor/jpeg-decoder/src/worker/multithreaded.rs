@@ -136,7 +136,11 @@ fn create_worker() -> (Sender<WorkerMsg>, Receiver<Vec<i16>>, impl FnOnce() + 's
                 }
                 WorkerMsg::AppendRows(rows) => {
                     for row in rows {
-                        let _ = spare_tx.send(worker.append_row_immediate((0, row)));
+                        // Zeroed here, beside the decoding thread, which takes
+                        // spares as rows of zeros (`Worker::take_spare`).
+                        let mut row = worker.append_row_immediate((0, row));
+                        row.fill(0);
+                        let _ = spare_tx.send(row);
                     }
                 }
                 WorkerMsg::GetResult(chan) => {
