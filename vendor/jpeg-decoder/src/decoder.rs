@@ -1121,13 +1121,12 @@ fn decode_block<R: BufRead>(
             huffman.read_bits(reader)?;
             (bits, num_bits) = huffman.state();
         }
-        let entry = dc_table.dc_lut().map(|lut| lut[(bits >> (64 - LUT_BITS)) as usize]);
-        let diff = match entry {
-            Some(entry) if entry.length != 0 => {
-                huffman.set_state(bits << entry.length, num_bits - entry.length);
-                entry.diff
-            }
-            _ => decode_dc_slow(reader, huffman, dc_table)?,
+        let entry = dc_table.dc_lut()[(bits >> (64 - LUT_BITS)) as usize];
+        let diff = if entry.length != 0 {
+            huffman.set_state(bits << entry.length, num_bits - entry.length);
+            entry.diff
+        } else {
+            decode_dc_slow(reader, huffman, dc_table)?
         };
 
         // Malicious JPEG files can cause this add to overflow, therefore we use wrapping_add.
@@ -1161,9 +1160,7 @@ fn decode_block<R: BufRead>(
         return Ok(());
     }
     let ac_table = ac_table.unwrap();
-    let Some(ac_lut) = ac_table.ac_lut() else {
-        return decode_ac_slow(reader, coefficients, huffman, ac_table, index, end, successive_approximation_low, eob_run);
-    };
+    let ac_lut = ac_table.ac_lut();
     let (mut bits, mut num_bits) = huffman.state();
     while index < end {
         let mut entry = ac_lut[(bits >> (64 - LUT_BITS)) as usize];
@@ -1216,30 +1213,6 @@ fn decode_dc_slow<R: BufRead>(reader: &mut R, huffman: &mut HuffmanDecoder, dc_t
             ));
         }
     })
-}
-
-// avatar-edge fork: upstream's AC loop, for a table without the combined
-// look-up (never an AC table as built by `HuffmanTable::new`).
-#[allow(clippy::too_many_arguments)]
-#[cold]
-fn decode_ac_slow<R: BufRead>(
-    reader: &mut R,
-    coefficients: &mut [i16; 64],
-    huffman: &mut HuffmanDecoder,
-    ac_table: &HuffmanTable,
-    mut index: u8,
-    end: u8,
-    successive_approximation_low: u8,
-    eob_run: &mut u16,
-) -> Result<()> {
-    while index < end {
-        let (next, stop) = decode_ac_symbol(reader, coefficients, huffman, ac_table, index, end, successive_approximation_low, eob_run)?;
-        index = next;
-        if stop {
-            break;
-        }
-    }
-    Ok(())
 }
 
 // avatar-edge fork: one AC symbol decoded through `HuffmanDecoder::decode`,

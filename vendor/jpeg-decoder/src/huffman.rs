@@ -12,8 +12,8 @@ use crate::parser::ScanInfo;
 // their value bits, complete in one look-up. Measured alone (before the AC
 // loop of `decode_block` changed), a 12 MP decode at 1/2, medians of 21 in two
 // rounds: 8 bits 50.2, 51.8 ms; 9: 49.2, 51.6; 10: 45.7, 46.9; 11: 46.5, 46.8;
-// 12: 48.1, 48.1. The tables grow from 0.5 to 2 KiB (DC) and from 1.5 to
-// 6 KiB (AC).
+// 12: 48.1, 48.1. With the combined entries (`DcEntry`, `AcEntry`) a table
+// grows from 0.5 to 6 KiB (DC) and from 1.5 to 8 KiB (AC).
 pub(crate) const LUT_BITS: u8 = 10;
 
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl HuffmanDecoder {
         self.num_bits -= count;
     }
 
-    // avatar-edge fork: the bit buffer, for `decode_block`'s AC loop.
+    // avatar-edge fork: the bit buffer, for `decode_block`'s DC and AC steps.
     #[inline(always)]
     pub(crate) fn state(&self) -> (u64, u8) {
         (self.bits, self.num_bits)
@@ -232,6 +232,12 @@ pub(crate) struct AcEntry {
 impl AcEntry {
     const MISS: AcEntry = AcEntry { value: 0, run: 0, length: 0, past_end: 0, refill_below: 8 };
 }
+
+/// avatar-edge fork: the look-ups of a table built without one (a DC table
+/// asked for AC entries, or the reverse): every entry sends the code through
+/// `HuffmanDecoder::decode`, upstream's path for it.
+static AC_MISSES: [AcEntry; 1 << LUT_BITS] = [AcEntry::MISS; 1 << LUT_BITS];
+static DC_MISSES: [DcEntry; 1 << LUT_BITS] = [DcEntry { diff: 0, length: 0 }; 1 << LUT_BITS];
 
 pub struct HuffmanTable {
     values: Vec<u8>,
@@ -361,14 +367,14 @@ impl HuffmanTable {
 impl HuffmanTable {
     // avatar-edge fork: the combined AC look-up, for `decode_block`'s AC loop.
     #[inline(always)]
-    pub(crate) fn ac_lut(&self) -> Option<&[AcEntry; 1 << LUT_BITS]> {
-        self.ac_lut.as_ref()
+    pub(crate) fn ac_lut(&self) -> &[AcEntry; 1 << LUT_BITS] {
+        self.ac_lut.as_ref().unwrap_or(&AC_MISSES)
     }
 
     // avatar-edge fork: the combined DC look-up, for `decode_block`.
     #[inline(always)]
-    pub(crate) fn dc_lut(&self) -> Option<&[DcEntry; 1 << LUT_BITS]> {
-        self.dc_lut.as_ref()
+    pub(crate) fn dc_lut(&self) -> &[DcEntry; 1 << LUT_BITS] {
+        self.dc_lut.as_ref().unwrap_or(&DC_MISSES)
     }
 }
 
