@@ -7,7 +7,9 @@
 //! result and, on success, the same bytes — except with optimized tables and
 //! a restart interval, where upstream writes corrupt JPEGs (found here, fixed
 //! in the fork, see its FORK.md): there the fork's output must decode to the
-//! same pixels as its output with the standard tables. Encodes run one after
+//! same pixels as its output with the standard tables. With a restart
+//! interval, the fork's parallel encode (`set_parallel`, in a pool of three
+//! threads) must write the serial encode's bytes. Encodes run one after
 //! another on one thread, so a scratch buffer left dirty by an earlier
 //! (larger, other-shaped) encode would show as a difference.
 #![no_main]
@@ -127,6 +129,29 @@ fuzz_target!(|data: &[u8]| {
     let mine = ours(optimize);
     if let Ok(jpeg) = &mine {
         decode(jpeg);
+    }
+    if restart > 0 {
+        static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+        let pool = POOL.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap()
+        });
+        let parallel = pool.install(|| {
+            let mut out = Vec::new();
+            let mut e = jpeg_encoder::Encoder::new(&mut out, quality);
+            e.set_sampling_factor(sampling);
+            e.set_optimized_huffman_tables(optimize);
+            e.set_progressive(progressive);
+            e.set_restart_interval(restart);
+            e.set_parallel(true);
+            e.encode(&image, w, h, color).map(|()| out)
+        });
+        match (&mine, &parallel) {
+            (Ok(a), Ok(b)) => assert!(a == b, "{what}: the parallel encode's bytes differ"),
+            (a, b) => assert_eq!(a.is_ok(), b.is_ok(), "{what}: parallel"),
+        }
     }
     if optimize && restart > 0 {
         let standard = ours(false);

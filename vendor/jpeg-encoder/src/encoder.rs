@@ -12,6 +12,11 @@ use alloc::vec::Vec;
 #[cfg(feature = "std")]
 use std::io::BufWriter;
 
+/// avatar-edge fork: `Encoder::set_parallel`.
+#[cfg(feature = "rayon")]
+#[path = "parallel.rs"]
+mod parallel;
+
 #[cfg(feature = "std")]
 use std::fs::File;
 
@@ -237,6 +242,9 @@ pub struct Encoder<W: JfifWrite> {
 
     optimize_huffman_table: bool,
 
+    /// avatar-edge fork: `set_parallel`.
+    parallel: bool,
+
     app_segments: Vec<(u8, Vec<u8>)>,
 }
 
@@ -281,6 +289,7 @@ impl<W: JfifWrite> Encoder<W> {
             progressive_scans: None,
             restart_interval: None,
             optimize_huffman_table: false,
+            parallel: false,
             app_segments: Vec::new(),
         }
     }
@@ -387,6 +396,17 @@ impl<W: JfifWrite> Encoder<W> {
     /// Optimized tables result in slightly smaller file sizes but decrease encoding performance.
     pub fn set_optimized_huffman_tables(&mut self, optimize_huffman_table: bool) {
         self.optimize_huffman_table = optimize_huffman_table;
+    }
+
+    /// avatar-edge fork: with the `rayon` feature, a sequential encode (the
+    /// mode optimized tables use) that has a restart interval computes its
+    /// blocks, counts its symbols and writes its restart segments on rayon's
+    /// current pool (`parallel.rs`). The output is byte-identical to the
+    /// serial encode with the same settings; without a restart interval, in
+    /// progressive or interleaved mode, or without the feature, this changes
+    /// nothing.
+    pub fn set_parallel(&mut self, parallel: bool) {
+        self.parallel = parallel;
     }
 
     /// Returns if optimized huffman table should be generated
@@ -841,6 +861,11 @@ impl<W: JfifWrite> Encoder<W> {
         image: I,
         q_tables: &[QuantizationTable; 2],
     ) -> Result<(), EncodingError> {
+        #[cfg(feature = "rayon")]
+        if let (true, Some(interval)) = (self.parallel, self.restart_interval) {
+            return self.encode_image_sequential_parallel::<_, OP>(image, q_tables, interval);
+        }
+
         let blocks = self.encode_blocks::<_, OP>(&image, q_tables);
 
         if self.optimize_huffman_table {
@@ -1012,6 +1037,34 @@ impl<W: JfifWrite> Encoder<W> {
         image: &I,
         q_tables: &[QuantizationTable; 2],
     ) -> [Vec<AlignedBlock>; 4] {
+        let (row, buffer_width) = self.fill_rows(image);
+
+        let mut blocks: [Vec<_>; 4] = self.init_block_buffers(row[0].len() / 64);
+
+        for i in 0..self.components.len() {
+            let grid = self.component_grid(image, i);
+
+            for block_y in 0..grid.rows {
+                for block_x in 0..grid.cols {
+                    blocks[i].push(quantized_block::<OP>(
+                        &row[i],
+                        &grid,
+                        block_x,
+                        block_y,
+                        buffer_width,
+                        q_tables,
+                    ));
+                }
+            }
+        }
+        scratch::give_rows(row);
+        blocks
+    }
+
+    /// avatar-edge fork: the first half of upstream's `encode_blocks`, its own
+    /// function so that the parallel encode (`parallel.rs`) shares it: every
+    /// component's samples, rows padded to whole MCUs, and the rows' width.
+    pub(crate) fn fill_rows<I: ImageBuffer>(&mut self, image: &I) -> ([Vec<u8>; 4], usize) {
         let width = image.width();
         let height = image.height();
 
@@ -1041,54 +1094,39 @@ impl<W: JfifWrite> Encoder<W> {
                 }
             }
         }
+        (row, buffer_width)
+    }
 
-        let num_cols = usize::from(width).div_ceil(8);
-        let num_rows = usize::from(height).div_ceil(8);
+    /// avatar-edge fork: component `i`'s block grid and sampling (from
+    /// upstream's `encode_blocks`), computed once per component.
+    pub(crate) fn component_grid<I: ImageBuffer>(&self, image: &I, i: usize) -> ComponentGrid {
+        let (max_h_sampling, max_v_sampling) = self.get_max_sampling_size();
+        let num_cols = usize::from(image.width()).div_ceil(8);
+        let num_rows = usize::from(image.height()).div_ceil(8);
 
         debug_assert!(num_cols > 0);
         debug_assert!(num_rows > 0);
 
-        let mut blocks: [Vec<_>; 4] = self.init_block_buffers(buffer_size / 64);
+        let component = &self.components[i];
+        let h_scale = max_h_sampling / component.horizontal_sampling_factor as usize;
+        let v_scale = max_v_sampling / component.vertical_sampling_factor as usize;
 
-        for (i, component) in self.components.iter().enumerate() {
-            let h_scale = max_h_sampling / component.horizontal_sampling_factor as usize;
-            let v_scale = max_v_sampling / component.vertical_sampling_factor as usize;
+        let cols = num_cols.div_ceil(h_scale);
+        let rows = num_rows.div_ceil(v_scale);
 
-            let cols = num_cols.div_ceil(h_scale);
-            let rows = num_rows.div_ceil(v_scale);
+        debug_assert!(cols > 0);
+        debug_assert!(rows > 0);
 
-            debug_assert!(cols > 0);
-            debug_assert!(rows > 0);
-
-            let average = self.chroma_subsampling_method == ChromaSubsamplingMethod::Average
-                && (h_scale > 1 || v_scale > 1);
-
-            for block_y in 0..rows {
-                for block_x in 0..cols {
-                    let bx = block_x * 8 * h_scale;
-                    let by = block_y * 8 * v_scale;
-                    let mut block = if average {
-                        get_block_averaged(&row[i], bx, by, h_scale, v_scale, buffer_width)
-                    } else {
-                        get_block(&row[i], bx, by, h_scale, v_scale, buffer_width)
-                    };
-
-                    OP::fdct(&mut block);
-
-                    let mut q_block = AlignedBlock::default();
-
-                    OP::quantize_block(
-                        &block,
-                        &mut q_block,
-                        &q_tables[component.quantization_table as usize],
-                    );
-
-                    blocks[i].push(q_block);
-                }
-            }
+        let average = self.chroma_subsampling_method == ChromaSubsamplingMethod::Average
+            && (h_scale > 1 || v_scale > 1);
+        ComponentGrid {
+            cols,
+            rows,
+            h_scale,
+            v_scale,
+            average,
+            quantization_table: component.quantization_table as usize,
         }
-        scratch::give_rows(row);
-        blocks
     }
 
     /// avatar-edge fork: as `init_rows`.
@@ -1192,6 +1230,47 @@ impl<W: JfifWrite> Encoder<W> {
             );
         }
     }
+}
+
+/// avatar-edge fork: where a component's blocks are and how they are
+/// sampled (`Encoder::component_grid`).
+#[derive(Clone, Copy)]
+pub(crate) struct ComponentGrid {
+    pub cols: usize,
+    pub rows: usize,
+    h_scale: usize,
+    v_scale: usize,
+    average: bool,
+    quantization_table: usize,
+}
+
+/// avatar-edge fork: one quantized block of a component, from its padded
+/// sample rows (the body of upstream's loop in `encode_blocks`).
+#[inline(always)]
+pub(crate) fn quantized_block<OP: Operations>(
+    row: &[u8],
+    grid: &ComponentGrid,
+    block_x: usize,
+    block_y: usize,
+    buffer_width: usize,
+    q_tables: &[QuantizationTable; 2],
+) -> AlignedBlock {
+    let (h_scale, v_scale) = (grid.h_scale, grid.v_scale);
+    let bx = block_x * 8 * h_scale;
+    let by = block_y * 8 * v_scale;
+    let mut block = if grid.average {
+        get_block_averaged(row, bx, by, h_scale, v_scale, buffer_width)
+    } else {
+        get_block(row, bx, by, h_scale, v_scale, buffer_width)
+    };
+
+    OP::fdct(&mut block);
+
+    let mut q_block = AlignedBlock::default();
+
+    OP::quantize_block(&block, &mut q_block, &q_tables[grid.quantization_table]);
+
+    q_block
 }
 
 #[cfg(feature = "std")]

@@ -470,6 +470,95 @@ mod tests {
         assert!(compared > 200, "{compared} cases compared byte for byte");
     }
 
+    /// avatar-edge fork: `set_parallel` (feature `rayon`) writes the bytes
+    /// the serial encode writes with the same settings, whichever way the
+    /// pool splits the work: sizes around the bands and segments, every
+    /// colour type and sampling factor, standard and optimized tables,
+    /// intervals of one block to more than the image; and a parallel
+    /// setting without an interval, or progressive, is the serial encode.
+    #[cfg(feature = "rayon")]
+    #[test]
+    fn fork_parallel_encode_is_byte_identical_to_the_serial_one() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let colors = [
+            (ColorType::Rgb, 3usize),
+            (ColorType::Luma, 1),
+            (ColorType::Rgba, 4),
+            (ColorType::Cmyk, 4),
+        ];
+        let samplings = [
+            SamplingFactor::F_2_2,
+            SamplingFactor::F_1_1,
+            SamplingFactor::F_2_1,
+            SamplingFactor::F_4_1,
+        ];
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let mut parallel_cases = 0;
+        for case in 0..96 {
+            let (w, h) = [
+                (1, 1),
+                (9, 130),
+                (64, 64),
+                (300, 299),
+                (512, 512),
+                (1000, 8),
+            ][case % 6];
+            let (color, channels) = colors[(case / 6) % colors.len()];
+            let sampling = samplings[(case / 2) % samplings.len()];
+            let quality = [85u8, 10, 100][case % 3];
+            let optimize = case % 4 != 3;
+            let progressive = case % 16 == 5;
+            let restart = [0u16, 1, 3, 64, 1024, 65535][(case / 5) % 6];
+            let noisy = case % 2 == 0;
+            let data: Vec<u8> = (0..w * h * channels)
+                .map(|i| {
+                    if noisy {
+                        next() as u8
+                    } else {
+                        ((i / channels) % w * 255 / w + (i / channels / w) % 7) as u8
+                    }
+                })
+                .collect();
+            let encode = |parallel: bool| {
+                let mut out = Vec::new();
+                let mut e = Encoder::new(&mut out, quality);
+                e.set_sampling_factor(sampling);
+                e.set_optimized_huffman_tables(optimize);
+                e.set_progressive(progressive);
+                e.set_restart_interval(restart);
+                e.set_parallel(parallel);
+                e.encode(&data, w as u16, h as u16, color).unwrap();
+                out
+            };
+            let serial = encode(false);
+            let parallel = pool.install(|| encode(true));
+            assert!(
+                serial == parallel,
+                "case {case}: {w}x{h} {color:?} {sampling:?} q{quality} optimize {optimize} restart {restart}"
+            );
+            let decoded = match color {
+                ColorType::Luma => 1,
+                ColorType::Cmyk => 4,
+                _ => 3,
+            };
+            assert_eq!(decode(&parallel).0.len(), w * h * decoded, "case {case}");
+            parallel_cases += usize::from(restart > 0 && !progressive);
+        }
+        assert!(
+            parallel_cases > 60,
+            "{parallel_cases} cases took the parallel path"
+        );
+    }
+
     /// avatar-edge fork: optimized Huffman tables with restart intervals.
     /// Upstream counted the DC differences without the restarts' resets of
     /// the prediction, so a scan could write a category its table had no

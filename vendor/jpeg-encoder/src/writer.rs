@@ -120,6 +120,13 @@ impl<W: JfifWrite> JfifWriter<W> {
         }
     }
 
+    /// avatar-edge fork: the writer's destination back (`parallel.rs`
+    /// writes each restart segment into its own `Vec`).
+    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
     #[inline(always)]
     pub fn write(&mut self, buf: &[u8]) -> Result<(), EncodingError> {
         self.w.write_all(buf)
