@@ -68,37 +68,130 @@ fn flat(w: u32, h: u32, layout: Layout) -> Pixels {
     })
 }
 
+/// How a rung is stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stored {
+    Raw,
+    Qoi,
+    Striped,
+}
+
+fn stored(bytes: &[u8]) -> Stored {
+    match &bytes[..4] {
+        b"AEr1" => Stored::Raw,
+        b"qoif" => Stored::Qoi,
+        b"AEq1" => Stored::Striped,
+        other => panic!("unknown rung magic {other:?}"),
+    }
+}
+
 #[test]
 fn rung_storage_table() {
     // (pixels, raw_rungs_up_to, expected storage): uncompressed only for
     // rungs up to the setting (never above RAW_RUNG_MAX_SIDE) that QOI
-    // cannot shrink by 60 %.
-    let cases: &[(Pixels, u32, bool)] = &[
-        (noise(64, 64, Layout::Rgb8), 256, true),
-        (noise(256, 256, Layout::Rgba8), 256, true),
-        (noise(257, 257, Layout::Rgb8), 256, false),
-        (noise(512, 300, Layout::Rgb8), 256, false),
-        (noise(512, 300, Layout::Rgb8), 512, true),
-        (noise(513, 513, Layout::Rgb8), 512, false),
-        (noise(513, 513, Layout::Rgb8), 4096, false),
-        (noise(64, 64, Layout::Rgb8), 0, false),
-        (flat(64, 64, Layout::Rgb8), 256, false),
-        (flat(256, 256, Layout::Rgba8), 256, false),
-        (flat(300, 300, Layout::Rgb8), 512, false),
+    // cannot shrink by 60 %; QOI in stripes when taller than STRIPE_ROWS.
+    use Stored::*;
+    let cases: &[(Pixels, u32, Stored)] = &[
+        (noise(64, 64, Layout::Rgb8), 256, Raw),
+        (noise(256, 256, Layout::Rgba8), 256, Raw),
+        (noise(257, 257, Layout::Rgb8), 256, Striped),
+        (noise(512, 300, Layout::Rgb8), 256, Striped),
+        (noise(512, 300, Layout::Rgb8), 512, Raw),
+        (noise(513, 513, Layout::Rgb8), 512, Striped),
+        (noise(513, 513, Layout::Rgb8), 4096, Striped),
+        (noise(64, 64, Layout::Rgb8), 0, Qoi),
+        (noise(300, 128, Layout::Rgb8), 0, Qoi),
+        (noise(300, 129, Layout::Rgba8), 0, Striped),
+        (flat(64, 64, Layout::Rgb8), 256, Qoi),
+        (flat(256, 256, Layout::Rgba8), 256, Striped),
+        (flat(300, 300, Layout::Rgb8), 512, Striped),
         // QOI's 22 bytes of header and end marker outweigh one pixel.
-        (flat(1, 1, Layout::Rgb8), 256, true),
+        (flat(1, 1, Layout::Rgb8), 256, Raw),
     ];
-    for (px, up_to, raw) in cases {
+    for (px, up_to, want) in cases {
         let bytes = encode_rung(px, *up_to).unwrap();
-        assert_eq!(
-            bytes.starts_with(RAW_MAGIC),
-            *raw,
-            "{}px {:?} up to {up_to}",
-            px.width,
-            px.layout
-        );
-        assert_eq!(bytes.starts_with(b"qoif"), !*raw);
-        assert_eq!(&decode_rung(&bytes).unwrap(), px);
+        let how = format!("{}x{} {:?} up to {up_to}", px.width, px.height, px.layout);
+        assert_eq!(stored(&bytes), *want, "{how}");
+        assert_eq!(&decode_rung(&bytes).unwrap(), px, "{how}");
+        if *want == Striped {
+            // The stripes are whole QOI images of the rung's rows: the
+            // bytes are no larger than one QOI image's by more than each
+            // stripe's header and end marker, and their own length.
+            let one = qoi::encode_to_vec(&px.data, px.width, px.height).unwrap();
+            let stripes = px.height.div_ceil(STRIPE_ROWS) as usize;
+            assert!(
+                bytes.len() <= one.len() + stripes * (22 + 4) + STRIPED_HEADER,
+                "{how}"
+            );
+            assert_eq!(striped_rung_len(&bytes), Some(bytes.len()));
+        }
+    }
+}
+
+#[test]
+fn striped_rungs_are_the_rows_of_the_rung_one_qoi_image_per_stripe() {
+    let px = noise(40, 300, Layout::Rgba8);
+    let bytes = encode_rung(&px, 0).unwrap();
+    let s = striped_parts(&bytes).unwrap();
+    assert_eq!(
+        (s.width, s.height, s.rows, s.stripes.len()),
+        (40, 300, 128, 3)
+    );
+    let row_bytes = 40 * 4;
+    for (i, stripe) in s.stripes.iter().enumerate() {
+        let (h, pixels) = qoi::decode_to_vec(stripe).unwrap();
+        assert_eq!((h.width, h.height), (40, [128, 128, 44][i]));
+        let from = i * 128 * row_bytes;
+        assert_eq!(pixels, px.data[from..from + pixels.len()]);
+    }
+}
+
+#[test]
+fn corrupt_striped_rungs_are_internal_errors() {
+    let good = encode_rung(&noise(16, 300, Layout::Rgb8), 0).unwrap();
+    assert_eq!(stored(&good), Stored::Striped);
+    let with = |at: usize, v: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + v.len()].copy_from_slice(v);
+        b
+    };
+    let first_len = u32::from_be_bytes(good[17..21].try_into().unwrap());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("magic only", STRIPED_MAGIC.to_vec()),
+        ("header only", good[..STRIPED_HEADER].to_vec()),
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("trailing byte", [good.clone(), vec![0]].concat()),
+        ("zero width", with(4, &0u32.to_be_bytes())),
+        ("huge side", with(8, &100_000u32.to_be_bytes())),
+        ("taller than its stripes", with(8, &400u32.to_be_bytes())),
+        ("five channels", with(12, &[5])),
+        ("four channels in the header", with(12, &[4])),
+        ("zero rows per stripe", with(13, &0u32.to_be_bytes())),
+        ("more rows per stripe", with(13, &129u32.to_be_bytes())),
+        ("one row per stripe", with(13, &1u32.to_be_bytes())),
+        (
+            "a stripe one byte longer",
+            with(17, &(first_len + 1).to_be_bytes()),
+        ),
+        ("a stripe past the end", with(17, &u32::MAX.to_be_bytes())),
+        ("a stripe's pixels flipped", {
+            let mut b = good.clone();
+            let at = STRIPED_HEADER + 12 + 20;
+            b[at] ^= 0xff;
+            b[at + 1] ^= 0xff;
+            b
+        }),
+    ];
+    for (why, c) in cases {
+        match decode_rung(&c) {
+            Err(e) => assert!(!e.is_client_error(), "{why}: {e:?}"),
+            // A flipped byte inside a stripe may still be valid QOI: then
+            // the pixels differ, but the size holds.
+            Ok(px) => {
+                assert_eq!((px.width, px.height), (16, 300), "{why}");
+                assert_eq!(why, "a stripe's pixels flipped");
+            }
+        }
     }
 }
 
@@ -131,10 +224,16 @@ fn corrupt_raw_rungs_are_internal_errors() {
 
 proptest::proptest! {
     #[test]
-    fn any_rung_round_trips(w in 1u32..48, h in 1u32..48, alpha: bool, smooth: bool) {
+    fn any_rung_round_trips(
+        w in 1u32..48,
+        h in 1u32..400,
+        alpha: bool,
+        smooth: bool,
+        up_to in proptest::sample::select(vec![0u32, RAW_RUNGS_UP_TO]),
+    ) {
         let layout = if alpha { Layout::Rgba8 } else { Layout::Rgb8 };
         let px = if smooth { gradient(w, h, layout) } else { noise(w, h, layout) };
-        let bytes = encode_rung(&px, RAW_RUNGS_UP_TO).unwrap();
+        let bytes = encode_rung(&px, up_to).unwrap();
         proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
     }
 }
@@ -190,7 +289,7 @@ fn jpeg_is_baseline_at_every_size() {
 #[test]
 fn baseline_jpeg_is_smaller_than_progressive_for_a_photo() {
     // Why `PROGRESSIVE` is false: a photo's rung, encoded both ways with
-    // the tables optimized, as variants are.
+    // the tables optimized, as variants are; and what restart segments cost.
     let bytes = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/photo_retina_baseline_1024.jpg"
@@ -199,7 +298,7 @@ fn baseline_jpeg_is_smaller_than_progressive_for_a_photo() {
     let n = super::super::normalize(&bytes, None, &super::super::Limits::default()).unwrap();
     for rung in n.ladder.iter().filter(|r| r.side == 256 || r.side == 512) {
         let px = decode_rung(&rung.bytes).unwrap();
-        let size = |progressive: bool| {
+        let jpeg = |progressive: bool| {
             let mut out = Vec::new();
             let mut enc = jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY);
             enc.set_optimized_huffman_tables(true);
@@ -211,16 +310,39 @@ fn baseline_jpeg_is_smaller_than_progressive_for_a_photo() {
                 jpeg_encoder::ColorType::Rgb,
             )
             .unwrap();
-            out.len()
+            out
         };
-        let (baseline, progressive) = (size(false), size(true));
+        let (baseline, progressive) = (jpeg(false), jpeg(true));
         assert!(
-            baseline < progressive,
-            "{}: {baseline} vs {progressive}",
+            baseline.len() < progressive.len(),
+            "{}: {} vs {}",
+            rung.side,
+            baseline.len(),
+            progressive.len()
+        );
+        // Ours is that baseline JPEG, from 384 px in four restart segments
+        // of luma (encoded in parallel): the same coefficients, so the same
+        // pixels, for a few bytes per marker.
+        let ours = encode(&px, OutputFormat::Jpeg, Encoding::LOSSY).unwrap();
+        let restarts = ours
+            .windows(2)
+            .filter(|w| w[0] == 0xFF && (0xD0..=0xD7).contains(&w[1]))
+            .count();
+        assert_eq!(
+            restarts,
+            if rung.side >= 384 { 3 } else { 0 },
+            "{}",
             rung.side
         );
-        let ours = encode(&px, OutputFormat::Jpeg, Encoding::LOSSY).unwrap();
-        assert_eq!(ours.len(), baseline, "{}", rung.side);
+        assert!(
+            ours.len() >= baseline.len() && ours.len() <= baseline.len() + 8 * restarts,
+            "{}: {} vs {}",
+            rung.side,
+            ours.len(),
+            baseline.len()
+        );
+        let pixels = |b: &[u8]| image::load_from_memory(b).unwrap().into_rgb8().into_raw();
+        assert!(pixels(&ours) == pixels(&baseline), "{}", rung.side);
     }
 }
 
@@ -308,11 +430,11 @@ fn bad_buffers_are_refused() {
 
 #[test]
 fn renders_from_raw_and_qoi_rungs_are_identical() {
-    // The uncompressed rung is rendered from its own bytes, the QOI one from
-    // a decoded copy: the same pixels must give the same variant.
+    // The uncompressed rung is rendered from its own bytes, the striped QOI
+    // one from a copy decoded in parallel: the same pixels must give the same variant.
     let px = noise(512, 512, Layout::Rgb8);
     let (raw, qoi) = (encode_rung(&px, 512).unwrap(), encode_rung(&px, 0).unwrap());
-    assert!(raw.starts_with(RAW_MAGIC) && qoi.starts_with(b"qoif"));
+    assert!(raw.starts_with(RAW_MAGIC) && qoi.starts_with(STRIPED_MAGIC));
     for (size, format) in [
         (512, OutputFormat::Jpeg),
         (300, OutputFormat::Png),
@@ -320,5 +442,24 @@ fn renders_from_raw_and_qoi_rungs_are_identical() {
     ] {
         let r = |b: &[u8]| crate::pipeline::render(b, size, format, Encoding::LOSSY).unwrap();
         assert_eq!(r(&raw), r(&qoi), "{size} {format:?}");
+    }
+}
+
+#[test]
+fn parallel_jpeg_interval_table() {
+    // (side, restart interval): none below 384×384 px; above, a quarter of
+    // the luma blocks, so 4:2:0 chroma is one segment per scan.
+    let cases: &[((u16, u16), Option<u16>)] = &[
+        ((1, 1), None),
+        ((256, 256), None),
+        ((383, 383), None),
+        ((384, 384), Some(576)),
+        ((512, 512), Some(1024)),
+        ((513, 513), Some(1057)),
+        ((2048, 2048), Some(16384)),
+        ((65535, 65535), Some(u16::MAX)),
+    ];
+    for &((w, h), want) in cases {
+        assert_eq!(parallel_jpeg_interval(w, h), want, "{w}x{h}");
     }
 }

@@ -23,7 +23,7 @@ use super::animation::decode_animation;
 use super::classify::{classify, DECISION_SIDE};
 use super::color::to_srgb;
 use super::decode::{check_body, decode, decode_jpeg_shrunk, Decoded};
-use super::encode::{encode, encode_rung, with_rung};
+use super::encode::{encode, encode_rung, is_striped, with_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
 use super::resize::{crop_resize, resize_square};
 use super::{
@@ -335,16 +335,25 @@ pub fn render(
     if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
-    with_rung(rung, |px| {
-        // A rung of exactly the requested side is already the Lanczos3
-        // result from its parent: encode it as it is (the common
-        // 64/128/256/512 sizes).
-        if px.width == size && px.height == size {
-            return encode(px, format, encoding);
-        }
-        let out = resize_square(px, size)?;
-        encode(&out, format, encoding)
-    })
+    let render = || {
+        with_rung(rung, |px| {
+            // A rung of exactly the requested side is already the Lanczos3
+            // result from its parent: encode it as it is (the common
+            // 64/128/256/512 sizes).
+            if px.width == size && px.height == size {
+                return encode(px, format, encoding);
+            }
+            let out = resize_square(px, size)?;
+            encode(&out, format, encoding)
+        })
+    };
+    // A striped rung's stripes decode on every core, and a large JPEG is
+    // encoded there too: one hand-off to the helper pool for both.
+    if is_striped(rung) {
+        super::parallel::install(render)
+    } else {
+        render()
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod encode;
 mod error;
 mod geometry;
 mod ladder;
+mod parallel;
 mod resize;
 pub mod salt;
 mod sniff;
@@ -65,8 +66,9 @@ pub use sniff::sniff;
 /// it is part of every variant's ETag and cache key.
 /// (2: lossy WebP for photos, AVIF, progressive JPEG from 256 px;
 /// 3: lossy WebP at libwebp method 2;
-/// 4: baseline JPEG at every size, 3–30 % smaller than progressive.)
-pub const PIPELINE_VERSION: u32 = 4;
+/// 4: baseline JPEG at every size, 3–30 % smaller than progressive;
+/// 5: JPEG variants from 384×384 px in restart segments, encoded in parallel.)
+pub const PIPELINE_VERSION: u32 = 5;
 
 /// Encoder qualities (1–100), from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! bounded replica it cannot): its blobs are its own.
 //!
 //! Layout: `payload ‖ owner (32 bytes) ‖ SALT_MAGIC (8 bytes)`, where the
-//! payload is a rung as it was stored before (QOI, uncompressed `AEr1`, or
+//! payload is a rung as it was stored before (QOI, striped QOI `AEq1`,
+//! uncompressed `AEr1`, or
 //! an animated WebP) and the owner is the hash naming the master.
 //!
 //! Invariants:
@@ -61,6 +62,9 @@ fn whole(rung: &[u8]) -> bool {
     if rung.starts_with(super::encode::RAW_MAGIC) {
         return super::encode::raw_rung_len(rung) == Some(rung.len());
     }
+    if rung.starts_with(super::encode::STRIPED_MAGIC) {
+        return super::encode::striped_rung_len(rung) == Some(rung.len());
+    }
     if rung.starts_with(b"qoif") {
         return rung.len() >= 14 + QOI_END.len() && rung.ends_with(&QOI_END);
     }
@@ -90,8 +94,18 @@ mod tests {
         )
         .unwrap();
         let mut rungs: Vec<Vec<u8>> = n.ladder.iter().map(|r| r.bytes.clone()).collect();
-        assert!(rungs.iter().any(|r| r.starts_with(b"qoif")));
+        assert!(rungs.iter().any(|r| r.starts_with(b"AEq1")));
         assert!(rungs.iter().any(|r| r.starts_with(b"AEr1")));
+        // A rung of one QOI image (flat art at most 128 rows), as every
+        // compressed rung was before striping.
+        let flat = crate::model::Pixels {
+            width: 64,
+            height: 64,
+            layout: crate::model::Layout::Rgb8,
+            data: vec![9; 64 * 64 * 3],
+        };
+        rungs.push(super::super::encode::encode_rung(&flat, 256).unwrap());
+        assert!(rungs.last().unwrap().starts_with(b"qoif"));
         // An uncompressed rung whose pixels end with the salt's bytes: it is
         // whole at its full length, so nothing is cut.
         let mut tricky = rungs
