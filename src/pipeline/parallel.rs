@@ -1,6 +1,6 @@
 //! The pipeline's helper threads (issue 19): a rayon pool of one thread per
-//! core, apart from rayon's global pool (where rav1e's AVIF encodes run), for
-//! work that splits into independent parts — a striped rung's stripes
+//! core, its own rather than rayon's global pool (which any crate in the
+//! process may fill), for work that splits into independent parts — a striped rung's stripes
 //! (`encode`), a large JPEG's restart segments (the `jpeg-encoder` fork).
 //!
 //! Invariants:
