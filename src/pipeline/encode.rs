@@ -32,9 +32,10 @@ const PROGRESSIVE: bool = false;
 
 /// JPEG variants of at least this many pixels are encoded on every core
 /// (`parallel.rs`): in restart segments, a quarter of the luma blocks each,
-/// so the chroma scans of 4:2:0 are one segment apiece. The restart markers
-/// cost ~4 bytes each (0.05 % of a 512 px photo); below this size the hand-off
-/// to the pool costs more than the split saves.
+/// so the chroma scans of 4:2:0 are one segment apiece. The interval costs
+/// its `DRI` segment, a 2-byte marker per segment and the bit padding each
+/// segment ends with: 11 bytes on a 32.5 KB 512 px photo (0.03 %). Below this
+/// size the hand-off to the pool costs more than the split saves.
 const PARALLEL_JPEG_MIN_PIXELS: u32 = 384 * 384;
 
 /// The restart interval of a JPEG variant encoded in parallel, if it is.
@@ -296,9 +297,47 @@ fn encode_qoi_rung(px: &Pixels) -> Result<Vec<u8>, PipelineError> {
     Ok(out)
 }
 
-/// Is this stored rung (salted or not) a striped QOI rung?
+/// Is this rung (its salt already cut, `salt::payload`) a striped QOI rung?
 pub(crate) fn is_striped(rung: &[u8]) -> bool {
-    super::salt::payload(rung).starts_with(STRIPED_MAGIC)
+    rung.starts_with(STRIPED_MAGIC)
+}
+
+/// A striped rung's header and stripe table as its bytes state them, and the
+/// length they add up to: the one reader of the framing (`striped_parts`
+/// checks the values for a decode, `salt::payload` needs only the length).
+struct StripeTable<'a> {
+    width: u32,
+    height: u32,
+    channels: u8,
+    rows: u32,
+    /// One big-endian u32 per stripe.
+    lens: &'a [u8],
+    /// Header + table + every stripe, in bytes.
+    len: usize,
+}
+
+fn stripe_table(rung: &[u8]) -> Option<StripeTable<'_>> {
+    let header = rung.get(..STRIPED_HEADER)?;
+    let rows = be32(header, 13);
+    if rows == 0 {
+        return None;
+    }
+    let height = be32(header, 8);
+    let count = height.div_ceil(rows) as usize;
+    let lens = rung.get(STRIPED_HEADER..STRIPED_HEADER.checked_add(count.checked_mul(4)?)?)?;
+    let len = lens
+        .chunks_exact(4)
+        .try_fold(STRIPED_HEADER + lens.len(), |n, l| {
+            n.checked_add(be32(l, 0) as usize)
+        })?;
+    Some(StripeTable {
+        width: be32(header, 4),
+        height,
+        channels: header[12],
+        rows,
+        lens,
+        len,
+    })
 }
 
 /// A striped rung's header, checked against its length.
@@ -314,42 +353,32 @@ struct Striped<'a> {
 /// pixels are allocated (sides, channels, the stripe table, the exact length).
 fn striped_parts(bytes: &[u8]) -> Result<Striped<'_>, PipelineError> {
     let corrupt = |why: &str| PipelineError::Internal(format!("corrupt rung: {why}"));
-    let header = bytes
-        .get(..STRIPED_HEADER)
-        .ok_or_else(|| corrupt("short header"))?;
-    let (width, height, rows) = (be32(header, 4), be32(header, 8), be32(header, 13));
-    check_rung_side(width, height)?;
-    let layout = match header[12] {
+    let t = stripe_table(bytes).ok_or_else(|| corrupt("short or zero-row stripe table"))?;
+    check_rung_side(t.width, t.height)?;
+    let layout = match t.channels {
         3 => Layout::Rgb8,
         4 => Layout::Rgba8,
         _ => return Err(corrupt("bad channel count")),
     };
-    if rows == 0 {
-        return Err(corrupt("zero rows per stripe"));
-    }
-    let count = height.div_ceil(rows) as usize;
-    let table = bytes
-        .get(STRIPED_HEADER..STRIPED_HEADER + 4 * count)
-        .ok_or_else(|| corrupt("short stripe table"))?;
-    let mut stripes = Vec::with_capacity(count);
-    let mut at = STRIPED_HEADER + 4 * count;
-    for i in 0..count {
-        let len = be32(table, 4 * i) as usize;
-        let stripe = at
-            .checked_add(len)
-            .and_then(|end| bytes.get(at..end))
-            .ok_or_else(|| corrupt("stripe past the end"))?;
-        stripes.push(stripe);
-        at += len;
-    }
-    if at != bytes.len() {
+    if t.len != bytes.len() {
         return Err(corrupt("length does not match the stripe table"));
     }
+    // The lengths add up to the rung's, so every stripe is inside it.
+    let mut at = STRIPED_HEADER + t.lens.len();
+    let stripes = t
+        .lens
+        .chunks_exact(4)
+        .map(|l| {
+            let stripe = &bytes[at..at + be32(l, 0) as usize];
+            at += stripe.len();
+            stripe
+        })
+        .collect();
     Ok(Striped {
-        width,
-        height,
+        width: t.width,
+        height: t.height,
         layout,
-        rows,
+        rows: t.rows,
         stripes,
     })
 }
@@ -357,28 +386,16 @@ fn striped_parts(bytes: &[u8]) -> Result<Striped<'_>, PipelineError> {
 /// The length a striped rung's header and stripe table say it has, if it
 /// has them.
 pub(crate) fn striped_rung_len(rung: &[u8]) -> Option<usize> {
-    let header = rung.get(..STRIPED_HEADER)?;
-    let rows = be32(header, 13);
-    if rows == 0 {
-        return None;
-    }
-    let count = be32(header, 8).div_ceil(rows) as usize;
-    let table = rung.get(STRIPED_HEADER..STRIPED_HEADER.checked_add(count.checked_mul(4)?)?)?;
-    table
-        .chunks_exact(4)
-        .try_fold(STRIPED_HEADER + table.len(), |n, len| {
-            n.checked_add(be32(len, 0) as usize)
-        })
+    stripe_table(rung).map(|t| t.len)
 }
 
-/// A striped rung decoded into `buf` (emptied first; its allocation is
-/// reused), its stripes in parallel.
+/// A striped rung decoded into `buf` (its allocation reused, see
+/// [`sized_for_decode`]), its stripes in parallel.
 fn decode_striped_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
     use rayon::prelude::*;
     let s = striped_parts(bytes)?;
     let row_bytes = s.width as usize * channels(s.layout);
-    buf.clear();
-    buf.resize(row_bytes * s.height as usize, 0);
+    sized_for_decode(&mut buf, row_bytes * s.height as usize);
     let want_channels = channels(s.layout) as u8;
     super::parallel::install(|| {
         buf.par_chunks_mut(s.rows as usize * row_bytes)
@@ -429,7 +446,8 @@ std::thread_local! {
     static RUNG_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on the pixels of a stored rung: an uncompressed rung's own bytes
+/// Runs `f` on the pixels of a rung (its salt already cut: the caller has
+/// [`salt::payload`](super::salt::payload)): an uncompressed rung's own bytes
 /// (no copy: at 512 px the copy was 5 % of a cold render), a QOI rung
 /// decoded into this thread's scratch buffer (issue 19): a fresh buffer per
 /// cold render was a page-faulting allocation each time (freed pages go back
@@ -439,7 +457,6 @@ pub(crate) fn with_rung<T>(
     bytes: &[u8],
     f: impl FnOnce(&Pixels<&[u8]>) -> Result<T, PipelineError>,
 ) -> Result<T, PipelineError> {
-    let bytes = super::salt::payload(bytes);
     if bytes.starts_with(RAW_MAGIC) {
         return f(&raw_rung_view(bytes)?);
     }
@@ -484,12 +501,12 @@ fn decode_compressed_rung(bytes: &[u8], buf: Vec<u8>) -> Result<Pixels, Pipeline
     }
 }
 
-/// A QOI rung decoded into `buf` (emptied first; its allocation is reused).
+/// A QOI rung decoded into `buf` (its allocation reused, see
+/// [`sized_for_decode`]).
 fn decode_qoi_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineError> {
     let header = qoi::decode_header(bytes).map_err(corrupt_qoi)?;
     check_rung_side(header.width, header.height)?;
-    buf.clear();
-    buf.resize(header.n_bytes(), 0);
+    sized_for_decode(&mut buf, header.n_bytes());
     let header = qoi::decode_to_buf(&mut buf[..], bytes).map_err(corrupt_qoi)?;
     let layout = match header.channels {
         qoi::Channels::Rgb => Layout::Rgb8,
@@ -503,6 +520,17 @@ fn decode_qoi_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineErr
     };
     check_buffer(&px)?;
     Ok(px)
+}
+
+/// `buf` at exactly `len` bytes for a QOI decode into it. Only bytes it
+/// grows by are zeroed: what a previous render on this thread left in the
+/// rest is overwritten, because a QOI decode writes every pixel of its
+/// output (each op writes its pixel or a run of them; a decode that runs out
+/// of input fails and its buffer is not used). Zeroing the whole 768 KiB of a
+/// 512 px rung first was ~1 % of a cold 512 px render.
+fn sized_for_decode(buf: &mut Vec<u8>, len: usize) {
+    buf.truncate(len);
+    buf.resize(len, 0);
 }
 
 fn check_rung_side(width: u32, height: u32) -> Result<(), PipelineError> {

@@ -324,10 +324,10 @@ pub fn pick_rung(sides: &[u32], size: u32) -> usize {
     })
 }
 
-/// Renders a stored rung as a `size`×`size` variant in `format`, encoded as
-/// `encoding` says (the master's compression, the configured qualities).
+/// Renders a stored rung (salted or not) as a `size`×`size` variant in
+/// `format`, encoded as `encoding` says (the master's compression, qualities).
 pub fn render(
-    rung: &[u8],
+    stored: &[u8],
     size: u32,
     format: OutputFormat,
     encoding: Encoding,
@@ -335,6 +335,7 @@ pub fn render(
     if size == 0 || size > MAX_OUTPUT_SIDE {
         return Err(PipelineError::BadSize(size));
     }
+    let rung = super::salt::payload(stored);
     let render = || {
         with_rung(rung, |px| {
             // A rung of exactly the requested side is already the Lanczos3
