@@ -32,6 +32,9 @@
 //! | render/jpg/{128,256,512}, quiet machine, 2026-12-01 (load ~2) | 277 µs / 1.23 ms / 4.36 ms (profile per size: BENCHMARKS.md, issue 19) |
 //! | render/jpg/{128,256,512}, vendored encoder + raw rungs + scratch, 2026-12-01 (load 1.1–1.7, AMD EPYC VM; the previous code 423–484 µs / 1.45–1.51 ms / 5.6–5.7 ms in the same sitting) | 151–173 µs / 0.67–0.76 ms / 4.2–4.9 ms |
 //! | encode/jpg/128, same sitting (previous code 352–369 µs) | 156–179 µs |
+//! | **latest**, 2026-12-03, `9fbb6ba` (striped rungs, parallel JPEG ≥ 384 px), two passes, load 0.7–1.5: render/jpg/{16,32,80,128,256,512} | 29–41 µs / 40–47 µs / 114–164 µs / 94–114 µs / 304–341 µs / **2.07–2.10 ms** |
+//! | same sitting, one pass: render/png/{128,256,512}; render/webp/{128,256,512} (lossy) | 85 / 489 µs / 3.09 ms; 1.09 / 3.65 / 12.4 ms |
+//! | same sitting: resize/decode_rung_128 (uncompressed rung: a copy) | 1.1 µs |
 //! | resize/decode_rung_128 (QOI)   | 99 µs         |
 //! | resize/decode_rung_128 (uncompressed rung, 2026-12-01) | 1.2–19 µs (a copy; the 19 µs run page-faulted: the bench links glibc's allocator) |
 //! | resize/128_from_256            | 305 µs        |
@@ -39,8 +42,10 @@
 //! | resize/80_from_128             | 185 µs        |
 //! | encode/{png,jpg,webp}/128      | 350 / 405 / 433 µs |
 //!
-//! (These figures predate issue 21: `webp` was lossless then — it is
-//! `webpll` now — and `avif` and lossy `webp` are not measured here yet.)
+//! (The render rows above the latest one are history: the 512 px rung was
+//! one QOI image and the JPEG encode serial then. They also predate issue 21:
+//! `webp` was lossless then — it is `webpll` now. `avif` is not measured
+//! here yet.)
 //!
 //! `avif_speed` (2026-11-30, `-- --warm-up-time 1 --measurement-time 3
 //! avif_speed`, load 6–9): speed 4 103 ms / 2,726 B, 6 82 ms / 2,837 B,
