@@ -235,6 +235,36 @@ proptest::proptest! {
         let bytes = encode_rung(&px, up_to).unwrap();
         proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
     }
+
+    /// A striped rung with any bytes of its header and stripe table
+    /// overwritten, or cut anywhere: the framing's one reader never panics,
+    /// its length is the rung's whenever the decode succeeds, and a failed
+    /// decode is our fault (an internal error), never the client's.
+    #[test]
+    fn damaged_striped_framing_never_panics(
+        at in 0usize..(STRIPED_HEADER + 12 + 8),
+        patch in proptest::collection::vec(proptest::num::u8::ANY, 1..6),
+        cut in proptest::option::of(0usize..4000),
+    ) {
+        let good = encode_rung(&noise(16, 300, Layout::Rgb8), 0).unwrap();
+        let mut b = good.clone();
+        for (i, v) in patch.iter().enumerate() {
+            if let Some(x) = b.get_mut(at + i) {
+                *x = *v;
+            }
+        }
+        if let Some(cut) = cut {
+            b.truncate(cut.min(b.len()));
+        }
+        match decode_rung(&b) {
+            Ok(px) => {
+                proptest::prop_assert!(b.starts_with(STRIPED_MAGIC));
+                proptest::prop_assert_eq!(striped_rung_len(&b), Some(b.len()));
+                proptest::prop_assert_eq!(px.data.len(), channels(px.layout) * (px.width * px.height) as usize);
+            }
+            Err(e) => proptest::prop_assert!(!e.is_client_error(), "{e:?}"),
+        }
+    }
 }
 
 #[test]
