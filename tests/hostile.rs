@@ -6,11 +6,23 @@
 //! The valid fixtures (categories 1–3) are either accepted and render, or
 //! refused with 415 naming the supported formats, never a 5xx.
 //!
-//! The tests share one process, so they take a lock: the RSS bound is only
-//! meaningful when no other test decodes a 12 MP photo at the same time.
+//! Nor may any upload *ask* for more than `MAX_ALLOCATED_PER_UPLOAD` bytes in
+//! all (counted by a `stats_alloc` global allocator): a zeroed allocation of
+//! pages never touched does not show in VmRSS, but it can fail where memory
+//! is not overcommitted, and an allocation failure aborts the process.
+//!
+//! The tests share one process, so they take a lock: the RSS and allocation
+//! bounds are only meaningful when no other test decodes a 12 MP photo at the
+//! same time.
 
+use std::alloc::System;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 mod inproc;
 use inproc::{env, env_with, Resp};
@@ -19,6 +31,10 @@ use inproc::{env, env_with, Resp};
 const MAX_REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// Bound on VmRSS growth over the whole hostile loop.
 const MAX_RSS_GROWTH_KIB: u64 = 300 * 1024;
+/// Bound on the bytes one hostile upload allocates in all: the most any
+/// takes is ~3 MiB (the accepted fuzz WebP). Before the fixes it counts,
+/// that WebP asked for 3.6 GB and the 34-byte 65535² GIF for 1 GiB.
+const MAX_ALLOCATED_PER_UPLOAD: usize = 64 << 20;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -53,6 +69,7 @@ const EXPECTED: &[(&str, u16, &str)] = &[
     ("fuzz_imagers_oom2.ico", 415, "unsupported_format"),
     ("fuzz_imagers_oss-fuzz-36829.jpg", 422, "invalid_image"),
     ("fuzz_imagers_panic.webp", 200, ""),
+    ("fuzz_normalize_webp_exif_declares_3_6_gb.webp", 200, ""),
     (
         "fuzz_imagers_tiff_clusterfuzz.tif",
         415,
@@ -153,11 +170,22 @@ async fn hostile_uploads_are_refused_quickly_without_panic_or_memory_growth() {
             .unwrap_or_else(|| panic!("{name}: no expected answer in EXPECTED"));
         let bytes = std::fs::read(path).unwrap();
         let t = Instant::now();
+        let region = Region::new(GLOBAL);
         let r = e.put(&format!("hostile-{i}@example.org"), "", bytes).await;
+        let allocated = region.change().bytes_allocated;
         let took = t.elapsed();
         let body = r.json();
         let got = (r.status.as_u16(), body["error"].as_str().unwrap_or(""));
-        eprintln!("{name:40} {} {:18} {:>9.1?}", got.0, got.1, took);
+        eprintln!(
+            "{name:40} {} {:18} {:>9.1?} {:>6} KiB allocated",
+            got.0,
+            got.1,
+            took,
+            allocated >> 10
+        );
+        if allocated > MAX_ALLOCATED_PER_UPLOAD {
+            wrong.push(format!("{name}: allocated {allocated} bytes"));
+        }
         if got != (status, code) {
             wrong.push(format!("{name}: want {status} {code}, got {body}"));
         } else if status == 200 {

@@ -220,7 +220,7 @@ pub(crate) fn decode_animation(
     limits: &Limits,
 ) -> Result<Option<DecodedAnimation>, PipelineError> {
     let anim = &limits.animation;
-    let Some(declared) = declare(bytes, format, anim.max_frames)? else {
+    let Some(declared) = declare(bytes, format, limits)? else {
         return Ok(None);
     };
     if declared.frames < 2 {
@@ -343,7 +343,8 @@ fn walk_webp(
 ) -> Result<Option<Vec<u8>>, PipelineError> {
     let mut dec = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_error)?;
     dec.set_memory_limit(usize::try_from(limits.max_decoder_alloc).unwrap_or(usize::MAX));
-    let icc = dec.icc_profile().ok().flatten();
+    // Not `dec.icc_profile()`: see `webp_chunk`.
+    let icc = super::decode::webp_chunk(bytes, b"ICCP").map(<[u8]>::to_vec);
     // Disposal clears to transparent, as browsers do (they ignore the ANIM
     // background colour); without a colour set, image-webp would not clear
     // at all and a disposed frame would stay on the canvas.
@@ -398,10 +399,10 @@ fn frame_limits(limits: &Limits) -> image::Limits {
 fn declare(
     bytes: &[u8],
     format: SourceFormat,
-    max_frames: u32,
+    limits: &Limits,
 ) -> Result<Option<Declared>, PipelineError> {
     match format {
-        SourceFormat::Gif => declare_gif(bytes, max_frames).map(Some),
+        SourceFormat::Gif => declare_gif(bytes, limits).map(Some),
         SourceFormat::Png => declare_apng(bytes),
         SourceFormat::Webp => {
             let dec = image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_error)?;
@@ -427,14 +428,20 @@ fn declare(
     }
 }
 
-/// A GIF's frames and delays, its LZW data skipped, not decoded.
-fn declare_gif(bytes: &[u8], max_frames: u32) -> Result<Declared, PipelineError> {
+/// A GIF's frames and delays, its LZW data skipped, not decoded. The screen
+/// is checked against `limits` first: gif reserves a quarter of a frame's
+/// declared pixels for its LZW bytes, 1 GiB for a 65535² frame of a file of
+/// a few bytes (`fixtures/hostile/gif_65535x65535_tiny.gif`; counted by
+/// `tests/hostile.rs`).
+fn declare_gif(bytes: &[u8], limits: &Limits) -> Result<Declared, PipelineError> {
     let gif_err = |e: gif::DecodingError| PipelineError::Decode(format!("gif: {e}"));
     let mut opts = gif::DecodeOptions::new();
     opts.skip_frame_decoding(true);
     opts.set_color_output(gif::ColorOutput::Indexed);
     let mut dec = opts.read_info(Cursor::new(bytes)).map_err(gif_err)?;
     let (width, height) = (u32::from(dec.width()), u32::from(dec.height()));
+    check_dimensions(width, height, limits)?;
+    let max_frames = limits.animation.max_frames;
     let (mut frames, mut duration_ms) = (0u32, 0u64);
     while let Some(frame) = dec.read_next_frame().map_err(gif_err)? {
         frames = frames.saturating_add(1);

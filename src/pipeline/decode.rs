@@ -92,6 +92,33 @@ fn image_limits(limits: &Limits) -> image::Limits {
     l
 }
 
+/// The payload of an extended WebP's (`VP8X`) first `fourcc` chunk, if it
+/// lies inside `bytes`. image-webp reads a metadata chunk into a buffer of
+/// the size the chunk *declares*, unchecked against the file and not bounded
+/// by `image`'s limits: a 30 KB upload whose EXIF chunk declared 3.6 GB asked
+/// for 3.6 GB (found by the `normalize` fuzz target). Metadata is read here
+/// instead, as a slice of the upload. Chunks are walked as image-webp walks
+/// them (padded to even sizes, the first of a kind wins); a chunk that runs
+/// past the end ends the walk.
+pub(crate) fn webp_chunk<'a>(bytes: &'a [u8], fourcc: &[u8; 4]) -> Option<&'a [u8]> {
+    if bytes.get(..4) != Some(b"RIFF") || bytes.get(8..16) != Some(b"WEBPVP8X") {
+        return None;
+    }
+    // Within the RIFF size, as image-webp walks.
+    let riff = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    let bytes = &bytes[..riff.saturating_add(8).min(bytes.len())];
+    let mut at = 12usize;
+    while let Some(header) = bytes.get(at..at.checked_add(8)?) {
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let payload = bytes.get(at + 8..(at + 8).checked_add(size)?)?;
+        if &header[..4] == fourcc {
+            return Some(payload);
+        }
+        at = at + 8 + size + (size & 1);
+    }
+    None
+}
+
 /// EXIF orientation from a raw EXIF block. Tolerates the `Exif\0\0` prefix
 /// some writers (older Pillow, some WebP tools) leave in front of the TIFF
 /// header; an unreadable or absent tag means "no transform".
@@ -184,11 +211,16 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, PipelineE
     dec.set_limits(image_limits(limits))
         .map_err(PipelineError::from_decode)?;
     // Metadata is best effort: a broken EXIF or ICC chunk never fails the upload.
-    let icc = dec.icc_profile().ok().flatten();
-    let orientation = match dec.exif_metadata() {
-        Ok(Some(exif)) => orientation_from_exif(&exif),
-        _ => Orientation::NoTransforms,
+    let (icc, exif) = if format == SourceFormat::Webp {
+        let chunk = |fourcc| webp_chunk(bytes, fourcc).map(<[u8]>::to_vec);
+        (chunk(b"ICCP"), chunk(b"EXIF"))
+    } else {
+        (
+            dec.icc_profile().ok().flatten(),
+            dec.exif_metadata().ok().flatten(),
+        )
     };
+    let orientation = exif.map_or(Orientation::NoTransforms, |e| orientation_from_exif(&e));
     let image = DynamicImage::from_decoder(dec).map_err(PipelineError::from_decode)?;
     Ok(Decoded {
         format,
@@ -230,6 +262,83 @@ mod tests {
             }
         }
         !c
+    }
+
+    #[test]
+    fn webp_metadata_chunks_are_slices_of_the_upload() {
+        fn chunk(kind: &[u8; 4], size: u32, data: &[u8]) -> Vec<u8> {
+            let mut c = kind.to_vec();
+            c.extend_from_slice(&size.to_le_bytes());
+            c.extend_from_slice(data);
+            c
+        }
+        fn riff(chunks: &[Vec<u8>]) -> Vec<u8> {
+            let body: Vec<u8> = chunks.concat();
+            let mut f = b"RIFF".to_vec();
+            f.extend_from_slice(&(4 + body.len() as u32).to_le_bytes());
+            f.extend_from_slice(b"WEBP");
+            f.extend_from_slice(&body);
+            f
+        }
+        let vp8x = chunk(b"VP8X", 10, &[8, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let exif = chunk(b"EXIF", 3, b"abc\0");
+        let icc = chunk(b"ICCP", 4, b"icc1");
+        let huge = chunk(b"EXIF", 3_659_594_484, b"short");
+        /// (why, file, chunk asked for, its payload)
+        type Case<'a> = (&'a str, Vec<u8>, &'a [u8; 4], Option<&'a [u8]>);
+        let cases: Vec<Case> = vec![
+            (
+                "odd size, padded",
+                riff(&[vp8x.clone(), exif.clone(), icc.clone()]),
+                b"ICCP",
+                Some(b"icc1"),
+            ),
+            (
+                "found",
+                riff(&[vp8x.clone(), icc.clone(), exif.clone()]),
+                b"EXIF",
+                Some(b"abc"),
+            ),
+            (
+                "first of a kind",
+                riff(&[vp8x.clone(), icc.clone(), chunk(b"ICCP", 2, b"xy")]),
+                b"ICCP",
+                Some(b"icc1"),
+            ),
+            ("absent", riff(&[vp8x.clone(), icc.clone()]), b"EXIF", None),
+            (
+                "declared past the end",
+                riff(&[vp8x.clone(), huge.clone()]),
+                b"EXIF",
+                None,
+            ),
+            (
+                "after one past the end",
+                riff(&[vp8x.clone(), huge, icc.clone()]),
+                b"ICCP",
+                None,
+            ),
+            (
+                "simple WebP: no metadata",
+                riff(&[chunk(b"VP8L", 4, b"\x2f\0\0\0"), icc.clone()]),
+                b"ICCP",
+                None,
+            ),
+            ("not RIFF", b"GIF89a".to_vec(), b"ICCP", None),
+            (
+                "header only",
+                b"RIFF\0\0\0\0WEBPVP8X".to_vec(),
+                b"VP8X",
+                None,
+            ),
+        ];
+        for (why, file, fourcc, want) in cases {
+            assert_eq!(webp_chunk(&file, fourcc), want, "{why}");
+        }
+        // Past the RIFF size is not the file's.
+        let mut cut = riff(&[vp8x, exif]);
+        cut[4..8].copy_from_slice(&22u32.to_le_bytes());
+        assert_eq!(webp_chunk(&cut, b"EXIF"), None);
     }
 
     #[test]
