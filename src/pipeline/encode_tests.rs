@@ -260,7 +260,8 @@ proptest::proptest! {
             Ok(px) => {
                 proptest::prop_assert!(b.starts_with(STRIPED_MAGIC));
                 proptest::prop_assert_eq!(striped_rung_len(&b), Some(b.len()));
-                proptest::prop_assert_eq!(px.data.len(), channels(px.layout) * (px.width * px.height) as usize);
+                let pixels = px.width as usize * px.height as usize;
+                proptest::prop_assert_eq!(px.data.len(), channels(px.layout) * pixels);
             }
             Err(e) => proptest::prop_assert!(!e.is_client_error(), "{e:?}"),
         }
