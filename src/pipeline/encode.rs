@@ -1,52 +1,23 @@
-//! Encoders: variants (PNG / JPEG / WebP / AVIF) and the stored rung format
-//! (QOI).
+//! Encoders: variants (PNG / JPEG / WebP / AVIF) and the stored rung formats.
 //!
 //! Invariants: nothing but pixels is ever written — no EXIF, ICC, XMP or text
 //! chunks (we always re-encode from pixels). PNG uses fast compression and
-//! keeps alpha; JPEG (quality 85, `jpeg-encoder` with SIMD, optimized Huffman
-//! tables, baseline at every size) flattens alpha onto white; WebP is lossy
+//! keeps alpha; JPEG is in `jpeg`; WebP is lossy
 //! (libwebp, alpha kept) or lossless (image-webp, byte-for-byte what it
 //! always was) as the master's [`Compression`] says; AVIF is
-//! in `avif`. Rungs are QOI: lossless, byte-deterministic, and decoded in
-//! microseconds at avatar sizes. `decode_rung` reads bytes *we* stored, so
+//! in `avif`. Rungs are QOI (lossless, byte-deterministic, decoded in
+//! microseconds at avatar sizes), uncompressed, or YCbCr planes (`ycc`),
+//! as `encode_rung` says. `decode_rung` reads bytes *we* stored, so
 //! any failure there is `Internal` (a 5xx), not a client error.
 
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::codecs::webp::WebPEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
+use super::jpeg::{encode_jpeg, flatten_on_white};
 use super::resize::{channels, check_buffer};
+use super::ycc::YCC_MAGIC;
 use super::{Compression, Encoding, Layout, OutputFormat, PipelineError, Pixels};
-
-/// JPEG quality for variants.
-pub const JPEG_QUALITY: u8 = 85;
-
-/// Whether JPEG variants are progressive: no. `jpeg-encoder`'s progressive
-/// mode is spectral selection only (no successive approximation): with
-/// optimized Huffman tables, baseline's output was smaller for every photo
-/// of the corpus at 256 px (by 3–14 %) and 512 px (4–30 %, median 6 %),
-/// and faster to encode at 512 px (1.44 vs 1.68 ms): BENCHMARKS.md, issue
-/// 19, twenty-first session.
-/// Avatars are small enough that progressive display buys nothing.
-const PROGRESSIVE: bool = false;
-
-/// JPEG variants of at least this many pixels are encoded on every core
-/// (`parallel.rs`): in restart segments, a quarter of the luma blocks each,
-/// so the chroma scans of 4:2:0 are one segment apiece. The interval costs
-/// its `DRI` segment, a 2-byte marker per segment and the bit padding each
-/// segment ends with: 11 bytes on a 32.5 KB 512 px photo (0.03 %). Below this
-/// size the hand-off to the pool costs more than the split saves.
-const PARALLEL_JPEG_MIN_PIXELS: u32 = 384 * 384;
-
-/// The restart interval of a JPEG variant encoded in parallel, if it is.
-fn parallel_jpeg_interval(w: u16, h: u16) -> Option<u16> {
-    let (w, h) = (u32::from(w), u32::from(h));
-    if w * h < PARALLEL_JPEG_MIN_PIXELS {
-        return None;
-    }
-    let luma_blocks = w.div_ceil(8) * h.div_ceil(8);
-    Some(u16::try_from(luma_blocks.div_ceil(4)).unwrap_or(u16::MAX))
-}
 
 /// libwebp's effort (0 fastest … 6 smallest). Its default, 4, cost ~2.3 ms
 /// of CPU for a cold 128 px render against a 2 ms budget; 2 takes about half
@@ -63,20 +34,6 @@ fn color_type(layout: Layout) -> ExtendedColorType {
         Layout::Rgb8 => ExtendedColorType::Rgb8,
         Layout::Rgba8 => ExtendedColorType::Rgba8,
     }
-}
-
-/// Composites RGBA onto opaque white, returning RGB.
-fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
-    for p in rgba.chunks_exact(4) {
-        let a = u32::from(p[3]);
-        for &c in &p[..3] {
-            // c·a + 255·(255−a), rounded, divided by 255: always <= 255.
-            let v = (u32::from(c) * a + 255 * (255 - a) + 127) / 255;
-            out.push(v as u8);
-        }
-    }
-    out
 }
 
 /// `q` if it is 1..=100. Configuration refuses anything else at start-up,
@@ -153,15 +110,6 @@ pub fn encode(
             super::avif::encode_avif(px, checked_quality("avif", encoding.quality.avif)?)?
         }
         OutputFormat::Jpeg => {
-            let (w, h) = match (u16::try_from(px.width), u16::try_from(px.height)) {
-                (Ok(w), Ok(h)) => (w, h),
-                _ => {
-                    return Err(PipelineError::Internal(format!(
-                        "{}x{} too large for JPEG",
-                        px.width, px.height
-                    )))
-                }
-            };
             let flat;
             let rgb: &[u8] = match px.layout {
                 Layout::Rgb8 => px.data,
@@ -170,19 +118,8 @@ pub fn encode(
                     &flat
                 }
             };
-            return with_out_scratch(|buf| {
-                let mut enc = jpeg_encoder::Encoder::new(buf, JPEG_QUALITY);
-                enc.set_optimized_huffman_tables(true);
-                enc.set_progressive(PROGRESSIVE);
-                let Some(interval) = parallel_jpeg_interval(w, h) else {
-                    return enc
-                        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
-                        .map_err(PipelineError::from_encode);
-                };
-                enc.set_restart_interval(interval);
-                enc.set_parallel(true);
-                super::parallel::install(|| enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb))
-                    .map_err(PipelineError::from_encode)
+            return encode_jpeg(px.width, px.height, |enc, w, h| {
+                enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
             });
         }
     };
@@ -203,7 +140,7 @@ std::thread_local! {
 /// for a long time and are budgeted by length, so they must carry no slack,
 /// and growing a fresh buffer by doubling, then shrinking it, cost up to
 /// three allocations and copies per render (issue 19).
-fn with_out_scratch(
+pub(super) fn with_out_scratch(
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), PipelineError>,
 ) -> Result<Vec<u8>, PipelineError> {
     let mut buf = OUT_SCRATCH.take();
@@ -221,6 +158,11 @@ pub const RAW_RUNGS_UP_TO: u32 = 256;
 /// the QOI decode was ~47 % of a cold render, and an uncompressed photo rung
 /// is 768 KiB (a thread's kept read buffer, `store::blobs`, holds one).
 pub const RAW_RUNG_MAX_SIDE: u32 = 512;
+/// Rungs up to this side are never stored as YCbCr planes: the smaller the
+/// rung, the more of a face a chroma sample spans (mean channel difference
+/// from the exact rung, photo fixtures: 1.9–2.7 at 128 px, 1.3–1.5 at 256,
+/// 0.4–1.6 at 384–512), and the smaller the QOI decode's share of a render.
+const PLANES_ABOVE: u32 = 256;
 /// Magic of an uncompressed rung: then width and height (u32 big-endian),
 /// channels (3 or 4), and the pixels, rows top to bottom. No QOI rung starts
 /// with it (those start `qoif`).
@@ -241,19 +183,32 @@ const STRIPED_HEADER: usize = 17;
 /// many rows is one QOI image.
 const STRIPE_ROWS: u32 = 128;
 
-/// Encodes a ladder rung: QOI (striped when taller than `STRIPE_ROWS`), or
-/// uncompressed (`RAW_MAGIC`) when the rung is
-/// at most `raw_up_to` px (at most [`RAW_RUNG_MAX_SIDE`]) and QOI would save less than 60 % of its
-/// bytes — photographs, where raw pixels cost ~2–2.5× QOI's bytes and save
-/// the decode on every cold render; flat art (logos, drawings, generated
-/// avatars) stays QOI, which keeps it 5–50× smaller and decodes fast.
-pub(crate) fn encode_rung(px: &Pixels, raw_up_to: u32) -> Result<Vec<u8>, PipelineError> {
+/// Encodes a ladder rung. Flat art (logos, drawings, generated avatars: QOI
+/// saves at least 60 % of the raw bytes) is QOI, striped when taller than
+/// `STRIPE_ROWS`: 5–50× smaller than raw, and fast to decode. A photograph's
+/// rung is stored for its cold renders (issue 19): uncompressed
+/// (`RAW_MAGIC`, ~2–2.5× QOI's bytes, no decode at all) up to `raw_up_to` px
+/// (at most [`RAW_RUNG_MAX_SIDE`]); above that and `PLANES_ABOVE`, up to
+/// `RAW_RUNG_MAX_SIDE`, as YCbCr 4:2:0 planes (`ycc`: ~1.1× QOI's bytes, the
+/// JPEG encoder's own input) when `planes` (every rung but the master, which
+/// stays lossless) and opaque in 16 px blocks; else QOI.
+pub(crate) fn encode_rung(
+    px: &Pixels,
+    raw_up_to: u32,
+    planes: bool,
+) -> Result<Vec<u8>, PipelineError> {
     check_buffer(px)?;
     let qoi = encode_qoi_rung(px)?;
     let raw_len = RAW_HEADER + px.data.len();
-    let raw_up_to = raw_up_to.min(RAW_RUNG_MAX_SIDE);
-    if px.width.max(px.height) > raw_up_to || qoi.len() * 5 <= raw_len * 2 {
+    let side = px.width.max(px.height);
+    if qoi.len() * 5 <= raw_len * 2 || side > RAW_RUNG_MAX_SIDE {
         return Ok(qoi);
+    }
+    if side > raw_up_to {
+        return match planes && side > PLANES_ABOVE && super::ycc::fits(px) {
+            true => super::ycc::encode_ycc_rung(px),
+            false => Ok(qoi),
+        };
     }
     let mut raw = Vec::with_capacity(raw_len);
     raw.extend_from_slice(RAW_MAGIC);
@@ -427,7 +382,7 @@ fn corrupt_qoi(e: qoi::Error) -> PipelineError {
 }
 
 /// The big-endian u32 at `at` of `b` (the caller checked the length).
-fn be32(b: &[u8], at: usize) -> u32 {
+pub(super) fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
@@ -492,10 +447,12 @@ fn decode_rung_into(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineEr
     decode_compressed_rung(bytes, buf)
 }
 
-/// A QOI rung, striped or whole, decoded into `buf`.
+/// A QOI rung, striped or whole, or a YCbCr rung, decoded into `buf`.
 fn decode_compressed_rung(bytes: &[u8], buf: Vec<u8>) -> Result<Pixels, PipelineError> {
     if bytes.starts_with(STRIPED_MAGIC) {
         decode_striped_rung(bytes, buf)
+    } else if bytes.starts_with(YCC_MAGIC) {
+        Ok(super::ycc::to_rgb(&super::ycc::planes(bytes)?, buf))
     } else {
         decode_qoi_rung(bytes, buf)
     }
@@ -528,12 +485,12 @@ fn decode_qoi_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineErr
 /// output (each op writes its pixel or a run of them; a decode that runs out
 /// of input fails and its buffer is not used). Zeroing the whole 768 KiB of a
 /// 512 px rung first was ~1 % of a cold 512 px render.
-fn sized_for_decode(buf: &mut Vec<u8>, len: usize) {
+pub(super) fn sized_for_decode(buf: &mut Vec<u8>, len: usize) {
     buf.truncate(len);
     buf.resize(len, 0);
 }
 
-fn check_rung_side(width: u32, height: u32) -> Result<(), PipelineError> {
+pub(super) fn check_rung_side(width: u32, height: u32) -> Result<(), PipelineError> {
     if width == 0 || height == 0 || width > MAX_RUNG_SIDE || height > MAX_RUNG_SIDE {
         return Err(PipelineError::Internal(format!(
             "corrupt rung: header says {width}x{height}"

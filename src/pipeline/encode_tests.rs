@@ -2,6 +2,7 @@
 //! limit with them, `tests/tidy.rs`).
 
 use super::*;
+use crate::pipeline::jpeg::{parallel_jpeg_interval, JPEG_QUALITY};
 
 /// A `w`×`h` image whose pixel at (x, y) is `pixel(x, y)` (RGBA; the
 /// alpha is dropped for `Rgb8`).
@@ -43,8 +44,8 @@ fn flatten_table() {
 fn rung_roundtrip_is_lossless_and_deterministic() {
     for layout in [Layout::Rgb8, Layout::Rgba8] {
         let p = gradient(33, 33, layout);
-        let a = encode_rung(&p, RAW_RUNGS_UP_TO).unwrap();
-        assert_eq!(a, encode_rung(&p, RAW_RUNGS_UP_TO).unwrap());
+        let a = encode_rung(&p, RAW_RUNGS_UP_TO, true).unwrap();
+        assert_eq!(a, encode_rung(&p, RAW_RUNGS_UP_TO, true).unwrap());
         assert_eq!(decode_rung(&a).unwrap(), p);
     }
 }
@@ -74,6 +75,7 @@ enum Stored {
     Raw,
     Qoi,
     Striped,
+    Ycc,
 }
 
 fn stored(bytes: &[u8]) -> Stored {
@@ -81,15 +83,18 @@ fn stored(bytes: &[u8]) -> Stored {
         b"AEr1" => Stored::Raw,
         b"qoif" => Stored::Qoi,
         b"AEq1" => Stored::Striped,
+        b"AEy1" => Stored::Ycc,
         other => panic!("unknown rung magic {other:?}"),
     }
 }
 
 #[test]
 fn rung_storage_table() {
-    // (pixels, raw_rungs_up_to, expected storage): uncompressed only for
-    // rungs up to the setting (never above RAW_RUNG_MAX_SIDE) that QOI
-    // cannot shrink by 60 %; QOI in stripes when taller than STRIPE_ROWS.
+    // (pixels, raw_rungs_up_to, expected storage): a rung QOI cannot
+    // shrink by 60 % is uncompressed up to the setting (never above
+    // RAW_RUNG_MAX_SIDE), YCbCr planes above it and PLANES_ABOVE up to
+    // RAW_RUNG_MAX_SIDE when opaque in 16 px blocks; else QOI, in stripes
+    // when taller than STRIPE_ROWS.
     use Stored::*;
     let cases: &[(Pixels, u32, Stored)] = &[
         (noise(64, 64, Layout::Rgb8), 256, Raw),
@@ -100,6 +105,15 @@ fn rung_storage_table() {
         (noise(513, 513, Layout::Rgb8), 512, Striped),
         (noise(513, 513, Layout::Rgb8), 4096, Striped),
         (noise(64, 64, Layout::Rgb8), 0, Qoi),
+        (noise(256, 256, Layout::Rgb8), 0, Striped),
+        (noise(272, 272, Layout::Rgb8), 0, Ycc),
+        (noise(512, 512, Layout::Rgb8), 256, Ycc),
+        (noise(496, 512, Layout::Rgb8), 256, Ycc),
+        (noise(504, 512, Layout::Rgb8), 256, Striped),
+        (noise(512, 512, Layout::Rgba8), 256, Striped),
+        (noise(512, 512, Layout::Rgb8), 512, Raw),
+        (noise(528, 528, Layout::Rgb8), 256, Striped),
+        (flat(512, 128, Layout::Rgb8), 256, Qoi),
         (noise(300, 128, Layout::Rgb8), 0, Qoi),
         (noise(300, 129, Layout::Rgba8), 0, Striped),
         (flat(64, 64, Layout::Rgb8), 256, Qoi),
@@ -109,10 +123,17 @@ fn rung_storage_table() {
         (flat(1, 1, Layout::Rgb8), 256, Raw),
     ];
     for (px, up_to, want) in cases {
-        let bytes = encode_rung(px, *up_to).unwrap();
+        let bytes = encode_rung(px, *up_to, true).unwrap();
         let how = format!("{}x{} {:?} up to {up_to}", px.width, px.height, px.layout);
         assert_eq!(stored(&bytes), *want, "{how}");
-        assert_eq!(&decode_rung(&bytes).unwrap(), px, "{how}");
+        let decoded = decode_rung(&bytes).unwrap();
+        if *want == Ycc {
+            // 4:2:0 chroma: lossy (`ycc_tests` bounds the difference).
+            let shape = |p: &Pixels| (p.width, p.height, p.layout, p.data.len());
+            assert_eq!(shape(&decoded), shape(px), "{how}");
+            continue;
+        }
+        assert_eq!(&decoded, px, "{how}");
         if *want == Striped {
             // The stripes are whole QOI images of the rung's rows: the
             // bytes are no larger than one QOI image's by more than each
@@ -131,7 +152,7 @@ fn rung_storage_table() {
 #[test]
 fn striped_rungs_are_the_rows_of_the_rung_one_qoi_image_per_stripe() {
     let px = noise(40, 300, Layout::Rgba8);
-    let bytes = encode_rung(&px, 0).unwrap();
+    let bytes = encode_rung(&px, 0, true).unwrap();
     let s = striped_parts(&bytes).unwrap();
     assert_eq!(
         (s.width, s.height, s.rows, s.stripes.len()),
@@ -148,7 +169,7 @@ fn striped_rungs_are_the_rows_of_the_rung_one_qoi_image_per_stripe() {
 
 #[test]
 fn corrupt_striped_rungs_are_internal_errors() {
-    let good = encode_rung(&noise(16, 300, Layout::Rgb8), 0).unwrap();
+    let good = encode_rung(&noise(16, 300, Layout::Rgb8), 0, true).unwrap();
     assert_eq!(stored(&good), Stored::Striped);
     let with = |at: usize, v: &[u8]| {
         let mut b = good.clone();
@@ -196,7 +217,7 @@ fn corrupt_striped_rungs_are_internal_errors() {
 
 #[test]
 fn corrupt_raw_rungs_are_internal_errors() {
-    let good = encode_rung(&noise(16, 16, Layout::Rgb8), RAW_RUNGS_UP_TO).unwrap();
+    let good = encode_rung(&noise(16, 16, Layout::Rgb8), RAW_RUNGS_UP_TO, true).unwrap();
     assert!(good.starts_with(RAW_MAGIC));
     let with = |at: usize, v: &[u8]| {
         let mut b = good.clone();
@@ -232,7 +253,8 @@ proptest::proptest! {
     ) {
         let layout = if alpha { Layout::Rgba8 } else { Layout::Rgb8 };
         let px = if smooth { gradient(w, h, layout) } else { noise(w, h, layout) };
-        let bytes = encode_rung(&px, up_to).unwrap();
+        // Without planes: the lossless storages (`ycc_tests` has theirs).
+        let bytes = encode_rung(&px, up_to, false).unwrap();
         proptest::prop_assert_eq!(decode_rung(&bytes).unwrap(), px);
     }
 
@@ -246,7 +268,7 @@ proptest::proptest! {
         patch in proptest::collection::vec(proptest::num::u8::ANY, 1..6),
         cut in proptest::option::of(0usize..4000),
     ) {
-        let good = encode_rung(&noise(16, 300, Layout::Rgb8), 0).unwrap();
+        let good = encode_rung(&noise(16, 300, Layout::Rgb8), 0, true).unwrap();
         let mut b = good.clone();
         for (i, v) in patch.iter().enumerate() {
             if let Some(x) = b.get_mut(at + i) {
@@ -270,7 +292,7 @@ proptest::proptest! {
 
 #[test]
 fn corrupt_rungs_are_internal_errors() {
-    let good = encode_rung(&gradient(8, 8, Layout::Rgb8), RAW_RUNGS_UP_TO).unwrap();
+    let good = encode_rung(&gradient(8, 8, Layout::Rgb8), RAW_RUNGS_UP_TO, true).unwrap();
     let mut huge = good.clone();
     huge[4..8].copy_from_slice(&100_000u32.to_be_bytes());
     let cases: Vec<Vec<u8>> = vec![
@@ -463,7 +485,10 @@ fn renders_from_raw_and_qoi_rungs_are_identical() {
     // The uncompressed rung is rendered from its own bytes, the striped QOI
     // one from a copy decoded in parallel: the same pixels must give the same variant.
     let px = noise(512, 512, Layout::Rgb8);
-    let (raw, qoi) = (encode_rung(&px, 512).unwrap(), encode_rung(&px, 0).unwrap());
+    let (raw, qoi) = (
+        encode_rung(&px, 512, true).unwrap(),
+        encode_rung(&px, 0, false).unwrap(),
+    );
     assert!(raw.starts_with(RAW_MAGIC) && qoi.starts_with(STRIPED_MAGIC));
     for (size, format) in [
         (512, OutputFormat::Jpeg),
@@ -507,7 +532,7 @@ fn a_rung_decoded_into_this_threads_scratch_is_its_own_pixels() {
         noise(8, 8, Layout::Rgba8),
     ];
     for px in rungs.iter().chain(rungs.iter().rev()) {
-        let bytes = encode_rung(px, 0).unwrap();
+        let bytes = encode_rung(px, 0, true).unwrap();
         let back = with_rung(&bytes, |v| Ok(v.data.to_vec())).unwrap();
         let how = format!("{}x{} {:?}", px.width, px.height, px.layout);
         assert_eq!(back, px.data, "{how}");

@@ -6,7 +6,8 @@
 //!
 //! Submodules: `sniff` (magic bytes), `decode` (limits, first frame, EXIF/ICC
 //! metadata), `geometry` (crop math), `resize` (fast_image_resize), `color`
-//! (ICC → sRGB with moxcms), `encode` (PNG/JPEG/WebP variants, QOI rungs),
+//! (ICC → sRGB with moxcms), `encode` (PNG/WebP variants, rung storage),
+//! `jpeg` (JPEG variants), `ycc` (rungs as YCbCr 4:2:0 planes),
 //! `avif` (AVIF variants with rav1e), `classify` (the per-master lossy or
 //! lossless decision), `ladder` (`normalize`, `render`, `pick_rung`,
 //! `render_cost`), `animation` (issue 22: every frame of an animated upload,
@@ -27,12 +28,14 @@ mod decode;
 mod encode;
 mod error;
 mod geometry;
+mod jpeg;
 mod ladder;
 mod parallel;
 mod resize;
 pub mod salt;
 mod sniff;
 mod webp_mux;
+mod ycc;
 
 #[cfg(test)]
 mod golden_tests;
@@ -56,8 +59,9 @@ pub use avif::encode_avif_at;
 pub use avif::AVIF_SPEED;
 pub use classify::classify;
 pub use decode::probe;
-pub use encode::{decode_rung, encode, JPEG_QUALITY, RAW_RUNGS_UP_TO, RAW_RUNG_MAX_SIDE};
+pub use encode::{decode_rung, encode, RAW_RUNGS_UP_TO, RAW_RUNG_MAX_SIDE};
 pub use error::PipelineError;
+pub use jpeg::JPEG_QUALITY;
 pub use ladder::{normalize, normalize_upload, pick_rung, render, render_cost, MIN_RUNG_SIDE};
 pub use resize::resize_square;
 pub use sniff::sniff;
@@ -67,8 +71,10 @@ pub use sniff::sniff;
 /// (2: lossy WebP for photos, AVIF, progressive JPEG from 256 px;
 /// 3: lossy WebP at libwebp method 2;
 /// 4: baseline JPEG at every size, 3–30 % smaller than progressive;
-/// 5: JPEG variants from 384×384 px in restart segments, encoded in parallel.)
-pub const PIPELINE_VERSION: u32 = 5;
+/// 5: JPEG variants from 384×384 px in restart segments, encoded in parallel;
+/// 6: a photo's rung between 256 and 512 px stored as YCbCr 4:2:0 planes,
+/// so its renders other than a JPEG of its own side see 4:2:0 chroma.)
+pub const PIPELINE_VERSION: u32 = 6;
 
 /// Encoder qualities (1–100), from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

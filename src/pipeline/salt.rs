@@ -5,7 +5,7 @@
 //!
 //! Layout: `payload ‖ owner (32 bytes) ‖ SALT_MAGIC (8 bytes)`, where the
 //! payload is a rung as it was stored before (QOI, striped QOI `AEq1`,
-//! uncompressed `AEr1`, or
+//! uncompressed `AEr1`, YCbCr planes `AEy1`, or
 //! an animated WebP) and the owner is the hash naming the master.
 //!
 //! Invariants:
@@ -62,6 +62,9 @@ fn whole(rung: &[u8]) -> bool {
     if rung.starts_with(super::encode::RAW_MAGIC) {
         return super::encode::raw_rung_len(rung) == Some(rung.len());
     }
+    if rung.starts_with(super::ycc::YCC_MAGIC) {
+        return super::ycc::ycc_rung_len(rung) == Some(rung.len());
+    }
     if rung.starts_with(super::encode::STRIPED_MAGIC) {
         return super::encode::striped_rung_len(rung) == Some(rung.len());
     }
@@ -104,7 +107,7 @@ mod tests {
             layout: crate::model::Layout::Rgb8,
             data: vec![9; 64 * 64 * 3],
         };
-        rungs.push(super::super::encode::encode_rung(&flat, 256).unwrap());
+        rungs.push(super::super::encode::encode_rung(&flat, 256, true).unwrap());
         assert!(rungs.last().unwrap().starts_with(b"qoif"));
         // An uncompressed rung whose pixels end with the salt's bytes: it is
         // whole at its full length, so nothing is cut.
