@@ -358,9 +358,10 @@ pub fn render(
             encode(&out, format, encoding)
         })
     };
-    // A striped rung's stripes decode on every core, and a large JPEG is
-    // encoded there too: one hand-off to the helper pool for both.
-    if is_striped(rung) {
+    // A striped rung's stripes decode on every core, as a planar rung's
+    // bands convert, and a large JPEG is encoded there too: one hand-off to
+    // the helper pool for both.
+    if is_striped(rung) || rung.starts_with(super::ycc::YCC_MAGIC) {
         super::parallel::install(render)
     } else {
         render()

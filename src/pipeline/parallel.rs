@@ -1,12 +1,13 @@
 //! The pipeline's helper threads (issue 19): a rayon pool of one thread per
 //! core, its own rather than rayon's global pool (which any crate in the
 //! process may fill), for work that splits into independent parts — a striped rung's stripes
-//! (`encode`), a large JPEG's restart segments (the `jpeg-encoder` fork).
+//! (`encode`), a planar rung's bands of rows (`ycc`), a large JPEG's restart
+//! segments (the `jpeg-encoder` fork).
 //!
 //! Invariants:
 //! - Work split here is split only where the parts are independent by the
-//!   format (a stripe is a whole QOI image, a restart segment a whole run of
-//!   blocks), so the output is the same bytes whichever threads run it and in
+//!   format (a stripe is a whole QOI image, a band whole rows of planes, a
+//!   restart segment a whole run of blocks), so the output is the same bytes whichever threads run it and in
 //!   whatever order; tests compare the split work with the serial one.
 //! - A caller outside the pool waits while the pool's threads run its work
 //!   (rayon's `install`): at most one thread per core computes split work at

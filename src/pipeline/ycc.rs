@@ -4,7 +4,8 @@
 //! A cold 512 px JPEG render from a QOI rung spent ~42 % of its CPU decoding
 //! the rung and ~4 % converting it back to YCbCr; stored as planes, the
 //! render is the encoder alone, and the rung is 1.5 bytes per pixel (393 KB
-//! at 512 px, against ~347 KB of striped QOI for a photo and 786 KB raw).
+//! at 512 px; striped QOI took 333–547 KB for the photo fixtures, raw RGB
+//! 786 KB).
 //!
 //! Invariants:
 //! - The planes are what the encoder computes from the RGB rung at
@@ -153,10 +154,16 @@ impl ImageBuffer for Planes<'_> {
     }
 }
 
+/// Rows per band of [`to_rgb`] on the helper pool (even: a band holds whole
+/// chroma rows); 8 bands at 512 px.
+const BAND_ROWS: usize = 64;
+
 /// The planes as RGB pixels in `buf` (its allocation reused), each chroma
 /// sample repeated over its 2×2 block; JFIF's inverse of
-/// `jpeg_encoder::rgb_to_ycbcr`, in 16.16 fixed point.
+/// `jpeg_encoder::rgb_to_ycbcr`, in 16.16 fixed point, in bands of rows on
+/// the helper pool (`parallel`).
 pub(crate) fn to_rgb(p: &Planes, mut buf: Vec<u8>) -> Pixels {
+    use rayon::prelude::*;
     const R_CR: i32 = 91_881; // 1.402
     const G_CB: i32 = 22_554; // 0.344136
     const G_CR: i32 = 46_802; // 0.714136
@@ -164,11 +171,7 @@ pub(crate) fn to_rgb(p: &Planes, mut buf: Vec<u8>) -> Pixels {
     const HALF: i32 = 1 << 15;
     let w = p.width as usize;
     sized_for_decode(&mut buf, w * p.height as usize * 3);
-    for (y, (out, luma)) in buf
-        .chunks_exact_mut(w * 3)
-        .zip(p.luma.chunks_exact(w))
-        .enumerate()
-    {
+    let row = |y: usize, out: &mut [u8], luma: &[u8]| {
         let at = y / 2 * (w / 2);
         let chroma = p.cb[at..at + w / 2].iter().zip(&p.cr[at..at + w / 2]);
         for ((out, luma), (&cb, &cr)) in out
@@ -189,7 +192,18 @@ pub(crate) fn to_rgb(p: &Planes, mut buf: Vec<u8>) -> Pixels {
                 px[2] = ((l + b) >> 16).clamp(0, 255) as u8;
             }
         }
-    }
+    };
+    super::parallel::install(|| {
+        (buf.par_chunks_mut(BAND_ROWS * w * 3))
+            .zip(p.luma.par_chunks(BAND_ROWS * w))
+            .enumerate()
+            .for_each(|(band, (out, luma))| {
+                let rows = out.chunks_exact_mut(w * 3).zip(luma.chunks_exact(w));
+                for (i, (out, luma)) in rows.enumerate() {
+                    row(band * BAND_ROWS + i, out, luma);
+                }
+            });
+    });
     Pixels {
         width: p.width,
         height: p.height,
