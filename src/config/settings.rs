@@ -29,7 +29,7 @@ pub struct Settings {
     /// Side of the largest stored master, px [default: 1024]
     #[arg(long, env = "AVATAR_EDGE_MASTER_SIDE")]
     pub master_side: Option<u32>,
-    /// Photographs' rungs up to this side are stored uncompressed (faster cold renders, more disk), px; 0..=512 [default: 256]
+    /// Photographs' rungs up to this side are stored uncompressed (faster cold renders, more disk; above it, 257-512 px rungs as YCbCr 4:2:0 planes), px; 0..=512 [default: 256]
     #[arg(long, env = "AVATAR_EDGE_RAW_RUNGS_UP_TO")]
     pub raw_rungs_up_to: Option<u32>,
     /// Largest accepted upload body, MiB [default: 10]

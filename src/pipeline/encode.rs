@@ -189,9 +189,10 @@ const STRIPE_ROWS: u32 = 128;
 /// rung is stored for its cold renders (issue 19): uncompressed
 /// (`RAW_MAGIC`, ~2–2.5× QOI's bytes, no decode at all) up to `raw_up_to` px
 /// (at most [`RAW_RUNG_MAX_SIDE`]); above that and `PLANES_ABOVE`, up to
-/// `RAW_RUNG_MAX_SIDE`, as YCbCr 4:2:0 planes (`ycc`: ~1.1× QOI's bytes, the
-/// JPEG encoder's own input) when `planes` (every rung but the master, which
-/// stays lossless) and opaque in 16 px blocks; else QOI.
+/// `RAW_RUNG_MAX_SIDE`, as YCbCr 4:2:0 planes (`ycc`: 0.7–1.2× QOI's bytes
+/// for the photo fixtures, the JPEG encoder's own input) when `planes`
+/// (every rung but the master, which stays lossless) and opaque in 16 px
+/// blocks; else QOI.
 pub(crate) fn encode_rung(
     px: &Pixels,
     raw_up_to: u32,

@@ -150,8 +150,9 @@ pub struct Limits {
     pub master_side: u32,
     /// Photographs' rungs up to this side are stored uncompressed, so a cold
     /// render skips their decode (default [`RAW_RUNGS_UP_TO`], at most
-    /// [`RAW_RUNG_MAX_SIDE`]; 0: every rung QOI). Disk against cold-render
-    /// time: at 512, +~25 % per photo ladder for a 2× faster 512 px render.
+    /// [`RAW_RUNG_MAX_SIDE`]; 0: none). Above it, a photo's rung of 257–512
+    /// px below the master is YCbCr 4:2:0 planes (`ycc`); 512 keeps that
+    /// rung exact instead, +15–23 % per 1024 px photo ladder.
     pub raw_rungs_up_to: u32,
     /// Issue 22: frames, total pixels and duration of animated uploads.
     pub animation: AnimationLimits,
