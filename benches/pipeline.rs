@@ -8,7 +8,10 @@
 //! Groups: `decode` (full `normalize` of a 512, 1024 and 4032 px JPEG: decode,
 //! crop, downscale, ICC, ladder, QOI, BLAKE3), `render` (stored ladder rung →
 //! N px variant, `render` = decode_rung + resize_square + encode; formats
-//! png, jpg, webp (lossy, photos), webpll (lossless, flat art) and avif),
+//! png, jpg, webp (lossy, photos), webpll (lossless, flat art) and avif, from
+//! the 512×600 Hopper photo's ladder, whose 512 px rung is its master; and
+//! `planes_jpg` / `planes_png` from the 1024 px retina photo's 512 px rung,
+//! stored as YCbCr planes),
 //! `resize` (128 px from its rung only), `encode` (128 px pixels only) and
 //! `avif_speed` (rav1e presets 4–10 at 128 px; bytes printed to stderr).
 //! File reading and normalizing happen outside the timed loops.
@@ -34,6 +37,8 @@
 //! | encode/jpg/128, same sitting (previous code 352–369 µs) | 156–179 µs |
 //! | **latest**, 2026-12-03, `9fbb6ba` (striped rungs, parallel JPEG ≥ 384 px), two passes, load 0.7–1.5: render/jpg/{16,32,80,128,256,512} | 29–41 µs / 40–47 µs / 114–164 µs / 94–114 µs / 304–341 µs / **2.07–2.10 ms** |
 //! | same sitting, one pass: render/png/{128,256,512}; render/webp/{128,256,512} (lossy) | 85 / 489 µs / 3.09 ms; 1.09 / 3.65 / 12.4 ms |
+//! | **latest**, 2026-12-03, `0deb1c7` (the 512 px rung of a 1024 px photo as YCbCr planes), two passes, load 1.4–1.9: render/planes_jpg/512; render/jpg/512 (Hopper's 512 px master, striped QOI, unchanged) | **0.62–0.72 ms**; 1.75–1.78 ms |
+//! | same sitting: render/planes_png/512; render/planes_jpg/300 (the planes converted back); render/jpg/256 | 2.02–2.05 ms; 1.42–1.70 ms; 297–374 µs |
 //! | same sitting: resize/decode_rung_128 (uncompressed rung: a copy) | 1.1 µs |
 //! | resize/decode_rung_128 (QOI)   | 99 µs         |
 //! | resize/decode_rung_128 (uncompressed rung, 2026-12-01) | 1.2–19 µs (a copy; the 19 µs run page-faulted: the bench links glibc's allocator) |
@@ -117,6 +122,26 @@ fn bench_render(c: &mut Criterion) {
                 b.iter(|| render(black_box(rung), size, f, e).unwrap())
             });
         }
+    }
+    // A 1024 px photo's ladder, the one `bench/compare.sh` renders from: its
+    // 512 px rung is YCbCr planes, so a 512 px JPEG is encoded from them and
+    // every other render from that rung converts them back first.
+    let n = normalize(
+        &fixture("photo_retina_baseline_1024.jpg"),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+    for (size, label, f) in [
+        (512, "planes_jpg", OutputFormat::Jpeg),
+        (512, "planes_png", OutputFormat::Png),
+        (300, "planes_jpg", OutputFormat::Jpeg),
+    ] {
+        let rung = &n.ladder[pick_rung(&sides, size)].bytes;
+        g.bench_function(BenchmarkId::new(label, size), |b| {
+            b.iter(|| render(black_box(rung), size, f, Encoding::LOSSY).unwrap())
+        });
     }
     g.finish();
 }
