@@ -106,17 +106,17 @@ fn bench_decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// A photo's stored ladder (default limits) and its rungs' sides.
+fn ladder(name: &str) -> (Vec<Vec<u8>>, Vec<u32>) {
+    let n = normalize(&fixture(name), None, &Limits::default()).unwrap();
+    n.ladder.into_iter().map(|r| (r.bytes, r.side)).unzip()
+}
+
 fn bench_render(c: &mut Criterion) {
-    let n = normalize(
-        &fixture("photo_grace_hopper_512x600.jpg"),
-        None,
-        &Limits::default(),
-    )
-    .unwrap();
-    let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+    let (rungs, sides) = ladder("photo_grace_hopper_512x600.jpg");
     let mut g = c.benchmark_group("render");
     for size in [16u32, 32, 80, 128, 256, 512] {
-        let rung = &n.ladder[pick_rung(&sides, size)].bytes;
+        let rung = &rungs[pick_rung(&sides, size)];
         for (label, f, e) in FORMATS {
             g.bench_function(BenchmarkId::new(label, size), |b| {
                 b.iter(|| render(black_box(rung), size, f, e).unwrap())
@@ -126,19 +126,13 @@ fn bench_render(c: &mut Criterion) {
     // A 1024 px photo's ladder, the one `bench/compare.sh` renders from: its
     // 512 px rung is YCbCr planes, so a 512 px JPEG is encoded from them and
     // every other render from that rung converts them back first.
-    let n = normalize(
-        &fixture("photo_retina_baseline_1024.jpg"),
-        None,
-        &Limits::default(),
-    )
-    .unwrap();
-    let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
+    let (rungs, sides) = ladder("photo_retina_baseline_1024.jpg");
     for (size, label, f) in [
         (512, "planes_jpg", OutputFormat::Jpeg),
         (512, "planes_png", OutputFormat::Png),
         (300, "planes_jpg", OutputFormat::Jpeg),
     ] {
-        let rung = &n.ladder[pick_rung(&sides, size)].bytes;
+        let rung = &rungs[pick_rung(&sides, size)];
         g.bench_function(BenchmarkId::new(label, size), |b| {
             b.iter(|| render(black_box(rung), size, f, Encoding::LOSSY).unwrap())
         });
@@ -147,21 +141,15 @@ fn bench_render(c: &mut Criterion) {
 }
 
 fn bench_resize_encode(c: &mut Criterion) {
-    let n = normalize(
-        &fixture("photo_grace_hopper_512x600.jpg"),
-        None,
-        &Limits::default(),
-    )
-    .unwrap();
-    let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
-    let rung = &n.ladder[pick_rung(&sides, 128)].bytes;
+    let (rungs, sides) = ladder("photo_grace_hopper_512x600.jpg");
+    let rung = &rungs[pick_rung(&sides, 128)];
     let src = decode_rung(rung).unwrap();
 
     let mut g = c.benchmark_group("resize");
     g.bench_function("decode_rung_128", |b| {
         b.iter(|| decode_rung(black_box(rung)).unwrap())
     });
-    let big = decode_rung(&n.ladder[pick_rung(&sides, 129)].bytes).unwrap();
+    let big = decode_rung(&rungs[pick_rung(&sides, 129)]).unwrap();
     g.bench_function("128_from_256", |b| {
         b.iter(|| resize_square(black_box(&big), 128).unwrap())
     });

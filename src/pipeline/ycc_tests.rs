@@ -4,10 +4,10 @@ use super::*;
 use crate::model::ContentHash;
 use crate::pipeline::encode::encode_rung;
 use crate::pipeline::jpeg::encode_jpeg;
-use crate::pipeline::RAW_RUNGS_UP_TO;
 use crate::pipeline::{
     decode_rung, encode, fixture, normalize, render, salt, Encoding, Limits, OutputFormat,
 };
+use crate::pipeline::{Rung, RAW_RUNGS_UP_TO};
 use proptest::prelude::*;
 
 /// Pixels of a seeded noise image (what QOI cannot compress).
@@ -30,7 +30,7 @@ fn noise(w: u32, h: u32, seed: u32) -> Pixels {
 /// A photo's ladder by default (its rung above 256 px as planes) and with
 /// every rung below 513 px raw (`raw_rungs_up_to` 512): the same pixels
 /// before storage.
-fn ladders(name: &str) -> (Vec<super::super::Rung>, Vec<super::super::Rung>) {
+fn ladders(name: &str) -> (Vec<Rung>, Vec<Rung>) {
     let with = |raw_rungs_up_to| {
         normalize(
             &fixture(name),
@@ -49,6 +49,14 @@ fn ladders(name: &str) -> (Vec<super::super::Rung>, Vec<super::super::Rung>) {
 /// Photos whose ladder has a rung above 256 px below the master: 512 px
 /// (1024 px masters: one square, one wide with Adobe RGB, one rotated by
 /// EXIF) and 384 px (a 768 px master in Display P3).
+/// A photo's rungs above 256 px below its master, as `ladders` stores them
+/// by default and raw.
+fn above_256(name: &str) -> Vec<(Rung, Rung)> {
+    let (planar, raw) = ladders(name);
+    let pairs = planar.into_iter().zip(raw).skip(1);
+    pairs.filter(|(p, _)| p.side > 256).collect()
+}
+
 const PHOTOS: [&str; 4] = [
     "photo_retina_baseline_1024.jpg",
     "photo_adobergb_2000x1072.jpg",
@@ -60,13 +68,7 @@ const PHOTOS: [&str; 4] = [
 fn jpeg_from_the_planes_is_the_jpeg_from_the_pixels() {
     let mut compared = 0;
     for name in PHOTOS {
-        let (planar, raw) = ladders(name);
-        for (p, r) in planar
-            .iter()
-            .zip(&raw)
-            .skip(1)
-            .filter(|(p, _)| p.side > 256)
-        {
+        for (p, r) in &above_256(name) {
             assert!(p.bytes.starts_with(YCC_MAGIC), "{name} {}", p.side);
             assert!(r.bytes.starts_with(b"AEr1"), "{name} {}", r.side);
             let salted = salt::salt(p.bytes.clone(), &ContentHash([3; 32]));
@@ -109,13 +111,7 @@ fn diff(a: &[u8], b: &[u8]) -> (f64, u8) {
 #[test]
 fn the_planes_convert_back_to_the_photo_with_its_chroma_at_half_resolution() {
     for name in PHOTOS {
-        let (planar, raw) = ladders(name);
-        for (p, r) in planar
-            .iter()
-            .zip(&raw)
-            .skip(1)
-            .filter(|(p, _)| p.side > 256)
-        {
+        for (p, r) in &above_256(name) {
             let (back, exact) = (
                 decode_rung(&p.bytes).unwrap(),
                 decode_rung(&r.bytes).unwrap(),
