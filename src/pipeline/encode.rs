@@ -405,7 +405,8 @@ std::thread_local! {
 /// Runs `f` on the pixels of a rung (its salt already cut: the caller has
 /// [`salt::payload`](super::salt::payload)): an uncompressed rung's own bytes
 /// (no copy: at 512 px the copy was 5 % of a cold render), a QOI rung
-/// decoded into this thread's scratch buffer (issue 19): a fresh buffer per
+/// decoded (or a planar one converted) into this thread's scratch buffer
+/// (issue 19): a fresh buffer per
 /// cold render was a page-faulting allocation each time (freed pages go back
 /// to the kernel at once, see `.cargo/config.toml`). Each render thread keeps
 /// at most `SCRATCH_KEEP_MAX` bytes.
@@ -480,9 +481,10 @@ fn decode_qoi_rung(bytes: &[u8], mut buf: Vec<u8>) -> Result<Pixels, PipelineErr
     Ok(px)
 }
 
-/// `buf` at exactly `len` bytes for a QOI decode into it. Only bytes it
-/// grows by are zeroed: what a previous render on this thread left in the
-/// rest is overwritten, because a QOI decode writes every pixel of its
+/// `buf` at exactly `len` bytes for a QOI decode into it (or a planar rung's
+/// conversion, `ycc::to_rgb`, which writes every pixel of every row). Only
+/// bytes it grows by are zeroed: what a previous render on this thread left
+/// in the rest is overwritten, because a QOI decode writes every pixel of its
 /// output (each op writes its pixel or a run of them; a decode that runs out
 /// of input fails and its buffer is not used). Zeroing the whole 768 KiB of a
 /// 512 px rung first was ~1 % of a cold 512 px render.

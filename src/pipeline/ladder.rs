@@ -1,12 +1,13 @@
 //! The two entry points that compose the pipeline: `normalize` (upload →
-//! resolution ladder of QOI rungs) and `render` (rung → N×N variant), plus
+//! resolution ladder of stored rungs) and `render` (rung → N×N variant), plus
 //! `pick_rung`.
 //!
 //! Normalize order: limits → decode first frame (stored orientation) → pick
 //! the square in *upright* coordinates (crop or centre) → map it back to the
 //! stored image → crop + Lanczos3 downscale to at most `master_side` → apply
 //! the EXIF orientation to the (small) master → ICC → sRGB → drop an all-opaque
-//! alpha → halve down to 64 px, each rung from the previous one → QOI + BLAKE3.
+//! alpha → halve down to 64 px, each rung from the previous one → stored
+//! (`encode_rung`: QOI, uncompressed or YCbCr planes) + BLAKE3.
 //! Rotating and colour-converting the master instead of the full upload is
 //! what keeps a 12 MP photo fast; both commute with cropping and (up to
 //! rounding) with the symmetric resampling filter.
