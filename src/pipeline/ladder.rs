@@ -339,9 +339,10 @@ pub fn render(
         return Err(PipelineError::BadSize(size));
     }
     let rung = super::salt::payload(stored);
+    let planar = rung.starts_with(super::ycc::YCC_MAGIC);
     // A YCbCr rung of exactly the requested side is the JPEG encoder's own
     // input: no decode, no colour conversion (`ycc`).
-    if format == OutputFormat::Jpeg && rung.starts_with(super::ycc::YCC_MAGIC) {
+    if format == OutputFormat::Jpeg && planar {
         let planes = super::ycc::planes(rung)?;
         if planes.width == size && planes.height == size {
             return encode_jpeg(size, size, |enc, _, _| enc.encode_image(planes));
@@ -362,7 +363,7 @@ pub fn render(
     // A striped rung's stripes decode on every core, as a planar rung's
     // bands convert, and a large JPEG is encoded there too: one hand-off to
     // the helper pool for both.
-    if is_striped(rung) || rung.starts_with(super::ycc::YCC_MAGIC) {
+    if is_striped(rung) || planar {
         super::parallel::install(render)
     } else {
         render()
