@@ -3,7 +3,9 @@
 //! Arbitrary bytes, decoded by both at the scale the first byte picks (1,
 //! 1/2, 1/4, 1/8: the upload path's shrink-on-load), with a 64 MiB decoding
 //! buffer limit: the same pixels and info, or both an error. The fork must
-//! also never panic where upstream does not. The fork reads either the slice
+//! also never panic where upstream does not, and its planes API
+//! (`decode_to_planes`, then `Planes::to_pixels`) must give the same outcome.
+//! The fork reads either the slice
 //! (as avatar-edge does) or, by the first byte's upper bits, a `BufReader`
 //! of 1 to 63 bytes: its 8-byte refill must not depend on the buffering.
 //!
@@ -26,22 +28,25 @@ enum Outcome {
 }
 
 macro_rules! decode_with {
-    ($krate:ident, $bytes:expr, $scale:expr) => {{
-        let mut d = $krate::Decoder::new($bytes);
-        d.set_max_decoding_buffer_size(MAX_BUFFER);
+    ($krate:ident, $bytes:expr, $scale:expr) => {
+        decode_with!($krate, $bytes, $scale, d => d.decode())
+    };
+    ($krate:ident, $bytes:expr, $scale:expr, $d:ident => $decode:expr) => {{
+        let mut $d = $krate::Decoder::new($bytes);
+        $d.set_max_decoding_buffer_size(MAX_BUFFER);
         let result = (|| {
-            d.read_info()?;
-            let info = d.info().unwrap();
+            $d.read_info()?;
+            let info = $d.info().unwrap();
             if u64::from(info.width) * u64::from(info.height) > MAX_PIXELS {
                 return Ok(Vec::new());
             }
             if $scale > 1 {
-                d.scale(info.width / $scale, info.height / $scale)?;
+                $d.scale(info.width / $scale, info.height / $scale)?;
             }
-            d.decode()
+            $decode
         })();
         match result {
-            Ok(pixels) => Outcome::Decoded(pixels, format!("{:?}", d.info())),
+            Ok(pixels) => Outcome::Decoded(pixels, format!("{:?}", $d.info())),
             Err(e) => Outcome::Failed(e.to_string()),
         }
     }};
@@ -62,4 +67,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let upstream = decode_with!(jpeg_decoder, bytes, scale);
     assert_eq!(fork, upstream);
+    // The fork's planes API: its planes converted are `decode`'s outcome.
+    let planes = decode_with!(fork, bytes, scale, d => d
+        .decode_to_planes()
+        .and_then(|p| p.to_pixels()));
+    assert_eq!(planes, upstream);
 });

@@ -127,6 +127,56 @@ pub struct Decoder<R> {
 
     // Maximum allowed size of decoded image buffer
     decoding_buffer_size_limit: usize,
+
+    // avatar-edge fork: `decode_to_planes` keeps the components' samples here
+    // instead of converting them.
+    keep_planes: bool,
+    kept_planes: Option<Planes>,
+}
+
+/// avatar-edge fork: one component's samples after the IDCT, at the decoded
+/// scale, before upsampling and colour conversion.
+#[derive(Debug, Clone)]
+pub struct Plane {
+    /// Horizontal and vertical sampling factors (the frame's).
+    pub sampling: (u8, u8),
+    /// Samples per row that belong to the image.
+    pub width: usize,
+    /// Rows that belong to the image.
+    pub height: usize,
+    /// Samples from one row's start to the next (`width` or more: whole blocks).
+    pub stride: usize,
+    /// `stride` × at least `height` samples.
+    pub data: Vec<u8>,
+}
+
+/// avatar-edge fork: a decoded frame's components, as `decode_to_planes` left
+/// them; `to_pixels` gives exactly what `decode` would have.
+#[derive(Debug, Clone)]
+pub struct Planes {
+    /// One per component, in the frame's order.
+    pub planes: Vec<Plane>,
+    /// The colour transform `decode` applies to them.
+    pub color_transform: ColorTransform,
+    /// The image's width at the decoded scale (the luma plane's, when sampled
+    /// at the largest factors).
+    pub width: u16,
+    /// The image's height at the decoded scale.
+    pub height: u16,
+    components: Vec<Component>,
+}
+
+impl Planes {
+    /// The pixels `decode` returns for this frame: upsampled and colour
+    /// converted (or the single plane, for one component).
+    pub fn to_pixels(self) -> Result<Vec<u8>> {
+        let data = self.planes.into_iter().map(|p| p.data).collect();
+        let size = Dimensions {
+            width: self.width,
+            height: self.height,
+        };
+        compute_image(&self.components, data, size, self.color_transform)
+    }
 }
 
 impl<R: BufRead> Decoder<R> {
@@ -150,6 +200,8 @@ impl<R: BufRead> Decoder<R> {
             coefficients: Vec::new(),
             coefficients_finished: [0; MAX_COMPONENTS],
             decoding_buffer_size_limit: usize::MAX,
+            keep_planes: false,
+            kept_planes: None,
         }
     }
 
@@ -292,6 +344,20 @@ impl<R: BufRead> Decoder<R> {
     /// Decodes the image and returns the decoded pixels if successful.
     pub fn decode(&mut self) -> Result<Vec<u8>> {
         WorkerScope::with(|worker| self.decode_internal(false, worker))
+    }
+
+    /// avatar-edge fork: decodes the image like `decode` and returns its
+    /// components' samples before upsampling and colour conversion (a caller
+    /// that resizes can do both on fewer samples). Lossless JPEGs, whose
+    /// samples are not 8-bit, are `Unsupported`.
+    pub fn decode_to_planes(&mut self) -> Result<Planes> {
+        self.keep_planes = true;
+        let decoded = WorkerScope::with(|worker| self.decode_internal(false, worker));
+        self.keep_planes = false;
+        decoded?;
+        self.kept_planes
+            .take()
+            .ok_or_else(|| Error::Format("a lossless JPEG has no 8-bit planes".to_owned()))
     }
 
     fn decode_internal(
@@ -685,6 +751,25 @@ impl<R: BufRead> Decoder<R> {
 
         if frame.coding_process == CodingProcess::Lossless {
             compute_image_lossless(frame, planes_u16)
+        } else if self.keep_planes {
+            // avatar-edge fork: `decode_to_planes`; the checks above are done.
+            let color_transform = self.determine_color_transform();
+            let frame = self.frame.as_ref().unwrap();
+            let planes = frame.components.iter().zip(planes).map(|(c, data)| Plane {
+                sampling: (c.horizontal_sampling_factor, c.vertical_sampling_factor),
+                width: usize::from(c.size.width),
+                height: usize::from(c.size.height),
+                stride: usize::from(c.block_size.width) * c.dct_scale,
+                data,
+            });
+            self.kept_planes = Some(Planes {
+                planes: planes.collect(),
+                color_transform,
+                width: frame.output_size.width,
+                height: frame.output_size.height,
+                components: frame.components.clone(),
+            });
+            Ok(Vec::new())
         } else {
             compute_image(
                 &frame.components,

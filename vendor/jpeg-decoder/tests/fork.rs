@@ -108,6 +108,46 @@ fn fork_decodes_the_fixtures_as_upstream_does() {
     assert!(decoded >= 4 * 15, "only {decoded} decodes succeeded");
 }
 
+/// `decode_to_planes` then `Planes::to_pixels` at 1/`scale`: the fork's
+/// planes API, which must give `decode`'s outcome.
+fn via_planes(bytes: &[u8], scale: u16) -> Outcome {
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    d.set_max_decoding_buffer_size(MAX_BUFFER);
+    let result = (|| {
+        d.read_info()?;
+        let info = d.info().unwrap();
+        if scale > 1 {
+            d.scale(info.width / scale, info.height / scale)?;
+        }
+        d.decode_to_planes()?.to_pixels()
+    })();
+    match result {
+        Ok(pixels) => Outcome::Decoded {
+            pixels,
+            info: format!("{:?}", d.info()),
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+#[test]
+fn planes_convert_to_what_decode_returns() {
+    // Every fixture (hostile ones included) at every scale: the same pixels,
+    // info and errors (no fixture is a lossless JPEG, which has no 8-bit
+    // planes and is refused).
+    let mut decoded = 0;
+    for (name, bytes) in fixtures() {
+        for scale in [1, 2, 4, 8] {
+            let (a, b) = (via_planes(&bytes, scale), fork(&bytes, scale));
+            if let Outcome::Decoded { .. } = a {
+                decoded += 1;
+            }
+            assert!(a == b, "{name} at 1/{scale}: planes differ from decode");
+        }
+    }
+    assert!(decoded >= 4 * 15, "only {decoded} decodes succeeded");
+}
+
 #[test]
 fn fork_decodes_damaged_fixtures_as_upstream_does() {
     // Truncations and flipped bytes of the small real photographs: the
