@@ -12,7 +12,9 @@
 //! Shrink-on-load: a large baseline JPEG whose square will be downscaled by
 //! 2× or more is decoded by `jpeg-decoder` at 1/2, 1/4 or 1/8 scale (scaled
 //! IDCT, what Pillow's `draft` and libvips do with libjpeg): a quarter to a
-//! sixty-fourth of the pixels are produced, converted and resized. Anything
+//! sixty-fourth of the pixels are produced. Its YCbCr planes are handed on
+//! unconverted (`Image::Ycc`: resized, then converted, by `shrunk`); other
+//! colour types are converted by the decoder as its `decode` does. Anything
 //! else, or any file jpeg-decoder cannot read, takes the full decode, which
 //! is also what reports errors.
 
@@ -20,18 +22,35 @@ use std::io::Cursor;
 
 use image::codecs::{gif::GifDecoder, jpeg::JpegDecoder, png::PngDecoder, webp::WebPDecoder};
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder};
+use image::{DynamicImage, GenericImageView, ImageDecoder};
 
+use super::shrunk::YccImage;
 use super::sniff::sniff;
 use super::{Limits, PipelineError, SourceFormat};
 
 /// A decoded upload, still in stored (not EXIF-rotated) orientation.
 pub(crate) struct Decoded {
     pub format: SourceFormat,
-    pub image: DynamicImage,
+    pub image: Image,
     pub orientation: Orientation,
     /// Embedded ICC profile bytes, if any (not yet validated).
     pub icc: Option<Vec<u8>>,
+}
+
+/// A decoded image's samples: pixels, or a shrunk JPEG's YCbCr planes
+/// (`shrunk`), resized before they are converted.
+pub(crate) enum Image {
+    Pixels(DynamicImage),
+    Ycc(YccImage),
+}
+
+impl Image {
+    pub(crate) fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Image::Pixels(img) => img.dimensions(),
+            Image::Ycc(ycc) => ycc.dimensions(),
+        }
+    }
 }
 
 type BoxedDecoder<'a> = Box<dyn ImageDecoder + 'a>;
@@ -162,16 +181,26 @@ pub(crate) fn decode_jpeg_shrunk(
     if (u32::from(got.0), u32::from(got.1)) != (want_w, want_h) {
         return None;
     }
-    let px = dec.decode().ok()?;
-    let image = match dec.info()?.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            DynamicImage::ImageRgb8(image::RgbImage::from_raw(want_w, want_h, px)?)
+    // YCbCr planes are resized before they are converted (`shrunk`); the
+    // decoder converts anything else, exactly as its `decode` does.
+    let image = match YccImage::new(dec.decode_to_planes().ok()?) {
+        Ok(ycc) => Image::Ycc(ycc),
+        Err(planes) => {
+            let px = planes.to_pixels().ok()?;
+            Image::Pixels(match dec.info()?.pixel_format {
+                jpeg_decoder::PixelFormat::RGB24 => {
+                    DynamicImage::ImageRgb8(image::RgbImage::from_raw(want_w, want_h, px)?)
+                }
+                jpeg_decoder::PixelFormat::L8 => {
+                    DynamicImage::ImageLuma8(image::GrayImage::from_raw(want_w, want_h, px)?)
+                }
+                _ => return None,
+            })
         }
-        jpeg_decoder::PixelFormat::L8 => {
-            DynamicImage::ImageLuma8(image::GrayImage::from_raw(want_w, want_h, px)?)
-        }
-        _ => return None,
     };
+    if image.dimensions() != (want_w, want_h) {
+        return None;
+    }
     let orientation = dec
         .exif_data()
         .map_or(Orientation::NoTransforms, orientation_from_exif);
@@ -221,7 +250,7 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, PipelineE
         )
     };
     let orientation = exif.map_or(Orientation::NoTransforms, |e| orientation_from_exif(&e));
-    let image = DynamicImage::from_decoder(dec).map_err(PipelineError::from_decode)?;
+    let image = Image::Pixels(DynamicImage::from_decoder(dec).map_err(PipelineError::from_decode)?);
     Ok(Decoded {
         format,
         image,

@@ -4,7 +4,8 @@
 //!
 //! Normalize order: limits → decode first frame (stored orientation) → pick
 //! the square in *upright* coordinates (crop or centre) → map it back to the
-//! stored image → crop + Lanczos3 downscale to at most `master_side` → apply
+//! stored image → crop + Lanczos3 downscale to at most `master_side` (a
+//! shrunk JPEG: each YCbCr plane, then converted, `shrunk`) → apply
 //! the EXIF orientation to the (small) master → ICC → sRGB → drop an all-opaque
 //! alpha → halve down to 64 px, each rung from the previous one → stored
 //! (`encode_rung`: QOI, uncompressed or YCbCr planes) + BLAKE3.
@@ -23,10 +24,11 @@ use super::animated::{animated_ladder, encode_master};
 use super::animation::decode_animation;
 use super::classify::{classify, DECISION_SIDE};
 use super::color::to_srgb;
-use super::decode::{check_body, decode, decode_jpeg_shrunk, Decoded};
+use super::decode::{check_body, decode, decode_jpeg_shrunk, Decoded, Image};
 use super::encode::{encode, encode_rung, is_striped, with_rung};
 use super::geometry::{choose_square, swaps_axes, upright_to_stored, Square};
 use super::jpeg::encode_jpeg;
+use super::parallel::{install_if, join, map};
 use super::resize::{crop_resize, resize_square};
 use super::{
     AnimatedMaster, Compression, Crop, Encoding, Layout, Limits, Normalized, OutputFormat,
@@ -37,8 +39,9 @@ use crate::model::MAX_OUTPUT_SIDE;
 
 /// Smallest rung side produced by halving (a master below it is kept alone).
 pub const MIN_RUNG_SIDE: u32 = 64;
-/// A master at least this large has its rung encoded on a second thread.
-const PARALLEL_TOP_SIDE: u32 = 512;
+/// A master at least this large is resized and its ladder built on the helper
+/// pool (`parallel`).
+const PARALLEL_SIDE: u32 = 512;
 
 fn into_pixels(img: DynamicImage) -> Pixels {
     let (width, height) = img.dimensions();
@@ -125,10 +128,10 @@ pub fn normalize_upload(
         let (w, h) = (a.still.width, a.still.height);
         let decoded = Decoded {
             format,
-            image: DynamicImage::ImageRgba8(
+            image: Image::Pixels(DynamicImage::ImageRgba8(
                 RgbaImage::from_raw(w, h, a.still.data)
                     .ok_or_else(|| PipelineError::Internal("still frame size".into()))?,
-            ),
+            )),
             orientation: Orientation::NoTransforms,
             icc: a.icc,
         };
@@ -206,9 +209,17 @@ fn ladder_from(
         (_, Some(_)) => scale_square(upright, scale, udw, udh),
     };
     let stored: Square = upright_to_stored(decoded.orientation, dw, dh, upright);
-    let source = into_pixels(decoded.image);
-    let master = crop_resize(&source, stored, master_side)?;
-    drop(source);
+    // A master of `PARALLEL_SIDE` or more is resized and its ladder built on
+    // the helper pool (issue 19); below it the hand-offs cost more than they
+    // save.
+    let split = master_side >= PARALLEL_SIDE;
+    let master = match decoded.image {
+        Image::Pixels(img) => {
+            let source = into_pixels(img);
+            install_if(split, || crop_resize(&source, stored, master_side))?
+        }
+        Image::Ycc(ycc) => install_if(split, || ycc.crop_resize(stored, master_side, split))?,
+    };
     let mut master = orient(master, decoded.orientation)?;
     if let Some(icc) = decoded.icc.as_deref() {
         to_srgb(&mut master, icc);
@@ -221,21 +232,7 @@ fn ladder_from(
 
     let sides = ladder_sides(master_side);
     let raw = limits.raw_rungs_up_to;
-    // The master rung's QOI encode and hash (a third of a 1024 px ladder's
-    // time) run on a second thread beside the rest of the ladder (issue 19);
-    // below `PARALLEL_TOP_SIDE` a thread costs more than it saves.
-    let (ladder, compression) = if master_side >= PARALLEL_TOP_SIDE && sides.len() > 1 {
-        std::thread::scope(|s| {
-            let top = s.spawn(|| rung(&master, master_side, raw, false));
-            let below = rungs(&master, &sides, false, raw);
-            let top = top.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            let (mut ladder, compression) = below?;
-            ladder.insert(0, top?);
-            Ok::<_, PipelineError>((ladder, compression))
-        })?
-    } else {
-        rungs(&master, &sides, true, raw)?
-    };
+    let (ladder, compression) = install_if(split, || rungs(&master, &sides, raw, split))?;
     Ok(Normalized {
         source_format: decoded.format,
         has_alpha,
@@ -246,37 +243,54 @@ fn ladder_from(
 }
 
 /// The rungs of `sides` (`sides[0]` is `top`'s side), each halved from the
-/// one before, without the top one unless `with_top`; and the lossy-or-
-/// lossless decision, made once on the largest rung <= 256 px (the last rung
-/// when every one is larger, which halving rules out).
+/// one before, and the lossy-or-lossless decision, made once on the largest
+/// rung <= 256 px (the last rung when every one is larger, which halving rules
+/// out). With `split` (called on the helper pool) the encodes, the halving
+/// and the decision run side by side: the top rung's encode beside the
+/// halvings, then every smaller rung's encode beside the decision. Each task's
+/// output is the same as serially, so the ladder is.
 fn rungs(
     top: &Pixels,
     sides: &[u32],
-    with_top: bool,
     raw_up_to: u32,
+    split: bool,
 ) -> Result<(Vec<Rung>, Compression), PipelineError> {
+    let decision = sides
+        .iter()
+        .position(|&s| s <= DECISION_SIDE)
+        .unwrap_or(sides.len() - 1);
+    let (first, below) = join(
+        split,
+        || rung(top, sides[0], raw_up_to, false),
+        || -> Result<_, PipelineError> {
+            let mut halved: Vec<Pixels> = Vec::with_capacity(sides.len());
+            for &side in &sides[1..] {
+                let previous = halved.last().unwrap_or(top);
+                let whole = Square {
+                    x: 0,
+                    y: 0,
+                    side: previous.width,
+                };
+                halved.push(crop_resize(previous, whole, side)?);
+            }
+            let image = |i: usize| if i == 0 { top } else { &halved[i - 1] };
+            let (compression, smaller) = join(
+                split,
+                || classify(image(decision)),
+                || {
+                    map(split, &halved, |i, px| {
+                        rung(px, sides[i + 1], raw_up_to, true)
+                    })
+                },
+            );
+            Ok((compression?, smaller?))
+        },
+    );
+    let (compression, smaller) = below?;
     let mut ladder = Vec::with_capacity(sides.len());
-    let mut compression = None;
-    let mut halved: Option<Pixels> = None;
-    for (i, &side) in sides.iter().enumerate() {
-        if i > 0 {
-            let previous = halved.as_ref().unwrap_or(top);
-            let whole = Square {
-                x: 0,
-                y: 0,
-                side: previous.width,
-            };
-            halved = Some(crop_resize(previous, whole, side)?);
-        }
-        let current = halved.as_ref().unwrap_or(top);
-        if compression.is_none() && (side <= DECISION_SIDE || i + 1 == sides.len()) {
-            compression = Some(classify(current)?);
-        }
-        if i > 0 || with_top {
-            ladder.push(rung(current, side, raw_up_to, i > 0)?);
-        }
-    }
-    Ok((ladder, compression.unwrap_or(Compression::Lossless)))
+    ladder.push(first?);
+    ladder.extend(smaller);
+    Ok((ladder, compression))
 }
 
 /// One rung: its stored bytes and their hash. Only rungs below the master

@@ -150,18 +150,24 @@ fn shrink_on_load_matches_the_full_decode() {
 
 #[test]
 fn the_parallel_ladder_is_the_sequential_one() {
-    // A 1024 px master encodes its top rung on a second thread: the
-    // ladder and decision must be exactly the one-thread result, in order.
+    // A master of 512 px or more is built on the helper pool, its encodes,
+    // halvings and decision side by side: the ladder and decision must be
+    // exactly the one-thread result, in order.
     for name in ["photo_retina_baseline_1024.jpg", "logo_alpha_disc_512.png"] {
         let n = normalize(&fixture(name), None, &Limits::default()).unwrap();
         let master = decode_rung(&n.ladder[0].bytes).unwrap();
-        assert!(master.width >= PARALLEL_TOP_SIDE, "{name}");
+        assert!(master.width >= PARALLEL_SIDE, "{name}");
         let sides: Vec<u32> = n.ladder.iter().map(|r| r.side).collect();
         assert_eq!(sides, ladder_sides(master.width), "{name}");
-        let (alone, compression) = rungs(&master, &sides, true, RAW_RUNGS_UP_TO).unwrap();
+        let (alone, compression) = rungs(&master, &sides, RAW_RUNGS_UP_TO, false).unwrap();
         assert_eq!(compression, n.compression, "{name}");
         let hashes = |l: &[Rung]| l.iter().map(|r| r.hash).collect::<Vec<_>>();
         assert_eq!(hashes(&alone), hashes(&n.ladder), "{name}");
+        let split =
+            crate::pipeline::parallel::install(|| rungs(&master, &sides, RAW_RUNGS_UP_TO, true));
+        let (split, compression) = split.unwrap();
+        assert_eq!(compression, n.compression, "{name}");
+        assert_eq!(hashes(&split), hashes(&n.ladder), "{name}");
     }
 }
 

@@ -33,6 +33,7 @@ mod ladder;
 mod parallel;
 mod resize;
 pub mod salt;
+mod shrunk;
 mod sniff;
 mod webp_mux;
 mod ycc;
@@ -74,6 +75,9 @@ pub use sniff::sniff;
 /// 5: JPEG variants from 384×384 px in restart segments, encoded in parallel;
 /// 6: a photo's rung between 256 and 512 px stored as YCbCr 4:2:0 planes,
 /// so its renders other than a JPEG of its own side see 4:2:0 chroma.)
+/// Not bumped for what changes only what a new upload stores (the master of
+/// a shrunk JPEG made from its planes): that content has a new hash, so no
+/// variant of stored content changes.
 pub const PIPELINE_VERSION: u32 = 6;
 
 /// Encoder qualities (1–100), from the configuration.

@@ -69,6 +69,7 @@ pub(crate) fn crop_resize(
     out: u32,
 ) -> Result<Pixels, PipelineError> {
     check_buffer(px)?;
+    super::parallel::init();
     let px = px.view();
     let inside = |o: u32, len: u32| o.checked_add(r.side).is_some_and(|e| e <= len);
     if r.side == 0 || out == 0 || !inside(r.x, px.width) || !inside(r.y, px.height) {
@@ -107,6 +108,41 @@ pub(crate) fn crop_resize(
         layout: px.layout,
         data: dst.into_vec(),
     })
+}
+
+/// A region of one 8-bit plane (`width`×`height` samples, rows packed),
+/// given in samples and possibly fractional (a subsampled chroma plane's
+/// share of a luma square), resampled to `out`×`out`: Lanczos3 when both
+/// sides shrink, Catmull-Rom otherwise (as `crop_resize`). The region must lie
+/// inside the plane (`Internal` otherwise).
+pub(crate) fn resize_plane(
+    data: &[u8],
+    (width, height): (u32, u32),
+    (x, y, w, h): (f64, f64, f64, f64),
+    out: u32,
+) -> Result<Vec<u8>, PipelineError> {
+    let inside = |o: f64, len: f64, size: u32| o >= 0.0 && len > 0.0 && o + len <= f64::from(size);
+    if out == 0 || !inside(x, w, width) || !inside(y, h, height) {
+        return Err(PipelineError::Internal(format!(
+            "plane region {x},{y} {w}x{h} outside {width}x{height}"
+        )));
+    }
+    super::parallel::init();
+    let src = ImageRef::new(width, height, data, PixelType::U8)
+        .map_err(|e| PipelineError::Internal(format!("resize plane: {e}")))?;
+    let mut dst = Image::new(out, out, PixelType::U8);
+    let filter = if f64::from(out) < w.min(h) {
+        FilterType::Lanczos3
+    } else {
+        FilterType::CatmullRom
+    };
+    let opts = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(filter))
+        .crop(x, y, w, h);
+    Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| PipelineError::Internal(format!("resize plane: {e}")))?;
+    Ok(dst.into_vec())
 }
 
 /// Resizes a square image to exactly `size`×`size` (1..=2048).

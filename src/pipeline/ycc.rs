@@ -158,17 +158,31 @@ impl ImageBuffer for Planes<'_> {
 /// chroma rows); 8 bands at 512 px.
 const BAND_ROWS: usize = 64;
 
+/// JFIF's YCbCr → RGB in 16.16 fixed point (the one conversion back: planar
+/// rungs here, a shrunk JPEG's master in `shrunk`).
+const R_CR: i32 = 91_881; // 1.402
+const G_CB: i32 = 22_554; // 0.344136
+const G_CR: i32 = 46_802; // 0.714136
+const B_CB: i32 = 116_130; // 1.772
+const HALF: i32 = 1 << 15;
+
+/// One pixel of that conversion.
+#[inline]
+pub(crate) fn ycc_pixel(l: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (l, cb, cr) = (i32::from(l) << 16, i32::from(cb) - 128, i32::from(cr) - 128);
+    [
+        ((l + R_CR * cr + HALF) >> 16).clamp(0, 255) as u8,
+        ((l + HALF - G_CB * cb - G_CR * cr) >> 16).clamp(0, 255) as u8,
+        ((l + B_CB * cb + HALF) >> 16).clamp(0, 255) as u8,
+    ]
+}
+
 /// The planes as RGB pixels in `buf` (its allocation reused), each chroma
 /// sample repeated over its 2×2 block; JFIF's inverse of
 /// `jpeg_encoder::rgb_to_ycbcr`, in 16.16 fixed point, in bands of rows on
 /// the helper pool (`parallel`).
 pub(crate) fn to_rgb(p: &Planes, mut buf: Vec<u8>) -> Pixels {
     use rayon::prelude::*;
-    const R_CR: i32 = 91_881; // 1.402
-    const G_CB: i32 = 22_554; // 0.344136
-    const G_CR: i32 = 46_802; // 0.714136
-    const B_CB: i32 = 116_130; // 1.772
-    const HALF: i32 = 1 << 15;
     let w = p.width as usize;
     sized_for_decode(&mut buf, w * p.height as usize * 3);
     let row = |y: usize, out: &mut [u8], luma: &[u8]| {
