@@ -19,8 +19,8 @@
 //!   which outside any pool is the global pool's size: the global pool is
 //!   built with one thread with this pool (`init`, before every resize), so
 //!   a resize splits only here (a small render's resize stays on its own
-//!   thread; a split costs more than it saves there). Its rows are computed with the same coefficients
-//!   however they are split: the same bytes.
+//!   thread; a split costs more than it saves there). Its rows are computed
+//!   with the same coefficients however they are split: the same bytes.
 //! - If the pool cannot be built (no threads), the work runs in rayon's
 //!   global pool instead: one thread, the same bytes.
 
@@ -33,6 +33,8 @@ const MAX_THREADS: usize = 8;
 fn pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
+        // Fails only if the global pool exists already (something used it
+        // first); resizes outside this pool could then split there.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build_global();

@@ -158,15 +158,15 @@ impl ImageBuffer for Planes<'_> {
 /// chroma rows); 8 bands at 512 px.
 const BAND_ROWS: usize = 64;
 
-/// JFIF's YCbCr → RGB in 16.16 fixed point (the one conversion back: planar
-/// rungs here, a shrunk JPEG's master in `shrunk`).
+// JFIF's YCbCr → RGB in 16.16 fixed point, the one conversion back: planar
+// rungs here, a shrunk JPEG's master in `shrunk` (`ycc_pixel`).
 const R_CR: i32 = 91_881; // 1.402
 const G_CB: i32 = 22_554; // 0.344136
 const G_CR: i32 = 46_802; // 0.714136
 const B_CB: i32 = 116_130; // 1.772
 const HALF: i32 = 1 << 15;
 
-/// One pixel of that conversion.
+/// One pixel of JFIF's YCbCr → RGB (the constants above).
 #[inline]
 pub(crate) fn ycc_pixel(l: u8, cb: u8, cr: u8) -> [u8; 3] {
     let (l, cb, cr) = (i32::from(l) << 16, i32::from(cb) - 128, i32::from(cr) - 128);

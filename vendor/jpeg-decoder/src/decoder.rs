@@ -146,7 +146,8 @@ pub struct Plane {
     pub height: usize,
     /// Samples from one row's start to the next (`width` or more: whole blocks).
     pub stride: usize,
-    /// `stride` × at least `height` samples.
+    /// `stride` × at least `height` samples; empty when the file had no scan
+    /// for this component (`Planes::to_pixels` then fails as `decode` does).
     pub data: Vec<u8>,
 }
 
@@ -349,7 +350,7 @@ impl<R: BufRead> Decoder<R> {
     /// avatar-edge fork: decodes the image like `decode` and returns its
     /// components' samples before upsampling and colour conversion (a caller
     /// that resizes can do both on fewer samples). Lossless JPEGs, whose
-    /// samples are not 8-bit, are `Unsupported`.
+    /// samples are not 8-bit, are refused (`Error::Format`).
     pub fn decode_to_planes(&mut self) -> Result<Planes> {
         self.keep_planes = true;
         let decoded = WorkerScope::with(|worker| self.decode_internal(false, worker));
