@@ -8,8 +8,9 @@
 //! square, each plane's share of the square is resized straight to the
 //! master's side (the chroma planes' shares are fractional when the square's
 //! edges fall between chroma samples), and only the master's pixels are
-//! converted. For a 12 MP photo that is a third of the samples resized and a
-//! third of the pixels converted.
+//! converted. For a 12 MP photo that is half the samples resized (1512² luma
+//! and 2 × 756² chroma against 3 × 1512²) and a third of the pixels converted
+//! (1024² against 2016 × 1512).
 //!
 //! The result is not the RGB path's bytes: resampling commutes with the
 //! (affine) colour conversion only up to rounding and clamping, and the
