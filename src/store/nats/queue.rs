@@ -107,6 +107,15 @@ impl DeliveryQueue for NatsQueue {
         while let Some(m) = batch.next().await {
             let m = match m {
                 Ok(m) => m,
+                // No events yet: an error (the consumer's leader gone, 503)
+                // so that the worker waits before asking again; a fetch
+                // that returned at once with nothing would be asked again at
+                // once, thousands of times a second until a leader is back.
+                Err(e) if events.is_empty() => {
+                    self.consumer = None;
+                    return Err(self.store.fail("event fetch")(e));
+                }
+                // Deliver what came; the next fetch meets the error.
                 Err(e) => {
                     tracing::warn!(error = %e, "event fetch interrupted");
                     break;
