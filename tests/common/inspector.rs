@@ -51,6 +51,24 @@ impl Inspector {
         })
     }
 
+    /// Ask stream `name`'s leader to step down (a new one is elected from
+    /// its peers): what a rolling restart of nats-server does to each
+    /// stream its server leads. The leader's reply: `Ok` once it stepped down.
+    pub fn step_down(&self, name: &str) -> Result<(), String> {
+        self.rt.block_on(async {
+            let subject = format!("STREAM.LEADER.STEPDOWN.{name}");
+            let r: serde_json::Value = self
+                .js
+                .request(subject, &())
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.get("success").and_then(|s| s.as_bool()) {
+                Some(true) => Ok(()),
+                _ => Err(r.to_string()),
+            }
+        })
+    }
+
     /// The index of the nats-server leading the index bucket's stream.
     pub fn index_leader(&self) -> usize {
         self.rt.block_on(async {

@@ -129,21 +129,12 @@ impl NatsStore {
     /// bucket allows them) may be answered by a replica that has not.
     pub(super) async fn read_last(&self, key: &str) -> Result<(u64, Option<Bytes>), StoreError> {
         let subject = format!("$KV.{INDEX_BUCKET}.{key}");
-        match self
-            .inner
-            .stream
-            .get_last_raw_message_by_subject(&subject)
-            .await
-        {
-            Ok(m) => Ok((m.sequence, is_put(&m.headers).then_some(m.payload))),
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-            {
-                Ok((0, None))
-            }
-            Err(e) => Err(self.fail("index read")(e)),
-        }
+        let m = self
+            .leader_last(&self.inner.stream, &subject, "index read")
+            .await?;
+        Ok(m.map_or((0, None), |m| {
+            (m.sequence, is_put(&m.headers).then_some(m.payload))
+        }))
     }
 
     /// The alias entry's primary, read from the stream leader.

@@ -63,6 +63,7 @@ mod connect;
 mod fallbacks;
 mod gc;
 mod keys;
+mod leader;
 mod moderation;
 mod objects;
 mod queue;

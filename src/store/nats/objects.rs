@@ -42,25 +42,13 @@ impl NatsStore {
         use base64::Engine;
         let name = base64::engine::general_purpose::URL_SAFE.encode(hash.to_hex());
         let subject = format!("$O.{BLOB_BUCKET}.M.{name}");
-        match self
-            .inner
-            .blob_stream
-            .get_last_raw_message_by_subject(&subject)
-            .await
-        {
-            Ok(m) => {
-                let info: object_store::ObjectInfo = serde_json::from_slice(&m.payload)
-                    .map_err(|e| StoreError::Index(format!("corrupt object info: {e}")))?;
-                Ok(!info.deleted && info.size as u64 == len)
-            }
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.fail("object store info")(e)),
-        }
+        let m = self
+            .leader_last(&self.inner.blob_stream, &subject, "object store info")
+            .await?;
+        let Some(m) = m else { return Ok(false) };
+        let info: object_store::ObjectInfo = serde_json::from_slice(&m.payload)
+            .map_err(|e| StoreError::Index(format!("corrupt object info: {e}")))?;
+        Ok(!info.deleted && info.size as u64 == len)
     }
 
     /// Store a blob (callers check [`NatsStore::blob_stored`] first).
