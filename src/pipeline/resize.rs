@@ -85,13 +85,11 @@ pub(crate) fn crop_resize(
     let src = ImageRef::new(px.width, px.height, px.data, pt)
         .map_err(|e| PipelineError::Internal(format!("resize source: {e}")))?;
     let mut dst = Image::new(out, out, pt);
-    let filter = if out < r.side {
-        FilterType::Lanczos3
-    } else {
-        FilterType::CatmullRom
-    };
     let opts = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(filter))
+        .resize_alg(ResizeAlg::Convolution(filter(
+            f64::from(out),
+            f64::from(r.side),
+        )))
         .crop(
             f64::from(r.x),
             f64::from(r.y),
@@ -110,10 +108,20 @@ pub(crate) fn crop_resize(
     })
 }
 
+/// The one filter rule: Lanczos3 when a region of side `from` shrinks to
+/// `out`, Catmull-Rom when it keeps its size or grows.
+fn filter(out: f64, from: f64) -> FilterType {
+    if out < from {
+        FilterType::Lanczos3
+    } else {
+        FilterType::CatmullRom
+    }
+}
+
 /// A region of one 8-bit plane (`width`×`height` samples, rows packed),
 /// given in samples and possibly fractional (a subsampled chroma plane's
-/// share of a luma square), resampled to `out`×`out`: Lanczos3 when both
-/// sides shrink, Catmull-Rom otherwise (as `crop_resize`). The region must lie
+/// share of a luma square), resampled to `out`×`out`: filtered by [`filter`] on its
+/// shorter side, as `crop_resize`. The region must lie
 /// inside the plane (`Internal` otherwise).
 pub(crate) fn resize_plane(
     data: &[u8],
@@ -131,13 +139,8 @@ pub(crate) fn resize_plane(
     let src = ImageRef::new(width, height, data, PixelType::U8)
         .map_err(|e| PipelineError::Internal(format!("resize plane: {e}")))?;
     let mut dst = Image::new(out, out, PixelType::U8);
-    let filter = if f64::from(out) < w.min(h) {
-        FilterType::Lanczos3
-    } else {
-        FilterType::CatmullRom
-    };
     let opts = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(filter))
+        .resize_alg(ResizeAlg::Convolution(filter(f64::from(out), w.min(h))))
         .crop(x, y, w, h);
     Resizer::new()
         .resize(&src, &mut dst, &opts)

@@ -28,7 +28,7 @@ use jpeg_decoder::{ColorTransform, Planes};
 use super::geometry::Square;
 use super::parallel::join;
 use super::resize::resize_plane;
-use super::ycc::ycc_pixel;
+use super::ycc::{ycc_pixel, BAND_ROWS};
 use super::{Layout, PipelineError, Pixels};
 
 /// One component's samples, rows packed.
@@ -171,9 +171,6 @@ impl YccImage {
         })
     }
 }
-
-/// Rows per band of the conversion on the helper pool.
-const BAND_ROWS: usize = 64;
 
 #[cfg(test)]
 #[path = "shrunk_tests.rs"]

@@ -154,9 +154,10 @@ impl ImageBuffer for Planes<'_> {
     }
 }
 
-/// Rows per band of [`to_rgb`] on the helper pool (even: a band holds whole
-/// chroma rows); 8 bands at 512 px.
-const BAND_ROWS: usize = 64;
+/// Rows per band of a conversion on the helper pool ([`to_rgb`], and
+/// `shrunk`'s master; even: a band holds whole chroma rows); 8 bands at
+/// 512 px.
+pub(super) const BAND_ROWS: usize = 64;
 
 // JFIF's YCbCr → RGB in 16.16 fixed point, the one conversion back: planar
 // rungs here, a shrunk JPEG's master in `shrunk` (`ycc_pixel`).
