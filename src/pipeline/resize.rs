@@ -120,9 +120,9 @@ fn filter(out: f64, from: f64) -> FilterType {
 
 /// A region of one 8-bit plane (`width`×`height` samples, rows packed),
 /// given in samples and possibly fractional (a subsampled chroma plane's
-/// share of a luma square), resampled to `out`×`out`: filtered by [`filter`] on its
-/// shorter side, as `crop_resize`. The region must lie
-/// inside the plane (`Internal` otherwise).
+/// share of a luma square), resampled to `out`×`out` with the filter
+/// [`filter`] picks for its shorter side, as `crop_resize` does. The region
+/// must lie inside the plane (`Internal` otherwise).
 pub(crate) fn resize_plane(
     data: &[u8],
     (width, height): (u32, u32),

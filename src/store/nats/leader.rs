@@ -30,9 +30,9 @@ use crate::store::StoreError;
 pub(super) const PATIENCE: Duration = Duration::from_secs(3);
 
 /// Attempt `n` (from 0): how long it waits for its answer (a slow leader
-/// gets longer each time, up to the request timeout), and the pause after it
-/// when it failed at once (a server saying its cluster is in flux answers in
-/// a millisecond; asking again at once would only repeat that).
+/// gets longer each time, up to the request timeout), and the pause before
+/// the next when it failed (a server saying its cluster is in flux answers
+/// in a millisecond; asking again at once would only repeat that).
 pub(super) fn attempt(n: u32) -> (Duration, Duration) {
     let wait = Duration::from_millis(250 << n.min(3));
     let pause = Duration::from_millis(20 << n.min(4));
