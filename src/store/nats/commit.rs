@@ -169,7 +169,8 @@ impl NatsStore {
 
     /// Write `value` to KV key `key` (`None`: delete it) if its revision is
     /// still `expect` (0 = never written). `Ok(None)`: another write came
-    /// first.
+    /// first, or no server took it (the stream between leaders): re-read and
+    /// try again ([`try_again`]).
     pub(super) async fn write_if(
         &self,
         key: &str,
@@ -194,7 +195,7 @@ impl NatsStore {
             .await;
         match ack {
             Ok(a) => Ok(Some(a.sequence)),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || lost_race(&e) => Ok(None),
+            Err(e) if try_again(&e) => Ok(None),
             Err(e) => Err(self.fail("index write")(e)),
         }
     }
@@ -445,6 +446,18 @@ fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Is a refused conditional write re-read and tried again? A lost race, or
+/// no server taking the write at all ("no responders", which async-nats
+/// reports as `StreamNotFound`; the stream exists from start-up): the
+/// stream is between leaders, nothing was written, and the re-read waits for
+/// the new leader ([`super::leader`]). A timeout is not: the write may land.
+fn try_again(e: &async_nats::jetstream::context::PublishError) -> bool {
+    matches!(
+        e.kind(),
+        PublishErrorKind::WrongLastSequence | PublishErrorKind::StreamNotFound
+    ) || lost_race(e)
+}
+
 /// Did a create-if-absent lose to another writer? `kv.create` says
 /// `AlreadyExists` only when its follow-up read (a direct get, possibly from
 /// a lagging replica) sees the key; otherwise it returns the refused write's
@@ -552,7 +565,17 @@ mod tests {
         // No answer from the server is not a refusal (the write may land).
         for kind in [PublishErrorKind::TimedOut, PublishErrorKind::BrokenPipe] {
             assert!(!lost_race(&PublishError::new(kind)), "{kind}");
+            assert!(!try_again(&PublishError::new(kind)), "{kind}");
         }
+        // No server took the write (between leaders): nothing was written.
+        assert!(try_again(&PublishError::new(
+            PublishErrorKind::StreamNotFound
+        )));
+        assert!(try_again(&ack(10071, "wrong last sequence: 41")));
+        assert!(!try_again(&ack(
+            10054,
+            "message size exceeds maximum allowed"
+        )));
         assert!(lost_create(&CreateError::new(
             CreateErrorKind::AlreadyExists
         )));
