@@ -63,8 +63,10 @@ impl NatsStore {
         what: &'static str,
     ) -> Result<Option<StreamMessage>, StoreError> {
         let started = Instant::now();
-        for n in 0.. {
+        let mut n = 0;
+        loop {
             let (wait, pause) = attempt(n);
+            n += 1;
             let wait = wait.min(PATIENCE.saturating_sub(started.elapsed()));
             let e =
                 match tokio::time::timeout(wait, stream.get_last_raw_message_by_subject(subject))
@@ -84,7 +86,6 @@ impl NatsStore {
             tracing::debug!(what, error = %e, "leader read not answered; asking again");
             tokio::time::sleep(pause).await;
         }
-        unreachable!("the loop returns once its patience is spent")
     }
 }
 
