@@ -24,13 +24,13 @@
 //! Every read a write decides on goes to the stream leader, never to a
 //! replica a direct get may reach (it can lag the last acknowledged write).
 //! A conditional write the server refuses because another write to the key
-//! came first, or is still in flight, is a lost race ([`lost_race`]): the
-//! change is re-read and retried with jittered backoff, never answered 503.
+//! came first, or is still in flight, is a lost race: the change is re-read
+//! and retried with jittered backoff, never answered 503. A write in doubt
+//! (no answer, the stream between leaders) is sent again as it was, with
+//! its message id ([`super::leader`]), so it lands at most once.
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::kv;
 use bytes::Bytes;
 
 use super::keys::{alias_key, identity_key, is_put, Forward, Stored, StoredRecord, INDEX_BUCKET};
@@ -167,39 +167,6 @@ impl NatsStore {
             .await
     }
 
-    /// Write `value` to KV key `key` (`None`: delete it) if its revision is
-    /// still `expect` (0 = never written). `Ok(None)`: another write came
-    /// first, or no server took it (the stream between leaders): re-read and
-    /// try again ([`try_again`]).
-    pub(super) async fn write_if(
-        &self,
-        key: &str,
-        expect: u64,
-        value: Option<Bytes>,
-    ) -> Result<Option<u64>, StoreError> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expect.to_string().as_str(),
-        );
-        if value.is_none() {
-            headers.insert("KV-Operation", "DEL");
-        }
-        let subject = format!("$KV.{INDEX_BUCKET}.{key}");
-        let ack = self
-            .inner
-            .js
-            .publish_with_headers(subject, headers, value.unwrap_or_default())
-            .await
-            .map_err(self.fail("index write"))?
-            .await;
-        match ack {
-            Ok(a) => Ok(Some(a.sequence)),
-            Err(e) if try_again(&e) => Ok(None),
-            Err(e) => Err(self.fail("index write")(e)),
-        }
-    }
-
     /// Finish the merge a writer left half done (its forward at `from` is
     /// written, the survivor `target` does not list `from` yet): apply its
     /// bind to the survivor. Losing the race to another finisher is fine.
@@ -280,7 +247,7 @@ impl NatsStore {
                 .await
             {
                 Ok(_) => entries.push((a, claimed)),
-                Err(e) if lost_create(&e) => return Ok(None),
+                Err(e) if super::leader::claim_again(&e) => return Ok(None),
                 Err(e) => return Err(self.fail("index write")(e)),
             }
         }
@@ -423,49 +390,6 @@ impl NatsStore {
     }
 }
 
-/// JetStream's refusals of a conditional write that mean "re-read and try
-/// again", by `err_code`:
-/// - 10071: another write to the key came first (the key's sequence moved);
-/// - 10164: the same, in the clustered leader's constant form — another
-///   conditional write to the key is still in flight (proposed, not yet
-///   applied), so this one cannot be checked and is refused. Two writers on
-///   one identity meet this one. `async-nats` maps only 10071 to
-///   `PublishErrorKind::WrongLastSequence`; 10164 arrives as `Other`;
-/// - 10163: the leader cannot check per-key sequences yet (just elected).
-const RETRY_CODES: [u64; 3] = [10071, 10164, 10163];
-
-/// Is `e` (or an error it wraps) a JetStream refusal in [`RETRY_CODES`]?
-fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
-            return RETRY_CODES.contains(&js.error_code().0);
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// Is a refused conditional write re-read and tried again? A lost race, or
-/// no server taking the write at all ("no responders", which async-nats
-/// reports as `StreamNotFound`; the stream exists from start-up): the
-/// stream is between leaders, nothing was written, and the re-read waits for
-/// the new leader ([`super::leader`]). A timeout is not: the write may land.
-fn try_again(e: &async_nats::jetstream::context::PublishError) -> bool {
-    matches!(
-        e.kind(),
-        PublishErrorKind::WrongLastSequence | PublishErrorKind::StreamNotFound
-    ) || lost_race(e)
-}
-
-/// Did a create-if-absent lose to another writer? `kv.create` says
-/// `AlreadyExists` only when its follow-up read (a direct get, possibly from
-/// a lagging replica) sees the key; otherwise it returns the refused write's
-/// own error, a [`lost_race`] one.
-fn lost_create(e: &kv::CreateError) -> bool {
-    e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(e)
-}
-
 /// What a successful attempt wrote, for the steps after it.
 struct Wrote {
     primary: IdentityHash,
@@ -512,76 +436,5 @@ fn forward(
             aliases: aliases.to_vec(),
             avatar: avatar.clone(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use async_nats::jetstream::context::PublishError;
-    use async_nats::jetstream::kv::{CreateError, CreateErrorKind, UpdateError, UpdateErrorKind};
-
-    use super::*;
-
-    /// A JetStream API error as the server sends it.
-    fn server(err_code: u64, description: &str) -> async_nats::jetstream::Error {
-        serde_json::from_value(serde_json::json!({
-            "code": 400, "err_code": err_code, "description": description,
-        }))
-        .unwrap()
-    }
-
-    /// How async-nats 0.51 wraps a refused publish ack: only 10071 gets its
-    /// own kind.
-    fn ack(err_code: u64, description: &str) -> PublishError {
-        let kind = if err_code == 10071 {
-            PublishErrorKind::WrongLastSequence
-        } else {
-            PublishErrorKind::Other
-        };
-        PublishError::with_source(kind, server(err_code, description))
-    }
-
-    #[test]
-    fn refusals_that_are_lost_races() {
-        for (err_code, description, want) in [
-            (10071, "wrong last sequence: 41", true),
-            (10164, "wrong last sequence", true),
-            (
-                10163,
-                "expected last sequence per subject temporarily unavailable",
-                true,
-            ),
-            (10054, "message size exceeds maximum allowed", false),
-            (10077, "maximum messages exceeded", false),
-            (10008, "JetStream system temporarily unavailable", false),
-        ] {
-            assert_eq!(lost_race(&ack(err_code, description)), want, "{err_code}");
-            // kv.create: the refused update, when its follow-up read does not
-            // see the winner yet.
-            let update = UpdateError::from(ack(err_code, description));
-            let create = CreateError::from(update);
-            assert_eq!(lost_create(&create), want, "create, {err_code}");
-        }
-        // No answer from the server is not a refusal (the write may land).
-        for kind in [PublishErrorKind::TimedOut, PublishErrorKind::BrokenPipe] {
-            assert!(!lost_race(&PublishError::new(kind)), "{kind}");
-            assert!(!try_again(&PublishError::new(kind)), "{kind}");
-        }
-        // No server took the write (between leaders): nothing was written.
-        assert!(try_again(&PublishError::new(
-            PublishErrorKind::StreamNotFound
-        )));
-        assert!(try_again(&ack(10071, "wrong last sequence: 41")));
-        assert!(!try_again(&ack(
-            10054,
-            "message size exceeds maximum allowed"
-        )));
-        assert!(lost_create(&CreateError::new(
-            CreateErrorKind::AlreadyExists
-        )));
-        assert!(!lost_create(&CreateError::new(CreateErrorKind::Publish)));
-        assert!(!lost_create(&CreateError::from(UpdateError::new(
-            UpdateErrorKind::TimedOut
-        ))));
     }
 }

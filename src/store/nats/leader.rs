@@ -1,26 +1,39 @@
-//! Reads answered by a stream's leader alone (`STREAM.MSG.GET`): every read
-//! a write decides on, and a bounded replica's cold reads.
+//! Requests only a stream's leader answers: the reads a write decides on
+//! (`STREAM.MSG.GET`, also a bounded replica's cold reads) and the
+//! conditional writes themselves.
 //!
 //! A leader that steps down drops the requests in flight, and until its
 //! successor is elected (tens of milliseconds) the stream's peers answer
 //! "JetStream system temporarily unavailable" (10008). nats-server steps
 //! down every stream leader its server holds on a rolling restart
 //! (lame-duck mode) and on `nats stream cluster step-down`. Asked once with
-//! the whole [`REQUEST_TIMEOUT`], such a read made the upload that asked it
-//! wait 2 s and answer 503 (every upload right after a step-down, measured
-//! before this module). A read changes nothing, so it is asked again
-//! ([`attempt`]): a dropped request costs a quarter of a second, a refusal a
-//! pause of 20 ms and more, a slow leader still gets up to the request
+//! the whole [`REQUEST_TIMEOUT`], such a request made the upload that sent
+//! it wait 2 s and answer 503 (measured: every upload right after a
+//! step-down, before the reads were asked again; one in ~140 during one,
+//! before the writes were sent again). So both are sent again, on one plan
+//! ([`attempt`]): a dropped request costs a quarter of a second, a refusal
+//! a pause of 20 ms and more, a slow leader still gets up to the request
 //! timeout, and a stream with no leader for [`PATIENCE`] (its server died:
 //! elections then take 4-9 s) is still `Unavailable`, a 503 with
 //! Retry-After within the commit's deadline.
+//!
+//! A read changes nothing, so asking again is safe. A write that got no
+//! answer may still land, so each write carries its own message id
+//! (`Nats-Msg-Id`) and is sent again unchanged: JetStream checks the id
+//! before the expected revision and answers a copy of a stored write with
+//! that write's sequence (`duplicate`), or 10158 while the first is still
+//! in flight — a write lands at most once and its sender learns where.
 
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{message::StreamMessage, ErrorCode};
+use bytes::Bytes;
 
 use super::connect::REQUEST_TIMEOUT;
+use super::keys::INDEX_BUCKET;
 use super::NatsStore;
 use crate::store::StoreError;
 
@@ -51,6 +64,82 @@ fn transient(kind: &LastRawMessageErrorKind) -> bool {
         .contains(&e.error_code()),
         LastRawMessageErrorKind::NoMessageFound | LastRawMessageErrorKind::InvalidSubject => false,
     }
+}
+
+/// What a refused or unanswered conditional write means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Another write to the key came first (10071; 10164: the clustered
+    /// leader's form while that write is still in flight): re-read, try
+    /// again.
+    Lost,
+    /// Nothing says whether it landed, or it is still in flight: no answer,
+    /// no server taking it ("no responders", which async-nats reports as
+    /// `StreamNotFound`), the cluster or the leader in flux (10008, 10009,
+    /// 10163: a new leader not yet able to check revisions), or this very
+    /// write in flight (10158): send it again, same message id.
+    InDoubt,
+    /// Anything else is an error.
+    Failed,
+}
+
+/// The first JetStream API error code in `e`'s chain of sources.
+fn js_code(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
+            return Some(js.error_code().0);
+        }
+        source = err.source();
+    }
+    None
+}
+
+fn refusal(e: &PublishError) -> Refusal {
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => return Refusal::Lost,
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe => return Refusal::InDoubt,
+        _ => {}
+    }
+    match js_code(e) {
+        Some(10071 | 10164) => Refusal::Lost,
+        Some(10008 | 10009 | 10158 | 10163) => Refusal::InDoubt,
+        _ => Refusal::Failed,
+    }
+}
+
+/// Is an alias claim (`kv.create`, create-if-absent) tried again from a
+/// fresh read? When the key exists (`AlreadyExists`, said only when the
+/// client's follow-up read sees it), when the write lost a race, and when
+/// it is in doubt: the claim carries no message id, so the re-read decides
+/// (an alias that landed names this claim's primary, which the retry then
+/// uses).
+pub(super) fn claim_again(e: &kv::CreateError) -> bool {
+    if e.kind() == kv::CreateErrorKind::AlreadyExists {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(p) = err.downcast_ref::<PublishError>() {
+            return refusal(p) != Refusal::Failed;
+        }
+        if let Some(u) = err.downcast_ref::<kv::UpdateError>() {
+            if u.kind() == kv::UpdateErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A fresh message id: 128 random bits.
+fn write_id() -> String {
+    let mut id = [0u8; 16];
+    let _ = getrandom::fill(&mut id);
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl NatsStore {
@@ -84,6 +173,60 @@ impl NatsStore {
                 return Err(self.fail(what)(format!("{e} (asked for {PATIENCE:?})")));
             }
             tracing::debug!(what, error = %e, "leader read not answered; asking again");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Write `value` to KV key `key` of the index (`None`: delete it) if its
+    /// revision is still `expect` (0 = never written). `Ok(None)`: another
+    /// write came first: re-read and try again. A write in doubt is sent
+    /// again with its message id (see the module) until [`PATIENCE`] runs
+    /// out.
+    pub(super) async fn write_if(
+        &self,
+        key: &str,
+        expect: u64,
+        value: Option<Bytes>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expect.to_string().as_str(),
+        );
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, write_id().as_str());
+        if value.is_none() {
+            headers.insert("KV-Operation", "DEL");
+        }
+        let subject = format!("$KV.{INDEX_BUCKET}.{key}");
+        let payload = value.unwrap_or_default();
+        let started = Instant::now();
+        let mut n = 0;
+        loop {
+            let (wait, pause) = attempt(n);
+            n += 1;
+            let wait = wait.min(PATIENCE.saturating_sub(started.elapsed()));
+            let send = async {
+                let js = &self.inner.js;
+                let h = headers.clone();
+                js.publish_with_headers(subject.clone(), h, payload.clone())
+                    .await?
+                    .await
+            };
+            let e = match tokio::time::timeout(wait, send).await {
+                Ok(Ok(ack)) => return Ok(Some(ack.sequence)),
+                Ok(Err(e)) => match refusal(&e) {
+                    Refusal::Lost => return Ok(None),
+                    Refusal::Failed => return Err(self.fail("index write")(e)),
+                    Refusal::InDoubt => e.to_string(),
+                },
+                Err(_) => format!("no answer within {wait:?}"),
+            };
+            if started.elapsed() + pause >= PATIENCE {
+                return Err(self.fail("index write")(format!(
+                    "{e} (sent for {PATIENCE:?})"
+                )));
+            }
+            tracing::debug!(key, error = %e, "index write in doubt; sending it again");
             tokio::time::sleep(pause).await;
         }
     }
@@ -128,5 +271,77 @@ mod tests {
         ] {
             assert_eq!(transient(&kind), again, "{kind:?}");
         }
+    }
+    /// A JetStream API error as the server sends it.
+    fn server(err_code: u64, description: &str) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": err_code, "description": description,
+        }))
+        .unwrap()
+    }
+
+    /// How async-nats 0.51 wraps a refused publish ack: only 10071 gets its
+    /// own kind.
+    fn ack(err_code: u64, description: &str) -> PublishError {
+        let kind = if err_code == 10071 {
+            PublishErrorKind::WrongLastSequence
+        } else {
+            PublishErrorKind::Other
+        };
+        PublishError::with_source(kind, server(err_code, description))
+    }
+
+    #[test]
+    fn refused_writes_are_lost_in_doubt_or_failed() {
+        use kv::{CreateError, CreateErrorKind, UpdateError, UpdateErrorKind};
+        use Refusal::*;
+        for (err_code, description, want) in [
+            (10071, "wrong last sequence: 41", Lost),
+            (10164, "wrong last sequence", Lost),
+            (
+                10163,
+                "expected last sequence per subject temporarily unavailable",
+                InDoubt,
+            ),
+            (10158, "duplicate message id is in process", InDoubt),
+            (10008, "JetStream system temporarily unavailable", InDoubt),
+            (10009, "JetStream cluster not available", InDoubt),
+            (10054, "message size exceeds maximum allowed", Failed),
+            (10077, "maximum messages exceeded", Failed),
+        ] {
+            assert_eq!(refusal(&ack(err_code, description)), want, "{err_code}");
+            // kv.create: the refused update, when its follow-up read does not
+            // see the winner yet.
+            let create = CreateError::from(UpdateError::from(ack(err_code, description)));
+            assert_eq!(claim_again(&create), want != Failed, "create, {err_code}");
+        }
+        // No answer, no server taking it, a dropped connection: in doubt.
+        for kind in [
+            PublishErrorKind::TimedOut,
+            PublishErrorKind::StreamNotFound,
+            PublishErrorKind::BrokenPipe,
+        ] {
+            assert_eq!(refusal(&PublishError::new(kind)), InDoubt, "{kind}");
+            let create = CreateError::from(UpdateError::from(PublishError::new(kind)));
+            assert!(claim_again(&create), "create, {kind}");
+        }
+        assert_eq!(refusal(&PublishError::new(PublishErrorKind::Other)), Failed);
+        assert!(claim_again(&CreateError::new(
+            CreateErrorKind::AlreadyExists
+        )));
+        assert!(claim_again(&CreateError::from(UpdateError::new(
+            UpdateErrorKind::TimedOut
+        ))));
+        assert!(!claim_again(&CreateError::new(CreateErrorKind::Publish)));
+        assert!(!claim_again(&CreateError::new(CreateErrorKind::InvalidKey)));
+    }
+
+    #[test]
+    fn write_ids_are_fresh_128_bit_hex() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| write_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids
+            .iter()
+            .all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())));
     }
 }
