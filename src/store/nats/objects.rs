@@ -51,15 +51,41 @@ impl NatsStore {
         Ok(!info.deleted && info.size as u64 == len)
     }
 
-    /// Store a blob (callers check [`NatsStore::blob_stored`] first).
+    /// Store a blob (callers check [`NatsStore::blob_stored`] first). A put
+    /// whose chunks or description got no answer or no taker (the blob
+    /// stream's leader stepping down) is put again, on the leader requests'
+    /// plan ([`super::leader`]): a blob is named by its content, so a second
+    /// put stores the same object. The chunks a failed put sent stay in the
+    /// stream unnamed (the client names them by a random id it does not
+    /// return).
     pub(super) async fn put_blob(&self, bytes: &Bytes) -> Result<(), StoreError> {
+        use object_store::PutErrorKind as Kind;
         let name = ContentHash::of(bytes).to_hex();
-        let mut reader: &[u8] = bytes;
-        self.inner
-            .blobs
-            .put(name.as_str(), &mut reader)
-            .await
-            .map_err(self.fail("object store put"))?;
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        loop {
+            let mut reader: &[u8] = bytes;
+            let e = match self.inner.blobs.put(name.as_str(), &mut reader).await {
+                // The object is stored; only the older copy's chunks were
+                // not purged.
+                Ok(_) => break,
+                Err(e) if e.kind() == Kind::PurgeOldChunks => break,
+                Err(e)
+                    if [Kind::PublishChunks, Kind::PublishMetadata, Kind::TimedOut]
+                        .contains(&e.kind()) =>
+                {
+                    e
+                }
+                Err(e) => return Err(self.fail("object store put")(e)),
+            };
+            let (_, pause) = super::leader::attempt(n);
+            n += 1;
+            if started.elapsed() + pause >= super::leader::PATIENCE {
+                return Err(self.fail("object store put")(e));
+            }
+            tracing::debug!(blob = %name, error = %e, "object store put failed; putting it again");
+            tokio::time::sleep(pause).await;
+        }
         self.inner
             .stats
             .blobs_written
