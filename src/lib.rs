@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod config;

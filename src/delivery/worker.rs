@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Deliveries, Target, TargetStats, Transport};
+use crate::backoff::Doubling;
 use crate::events::Bus;
 use crate::model::ChangeEvent;
 use crate::store::{DeliveryQueue, SharedStore};
 
 /// Backoff before retry `attempt` (1-based): 100 ms doubling, capped at 60 s.
 pub fn backoff(attempt: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
-    Duration::from_millis(ms.min(60_000))
+    const DELIVERY: Doubling = Doubling::new(Duration::from_millis(100), Duration::from_secs(60));
+    DELIVERY.nth(attempt.saturating_sub(1))
 }
 
 /// Start one worker per target; they stop when `shutdown` turns true.

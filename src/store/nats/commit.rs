@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 use super::keys::{alias_key, identity_key, is_put, Forward, Stored, StoredRecord, INDEX_BUCKET};
 use super::NatsStore;
+use crate::backoff::Doubling;
 use crate::model::{ContentHash, IdentityHash};
 use crate::store::change::{self, Outcome};
 use crate::store::{
@@ -90,8 +91,11 @@ impl NatsStore {
                 return Ok(c);
             }
             // Lost a compare-and-set race on one of this change's keys:
-            // back off with jitter so racing nodes spread out, then re-read.
-            let cap = 2u64 << attempt.min(5);
+            // back off with jitter so racing nodes spread out, then re-read:
+            // 1 ms plus a random part of 2 ms doubling to 64 ms.
+            const SPREAD: Doubling =
+                Doubling::new(Duration::from_millis(2), Duration::from_millis(64));
+            let cap = SPREAD.nth(attempt as u32).as_millis() as u64;
             let mut r = [0u8; 1];
             let _ = getrandom::fill(&mut r);
             tokio::time::sleep(Duration::from_millis(1 + u64::from(r[0]) % cap)).await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::NatsOptions;
+use crate::backoff::Doubling;
 use crate::config::{NatsSecurity, Secret};
 use crate::store::StoreError;
 
@@ -38,9 +39,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
+    const WAITS: Doubling = Doubling::new(Duration::from_millis(100), Duration::from_secs(2));
     let deadline = tokio::time::Instant::now() + START_PATIENCE;
-    let mut wait = Duration::from_millis(100);
+    let mut n = 0;
     loop {
+        let wait = WAITS.nth(n);
+        n += 1;
         match step().await {
             Ok(v) => return Ok(v),
             Err(e) if tokio::time::Instant::now() + wait < deadline => {
@@ -51,7 +55,6 @@ where
                     "NATS JetStream not ready at start-up; retrying"
                 );
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
             }
             Err(e) => return Err(e),
         }

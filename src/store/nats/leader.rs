@@ -35,6 +35,7 @@ use bytes::Bytes;
 use super::connect::REQUEST_TIMEOUT;
 use super::keys::INDEX_BUCKET;
 use super::NatsStore;
+use crate::backoff::Doubling;
 use crate::store::StoreError;
 
 /// How long a leader read keeps asking: within the commit's deadline
@@ -47,9 +48,9 @@ pub(super) const PATIENCE: Duration = Duration::from_secs(3);
 /// the next when it failed (a server saying its cluster is in flux answers
 /// in a millisecond; asking again at once would only repeat that).
 pub(super) fn attempt(n: u32) -> (Duration, Duration) {
-    let wait = Duration::from_millis(250 << n.min(3));
-    let pause = Duration::from_millis(20 << n.min(4));
-    (wait.min(REQUEST_TIMEOUT), pause)
+    const WAIT: Doubling = Doubling::new(Duration::from_millis(250), REQUEST_TIMEOUT);
+    const PAUSE: Doubling = Doubling::new(Duration::from_millis(20), Duration::from_millis(320));
+    (WAIT.nth(n), PAUSE.nth(n))
 }
 
 /// A failed attempt worth repeating: no answer, or the server saying its
