@@ -15,6 +15,8 @@
 #     from the stored ladder) vs nginx image_filter (resizes the 1024 original
 #     per request) vs pyvips thumbnail_buffer and Pillow draft()+LANCZOS on the
 #     original, in-process, one core;
+# (b0) the floor under the -c1 rows: nginx serving the static 128 px JPEG,
+#     -t1 -c1, p50 (one loopback round trip on this machine, now);
 # (b2) cold renders across the size matrix (issue 19): p50 over HTTP (-t1 -c1,
 #     3 s per size) of a JPEG at each of COLD_SIZES (default 32 64 128 256
 #     512) from the zero-cache server, vs Pillow draft()+LANCZOS+JPEG Q85 on
@@ -124,6 +126,10 @@ open(base + ".res", "w").write("%f %f %f %f %d\n" % (rps, lat(50), lat(99), tick
 PY
 }
 
+# The machine while this run measures: load average and CPU steal (another
+# tenant's share of our cores), printed under the table.
+head -1 /proc/stat > "$work/stat0"; cut -d' ' -f1 /proc/loadavg > "$work/load0"
+
 echo "running (a) hits ..." >&2
 run_wrk ngx_hit "http://127.0.0.1:$NGX/static/a128.jpg" 2 64 "$DUR" $(ngx_pids)
 run_wrk edge_hit "http://127.0.0.1:$HOT/c/$HASH.jpg?s=128" 2 64 "$DUR" "$HOT_PID"
@@ -131,6 +137,8 @@ echo "running (b) cold renders ..." >&2
 run_wrk ngx_cold "http://127.0.0.1:$NGX/resize/a1024.jpg" 2 4 5 $(ngx_pids)
 run_wrk edge_cold "http://127.0.0.1:$COLD/c/$HASH.jpg?s=128" 2 4 5 "$COLD_PID"
 run_wrk edge_cold1 "http://127.0.0.1:$COLD/c/$HASH.jpg?s=128" 1 1 5 "$COLD_PID"
+# The floor under every -c1 row: one loopback round trip of a static file.
+run_wrk ngx_floor "http://127.0.0.1:$NGX/static/a128.jpg" 1 1 3 $(ngx_pids)
 for s in $COLD_SIZES; do
   run_wrk "edge_cold_$s" "http://127.0.0.1:$COLD/c/$HASH.jpg?s=$s" 1 1 3 "$COLD_PID"
 done
@@ -202,6 +210,7 @@ HWM=$(awk '/VmHWM/ {print $2}' "/proc/$RSS_PID/status")
 METRICS=$(curl -sf "http://127.0.0.1:$RSS/metrics" | grep -E '^avatar_edge_cache_(bytes|entries|evictions)' | tr '\n' ' ' || true)
 fi
 
+head -1 /proc/stat > "$work/stat1"; cut -d' ' -f1 /proc/loadavg > "$work/load1"
 python3 - "$work" "$HWM" "$RSS_SECS" "$METRICS" $COLD_SIZES <<'PY'
 import statistics, sys
 w, hwm_kib, rss_secs, metrics = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -223,6 +232,7 @@ rows = [
  ("(a) hit 128px jpg req/s", f"{eh[0]:,.0f}", f"nginx static {nh[0]:,.0f}", f"{eh[0]/nh[0]:.2f}x", ">= 1.1x (issue 19)"),
  ("(a) hit p99", f"{eh[2]:.2f} ms", f"nginx static {nh[2]:.2f} ms", f"{eh[2]/nh[2]:.2f}x", "<= 1.0x"),
  ("(a) server CPU / request", f"{eh[3]:.1f} us", f"nginx static {nh[3]:.1f} us", f"{eh[3]/nh[3]:.2f}x", "<= 0.8x (issue 19)"),
+ ("(b0) round trip floor p50 (-c1)", f"{res('ngx_floor')[1]:.3f} ms", "nginx static 128px jpg", "", "under every -c1 row"),
  ("(b) cold 128px renders/s (-c4)", f"{ec[0]:,.0f}", f"nginx image_filter {nc[0]:,.1f}", f"{ec[0]/nc[0]:.0f}x", ""),
  ("(b) cold 128px p50 (-c1)", f"{ec1[1]:.3f} ms", "target 0.25 ms (issue 19)", f"{ec1[1]/0.25:.2f}x", "<= 1.0x"),
  ("(b) cold 128px per op vs Pillow draft", f"{ec1[1]:.3f} ms", f"Pillow draft+LANCZOS {pil128*1e3:.2f} ms", f"{pil128*1e3/ec1[1]:.1f}x faster", ">= 5x"),
@@ -243,4 +253,8 @@ for r in rows:
 print()
 print(f"errors (non-2xx): edge hit {eh[4]}, nginx hit {nh[4]}, edge cold {ec[4]}, nginx resize {nc[4]}; "
       f"(d) {ok:,}/{len(codes):,} variants answered 200 in {rss_secs} s; {metrics}")
+cpu = [[int(x) for x in open(f"{w}/stat{i}").read().split()[1:9]] for i in (0, 1)]
+d = [b - a for a, b in zip(*cpu)]
+load = [open(f"{w}/load{i}").read().strip() for i in (0, 1)]
+print(f"machine: load average {load[0]} -> {load[1]}; CPU steal {100 * d[7] / max(sum(d), 1):.1f} % of the run")
 PY
