@@ -364,9 +364,8 @@ impl NatsStore {
         // After the record lists them, so no alias ever points at a record
         // without it.
         for a in repoint {
-            kv.put(alias_key(&a), Bytes::from(primary.to_hex()))
-                .await
-                .map_err(self.fail("index write"))?;
+            self.put_index(&alias_key(&a), Bytes::from(primary.to_hex()))
+                .await?;
         }
         // Read-your-writes on this node, without waiting for the watch (which
         // then finds the revisions applied and announces nothing).

@@ -189,11 +189,34 @@ impl NatsStore {
         expect: u64,
         value: Option<Bytes>,
     ) -> Result<Option<u64>, StoreError> {
+        self.write(key, Some(expect), value).await
+    }
+
+    /// Write `value` to KV key `key` of the index whatever its revision (an
+    /// alias re-pointed after a merge), sent again while in doubt as
+    /// [`NatsStore::write_if`] is.
+    pub(super) async fn put_index(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        match self.write(key, None, Some(value)).await? {
+            Some(revision) => Ok(revision),
+            None => Err(StoreError::Index(format!(
+                "an unconditional write to {key} was refused as a lost race"
+            ))),
+        }
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        expect: Option<u64>,
+        value: Option<Bytes>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expect.to_string().as_str(),
-        );
+        if let Some(expect) = expect {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expect.to_string().as_str(),
+            );
+        }
         headers.insert(async_nats::header::NATS_MESSAGE_ID, write_id().as_str());
         if value.is_none() {
             headers.insert("KV-Operation", "DEL");
