@@ -1,6 +1,6 @@
 //! Requests only a stream's leader answers: the reads a write decides on
-//! (`STREAM.MSG.GET`, also a bounded replica's cold reads) and the
-//! conditional writes themselves.
+//! (`STREAM.MSG.GET`, also a bounded replica's cold reads) and the index
+//! writes themselves.
 //!
 //! A leader that steps down drops the requests in flight, and until its
 //! successor is elected (tens of milliseconds) the stream's peers answer
@@ -140,7 +140,7 @@ pub(super) fn claim_again(e: &kv::CreateError) -> bool {
 fn write_id() -> String {
     let mut id = [0u8; 16];
     let _ = getrandom::fill(&mut id);
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(id)
 }
 
 impl NatsStore {
@@ -296,6 +296,7 @@ mod tests {
             assert_eq!(transient(&kind), again, "{kind:?}");
         }
     }
+
     /// A JetStream API error as the server sends it.
     fn server(err_code: u64, description: &str) -> async_nats::jetstream::Error {
         serde_json::from_value(serde_json::json!({
