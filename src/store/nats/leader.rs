@@ -84,6 +84,14 @@ enum Refusal {
     Failed,
 }
 
+/// One attempt's outcome on the plan ([`NatsStore::on_plan`]).
+pub(super) enum Answer<T> {
+    /// Finished: the answer or an error not worth repeating.
+    Done(Result<T, StoreError>),
+    /// Worth another attempt, and why.
+    Again(String),
+}
+
 /// The first JetStream API error code in `e`'s chain of sources.
 fn js_code(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
     let mut source = Some(e);
@@ -152,28 +160,52 @@ impl NatsStore {
         subject: &str,
         what: &'static str,
     ) -> Result<Option<StreamMessage>, StoreError> {
+        self.on_plan(
+            what,
+            "leader read not answered; asking again",
+            |wait| async move {
+                match tokio::time::timeout(wait, stream.get_last_raw_message_by_subject(subject))
+                    .await
+                {
+                    Ok(Ok(m)) => Answer::Done(Ok(Some(m))),
+                    Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        Answer::Done(Ok(None))
+                    }
+                    Ok(Err(e)) if !transient(&e.kind()) => Answer::Done(Err(self.fail(what)(e))),
+                    Ok(Err(e)) => Answer::Again(e.to_string()),
+                    Err(_) => Answer::Again(format!("no answer within {wait:?}")),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Runs `once` on the plan of [`attempt`]s: it gets each attempt's wait
+    /// for an answer (to bound its own request by, or not) and says whether
+    /// it is done or worth another attempt (and why: the debug log line
+    /// `log`, and the error when [`PATIENCE`] runs out).
+    pub(super) async fn on_plan<T, Fut>(
+        &self,
+        what: &'static str,
+        log: &'static str,
+        mut once: impl FnMut(Duration) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Answer<T>>,
+    {
         let started = Instant::now();
         let mut n = 0;
         loop {
             let (wait, pause) = attempt(n);
             n += 1;
-            let wait = wait.min(PATIENCE.saturating_sub(started.elapsed()));
-            let e =
-                match tokio::time::timeout(wait, stream.get_last_raw_message_by_subject(subject))
-                    .await
-                {
-                    Ok(Ok(m)) => return Ok(Some(m)),
-                    Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                        return Ok(None)
-                    }
-                    Ok(Err(e)) if !transient(&e.kind()) => return Err(self.fail(what)(e)),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no answer within {wait:?}"),
-                };
+            let e = match once(wait.min(PATIENCE.saturating_sub(started.elapsed()))).await {
+                Answer::Done(r) => return r,
+                Answer::Again(e) => e,
+            };
             if started.elapsed() + pause >= PATIENCE {
-                return Err(self.fail(what)(format!("{e} (asked for {PATIENCE:?})")));
+                return Err(self.fail(what)(format!("{e} (tried for {PATIENCE:?})")));
             }
-            tracing::debug!(what, error = %e, "leader read not answered; asking again");
+            tracing::debug!(what, error = %e, "{log}");
             tokio::time::sleep(pause).await;
         }
     }
@@ -223,36 +255,29 @@ impl NatsStore {
         }
         let subject = format!("$KV.{INDEX_BUCKET}.{key}");
         let payload = value.unwrap_or_default();
-        let started = Instant::now();
-        let mut n = 0;
-        loop {
-            let (wait, pause) = attempt(n);
-            n += 1;
-            let wait = wait.min(PATIENCE.saturating_sub(started.elapsed()));
-            let send = async {
-                let js = &self.inner.js;
-                let h = headers.clone();
-                js.publish_with_headers(subject.clone(), h, payload.clone())
-                    .await?
-                    .await
-            };
-            let e = match tokio::time::timeout(wait, send).await {
-                Ok(Ok(ack)) => return Ok(Some(ack.sequence)),
-                Ok(Err(e)) => match refusal(&e) {
-                    Refusal::Lost => return Ok(None),
-                    Refusal::Failed => return Err(self.fail("index write")(e)),
-                    Refusal::InDoubt => e.to_string(),
-                },
-                Err(_) => format!("no answer within {wait:?}"),
-            };
-            if started.elapsed() + pause >= PATIENCE {
-                return Err(self.fail("index write")(format!(
-                    "{e} (sent for {PATIENCE:?})"
-                )));
-            }
-            tracing::debug!(key, error = %e, "index write in doubt; sending it again");
-            tokio::time::sleep(pause).await;
-        }
+        let js = &self.inner.js;
+        let (subject, headers, payload) = (&subject, &headers, &payload);
+        self.on_plan(
+            "index write",
+            "index write in doubt; sending it again",
+            |wait| async move {
+                let send = async {
+                    js.publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                        .await?
+                        .await
+                };
+                match tokio::time::timeout(wait, send).await {
+                    Ok(Ok(ack)) => Answer::Done(Ok(Some(ack.sequence))),
+                    Ok(Err(e)) => match refusal(&e) {
+                        Refusal::Lost => Answer::Done(Ok(None)),
+                        Refusal::Failed => Answer::Done(Err(self.fail("index write")(e))),
+                        Refusal::InDoubt => Answer::Again(e.to_string()),
+                    },
+                    Err(_) => Answer::Again(format!("no answer within {wait:?}")),
+                }
+            },
+        )
+        .await
     }
 }
 

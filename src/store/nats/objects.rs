@@ -59,33 +59,33 @@ impl NatsStore {
     /// stream unnamed (the client names them by a random id it does not
     /// return).
     pub(super) async fn put_blob(&self, bytes: &Bytes) -> Result<(), StoreError> {
+        use super::leader::Answer;
         use object_store::PutErrorKind as Kind;
         let name = ContentHash::of(bytes).to_hex();
-        let started = std::time::Instant::now();
-        let mut n = 0;
-        loop {
-            let mut reader: &[u8] = bytes;
-            let e = match self.inner.blobs.put(name.as_str(), &mut reader).await {
-                // The object is stored; only the older copy's chunks were
-                // not purged.
-                Ok(_) => break,
-                Err(e) if e.kind() == Kind::PurgeOldChunks => break,
-                Err(e)
-                    if [Kind::PublishChunks, Kind::PublishMetadata, Kind::TimedOut]
-                        .contains(&e.kind()) =>
-                {
-                    e
+        let blobs = &self.inner.blobs;
+        let name = name.as_str();
+        // No bound of its own: a large blob's chunks take longer than the
+        // plan's first wait; each chunk's ack has the request timeout.
+        self.on_plan(
+            "object store put",
+            "object store put failed; putting it again",
+            |_| async move {
+                let mut reader: &[u8] = bytes;
+                match blobs.put(name, &mut reader).await {
+                    // Stored; at worst an older copy's chunks were not purged.
+                    Ok(_) => Answer::Done(Ok(())),
+                    Err(e) if e.kind() == Kind::PurgeOldChunks => Answer::Done(Ok(())),
+                    Err(e)
+                        if [Kind::PublishChunks, Kind::PublishMetadata, Kind::TimedOut]
+                            .contains(&e.kind()) =>
+                    {
+                        Answer::Again(format!("blob {name}: {e}"))
+                    }
+                    Err(e) => Answer::Done(Err(self.fail("object store put")(e))),
                 }
-                Err(e) => return Err(self.fail("object store put")(e)),
-            };
-            let (_, pause) = super::leader::attempt(n);
-            n += 1;
-            if started.elapsed() + pause >= super::leader::PATIENCE {
-                return Err(self.fail("object store put")(e));
-            }
-            tracing::debug!(blob = %name, error = %e, "object store put failed; putting it again");
-            tokio::time::sleep(pause).await;
-        }
+            },
+        )
+        .await?;
         self.inner
             .stats
             .blobs_written
