@@ -1511,9 +1511,9 @@ fn erasure_and_failover_on_a_three_server_cluster() {
     // nats-server does to every stream its server leads) fails no upload:
     // the requests the old leader dropped are asked again of the new one.
     // Before, each upload right after a step-down waited 2 s and got a 503;
-    // of the uploads sent while it stepped down (three writers), about one
-    // in 140 did, its index write or blob chunk caught in flight (2 of 6
-    // bursts, before writes were sent again with their message id).
+    // of the uploads sent while it stepped down (three writers), 2 of 889
+    // did, an index write or blob chunk caught in flight (6 bursts, before
+    // writes were sent again with their message id).
     for (i, stream) in ["KV_avatar_edge_index", "OBJ_avatar_edge_blobs"]
         .into_iter()
         .enumerate()
