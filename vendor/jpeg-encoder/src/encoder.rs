@@ -3,6 +3,7 @@ use crate::huffman::{CodingClass, HuffmanTable};
 use crate::image_buffer::*;
 use crate::marker::Marker;
 use crate::quantization::{QuantizationTable, QuantizationTableType};
+use crate::tokens::{Codes, Frequencies, tokenize_block};
 use crate::writer::{JfifWrite, JfifWriter, ZIGZAG, count_ac_symbols};
 use crate::{EncodingError, PixelDensity};
 
@@ -866,6 +867,10 @@ impl<W: JfifWrite> Encoder<W> {
             return self.encode_image_sequential_parallel::<_, OP>(image, q_tables, interval);
         }
 
+        if self.optimize_huffman_table && self.restart_interval.is_none() {
+            return self.encode_image_sequential_tokens::<_, OP>(image, q_tables);
+        }
+
         let blocks = self.encode_blocks::<_, OP>(&image, q_tables);
 
         if self.optimize_huffman_table {
@@ -915,6 +920,76 @@ impl<W: JfifWrite> Encoder<W> {
         }
 
         scratch::give_blocks(blocks);
+
+        Ok(())
+    }
+
+    /// avatar-edge fork: [`Self::encode_image_sequential`] with optimized
+    /// tables and no restart interval, through a token stream (`tokens.rs`):
+    /// each block's symbols found once, as it is made, instead of in a
+    /// counting pass and again in the write pass over stored blocks.
+    fn encode_image_sequential_tokens<I: ImageBuffer, OP: Operations>(
+        &mut self,
+        image: I,
+        q_tables: &[QuantizationTable; 2],
+    ) -> Result<(), EncodingError> {
+        let (row, buffer_width) = self.fill_rows(&image);
+        let mut tokens = scratch::take_tokens();
+        let mut freq = [Frequencies::new(), Frequencies::new()];
+
+        for (i, component) in self.components.iter().enumerate() {
+            // One table pair per component in every layout this encoder writes.
+            debug_assert_eq!(component.dc_huffman_table, component.ac_huffman_table);
+            let freq = &mut freq[usize::from(component.dc_huffman_table)];
+            let grid = self.component_grid(&image, i);
+            let out = &mut tokens[i];
+            out.clear();
+            let mut prev_dc = 0;
+            for block_y in 0..grid.rows {
+                for block_x in 0..grid.cols {
+                    let block = quantized_block::<OP>(
+                        &row[i],
+                        &grid,
+                        block_x,
+                        block_y,
+                        buffer_width,
+                        q_tables,
+                    );
+                    tokenize_block(&block, prev_dc, freq, out);
+                    prev_dc = block.data[0];
+                }
+            }
+        }
+        scratch::give_rows(row);
+
+        // As `optimize_huffman_table`: one pair per table the components use.
+        let max_tables = self.components.len().min(2) as u8;
+        for table in 0..max_tables {
+            assert!(
+                self.components.iter().any(|c| c.dc_huffman_table == table),
+                "Missing data for table {}",
+                table
+            );
+            let f = &freq[usize::from(table)];
+            self.huffman_tables[usize::from(table)] = (
+                HuffmanTable::new_optimized(f.dc),
+                HuffmanTable::new_optimized(f.ac),
+            );
+        }
+
+        self.write_frame_header(&image, q_tables)?;
+
+        for (i, component) in self.components.iter().enumerate() {
+            self.writer.write_scan_header(&[component], None)?;
+            let codes = Codes::new(
+                &self.huffman_tables[component.dc_huffman_table as usize].0,
+                &self.huffman_tables[component.ac_huffman_table as usize].1,
+            );
+            self.writer.write_tokens(&tokens[i], &codes)?;
+            self.writer.finalize_bit_buffer()?;
+        }
+
+        scratch::give_tokens(tokens);
 
         Ok(())
     }
@@ -1589,7 +1664,7 @@ mod scratch {
     use super::AlignedBlock;
     use alloc::vec::Vec;
 
-    /// Buffers larger than this (capacity, rows and blocks together) are freed.
+    /// Buffers larger than this (capacity, rows, blocks and tokens together) are freed.
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(crate) const KEEP_MAX_BYTES: usize = 4 << 20;
 
@@ -1603,6 +1678,7 @@ mod scratch {
         pub(super) struct Scratch {
             pub(super) rows: [Vec<u8>; 4],
             pub(super) blocks: [Vec<AlignedBlock>; 4],
+            pub(super) tokens: [Vec<u32>; 4],
         }
 
         std::thread_local! {
@@ -1639,7 +1715,7 @@ mod scratch {
         {
             let _ = local::SCRATCH.try_with(|s| {
                 let mut s = s.borrow_mut();
-                if bytes(&rows) + bytes(&s.blocks) <= KEEP_MAX_BYTES {
+                if bytes(&rows) + bytes(&s.blocks) + bytes(&s.tokens) <= KEEP_MAX_BYTES {
                     s.rows = rows;
                 }
             });
@@ -1653,12 +1729,35 @@ mod scratch {
         {
             let _ = local::SCRATCH.try_with(|s| {
                 let mut s = s.borrow_mut();
-                if bytes(&blocks) + bytes(&s.rows) <= KEEP_MAX_BYTES {
+                if bytes(&blocks) + bytes(&s.rows) + bytes(&s.tokens) <= KEEP_MAX_BYTES {
                     s.blocks = blocks;
                 }
             });
         }
         #[cfg(not(feature = "std"))]
         drop(blocks);
+    }
+
+    pub(crate) fn take_tokens() -> [Vec<u32>; 4] {
+        #[cfg(feature = "std")]
+        if let Ok(tokens) = local::SCRATCH.try_with(|s| core::mem::take(&mut s.borrow_mut().tokens))
+        {
+            return tokens;
+        }
+        Default::default()
+    }
+
+    pub(crate) fn give_tokens(tokens: [Vec<u32>; 4]) {
+        #[cfg(feature = "std")]
+        {
+            let _ = local::SCRATCH.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if bytes(&tokens) + bytes(&s.rows) + bytes(&s.blocks) <= KEEP_MAX_BYTES {
+                    s.tokens = tokens;
+                }
+            });
+        }
+        #[cfg(not(feature = "std"))]
+        drop(tokens);
     }
 }

@@ -335,6 +335,13 @@ impl HuffmanTable {
         res
     }
 
+    /// avatar-edge fork: [`Self::get_for_value`] for a symbol the table may
+    /// have no code for (length 0), as `tokens::Codes` fills a whole table.
+    #[inline]
+    pub(crate) fn get_for_value_unchecked(&self, value: u8) -> &(u8, u16) {
+        &self.lookup_table[value as usize]
+    }
+
     pub fn length(&self) -> &[u8; 16] {
         &self.length
     }

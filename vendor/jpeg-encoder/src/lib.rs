@@ -40,6 +40,7 @@ mod huffman;
 mod image_buffer;
 mod marker;
 mod quantization;
+mod tokens;
 mod writer;
 
 pub use encoder::{ChromaSubsamplingMethod, ColorType, Encoder, JpegColorType, SamplingFactor};

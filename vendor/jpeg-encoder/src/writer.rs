@@ -3,6 +3,7 @@ use crate::encoder::{AlignedBlock, Component};
 use crate::huffman::{CodingClass, HuffmanTable};
 use crate::marker::{Marker, SOFType};
 use crate::quantization::QuantizationTable;
+use crate::tokens::Codes;
 
 /// Represents the pixel density of an image
 ///
@@ -205,6 +206,34 @@ impl<W: JfifWrite> JfifWriter<W> {
             self.free_bits = free_bits;
             self.bit_buffer = (self.bit_buffer << size) | value;
         }
+        Ok(())
+    }
+
+    /// avatar-edge fork: writes a scan's tokens (`tokens.rs`), each as
+    /// `write_bits` would, with the bit buffer held in locals for the loop.
+    pub(crate) fn write_tokens(
+        &mut self,
+        tokens: &[u32],
+        codes: &Codes,
+    ) -> Result<(), EncodingError> {
+        let mut bit_buffer = self.bit_buffer;
+        let mut free_bits = self.free_bits;
+        for &token in tokens {
+            let (value, size) = codes.get(token);
+            let (value, size) = (value as usize, size as i8);
+            let free = free_bits - size;
+            if free < 0 {
+                self.bit_buffer = (bit_buffer << (size + free)) | (value >> -free);
+                self.write_bit_buffer()?;
+                bit_buffer = value;
+                free_bits = free + BUFFER_SIZE as i8;
+            } else {
+                free_bits = free;
+                bit_buffer = (bit_buffer << size) | value;
+            }
+        }
+        self.bit_buffer = bit_buffer;
+        self.free_bits = free_bits;
         Ok(())
     }
 
