@@ -1655,8 +1655,8 @@ mod tests {
     }
 }
 
-/// avatar-edge fork: each thread keeps the pixel rows and coefficient blocks
-/// of its last encode for the next one. A server encodes thousands of small
+/// avatar-edge fork: each thread keeps the pixel rows, coefficient blocks and
+/// Huffman tokens of its last encode for the next one. A server encodes thousands of small
 /// images a second; fresh buffers of 16 KiB and more were a page-faulting
 /// allocation each (and, with an allocator that returns freed pages at once,
 /// an `madvise` each). Kept only up to `KEEP_MAX_BYTES` per thread.
@@ -1664,100 +1664,98 @@ mod scratch {
     use super::AlignedBlock;
     use alloc::vec::Vec;
 
-    /// Buffers larger than this (capacity, rows, blocks and tokens together) are freed.
+    /// Buffers larger than this (their capacity, all kinds together) are freed.
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pub(crate) const KEEP_MAX_BYTES: usize = 4 << 20;
 
-    #[cfg(feature = "std")]
-    mod local {
-        use super::AlignedBlock;
-        use alloc::vec::Vec;
-        use core::cell::RefCell;
-
-        #[derive(Default)]
-        pub(super) struct Scratch {
-            pub(super) rows: [Vec<u8>; 4],
-            pub(super) blocks: [Vec<AlignedBlock>; 4],
-            pub(super) tokens: [Vec<u32>; 4],
-        }
-
-        std::thread_local! {
-            pub(super) static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-        }
+    /// What a thread keeps.
+    #[derive(Default)]
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(super) struct Scratch {
+        rows: [Vec<u8>; 4],
+        blocks: [Vec<AlignedBlock>; 4],
+        /// The tokens of each component's scan (`tokens.rs`).
+        tokens: [Vec<u32>; 4],
+        /// The tokens of each restart segment of a parallel encode.
+        segment_tokens: Vec<Vec<u32>>,
     }
 
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
-    fn bytes<T>(v: &[Vec<T>; 4]) -> usize {
+    fn bytes<T>(v: &[Vec<T>]) -> usize {
         v.iter()
             .map(|v| v.capacity() * core::mem::size_of::<T>())
             .sum()
     }
 
-    pub(crate) fn take_rows() -> [Vec<u8>; 4] {
-        #[cfg(feature = "std")]
-        if let Ok(rows) = local::SCRATCH.try_with(|s| core::mem::take(&mut s.borrow_mut().rows)) {
-            return rows;
+    impl Scratch {
+        #[cfg_attr(not(feature = "std"), allow(dead_code))]
+        fn held(&self) -> usize {
+            bytes(&self.rows)
+                + bytes(&self.blocks)
+                + bytes(&self.tokens)
+                + bytes(&self.segment_tokens)
         }
-        Default::default()
     }
 
-    pub(crate) fn take_blocks() -> [Vec<AlignedBlock>; 4] {
+    #[cfg(feature = "std")]
+    std::thread_local! {
+        static SCRATCH: core::cell::RefCell<Scratch> = core::cell::RefCell::new(Scratch::default());
+    }
+
+    /// This thread's kept `field`, or a new one.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
+    fn take<T: Default>(field: fn(&mut Scratch) -> &mut T) -> T {
         #[cfg(feature = "std")]
-        if let Ok(blocks) = local::SCRATCH.try_with(|s| core::mem::take(&mut s.borrow_mut().blocks))
-        {
-            return blocks;
+        if let Ok(value) = SCRATCH.try_with(|s| core::mem::take(field(&mut s.borrow_mut()))) {
+            return value;
         }
-        Default::default()
+        T::default()
+    }
+
+    /// Keeps `value` (`size` bytes) as this thread's `field` if everything
+    /// kept stays within `KEEP_MAX_BYTES`; frees it otherwise.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
+    fn give<T>(size: usize, value: T, field: fn(&mut Scratch) -> &mut T) {
+        #[cfg(feature = "std")]
+        let _ = SCRATCH.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.held() + size <= KEEP_MAX_BYTES {
+                *field(&mut s) = value;
+            }
+        });
+    }
+
+    pub(crate) fn take_rows() -> [Vec<u8>; 4] {
+        take(|s| &mut s.rows)
     }
 
     pub(crate) fn give_rows(rows: [Vec<u8>; 4]) {
-        #[cfg(feature = "std")]
-        {
-            let _ = local::SCRATCH.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if bytes(&rows) + bytes(&s.blocks) + bytes(&s.tokens) <= KEEP_MAX_BYTES {
-                    s.rows = rows;
-                }
-            });
-        }
-        #[cfg(not(feature = "std"))]
-        drop(rows);
+        give(bytes(&rows), rows, |s| &mut s.rows);
+    }
+
+    pub(crate) fn take_blocks() -> [Vec<AlignedBlock>; 4] {
+        take(|s| &mut s.blocks)
     }
 
     pub(crate) fn give_blocks(blocks: [Vec<AlignedBlock>; 4]) {
-        #[cfg(feature = "std")]
-        {
-            let _ = local::SCRATCH.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if bytes(&blocks) + bytes(&s.rows) + bytes(&s.tokens) <= KEEP_MAX_BYTES {
-                    s.blocks = blocks;
-                }
-            });
-        }
-        #[cfg(not(feature = "std"))]
-        drop(blocks);
+        give(bytes(&blocks), blocks, |s| &mut s.blocks);
     }
 
     pub(crate) fn take_tokens() -> [Vec<u32>; 4] {
-        #[cfg(feature = "std")]
-        if let Ok(tokens) = local::SCRATCH.try_with(|s| core::mem::take(&mut s.borrow_mut().tokens))
-        {
-            return tokens;
-        }
-        Default::default()
+        take(|s| &mut s.tokens)
     }
 
     pub(crate) fn give_tokens(tokens: [Vec<u32>; 4]) {
-        #[cfg(feature = "std")]
-        {
-            let _ = local::SCRATCH.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if bytes(&tokens) + bytes(&s.rows) + bytes(&s.blocks) <= KEEP_MAX_BYTES {
-                    s.tokens = tokens;
-                }
-            });
-        }
-        #[cfg(not(feature = "std"))]
-        drop(tokens);
+        give(bytes(&tokens), tokens, |s| &mut s.tokens);
+    }
+
+    #[cfg(feature = "rayon")]
+    pub(crate) fn take_segment_tokens() -> Vec<Vec<u32>> {
+        take(|s| &mut s.segment_tokens)
+    }
+
+    #[cfg(feature = "rayon")]
+    pub(crate) fn give_segment_tokens(pool: Vec<Vec<u32>>) {
+        give(bytes(&pool), pool, |s| &mut s.segment_tokens);
     }
 }

@@ -44,6 +44,15 @@ impl Frequencies {
         f.ac[256] = 1;
         f
     }
+
+    /// No counts at all: a part of a scan, to be summed into [`Self::new`].
+    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+    pub fn zero() -> Self {
+        Frequencies {
+            dc: [0; 257],
+            ac: [0; 257],
+        }
+    }
 }
 
 /// Appends the tokens of `block` (its DC difference to `prev_dc`, then its AC
