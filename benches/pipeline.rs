@@ -35,11 +35,13 @@
 //! | render/jpg/{128,256,512}, quiet machine, 2026-12-01 (load ~2) | 277 µs / 1.23 ms / 4.36 ms (profile per size: BENCHMARKS.md, issue 19) |
 //! | render/jpg/{128,256,512}, vendored encoder + raw rungs + scratch, 2026-12-01 (load 1.1–1.7, AMD EPYC VM; the previous code 423–484 µs / 1.45–1.51 ms / 5.6–5.7 ms in the same sitting) | 151–173 µs / 0.67–0.76 ms / 4.2–4.9 ms |
 //! | encode/jpg/128, same sitting (previous code 352–369 µs) | 156–179 µs |
-//! | **latest**, 2026-12-03, `9fbb6ba` (striped rungs, parallel JPEG ≥ 384 px), two passes, load 0.7–1.5: render/jpg/{16,32,80,128,256,512} | 29–41 µs / 40–47 µs / 114–164 µs / 94–114 µs / 304–341 µs / **2.07–2.10 ms** |
+//! | 2026-12-03, `9fbb6ba` (striped rungs, parallel JPEG ≥ 384 px), two passes, load 0.7–1.5: render/jpg/{16,32,80,128,256,512} | 29–41 µs / 40–47 µs / 114–164 µs / 94–114 µs / 304–341 µs / **2.07–2.10 ms** |
 //! | same sitting, one pass: render/png/{128,256,512}; render/webp/{128,256,512} (lossy) | 85 / 489 µs / 3.09 ms; 1.09 / 3.65 / 12.4 ms |
-//! | **latest**, 2026-12-03, `0deb1c7` (the 512 px rung of a 1024 px photo as YCbCr planes), two passes, load 1.4–1.9: render/planes_jpg/512; render/jpg/512 (Hopper's 512 px master, striped QOI, unchanged) | **0.62–0.72 ms**; 1.75–1.78 ms |
+//! | 2026-12-03, `0deb1c7` (the 512 px rung of a 1024 px photo as YCbCr planes), two passes, load 1.4–1.9: render/planes_jpg/512; render/jpg/512 (Hopper's 512 px master, striped QOI, unchanged) | **0.62–0.72 ms**; 1.75–1.78 ms |
 //! | same sitting: render/planes_png/512; render/planes_jpg/300 (the planes converted back); render/jpg/256 | 2.02–2.05 ms; 1.42–1.70 ms; 297–374 µs |
 //! | same sitting: resize/decode_rung_128 (uncompressed rung: a copy) | 1.1 µs |
+//! | **latest**, 2026-12-04, `8033aa8` (the JPEG encoder's Huffman tokens), one pass, load 0.9–1.7: render/jpg/{16,32,80,128,256,512}; encode/jpg/128 | 29 / 36 / 98 / 61 / 211 µs / **1.27 ms**; 61 µs |
+//! | same pass: render/planes_jpg/512; render/planes_jpg/300 | **0.41 ms**; 1.00 ms |
 //! | resize/decode_rung_128 (QOI)   | 99 µs         |
 //! | resize/decode_rung_128 (uncompressed rung, 2026-12-01) | 1.2–19 µs (a copy; the 19 µs run page-faulted: the bench links glibc's allocator) |
 //! | resize/128_from_256            | 305 µs        |
@@ -47,7 +49,7 @@
 //! | resize/80_from_128             | 185 µs        |
 //! | encode/{png,jpg,webp}/128      | 350 / 405 / 433 µs |
 //!
-//! (The render rows above the latest one are history: the 512 px rung was
+//! (The render rows above the latest ones are history: the 512 px rung was
 //! one QOI image and the JPEG encode serial then. They also predate issue 21:
 //! `webp` was lossless then — it is `webpll` now. `avif` is not measured
 //! here yet.)
