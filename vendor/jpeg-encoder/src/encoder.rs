@@ -1656,10 +1656,11 @@ mod tests {
 }
 
 /// avatar-edge fork: each thread keeps the pixel rows, coefficient blocks and
-/// Huffman tokens of its last encode for the next one. A server encodes thousands of small
-/// images a second; fresh buffers of 16 KiB and more were a page-faulting
-/// allocation each (and, with an allocator that returns freed pages at once,
-/// an `madvise` each). Kept only up to `KEEP_MAX_BYTES` per thread.
+/// Huffman tokens of its last encode for the next one. A server encodes
+/// thousands of small images a second; fresh buffers of 16 KiB and more were
+/// a page-faulting allocation each (and, with an allocator that returns freed
+/// pages at once, an `madvise` each). Kept only up to `KEEP_MAX_BYTES` per
+/// thread.
 mod scratch {
     use super::AlignedBlock;
     use alloc::vec::Vec;
