@@ -156,6 +156,70 @@ fn a_silent_connection_is_closed_after_the_header_timeout() {
     assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
 }
 
+/// Slowloris with bytes: a head that trickles in (a header line every
+/// 200 ms) is cut off `header_timeout` after its first byte, on a new
+/// connection and on a kept-alive one after a complete request, without an
+/// answer; a head in two parts within the timeout is served.
+#[test]
+fn a_trickling_request_head_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--header-timeout", "1"], Some(TOKEN));
+
+    /// Trickle a head that never ends; how long until the server closed.
+    fn trickle(conn: &mut KeepAlive) -> Duration {
+        let started = Instant::now();
+        conn.send_raw(b"GET /healthz HTTP/1.1\r\nHost: t\r\n");
+        let mut writer = conn.reader.get_ref().try_clone().unwrap();
+        let dripping = std::thread::spawn(move || {
+            use std::io::Write;
+            for _ in 0..50 {
+                std::thread::sleep(Duration::from_millis(200));
+                if writer.write_all(b"X-Drip: 1\r\n").is_err() {
+                    return;
+                }
+            }
+        });
+        let mut rest = Vec::new();
+        let closed = conn.reader.read_to_end(&mut rest);
+        let elapsed = started.elapsed();
+        assert!(
+            rest.is_empty(),
+            "no answer: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        // A reset (the drip's bytes unread at close) is a close too.
+        if let Err(e) = closed {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+        drop(conn.reader.get_ref().shutdown(std::net::Shutdown::Both));
+        dripping.join().unwrap();
+        elapsed
+    }
+
+    let fresh = trickle(&mut KeepAlive::connect(server.addr));
+    assert!(
+        fresh >= Duration::from_millis(900) && fresh < Duration::from_secs(4),
+        "a fresh connection closed after {fresh:?}"
+    );
+
+    let mut kept = KeepAlive::connect(server.addr);
+    kept.send_raw(KeepAlive::get_head("/healthz", "").as_bytes());
+    assert_eq!(kept.read().0, 200);
+    let after_one = trickle(&mut kept);
+    assert!(
+        after_one >= Duration::from_millis(900) && after_one < Duration::from_secs(4),
+        "a kept-alive connection closed after {after_one:?}"
+    );
+
+    // A head in two parts, 400 ms apart, is within the timeout.
+    let mut split = KeepAlive::connect(server.addr);
+    split.send_raw(b"GET /healthz HTTP/1.1\r\n");
+    std::thread::sleep(Duration::from_millis(400));
+    split.send_raw(b"Host: t\r\n\r\n");
+    assert_eq!(split.read().0, 200);
+    assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
+}
+
 /// Upload the large test photo for `key` (URL-encoded); its content hash.
 fn upload_photo(server: &Server, key: &str) -> String {
     let (ak, av) = auth();

@@ -21,6 +21,10 @@
 //! rules cannot see — a pipelined request whose head arrived only partly
 //! while the previous one was in flight — is covered by the grace period: the
 //! client must also have been silent for [`PARK_AFTER`].
+//!
+//! The same wrapper keeps the header timeout: a head that started arriving
+//! while nothing was in flight must be complete within `header_timeout` of
+//! the first read that found it incomplete.
 
 use std::future::Future as _;
 use std::io;
@@ -30,12 +34,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-/// How long a connection must be quiet between messages before it is parked.
+/// How long a connection must be quiet between messages before it is parked
+/// (at most twice this: a busy connection's timer is re-armed lazily).
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
 /// What the service and the socket wrapper of one connection share.
@@ -46,6 +52,8 @@ pub struct ConnState {
     /// Bytes were read while no request was in flight: the next request's
     /// head is (partly) in hyper's buffer.
     head_pending: AtomicBool,
+    /// Woken when the last request in flight ends, if a read was waiting.
+    ended: AtomicWaker,
 }
 
 impl ConnState {
@@ -68,7 +76,9 @@ pub struct InFlight(Arc<ConnState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.wake();
+        }
     }
 }
 
@@ -108,26 +118,54 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
+/// What the connection's one timer is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    Nothing,
+    /// Park once the client has been quiet for [`PARK_AFTER`].
+    Quiet,
+    /// Close unless the request head that started arrives in time.
+    Head,
+}
+
 /// The socket as hyper's HTTP/1 connection sees it; see the module doc.
+///
+/// It also keeps the header timeout (hyper's own is off): a request head
+/// found incomplete must be complete within `header_timeout`, or the
+/// read fails and hyper closes the connection without an answer, as it
+/// would on its own timeout. Both deadlines share one timer, armed lazily: a
+/// head that arrives in one read arms nothing, and between the requests of a
+/// busy connection the quiet timer is re-armed once per [`PARK_AFTER`], not
+/// once per request (hyper's header timer was a boxed sleep made, registered
+/// and dropped per request, and the quiet timer was reset per request).
 pub struct Parkable {
     stream: TcpStream,
     state: Arc<ConnState>,
+    header_timeout: Duration,
     /// The last write hit a full socket buffer (hyper still holds bytes).
     write_blocked: bool,
-    /// Armed when a read finds nothing while the connection is idle.
-    quiet: Option<Pin<Box<Sleep>>>,
-    quiet_armed: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: Armed,
+    /// The client sent bytes, or a request was in flight, since the quiet
+    /// timer was armed.
+    heard: bool,
+    /// A read found nothing while a request was in flight or a write was
+    /// blocked: no timer runs, so the end of either wakes the task.
+    read_waiting: bool,
     parked: bool,
 }
 
 impl Parkable {
-    pub fn new(stream: TcpStream, state: Arc<ConnState>) -> Self {
+    pub fn new(stream: TcpStream, state: Arc<ConnState>, header_timeout: Duration) -> Self {
         Self {
             stream,
             state,
+            header_timeout,
             write_blocked: false,
-            quiet: None,
-            quiet_armed: false,
+            timer: None,
+            armed: Armed::Nothing,
+            heard: false,
+            read_waiting: false,
             parked: false,
         }
     }
@@ -139,24 +177,90 @@ impl Parkable {
         (self.stream, self.parked)
     }
 
-    /// May the connection be parked now (ignoring the grace period)?
+    /// Nothing in flight, no head started, nothing left to write.
     fn between_messages(&self) -> bool {
-        self.state.idle() && !self.state.head_pending.load(Ordering::Acquire) && !self.write_blocked
+        self.state.idle() && !self.head_started() && !self.write_blocked
     }
 
-    /// Poll the grace timer; `Ready` once the client has been quiet long enough.
-    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = Instant::now() + PARK_AFTER;
-        if !self.quiet_armed {
-            self.quiet_armed = true;
-            match &mut self.quiet {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.quiet = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+    /// Bytes of the next request's head were read; the request has not
+    /// started.
+    fn head_started(&self) -> bool {
+        self.state.head_pending.load(Ordering::Acquire)
+    }
+
+    /// Arm the timer for `what`, `after` from now.
+    fn arm(&mut self, what: Armed, after: Duration) {
+        let deadline = Instant::now() + after;
+        match &mut self.timer {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
-        match &mut self.quiet {
+        self.armed = what;
+    }
+
+    /// After a write: a read waiting on a blocked write is polled again once
+    /// the write went through (see `poll_idle`).
+    fn wrote(&mut self, cx: &Context<'_>, blocked: bool) {
+        if self.write_blocked && !blocked && self.read_waiting {
+            cx.waker().wake_by_ref();
+        }
+        self.write_blocked = blocked;
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
             Some(sleep) => sleep.as_mut().poll(cx),
             None => Poll::Pending,
+        }
+    }
+
+    /// The socket has nothing to read: `Ready(Ok)` parks (end-of-stream to
+    /// hyper), `Ready(Err)` is the header timeout, `Pending` waits.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.between_messages() {
+            if self.armed != Armed::Quiet {
+                self.arm(Armed::Quiet, PARK_AFTER);
+                self.heard = false;
+            }
+            while self.poll_timer(cx).is_ready() {
+                if !self.heard {
+                    // Quiet for at least `PARK_AFTER` (at most twice that).
+                    self.parked = true;
+                    return Poll::Ready(Ok(()));
+                }
+                self.arm(Armed::Quiet, PARK_AFTER);
+                self.heard = false;
+            }
+            Poll::Pending
+        } else if self.head_started() && self.state.idle() {
+            if self.armed != Armed::Head {
+                self.arm(Armed::Head, self.header_timeout);
+            }
+            match self.poll_timer(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not complete within the header timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            }
+        } else {
+            // A request in flight (or a blocked write): no deadline runs, but
+            // once the response is written hyper may not read again by
+            // itself (its last read was blocked). A quiet timer still running
+            // will poll the read again when it fires. Without one, the end
+            // of the request (`InFlight`) or of the blocked write wakes the
+            // task, whose next read arms the timer. (A timer is not re-armed
+            // here: an event stream may stay in flight for hours.)
+            self.heard = true;
+            if self.armed == Armed::Quiet && self.poll_timer(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.armed = Armed::Nothing;
+            self.read_waiting = true;
+            if !self.state.idle() {
+                self.state.ended.register(cx.waker());
+            }
+            Poll::Pending
         }
     }
 }
@@ -172,30 +276,22 @@ impl AsyncRead for Parkable {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
+        this.read_waiting = false;
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.quiet_armed = false;
-                if buf.filled().len() > before && this.state.idle() {
-                    this.state.head_pending.store(true, Ordering::Release);
+                this.heard = true;
+                if buf.filled().len() > before
+                    && this.state.idle()
+                    && !this.state.head_pending.swap(true, Ordering::AcqRel)
+                    && this.armed == Armed::Head
+                {
+                    // A new head: the last one's deadline is not its own.
+                    this.armed = Armed::Nothing;
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                if !this.between_messages() {
-                    this.quiet_armed = false;
-                    return Poll::Pending;
-                }
-                match this.poll_quiet(cx) {
-                    Poll::Ready(()) => {
-                        // End-of-stream at a message boundary: hyper closes
-                        // its side gracefully and hands the socket back.
-                        this.parked = true;
-                        Poll::Ready(Ok(()))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => this.poll_idle(cx),
         }
     }
 }
@@ -208,7 +304,7 @@ impl AsyncWrite for Parkable {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write(cx, data);
-        this.write_blocked = r.is_pending();
+        this.wrote(cx, r.is_pending());
         r
     }
 
@@ -219,7 +315,7 @@ impl AsyncWrite for Parkable {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.write_blocked = r.is_pending();
+        this.wrote(cx, r.is_pending());
         r
     }
 

@@ -6,8 +6,9 @@
 //! Each connection is one task:
 //!
 //! 1. Wait for the first byte under `header_timeout` (slowloris: a client that
-//!    connects and sends nothing is closed; hyper's own header timer only
-//!    runs once hyper reads) and peek at the preface to pick HTTP/2 or /1.1.
+//!    connects and sends nothing is closed) and peek at the preface to pick
+//!    HTTP/2 or /1.1. From then on [`Parkable`] gives a request head found
+//!    incomplete `header_timeout` to arrive (hyper's own header timer is off).
 //! 2. HTTP/1.1: serve with a hyper connection over [`Parkable`] until hyper
 //!    is done. If it is done because the connection was parked (idle between
 //!    messages, see [`super::park`]), drop hyper's state and wait on the
@@ -107,7 +108,8 @@ pub async fn serve(
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        // `Parkable` keeps the header timeout (lazily; see there).
+        .header_read_timeout(None)
         .keep_alive(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
@@ -248,7 +250,11 @@ where
             Future = ServiceFuture,
         > + Unpin,
 {
-    let io = TokioIo::new(Parkable::new(stream, state.clone()));
+    let io = TokioIo::new(Parkable::new(
+        stream,
+        state.clone(),
+        protocols.header_timeout,
+    ));
     let mut conn = protocols.http1.serve_connection(io, svc);
     let mut stopping = false;
     let ended = loop {
