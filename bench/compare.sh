@@ -8,6 +8,9 @@
 #   BIN=/tmp/a/avatar-edge bench/compare.sh   # that binary, no build (A-B-A-B)
 #   EDGE_ARGS="--raw-rungs-up-to 512" bench/compare.sh   # extra flags for avatar-edge
 #   SKIP_RSS=1 bench/compare.sh      # (a)-(c) only, ~1.5 minutes
+#   HIT_ROUNDS=8 DUR=6 bench/compare.sh   # (a) only, alternating avatar-edge
+#                                    # and nginx N times (order flipped every
+#                                    # round): per-round ratios and medians
 #
 # (a) hits: wrk -t2 -c64 -d${DUR}s, req/s, p99, server CPU per request from
 #     /proc/<pid>/stat utime+stime deltas (nginx: master + workers);
@@ -130,6 +133,35 @@ PY
 # tenant's share of our cores), printed under the table.
 head -1 /proc/stat > "$work/stat0"; cut -d' ' -f1 /proc/loadavg > "$work/load0"
 
+if [[ -n "${HIT_ROUNDS:-}" ]]; then # (a) as an A-B-A-B run: the hit targets' own measure
+  for r in $(seq "$HIT_ROUNDS"); do
+    echo "running (a) hits, round $r of $HIT_ROUNDS ..." >&2
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if ((r % 2)); then order="ngx edge"; else order="edge ngx"; fi
+    for who in $order; do
+      if [[ $who = ngx ]]; then run_wrk "ngx_hit$r" "http://127.0.0.1:$NGX/static/a128.jpg" 2 64 "$DUR" $(ngx_pids)
+      else run_wrk "edge_hit$r" "http://127.0.0.1:$HOT/c/$HASH.jpg?s=128" 2 64 "$DUR" "$HOT_PID"; fi
+    done
+    echo "$load" > "$work/load$r"
+  done
+  python3 - "$work" "$HIT_ROUNDS" <<'PY'
+import statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+res = lambda n: [float(x) for x in open(f"{work}/{n}.res").read().split()]
+rows = []
+print("| round | load | avatar-edge req/s | nginx req/s | ratio (>= 1.1x) | CPU/hit edge | nginx | ratio (<= 0.8x) |")
+print("|---|---|---|---|---|---|---|---|")
+for r in range(1, rounds + 1):
+    e, n = res(f"edge_hit{r}"), res(f"ngx_hit{r}")
+    rows.append((e[0] / n[0], e[3] / n[3]))
+    load = open(f"{work}/load{r}").read().strip()
+    print(f"| {r} | {load} | {e[0]:,.0f} | {n[0]:,.0f} | {rows[-1][0]:.2f}x | {e[3]:.1f} us | {n[3]:.1f} us | {rows[-1][1]:.2f}x |")
+both = sum(1 for q, c in rows if q >= 1.1 and c <= 0.8)
+print(f"\nmedians over {rounds} rounds: req/s {statistics.median(q for q, _ in rows):.2f}x nginx, "
+      f"CPU per hit {statistics.median(c for _, c in rows):.2f}x; both targets met in {both} of {rounds} rounds")
+PY
+  exit 0
+fi
 echo "running (a) hits ..." >&2
 run_wrk ngx_hit "http://127.0.0.1:$NGX/static/a128.jpg" 2 64 "$DUR" $(ngx_pids)
 run_wrk edge_hit "http://127.0.0.1:$HOT/c/$HASH.jpg?s=128" 2 64 "$DUR" "$HOT_PID"
