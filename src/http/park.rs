@@ -331,3 +331,86 @@ impl AsyncWrite for Parkable {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A wrapped server side and the client side of one loopback connection.
+    async fn pair(header_timeout: Duration) -> (Parkable, Arc<ConnState>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let state = Arc::new(ConnState::default());
+        let parkable = Parkable::new(server, state.clone(), header_timeout);
+        (parkable, state, client)
+    }
+
+    /// The result of one read, or `None` if it did not end within `wait`.
+    async fn read_within(p: &mut Parkable, wait: Duration) -> Option<io::Result<usize>> {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(wait, p.read(&mut buf)).await.ok()
+    }
+
+    /// Bytes the client sends, readable at once (the reactor has seen them).
+    async fn send(client: &mut TcpStream, bytes: &[u8]) {
+        client.write_all(bytes).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_head_times_out_and_each_head_has_its_own_deadline() {
+        let ms = Duration::from_millis;
+        let (mut p, state, mut client) = pair(ms(400)).await;
+        send(&mut client, b"GET / HTTP/1.1\r\n").await;
+        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        // Incomplete: the deadline runs from here.
+        assert!(read_within(&mut p, ms(100)).await.is_none());
+        // The head completed; its request was served.
+        drop(state.start());
+        // The next head starts 250 ms later and reads at once, without a
+        // read between the two heads that finds nothing.
+        tokio::time::sleep(ms(230)).await;
+        send(&mut client, b"GET /2 HTTP/1.1\r\n").await;
+        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        // Past the first head's deadline, the second is still given time...
+        assert!(
+            read_within(&mut p, ms(200)).await.is_none(),
+            "the new head inherited the last one's deadline"
+        );
+        // ...until its own deadline.
+        let timed_out = read_within(&mut p, ms(2000)).await.expect("closed");
+        assert_eq!(timed_out.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(!p.into_parts().1, "timed out, not parked");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_between_messages_parks_and_a_heard_one_does_not() {
+        let ms = Duration::from_millis;
+        let (mut p, state, mut client) = pair(ms(10_000)).await;
+        // A request came and went; then the client is heard 300 ms into the
+        // quiet period (the bytes of a head it then completes).
+        send(&mut client, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        drop(state.start());
+        let started = Instant::now();
+        assert!(read_within(&mut p, ms(300)).await.is_none());
+        send(&mut client, b"GET /2 HTTP/1.1\r\n\r\n").await;
+        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        drop(state.start());
+        // Heard within the first period: not parked at its end, but once a
+        // whole period passed in silence.
+        let parked = read_within(&mut p, ms(3000)).await.expect("parked");
+        assert_eq!(parked.unwrap(), 0, "end-of-stream to hyper");
+        let after = started.elapsed();
+        assert!(
+            after >= PARK_AFTER + ms(300) && after <= 2 * PARK_AFTER + ms(300),
+            "parked after {after:?}"
+        );
+        assert!(p.into_parts().1, "parked");
+    }
+}
