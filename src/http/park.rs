@@ -356,18 +356,20 @@ mod tests {
         tokio::time::timeout(wait, p.read(&mut buf)).await.ok()
     }
 
-    /// Bytes the client sends, readable at once (the reactor has seen them).
-    async fn send(client: &mut TcpStream, bytes: &[u8]) {
+    /// Bytes the client sends, readable at once (the reactor has seen them),
+    /// and read by the wrapper in one read.
+    async fn send_and_read(client: &mut TcpStream, p: &mut Parkable, bytes: &[u8]) {
         client.write_all(bytes).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let read = read_within(p, Duration::from_secs(1)).await;
+        assert!(matches!(read, Some(Ok(n)) if n > 0), "{read:?}");
     }
 
     #[tokio::test]
     async fn an_incomplete_head_times_out_and_each_head_has_its_own_deadline() {
         let ms = Duration::from_millis;
         let (mut p, state, mut client) = pair(ms(400)).await;
-        send(&mut client, b"GET / HTTP/1.1\r\n").await;
-        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        send_and_read(&mut client, &mut p, b"GET / HTTP/1.1\r\n").await;
         // Incomplete: the deadline runs from here.
         assert!(read_within(&mut p, ms(100)).await.is_none());
         // The head completed; its request was served.
@@ -375,8 +377,7 @@ mod tests {
         // The next head starts 250 ms later and reads at once, without a
         // read between the two heads that finds nothing.
         tokio::time::sleep(ms(230)).await;
-        send(&mut client, b"GET /2 HTTP/1.1\r\n").await;
-        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        send_and_read(&mut client, &mut p, b"GET /2 HTTP/1.1\r\n").await;
         // Past the first head's deadline, the second is still given time...
         assert!(
             read_within(&mut p, ms(200)).await.is_none(),
@@ -394,13 +395,11 @@ mod tests {
         let (mut p, state, mut client) = pair(ms(10_000)).await;
         // A request came and went; then the client is heard 300 ms into the
         // quiet period (the bytes of a head it then completes).
-        send(&mut client, b"GET / HTTP/1.1\r\n\r\n").await;
-        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        send_and_read(&mut client, &mut p, b"GET / HTTP/1.1\r\n\r\n").await;
         drop(state.start());
         let started = Instant::now();
         assert!(read_within(&mut p, ms(300)).await.is_none());
-        send(&mut client, b"GET /2 HTTP/1.1\r\n\r\n").await;
-        assert!(matches!(read_within(&mut p, ms(1000)).await, Some(Ok(n)) if n > 0));
+        send_and_read(&mut client, &mut p, b"GET /2 HTTP/1.1\r\n\r\n").await;
         drop(state.start());
         // Heard within the first period: not parked at its end, but once a
         // whole period passed in silence.
