@@ -211,6 +211,11 @@ where
 
     /// The cached value, or the result of `produce` — run once for all
     /// concurrent callers with the same key.
+    ///
+    /// A hit returns without touching the producing future: that one is
+    /// boxed, so the caller's own future stays the size of a hit's state
+    /// (it is moved into a box per request by the HTTP layer; a render's
+    /// state inline made every hit copy kilobytes).
     pub async fn get_or_produce<F, Fut>(&self, key: K, produce: F) -> Result<(V, Outcome), E>
     where
         F: FnOnce() -> Fut,
@@ -219,6 +224,15 @@ where
         if let Some(v) = self.get(&key) {
             return Ok((v, Outcome::Hit));
         }
+        Box::pin(self.produce_once(key, produce)).await
+    }
+
+    /// The miss path of [`Cache::get_or_produce`].
+    async fn produce_once<F, Fut>(&self, key: K, produce: F) -> Result<(V, Outcome), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         let cell = lock(&self.inflight)
             .entry(key.clone())
             .or_insert_with(|| Arc::new(OnceCell::new()))

@@ -156,7 +156,8 @@ impl Service {
         let Some(avatar) = eligible else {
             // Issue 17: no local avatar — the upstreams before the default.
             if self.fallback_applies(req, record.as_ref()) {
-                return self.fallback_answer(req, &hash, accept, record).await;
+                // Boxed: an upstream fetch's state stays out of every hit's future.
+                return Box::pin(self.fallback_answer(req, &hash, accept, record)).await;
             }
             return self
                 .default_answer(req, Subject::Unbound(&hash), accept, record)

@@ -309,7 +309,7 @@ impl Service {
             unreachable!("content_variant takes content keys")
         };
         if animated {
-            return self.animated_variant(manifest, key).await;
+            return Box::pin(self.animated_variant(manifest, key)).await;
         }
         // Rung choice without a heap allocation (ladders have ≤ 16 rungs).
         let mut buf = [0u32; 16];

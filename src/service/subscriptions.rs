@@ -75,9 +75,21 @@ impl Service {
         req: &IdentityRequest,
         accept: Option<&str>,
     ) -> Result<(IdentityReply, bool), ServiceError> {
-        let Some(want) = req.version else {
-            return Ok((self.identity(req, accept).await?, false));
-        };
+        match req.version {
+            None => Ok((self.identity(req, accept).await?, false)),
+            // Boxed: the waiting path's state stays out of every plain
+            // identity request's future.
+            Some(want) => Box::pin(self.identity_when_at(req, accept, want)).await,
+        }
+    }
+
+    /// [`Service::identity_at_version`] for a versioned URL.
+    async fn identity_when_at(
+        &self,
+        req: &IdentityRequest,
+        accept: Option<&str>,
+        want: u64,
+    ) -> Result<(IdentityReply, bool), ServiceError> {
         // Wait on the record's version alone (one index look-up a round),
         // then answer once: no identity answer is built while waiting.
         if let IdentityRef::Hash(hash) = req.identity {
