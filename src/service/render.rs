@@ -428,13 +428,17 @@ impl Service {
         size: u32,
         format: OutputFormat,
     ) -> Result<(Variant, Outcome), ServiceError> {
-        let mut h = blake3::Hasher::new();
-        h.update(&(seed.len() as u64).to_le_bytes());
-        h.update(seed);
-        if let Some(i) = &initials {
-            h.update(i.as_bytes());
-        }
-        let digest = *h.finalize().as_bytes();
+        // In a block: the hasher (1.9 KB) must not live across the await
+        // below, or it is part of every identity request's future.
+        let digest = {
+            let mut h = blake3::Hasher::new();
+            h.update(&(seed.len() as u64).to_le_bytes());
+            h.update(seed);
+            if let Some(i) = &initials {
+                h.update(i.as_bytes());
+            }
+            *h.finalize().as_bytes()
+        };
         let key = VariantKey::Generated {
             style,
             seed: digest,
