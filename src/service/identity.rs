@@ -271,8 +271,6 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// An identity request's future is boxed once per request (by the
     /// router), so its size is copied per request. It was 3.3 KB while the
     /// default's 1.9 KB BLAKE3 hasher lived across an await (`generated`).
