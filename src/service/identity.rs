@@ -268,31 +268,3 @@ impl Service {
         Ok((answer, Some(outcome)))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    /// An identity request's future is boxed once per request (by the
-    /// router), so its size is copied per request. It was 3.3 KB while the
-    /// default's 1.9 KB BLAKE3 hasher lived across an await (`generated`).
-    #[tokio::test]
-    async fn an_identity_answers_future_stays_small() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config::for_tests(dir.path());
-        let built = crate::cli::build_app(config, false).unwrap();
-        let svc = &built.app.service;
-        let req = crate::spec::parse_identity("00000000000000000000000000000000", None);
-        let identity = std::mem::size_of_val(&svc.identity(&req, None));
-        assert!(identity <= 2 << 10, "identity's future is {identity} bytes");
-        let generated = std::mem::size_of_val(&svc.generated(
-            crate::model::Style::Identicon,
-            b"seed",
-            None,
-            80,
-            crate::model::OutputFormat::Png,
-        ));
-        assert!(
-            generated <= 1 << 10,
-            "generated's future is {generated} bytes"
-        );
-    }
-}
